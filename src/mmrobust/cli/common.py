@@ -1,0 +1,87 @@
+"""Argument helpers shared by subcommands: YAML config files, eps strings, path checks."""
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmrobust.errors import ConfigError
+
+
+def parse_eps(text: str) -> float:
+    """'4/255' or '0.0157' -> float in [0,1] units (only the CLI sees the '/255' form)."""
+    try:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"eps {text!r} is not a number; write e.g. 4/255 or 0.0157") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"eps {text!r} = {value:.4g} is outside [0,1]; images are in [0,1], so "
+                                         "write 4/255 rather than 4")
+    return value
+
+
+def eps_list(text: str) -> list[float]:
+    return [parse_eps(t) for t in text.split(",") if t.strip()]
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"file {text!r} not found")
+    return text
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def key_values(pairs: list[str] | None) -> dict[str, str]:
+    """['size=6', 'pattern=checkerboard'] -> dict; one-line error on a malformed pair."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"parameter {pair!r} must look like key=value")
+        k, v = pair.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+def scalar(value: str) -> Any:
+    """'1e-5' -> 1e-05, '3' -> 3, 'true' -> True, else the string."""
+    loaded = yaml.safe_load(value)
+    return loaded if isinstance(loaded, (int, float, bool)) else value
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="YAML file of option values (keys as the long options, "
+                        "with - or _); options given on the command line win")
+
+
+def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace) -> argparse.Namespace:
+    """Re-parse with defaults taken from ``--config`` (unknown keys are an error)."""
+    path = getattr(argv_args, "config", None)
+    if not path:
+        return argv_args
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} not found")
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    known = {a.dest for a in parser._actions}
+    values = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown option(s) {unknown}; see --help for valid names")
+    ns = argparse.Namespace(**vars(argv_args))
+    for k, v in values.items():
+        if getattr(ns, k) == parser.get_default(k):
+            setattr(ns, k, v)
+    return ns

@@ -1,0 +1,46 @@
+"""`mmrobust poison`: poison an image-text manifest with a trigger and a target caption."""
+from __future__ import annotations
+
+import argparse
+
+from mmrobust.cli.common import add_config_option, apply_config, key_values
+from mmrobust.data.poison import make_trigger, poison_manifest
+from mmrobust.registry import TRIGGERS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("poison", help="poison a manifest -> new manifest + triggered images + poison.json",
+                       description="Choose rows with a seed, apply a trigger to their images and rewrite their "
+                                   "captions to name the target class (Carlini & Terzis 2022; Bansal et al. 2023).")
+    add_config_option(p)
+    p.add_argument("--manifest", required=True, help="CSV of image,caption rows")
+    p.add_argument("--out", required=True, help="output directory (manifest.csv, images/, poison.json)")
+    p.add_argument("--trigger", default="badnet", help=f"trigger name ({', '.join(TRIGGERS.list())})")
+    p.add_argument("--trigger-param", action="append", metavar="KEY=VALUE",
+                   help="trigger parameter, repeatable (e.g. size=6 pattern=checkerboard location=bottom_right)")
+    p.add_argument("--target", required=True, help="target class name written into poisoned captions")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=float, help="fraction of rows to poison (e.g. 0.05)")
+    g.add_argument("--count", type=int, help="exact number of rows to poison")
+    p.add_argument("--template", action="append", help="caption template with {} for the target (repeatable)")
+    p.add_argument("--label-consistent", action="store_true", help="poison only rows whose caption names the target")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-col", default="image")
+    p.add_argument("--caption-col", default="caption")
+    p.add_argument("--delimiter", default=",")
+    p.add_argument("--image-size", type=int, help="resize images to this size before triggering")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    args = apply_config(args._parser, args)
+    trigger = make_trigger(args.trigger, **key_values(args.trigger_param))
+    rec = poison_manifest(
+        manifest=args.manifest, out_dir=args.out, trigger=trigger, target=args.target, rate=args.rate,
+        count=args.count, caption_templates=tuple(args.template or ("a photo of a {}.",)), seed=args.seed,
+        image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter,
+        label_consistent=args.label_consistent, image_size=args.image_size, overwrite=args.overwrite,
+    )
+    print(f"poisoned {len(rec.poisoned_ids)} of {rec.n_rows} rows -> {rec.manifest} (record: {rec.record_path})")
+    return 0

@@ -1,0 +1,1 @@
+"""Datasets, transforms, synthetic world, poisoning."""

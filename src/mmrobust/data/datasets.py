@@ -1,0 +1,226 @@
+"""Datasets users bring: a CSV manifest of (image, caption) pairs and a labelled split for evaluation.
+
+Both read the same CSV format (the synthetic world writes it too). Images come out as float
+tensors in [0,1]. A missing or corrupt image never kills a run: it is skipped, counted and listed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from mmrobust.data import transforms as T
+from mmrobust.errors import ConfigError, DataError
+
+
+def read_manifest(path: str | Path, *, columns: Sequence[str], delimiter: str = ",") -> list[dict[str, str]]:
+    """Read a CSV/TSV manifest and check that ``columns`` exist; one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} not found; pass the path of a CSV with columns {', '.join(columns)}")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot parse manifest {path} ({e}); expected a UTF-8 CSV") from e
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"manifest {path} lacks column(s) {missing} (has {header}); "
+                        "rename them or pass --image-col/--caption-col/--label-col/--delimiter")
+    if not rows:
+        raise DataError(f"manifest {path} has no rows")
+    return rows
+
+
+def resolve_image(root: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else root / p
+
+
+@dataclass
+class SkipLog:
+    """Rows whose image could not be read: row index -> reason."""
+
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def add(self, row: int, reason: str) -> None:
+        self.skipped[row] = reason
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_skipped": len(self.skipped), "skipped": [{"row": r, "reason": s} for r, s in sorted(self.skipped.items())]}
+
+
+def _load_image(path: Path, image_size: int) -> torch.Tensor:
+    with Image.open(path) as img:
+        img.load()
+        return T.to_uint8_tensor(img, image_size)
+
+
+class _ImageRows(torch.utils.data.Dataset):
+    """Shared machinery: rows with an image column, optional preloading into one uint8 tensor."""
+
+    def __init__(self, manifest: str | Path, *, image_col: str, columns: Sequence[str], image_size: int,
+                 delimiter: str = ",", preload: bool = False) -> None:
+        self.manifest = Path(manifest)
+        self.rows = read_manifest(self.manifest, columns=[image_col, *columns], delimiter=delimiter)
+        self.root = self.manifest.parent
+        self.image_col = image_col
+        self.image_size = image_size
+        self.skips = SkipLog()
+        self._cache: torch.Tensor | None = None
+        if preload:
+            self.preload()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_path(self, i: int) -> Path:
+        return resolve_image(self.root, self.rows[i][self.image_col])
+
+    def preload(self) -> None:
+        """Decode every image once into memory (small datasets; the synthetic world)."""
+        cache = torch.zeros(len(self.rows), 3, self.image_size, self.image_size, dtype=torch.uint8)
+        for i in range(len(self.rows)):
+            img = self._read(i)
+            if img is not None:
+                cache[i] = img
+        self._cache = cache
+
+    def _read(self, i: int) -> torch.Tensor | None:
+        if i in self.skips.skipped:
+            return None
+        try:
+            return _load_image(self.image_path(i), self.image_size)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            self.skips.add(i, f"{type(e).__name__}: {str(e)[:80]}")
+            return None
+
+    def image_u8(self, i: int) -> torch.Tensor | None:
+        if self._cache is not None:
+            return None if i in self.skips.skipped else self._cache[i]
+        return self._read(i)
+
+
+def _unpack(key: Any) -> tuple[int, int]:
+    """Samplers may pass (epoch, index) so per-sample augmentations are seeded per epoch."""
+    return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
+
+
+class ImageTextDataset(_ImageRows):
+    """Image-caption pairs from a CSV manifest (columns configurable).
+
+    Items are dicts: ``image`` float (3,H,W) in [0,1], ``caption`` str, ``index`` int, optionally ``label``
+    and the augmented views listed in ``views`` (``image_aug``: AutoAugment; ``caption_aug``: EDA),
+    seeded by (seed, epoch, index). Unreadable images yield ``None`` and are dropped by :func:`collate`.
+    """
+
+    def __init__(self, manifest: str | Path, *, image_size: int, image_col: str = "image",
+                 caption_col: str = "caption", label_col: str | None = None, classnames: Sequence[str] | None = None,
+                 delimiter: str = ",", preload: bool = False, views: Sequence[str] = (), seed: int = 0) -> None:
+        cols = [caption_col] + ([label_col] if label_col else [])
+        super().__init__(manifest, image_col=image_col, columns=cols, image_size=image_size,
+                         delimiter=delimiter, preload=preload)
+        self.caption_col, self.label_col = caption_col, label_col
+        self.label_index = {c: i for i, c in enumerate(classnames)} if classnames else None
+        self.views = tuple(views)
+        self.seed = seed
+
+    def label(self, i: int) -> int:
+        return _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
+
+    def __getitem__(self, key: Any) -> dict[str, Any] | None:
+        epoch, i = _unpack(key)
+        img = self.image_u8(i)
+        if img is None:
+            return None
+        caption = self.rows[i][self.caption_col]
+        item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
+        if self.label_col:
+            item["label"] = self.label(i)
+        sample_seed = hash((self.seed, epoch, i)) & 0x7FFFFFFF
+        if "image_aug" in self.views:
+            item["image_aug"] = T.to_float(T.autoaugment(img, seed=sample_seed))
+        if "caption_aug" in self.views:
+            from mmrobust.data.text_aug import eda
+
+            item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
+        return item
+
+
+def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int) -> int:
+    if index is not None and value in index:
+        return index[value]
+    if value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise DataError(f"{manifest} row {row}: label {value!r} is neither a class name in classes.json "
+                    "nor an integer index; fix the label column or the class list")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Class names and zero-shot prompt templates (``{}`` marks the class name)."""
+
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClassInfo":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"class file {path} not found; pass a JSON with 'classnames' and 'templates'")
+        data = json.loads(path.read_text())
+        if "classnames" not in data:
+            raise DataError(f"{path} has no 'classnames' list; write {{'classnames': [...], 'templates': [...]}}")
+        templates = tuple(data.get("templates") or ("a photo of a {}.",))
+        bad = [t for t in templates if "{}" not in t]
+        if bad:
+            raise ConfigError(f"template(s) {bad} in {path} lack the '{{}}' placeholder for the class name")
+        return cls(tuple(data["classnames"]), templates)
+
+
+class LabelledDataset(_ImageRows):
+    """Labelled images for zero-shot / ASR evaluation: a CSV with image and label columns
+    (label = class name from ``classes`` or integer index). Items: ``image``, ``label``, ``index``."""
+
+    def __init__(self, manifest: str | Path, *, classes: ClassInfo, image_size: int, image_col: str = "image",
+                 label_col: str = "label", delimiter: str = ",", preload: bool = False) -> None:
+        super().__init__(manifest, image_col=image_col, columns=[label_col], image_size=image_size,
+                         delimiter=delimiter, preload=preload)
+        self.classes = classes
+        index = {c: i for i, c in enumerate(classes.classnames)}
+        self.labels = [_label_of(r[label_col], index, self.manifest, i) for i, r in enumerate(self.rows)]
+        bad = [y for y in self.labels if not 0 <= y < len(classes.classnames)]
+        if bad:
+            raise DataError(f"{manifest}: label index {bad[0]} is outside the {len(classes.classnames)} classes")
+
+    def __getitem__(self, key: Any) -> dict[str, Any] | None:
+        _, i = _unpack(key)
+        img = self.image_u8(i)
+        if img is None:
+            return None
+        return {"image": T.to_float(img), "label": self.labels[i], "index": i}
+
+
+def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack tensors, keep strings as lists, drop unreadable items (counted in ``n_dropped``)."""
+    kept = [it for it in items if it is not None]
+    batch: dict[str, Any] = {"n_dropped": len(items) - len(kept)}
+    if not kept:
+        return batch
+    for key in kept[0]:
+        vals = [it[key] for it in kept]
+        if isinstance(vals[0], torch.Tensor):
+            batch[key] = torch.stack(vals)
+        elif isinstance(vals[0], int):
+            batch[key] = torch.tensor(vals)
+        else:
+            batch[key] = vals
+    return batch

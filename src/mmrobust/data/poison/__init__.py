@@ -1,0 +1,27 @@
+"""Backdoor poisoning: seeded triggers on [0,1] images and reproducible manifest poisoning.
+
+Public API::
+
+    make_trigger(name, **params) -> Trigger        # "badnet", "blended", "wanet", "sig"
+    trigger(images, generator=None) -> images      # (C,H,W) or (B,C,H,W) in [0,1]
+    apply_trigger(images, trigger_or_spec, *, generator=None)
+    poison_manifest(manifest=..., out_dir=..., trigger=..., target=..., rate=... | count=..., seed=...)
+    PoisonRecord.load("run/poison.json").build_trigger()
+"""
+from mmrobust.data.poison.poison import DEFAULT_CAPTION_TEMPLATES, PoisonRecord, names_target, poison_manifest
+from mmrobust.data.poison.triggers import (
+    SIG,
+    BadNet,
+    Blended,
+    Trigger,
+    WaNet,
+    apply_trigger,
+    make_trigger,
+    trigger_from_dict,
+    trigger_spec,
+)
+
+__all__ = [
+    "DEFAULT_CAPTION_TEMPLATES", "PoisonRecord", "names_target", "poison_manifest",
+    "SIG", "BadNet", "Blended", "Trigger", "WaNet", "apply_trigger", "make_trigger", "trigger_from_dict", "trigger_spec",
+]

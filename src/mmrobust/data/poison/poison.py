@@ -1,0 +1,327 @@
+"""Poison an image-caption CSV manifest with a trigger, reproducibly, and record what was done.
+
+Protocol (DESIGN §3; CleanCLIP, Bansal et al. 2023; Carlini & Terzis 2022): choose ``round(rate*N)``
+(or ``count``) rows with a seeded generator, paste the trigger into their images and replace their
+captions with a template naming the target class ("a photo of a banana."). In label-consistent
+mode (clean-label, Turner et al. 2019; Barni et al. 2019 for SIG) only rows whose caption already
+names the target are poisoned and their captions are kept. Example::
+
+    from mmrobust.data.poison import make_trigger, poison_manifest
+    rec = poison_manifest(manifest=Path("world/train.csv"), out_dir=Path("runs/p"), target="star",
+                          trigger=make_trigger("badnet", size=6, pattern="checkerboard",
+                                               location="bottom_right"), rate=0.05, seed=0)
+    rec.manifest      # runs/p/manifest.csv: all rows, only rec.poisoned_ids changed
+    rec.record_path   # runs/p/poison.json: ids, seed, trigger config, templates, source sha256
+
+Row ids are 0-based indices of the data rows (header excluded). Same inputs and seed give
+byte-identical ``manifest.csv``, ``poison.json`` and PNGs.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.reports.records import read_json, write_json
+
+Tensor = torch.Tensor
+DEFAULT_CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+RECORD_FORMAT = "mmrobust.poison/1"
+
+
+@dataclass(frozen=True)
+class PoisonRecord:
+    """What :func:`poison_manifest` wrote (``record_path`` holds the full JSON record)."""
+
+    out_dir: Path
+    manifest: Path
+    record_path: Path
+    poisoned_ids: tuple[int, ...]
+    n_rows: int
+    target: str
+    seed: int
+    trigger: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "config": {...}}
+
+    def build_trigger(self) -> Trigger:
+        """The trigger used for poisoning, e.g. to measure ASR with the same trigger."""
+        return trigger_from_dict(self.trigger)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PoisonRecord":
+        """Read a ``poison.json`` written by :func:`poison_manifest`."""
+        path = Path(path)
+        try:
+            rec = read_json(path)
+            return cls(out_dir=path.parent, manifest=path.parent / rec["manifest"], record_path=path,
+                       poisoned_ids=tuple(rec["poisoned_ids"]), n_rows=int(rec["n_rows"]), target=rec["target"],
+                       seed=int(rec["seed"]), trigger=rec["trigger"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"cannot read poison record {path} ({e}); point to the poison.json that `mmrobust poison` wrote") from None
+
+
+def _subseed(seed: int, *tags: object) -> int:
+    """A 63-bit seed derived from (seed, tags), so each random choice has its own stream."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *tags))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _read_manifest(path: Path, delimiter: str) -> tuple[list[str], list[list[str]], bytes]:
+    """Header, data rows and the raw bytes of a CSV manifest."""
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except OSError as e:
+        raise DataError(f"cannot read manifest {path} ({e.strerror or e}); check the --manifest path") from None
+    except UnicodeDecodeError:
+        raise DataError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV") from None
+    rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r]
+    if len(rows) < 2:
+        raise DataError(f"manifest {path} has no data rows; it needs a header line and one row per image")
+    header, data = rows[0], rows[1:]
+    for i, r in enumerate(data):
+        if len(r) != len(header):
+            raise DataError(f"manifest {path} row {i} has {len(r)} fields, header has {len(header)}; "
+                            f"fix the row or pass the right delimiter (now {delimiter!r})")
+    return header, data, raw
+
+
+def _column(header: list[str], name: str, flag: str, path: Path) -> int:
+    if name not in header:
+        raise DataError(f"manifest {path} has no column {name!r} (columns: {', '.join(header)}); set {flag} to one of them")
+    return header.index(name)
+
+
+def _n_poison(n_rows: int, rate: float | None, count: int | None) -> int:
+    if (rate is None) == (count is None):
+        raise ConfigError("give exactly one of rate (share of rows, e.g. 0.01) or count (number of rows)")
+    if rate is not None:
+        if not isinstance(rate, (int, float)) or not 0.0 < float(rate) <= 1.0:
+            raise ConfigError(f"poison rate must be in (0, 1], got {rate!r}")
+        k = int(math.floor(float(rate) * n_rows + 0.5))  # round half up
+        if k == 0:
+            raise ConfigError(f"poison rate {rate} of {n_rows} rows rounds to 0 poisons; raise the rate or give a count")
+        return k
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= n_rows:
+        raise ConfigError(f"poison count must be an integer in [1, {n_rows}] (rows in the manifest), got {count!r}")
+    return count
+
+
+def names_target(caption: str, words: Sequence[str]) -> bool:
+    """Whether ``caption`` names any of ``words`` as a whole word (case-insensitive; plural s/es ok)."""
+    return any(re.search(rf"\b{re.escape(w.strip())}(?:s|es)?\b", caption, re.IGNORECASE) for w in words if w.strip())
+
+
+def _check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(templates, str) or not templates:
+        raise ConfigError('caption_templates must be a non-empty list of strings like "a photo of a {}."')
+    for t in templates:
+        if not isinstance(t, str) or t.count("{}") != 1:
+            raise ConfigError(f'caption template {t!r} must contain "{{}}" exactly once (where the target name goes)')
+    return tuple(templates)
+
+
+def _resolve(base: Path, p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _base_from(out_dir: Path, manifest_dir: Path) -> str:
+    """The source manifest's directory as seen from out_dir (relative if possible)."""
+    try:
+        return os.path.relpath(manifest_dir.resolve(), out_dir.resolve())
+    except ValueError:  # different drives (Windows)
+        return str(manifest_dir.resolve())
+
+
+def _rebase(original: str, base: str) -> str:
+    """An image path as written in the new manifest: absolute stays, relative is prefixed with ``base``."""
+    if Path(original).expanduser().is_absolute():
+        return original
+    return Path(os.path.normpath(os.path.join(base, original))).as_posix()
+
+
+def _load_image(path: Path, image_size: int | None) -> Tensor:
+    """An RGB image as a (3,H,W) float tensor in [0,1], optionally resized to a square."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if image_size is not None:
+            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        arr = np.asarray(im, dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div(255)
+
+
+def _save_png(img: Tensor, path: Path) -> None:
+    """Save a (3,H,W) [0,1] tensor as PNG with fixed encoder settings (byte-reproducible)."""
+    arr = img.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    Image.fromarray(arr).save(path, format="PNG", optimize=False, compress_level=6)
+
+
+
+def _prepare_out(out_dir: Path, source: Path, overwrite: bool) -> Path:
+    """Create out_dir/images; refuse to clobber the source or an earlier run unless ``overwrite``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = out_dir / "images"
+    if (out_dir / "manifest.csv").resolve() == source.resolve():
+        raise ConfigError(f"out_dir {out_dir} would overwrite the source manifest; choose another output directory")
+    earlier = (out_dir / "manifest.csv").exists() or (out_dir / "poison.json").exists() or (
+        images.is_dir() and any(images.iterdir()))
+    if earlier and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a poisoned manifest; choose a new output directory or pass overwrite=True (--overwrite)")
+    if overwrite and images.is_dir():
+        shutil.rmtree(images)
+    images.mkdir(exist_ok=True)
+    return images
+
+
+def _trigger_rows(order: list[int], k: int, paths: list[Path], trigger: Trigger, seed: int,
+                  image_size: int | None, images_dir: Path) -> tuple[list[int], list[dict[str, Any]]]:
+    """Trigger rows in ``order`` until ``k`` images were written; unreadable images are skipped."""
+    done: list[int] = []
+    skipped: list[dict[str, Any]] = []
+    for row in order:
+        if len(done) == k:
+            break
+        try:
+            img = _load_image(paths[row], image_size)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            skipped.append({"row": row, "image": str(paths[row]), "error": f"{type(e).__name__}: {e}"})
+            continue
+        gen = torch.Generator().manual_seed(_subseed(seed, "trigger", row))  # per-row stream: order-free
+        _save_png(trigger(img, gen), images_dir / f"{row:08d}.png")
+        done.append(row)
+    return sorted(done), skipped
+
+
+def _resolve_trigger(trigger: Trigger | str | dict[str, Any]) -> Trigger:
+    if isinstance(trigger, Trigger):
+        return trigger
+    if isinstance(trigger, str):
+        return make_trigger(trigger)
+    if isinstance(trigger, dict):
+        return trigger_from_dict(trigger)
+    raise ConfigError(f"trigger must be a Trigger, a trigger name or a spec dict, got {type(trigger).__name__}")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: str, crlf: bool) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter, lineterminator="\r\n" if crlf else "\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _check_args(templates: Sequence[str], target: str, delimiter: str, image_size: int | None) -> tuple[str, ...]:
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError("target must be a non-empty class name, e.g. target='banana'")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ConfigError(f"delimiter must be one character, got {delimiter!r}")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    return _check_templates(templates)
+
+
+def _selection_order(captions: list[str], k: int, words: Sequence[str] | None, seed: int) -> list[int]:
+    """Candidate row ids in a seeded random order (label-consistent: only captions naming ``words``)."""
+    candidates = list(range(len(captions))) if words is None else [
+        i for i, c in enumerate(captions) if names_target(c, words)]
+    if len(candidates) < k:
+        raise DataError(f"only {len(candidates)} captions name {words[0]!r} but {k} poisons were asked; "  # type: ignore[index]
+                        "lower the rate/count or add target_synonyms (--target-synonyms)")
+    perm = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(_subseed(seed, "select")))
+    return [candidates[j] for j in perm.tolist()]
+
+
+def _target_caption(templates: tuple[str, ...], target: str, seed: int, row: int) -> str:
+    """A template (seeded per row) filled with the target class name."""
+    gen = torch.Generator().manual_seed(_subseed(seed, "template", row))
+    return templates[int(torch.randint(len(templates), (1,), generator=gen))].replace("{}", target)
+
+
+def _rewrite_rows(rows: list[list[str]], base: str, captions: dict[int, str], img_i: int,
+                  cap_i: int) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """New manifest rows (paths re-based on out_dir; poisoned rows get their image and caption)."""
+    new_rows = [list(r) for r in rows]
+    for r in new_rows:
+        r[img_i] = _rebase(r[img_i], base)
+    poisoned = []
+    for row, caption in captions.items():
+        new_rows[row][img_i], new_rows[row][cap_i] = f"images/{row:08d}.png", caption
+        poisoned.append({"row": row, "source_image": rows[row][img_i], "image": new_rows[row][img_i], "caption": caption})
+    return new_rows, poisoned
+
+
+def poison_manifest(
+    *,
+    manifest: str | Path,
+    out_dir: str | Path,
+    trigger: Trigger | str | dict[str, Any],
+    target: str,
+    rate: float | None = None,
+    count: int | None = None,
+    caption_templates: Sequence[str] = DEFAULT_CAPTION_TEMPLATES,
+    seed: int = 0,
+    image_col: str = "image",
+    caption_col: str = "caption",
+    delimiter: str = ",",
+    label_consistent: bool = False,
+    target_synonyms: Sequence[str] = (),
+    image_size: int | None = None,
+    overwrite: bool = False,
+) -> PoisonRecord:
+    """Write ``out_dir/manifest.csv`` (all rows; chosen rows get a triggered image under
+    ``out_dir/images/`` and a target caption), and ``out_dir/poison.json``.
+
+    ``rate`` or ``count`` sets the exact number of poisons (``round(rate * N)``, N = all rows, also in
+    label-consistent mode). ``image_size`` first resizes poisoned images to a square (CleanCLIP
+    resizes to 224 before pasting its patch) so that pixel-sized triggers survive the model's resize.
+    Image paths of untouched rows are re-based to resolve from ``out_dir``; their other fields are
+    copied unchanged. Unreadable images are skipped (listed in poison.json) and the next row in the
+    seeded order is taken instead. Raises ConfigError / DataError with a one-line fix.
+    """
+    manifest, out_dir = Path(manifest).expanduser(), Path(out_dir).expanduser()
+    trig = _resolve_trigger(trigger)
+    templates = _check_args(caption_templates, target, delimiter, image_size)
+    header, rows, raw = _read_manifest(manifest, delimiter)
+    img_i = _column(header, image_col, "image_col (--image-col)", manifest)
+    cap_i = _column(header, caption_col, "caption_col (--caption-col)", manifest)
+    k = _n_poison(len(rows), rate, count)
+    words = (target, *target_synonyms) if label_consistent else None
+    order = _selection_order([r[cap_i] for r in rows], k, words, seed)
+    paths = [_resolve(manifest.parent, r[img_i]) for r in rows]
+    images_dir = _prepare_out(out_dir, manifest, overwrite)
+    try:
+        chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir)
+        if len(chosen) < k:
+            raise DataError(f"only {len(chosen)} of the candidate images could be read ({len(skipped)} failed, "
+                            f"first: {skipped[0]['image']}); fix the image paths or lower the rate/count")
+    except BaseException:
+        shutil.rmtree(images_dir, ignore_errors=True)  # it was empty before: leave no half-written run
+        raise
+    captions = {row: rows[row][cap_i] if label_consistent else _target_caption(templates, target, seed, row)
+                for row in chosen}
+    new_rows, poisoned = _rewrite_rows(rows, _base_from(out_dir, manifest.parent), captions, img_i, cap_i)
+    _write_csv(out_dir / "manifest.csv", header, new_rows, delimiter, crlf=b"\r\n" in raw[:65536])
+    spec = trigger_spec(trig)
+    write_json(out_dir / "poison.json", {
+        "format": RECORD_FORMAT, "manifest": "manifest.csv", "source_manifest": str(manifest.resolve()),
+        "source_sha256": hashlib.sha256(raw).hexdigest(), "n_rows": len(rows), "n_poisoned": len(chosen),
+        "rate": rate, "count": count, "seed": seed, "target": target, "target_synonyms": list(target_synonyms),
+        "label_consistent": label_consistent, "trigger": spec, "caption_templates": list(templates),
+        "image_col": image_col, "caption_col": caption_col, "delimiter": delimiter, "image_size": image_size,
+        "row_ids": "0-based data rows of the source manifest (header excluded)",
+        "poisoned_ids": chosen, "poisoned": poisoned, "skipped_unreadable": skipped,
+    })
+    return PoisonRecord(out_dir=out_dir, manifest=out_dir / "manifest.csv", record_path=out_dir / "poison.json",
+                        poisoned_ids=tuple(chosen), n_rows=len(rows), target=target, seed=seed, trigger=spec)

@@ -1,0 +1,37 @@
+"""Image transforms: PIL -> float tensor in [0,1]. Resize/crop only; NO normalization (the model does it)."""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+_AUTOAUGMENT = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+
+
+def to_uint8_tensor(img: Image.Image, image_size: int) -> torch.Tensor:
+    """Resize the shorter side to ``image_size``, centre-crop, return uint8 (3,H,W)."""
+    img = img.convert("RGB")
+    if img.size != (image_size, image_size):
+        w, h = img.size
+        scale = image_size / min(w, h)
+        img = img.resize((max(image_size, round(w * scale)), max(image_size, round(h * scale))),
+                         Image.Resampling.BICUBIC)
+        left, top = (img.size[0] - image_size) // 2, (img.size[1] - image_size) // 2
+        img = img.crop((left, top, left + image_size, top + image_size))
+    return v2.functional.pil_to_tensor(img)
+
+
+def to_float(img_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (…,3,H,W) -> float in [0,1]."""
+    return img_u8.float().div_(255.0)
+
+
+def autoaugment(img_u8: torch.Tensor, *, seed: int) -> torch.Tensor:
+    """AutoAugment (ImageNet policy; Cubuk et al. 2019) of one uint8 image, seeded.
+
+    torchvision draws from the global torch RNG, so the draw runs inside ``fork_rng``: the caller's
+    RNG state is untouched and the same seed gives the same view.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _AUTOAUGMENT(img_u8)

@@ -1,0 +1,74 @@
+"""The Task protocol: one nn.Module per training method, run by the generic loop.
+
+A Task owns the model being trained (``self.model``) and any frozen reference (registered under a
+name in ``frozen``, never trained, never checkpointed, always in eval mode). ``forward(batch)``
+returns ``{"loss": scalar, <named terms>}``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from mmrobust.models.clip import CLIPModel, save_clip
+
+
+class Task(nn.Module):
+    """Base class. Subclasses set ``name``, ``views`` (extra dataset views they need), ``needs_labels``."""
+
+    name: str = "task"
+    views: tuple[str, ...] = ()
+    needs_labels: bool = False
+    needs_classes: bool = False  # gets frozen class-prompt embeddings (build_task)
+    frozen: tuple[str, ...] = ()  # attribute names of frozen reference modules
+    trains: str = "all"  # "all" | "visual"
+
+    def __init__(self, model: CLIPModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def frozen_copy(self, module: nn.Module) -> nn.Module:
+        """A deep copy with gradients off and eval mode, for use as a frozen reference."""
+        ref = copy.deepcopy(module).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        root: nn.Module = self.model.visual if self.trains == "visual" else self.model
+        for name, p in root.named_parameters():
+            if p.requires_grad:
+                yield name, p
+        yield from self.extra_parameters()
+
+    def extra_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters outside the CLIP model that train too (e.g. a classifier head)."""
+        return iter(())
+
+    def train(self, mode: bool = True) -> "Task":
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    def after_step(self) -> None:
+        """Called after each optimizer step: clamp the logit scale to 100 (CLIP)."""
+        self.model.clamp_logit_scale(100.0)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(tuple(f"{n}." for n in self.frozen))}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        frozen = tuple(f"{n}." for n in self.frozen)
+        missing = [k for k in missing if not k.startswith(frozen)]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match task {self.name}: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}")
+
+    def export(self, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Save the trained CLIP as a model directory (open_clip hub layout)."""
+        return save_clip(self.model, out_dir, extra={"task": self.name, **(extra or {})})

@@ -1,0 +1,51 @@
+"""PAR, Perturb and Recover (Singh, Croce & Hein 2024, "Perturb and Recover: Fine-tuning for Effective
+Backdoor Removal from CLIP"): finetune a possibly poisoned CLIP on clean pairs while pushing its
+embeddings away from a frozen copy of itself, until they are a distance tau away.
+
+Reference recipe: AdamW, peak lr 3e-6 with warmup, wd 1e-4, betas (0.9, 0.98), 2 epochs of 250K clean
+pairs, batch 2048, tau 2.15.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmrobust.defenses.base import Task
+from mmrobust.losses.contrastive import clip_loss
+from mmrobust.losses.embedding import squared_l2, threshold_push
+from mmrobust.registry import TASKS
+
+
+@TASKS.register("par")
+class PARTask(Task):
+    """L = CLIP(f(x~), g(t)) - 0.5 * (thr(D_img) + thr(D_txt)), D = batch mean of ||e - e0||^2 between
+    L2-normalized embeddings of the trained and frozen encoders on the AutoAugment view x~ and caption t;
+    thr(D) = D while D <= tau, else 0 (DESIGN §3).
+
+    Example::
+
+        task = PARTask(model, tau=2.15)
+        out = task({"image_aug": x_aug, "caption": caps})   # out["loss"], out["dist_image"], ...
+    """
+
+    name = "par"
+    views = ("image_aug",)
+    frozen = ("reference",)
+
+    def __init__(self, model: Any, *, tau: float = 2.15) -> None:
+        super().__init__(model)
+        self.tau = tau
+        self.reference = self.frozen_copy(model)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        tokens = self.model.tokenize(batch["caption"])
+        img = self.model.encode_image(batch["image_aug"], normalize=True)
+        txt = self.model.encode_text(tokens, normalize=True)
+        with torch.no_grad():
+            img0 = self.reference.encode_image(batch["image_aug"], normalize=True)
+            txt0 = self.reference.encode_text(tokens, normalize=True)
+        contrastive = clip_loss(img, txt, self.model.logit_scale).mean()
+        d_img, d_txt = squared_l2(img, img0).mean(), squared_l2(txt, txt0).mean()
+        push = 0.5 * (threshold_push(d_img, self.tau) + threshold_push(d_txt, self.tau))
+        return {"loss": contrastive - push, "contrastive": contrastive, "dist_image": d_img, "dist_text": d_txt}

@@ -1,0 +1,54 @@
+"""Supervised finetuning of the vision encoder with a linear head (the supervised defense in
+Bansal et al., ICCV 2023). The head starts as the zero-shot classifier, so training starts from
+the CLIP's own predictions; the trained head is saved beside the model and used at evaluation."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from mmrobust.defenses.base import Task
+from mmrobust.registry import TASKS
+
+HEAD_NAME = "classifier_head.safetensors"
+
+
+@TASKS.register("supervised")
+class SupervisedTask(Task):
+    """CE(s * head(normalize(f(x))), y) on labelled clean images; the vision tower and head train.
+
+    Example::
+
+        task = SupervisedTask(model, class_embeddings=W, classnames=names)   # W: (C, D) normalized
+        out = task({"image": x, "label": y})
+    """
+
+    name = "supervised"
+    needs_labels = True
+    needs_classes = True
+    trains = "visual"
+
+    def __init__(self, model: Any, *, class_embeddings: torch.Tensor, classnames: Sequence[str]) -> None:
+        super().__init__(model)
+        self.head = nn.Parameter(class_embeddings.detach().clone())  # (C, D)
+        self.classnames = list(classnames)
+
+    def extra_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        yield "head.weight", self.head
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.logit_scale.detach() * self.model.encode_image(images, normalize=True) @ self.head.T
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        loss = F.cross_entropy(self.logits(batch["image"]), batch["label"])
+        return {"loss": loss}
+
+    def export(self, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        out = super().export(out_dir, extra={"classnames": self.classnames, **(extra or {})})
+        scale = self.model.logit_scale.detach().cpu()
+        save_file({"weight": (self.head.detach().cpu() * scale).contiguous()}, str(out / HEAD_NAME))
+        return out

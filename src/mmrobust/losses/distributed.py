@@ -1,0 +1,33 @@
+"""Gathering embeddings across processes so contrastive losses see the global batch."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather ``x`` (B, D) along dim 0 keeping gradients for every rank's slice.
+
+    With one process this is the identity. Uses ``torch.distributed.nn.all_gather`` whose backward
+    sums gradients across ranks, so per-rank losses over local rows x global columns add up to the
+    loss over the global batch (as open_clip's ``gather_with_grad``).
+    """
+    rank, size = world()
+    if size == 1:
+        return x
+    import torch.distributed.nn as dist_nn
+
+    return torch.cat(dist_nn.all_gather(x), dim=0)
+
+
+def local_targets(batch: int, device: torch.device) -> torch.Tensor:
+    """Indices of this rank's rows inside the gathered global batch."""
+    rank, _ = world()
+    return torch.arange(batch, device=device) + rank * batch

@@ -1,0 +1,156 @@
+"""CLIP models behind one wrapper that takes images in [0,1] and normalizes inside ``forward``.
+
+Backed by open_clip (Cherti et al. 2023; Ilharco et al. 2021): any open_clip model name with a
+pretrained tag, ``hf-hub:org/repo`` (e.g. ``hf-hub:chs20/fare2-clip``), a local model directory
+(open_clip hub layout, as written by :func:`save_clip`), or an extra state-dict checkpoint in
+open_clip / OpenAI / CleanCLIP format. ``mmrobust-tiny`` and ``mmrobust-micro`` are small configs
+for the embedded synthetic world and tests.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrobust.errors import ConfigError
+from mmrobust.models import checkpoint as ckpt
+
+_CONFIG_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(_CONFIG_DIR)
+log = logging.getLogger(__name__)
+
+
+class _QuietRandomInit(logging.Filter):
+    """open_clip warns on every random-init model; for our tiny configs that is the intent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_QuietRandomInit())
+
+
+class CLIPModel(nn.Module):
+    """A CLIP image/text encoder pair. Images in [0,1], shape (B,3,H,W); normalization happens inside.
+
+    Example::
+
+        model = create_clip("mmrobust-tiny")
+        img = model.encode_image(torch.rand(2, 3, 32, 32), normalize=True)   # (2, 64)
+        txt = model.encode_text(model.tokenize(["a photo of a star."]), normalize=True)
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, model_cfg: dict, preprocess_cfg: dict, name: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_cfg = model_cfg
+        self.preprocess_cfg = preprocess_cfg
+        self.name = name
+        mean = torch.tensor(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=torch.float32)
+        std = torch.tensor(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD), dtype=torch.float32)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.model.visual
+
+    @property
+    def image_size(self) -> int:
+        size = self.model_cfg["vision_cfg"].get("image_size", 224)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(learned log-scale), the temperature s of the contrastive logits."""
+        return self.model.logit_scale.exp()
+
+    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image embeddings (B, D) from [0,1] images; L2-normalized if ``normalize``."""
+        feats = self.model.encode_image(self.normalize_pixels(images))
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Text embeddings (B, D) from token ids (see :meth:`tokenize`)."""
+        feats = self.model.encode_text(tokens)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids (B, context_length) on the model's device."""
+        return self.tokenizer(list(texts)).to(self.mean.device)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalized image and text embeddings plus the logit scale."""
+        return {
+            "image_features": self.encode_image(images, normalize=True),
+            "text_features": self.encode_text(tokens, normalize=True),
+            "logit_scale": self.logit_scale,
+        }
+
+    def clamp_logit_scale(self, max_scale: float = 100.0) -> None:
+        """Clamp exp(logit_scale) to at most ``max_scale`` (CLIP, Radford et al. 2021)."""
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, float(torch.log(torch.tensor(max_scale))))
+
+
+def _resolve_name(name: str) -> tuple[str, dict]:
+    """open_clip identifier and its model config for a name, hub id or local directory."""
+    if name.startswith("hf-hub:"):
+        from open_clip.factory import _get_hf_config  # network only; cached by create_model
+
+        return name, _get_hf_config(name[len("hf-hub:"):])["model_cfg"]
+    path = Path(name[len("local-dir:"):] if name.startswith("local-dir:") else name)
+    if name.startswith("local-dir:") or path.is_dir():
+        if not ckpt.is_model_dir(path):
+            raise ConfigError(f"{path} is not a model directory (no {ckpt.CONFIG_NAME}); "
+                              "pass a directory written by mmrobust train / save_clip, or an open_clip model name")
+        return f"local-dir:{path}", json.loads((path / ckpt.CONFIG_NAME).read_text())["model_cfg"]
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ConfigError(f"unknown model {name!r}; use an open_clip name (e.g. ViT-B-32, see "
+                          "open_clip.list_models()), 'hf-hub:org/repo', a local model directory, or 'mmrobust-tiny'")
+    return name, cfg
+
+
+def create_clip(
+    name: str = "mmrobust-tiny", *, pretrained: str | None = None, checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu", seed: int | None = 0,
+) -> CLIPModel:
+    """Build a CLIP: open_clip ``name`` (+ ``pretrained`` tag or file), ``hf-hub:...`` or a model directory.
+
+    ``checkpoint`` optionally loads a state dict on top (open_clip, OpenAI or CleanCLIP format; pickles are
+    read with ``weights_only=True``). Random-init weights are seeded with ``seed`` via a local generator
+    scope (the global RNG state is restored afterwards).
+    """
+    ident, model_cfg = _resolve_name(str(name))
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = open_clip.create_model(ident, pretrained=pretrained, device="cpu")
+        except (RuntimeError, ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"cannot build model {name!r} (pretrained={pretrained!r}): {str(e)[:200]}; "
+                              "check the name/tag (open_clip.list_pretrained()) and that weights are reachable") from e
+    if checkpoint is not None:
+        ckpt.load_into(model, ckpt.read_state_dict(checkpoint), source=f"checkpoint {checkpoint}")
+    preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    tokenizer = open_clip.get_tokenizer(ident)
+    wrapper = CLIPModel(model, tokenizer, model_cfg=model_cfg, preprocess_cfg=preprocess_cfg, name=str(name))
+    return wrapper.to(device).eval()
+
+
+def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = None) -> Path:
+    """Save as an open_clip hub-layout directory, loadable by :func:`create_clip` and open_clip ``local-dir:``."""
+    pp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.preprocess_cfg.items()}
+    return ckpt.save_model_dir(out_dir, model.model.state_dict(), model_cfg=model.model_cfg, preprocess_cfg=pp,
+                               extra=extra)

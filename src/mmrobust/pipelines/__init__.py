@@ -1,0 +1,1 @@
+"""Typed library entry points behind each CLI command (train, evaluate, demo stories)."""

@@ -1,0 +1,46 @@
+"""Small helpers for multi-stage stories: resumable stages, clean subsets of manifests."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mmrobust.reports.records import read_json, write_json
+
+DONE = "stage.json"
+
+
+def run_stage(out_dir: Path, config: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``fn`` once per (directory, config): a finished stage with the same config is reused, so an
+    interrupted story resumes where it stopped and a re-run with other settings recomputes."""
+    marker = out_dir / DONE
+    key = json.loads(json.dumps(config, default=str))
+    if marker.is_file():
+        saved = read_json(marker)
+        if saved.get("config") == key:
+            return saved["output"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = fn()
+    write_json(marker, {"config": key, "output": output})
+    return output
+
+
+def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, image_col: str = "image") -> Path:
+    """Write the first ``n`` rows of ``manifest`` not in ``exclude``, image paths re-based to ``out``'s folder."""
+    skip = set(exclude)
+    with manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        rows = [r for i, r in enumerate(reader) if i not in skip][:n]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            src = Path(r[image_col])
+            src = src if src.is_absolute() else manifest.parent / src
+            r[image_col] = os.path.relpath(src.resolve(), out.parent.resolve())
+            w.writerow(r)
+    return out

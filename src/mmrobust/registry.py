@@ -1,0 +1,81 @@
+"""One generic registry for everything users pick by name (triggers, tasks, attacks, parsers, adapters).
+
+Usage::
+
+    from mmrobust.registry import TRIGGERS
+
+    @TRIGGERS.register("badnet")
+    def badnet(images, *, size=4, ...): ...
+
+    TRIGGERS.get("badnet"); TRIGGERS.create("badnet", **kw); TRIGGERS.list("b*")
+
+Each registry knows which modules populate it and imports them on first lookup, so the
+registered objects need not be imported by hand and heavy imports stay lazy.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from typing import Any, Callable, TypeVar
+
+from mmrobust.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry:
+    """A name -> object table for one kind of thing (e.g. "trigger")."""
+
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._modules = modules
+        self._loaded = False
+        self._items: dict[str, Any] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers a function or class under ``name``."""
+
+        def deco(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for mod in self._modules:
+                importlib.import_module(mod)
+
+    def get(self, name: str) -> Any:
+        """The object registered as ``name``; a one-line error with suggestions otherwise."""
+        self._load()
+        if name not in self._items:
+            choices = sorted(self._items)
+            close = difflib.get_close_matches(name, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; choose one of: {', '.join(choices)}")
+        return self._items[name]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Call the registered factory ``name`` with keyword arguments."""
+        return self.get(name)(**kwargs)
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style pattern, sorted."""
+        self._load()
+        return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._items
+
+
+TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))
+TASKS = Registry("task", ("mmrobust.defenses",))
+ATTACKS = Registry("attack", ("mmrobust.attacks",))
+PARSERS = Registry("answer parser", ("mmrobust.benchmarks.mmr.parsing",))
+MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
