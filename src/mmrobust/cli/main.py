@@ -14,14 +14,31 @@ from mmrobust.errors import MMRobustError
 SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "report")
 
 
-def build_parser() -> argparse.ArgumentParser:
+HELP = {
+    "demo": "run the embedded stories (backdoor, adversarial, MMR) on synthetic data",
+    "generate": "write the synthetic image-caption world (train.csv, test.csv, classes.json)",
+    "poison": "poison a manifest -> new manifest + triggered images + poison.json",
+    "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
+    "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
+    "mmr": "MMR leading-question benchmark for multimodal LLMs",
+    "report": "HTML report (tables + plots) across run directories",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the chosen subcommand's module is imported (fast start-up), the others
+    get a placeholder entry so the top-level --help still lists them."""
     parser = argparse.ArgumentParser(
         prog="mmrobust",
         description="Attack, defend and measure vision-language models (CleanCLIP, PAR, FARE, TeCoA, MMR).",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in SUBCOMMANDS), None)
     for name in SUBCOMMANDS:
+        if chosen is not None and name != chosen:
+            sub.add_parser(name, help=HELP.get(name))
+            continue
         try:
             mod = importlib.import_module(f"mmrobust.cli.{name}")
         except ModuleNotFoundError as e:  # subcommand not built yet
@@ -39,7 +56,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,1 @@
+"""Benchmarks run against models: ``mmr`` (leading-question robustness of multimodal LLMs)."""

@@ -1,0 +1,130 @@
+"""MMR metrics from per-item records: RA and MR per category, per level and pooled (micro).
+
+For a pair (POS question, leading NEG question about the same image):
+
+- RA (robustness accuracy) = pairs with both answers right / pairs.
+- MR (misleading rate) = pairs with POS right and NEG wrong / pairs with POS right
+  (the model understood the image, then was led astray). ``None`` when no POS is right.
+
+Pairs are matched by id in any order (``pairing.pair_by_id``). An unparseable reply is the
+model's answer and counts as wrong; a pair with an API/inference error has no answer to score and
+is left out of RA/MR and counted in ``n_pairs_error``. Pooled numbers are over all pairs (micro),
+not a mean of categories. Confidence intervals: percentile bootstrap over pairs, seeded.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from mmrobust.benchmarks.mmr.pairing import Pair, pair_by_id
+from mmrobust.registry import PARSERS
+
+STATUSES = ("correct", "wrong", "unparseable", "error")
+
+
+def parse_records(rows: Iterable[Mapping[str, Any]], parser: str) -> list[dict]:
+    """Copy of ``rows`` with ``pred`` and ``status`` from ``parser`` applied to ``response``.
+
+    A row needs ``ground_truth`` and either ``response`` (text) or ``error`` (non-empty string).
+    """
+    parse = PARSERS.get(parser)
+    out = []
+    for row in rows:
+        r = dict(row)
+        if r.get("error") or r.get("response") is None:
+            r["pred"], r["status"] = None, "error"
+            r.setdefault("error", "no response")
+        else:
+            r["pred"] = parse(str(r["response"]), r.get("options") or None)
+            r["status"] = ("unparseable" if r["pred"] is None
+                           else "correct" if r["pred"] == r["ground_truth"] else "wrong")
+        r["parser"] = parser
+        out.append(r)
+    return out
+
+
+@dataclass(frozen=True)
+class PairOutcomes:
+    """Boolean arrays over the scored pairs of one group."""
+
+    both: np.ndarray
+    pos_right: np.ndarray
+    misled: np.ndarray
+
+
+def _outcomes(pairs: list[Pair[dict]]) -> PairOutcomes:
+    pos = np.array([p.pos["status"] == "correct" for p in pairs], dtype=bool)
+    neg = np.array([p.neg["status"] == "correct" for p in pairs], dtype=bool)
+    return PairOutcomes(both=pos & neg, pos_right=pos, misled=pos & ~neg)
+
+
+def group_metrics(pairs: list[Pair[dict]], *, n_errors: int, n_boot: int, seed: int, name: str,
+                  ci: float = 0.95) -> dict[str, Any]:
+    """RA, MR, counts and bootstrap CIs for one group of scored (error-free) pairs."""
+    n = len(pairs)
+    o = _outcomes(pairs)
+    n_pos = int(o.pos_right.sum())
+    items = [r for p in pairs for r in (p.pos, p.neg)]
+    out: dict[str, Any] = {
+        "n_pairs": n, "n_pairs_error": n_errors,
+        "ra": float(o.both.mean()) if n else None,
+        "mr": float(o.misled.sum() / n_pos) if n_pos else None,
+        "n_both_right": int(o.both.sum()), "n_pos_right": n_pos, "n_misled": int(o.misled.sum()),
+        "pos_acc": float(o.pos_right.mean()) if n else None,
+        "neg_acc": float(np.mean([p.neg["status"] == "correct" for p in pairs])) if n else None,
+        "n_unparseable": sum(r["status"] == "unparseable" for r in items),
+    }
+    out["ra_ci"], out["mr_ci"] = bootstrap_ci(o, n_boot=n_boot, seed=_group_seed(seed, name), ci=ci)
+    return out
+
+
+def _group_seed(seed: int, name: str) -> list[int]:
+    return [seed, zlib.crc32(name.encode())]
+
+
+def bootstrap_ci(o: PairOutcomes, *, n_boot: int, seed: int | list[int], ci: float = 0.95
+                 ) -> tuple[list[float] | None, list[float] | None]:
+    """Percentile bootstrap over pairs for RA and MR (resamples with no POS right are skipped for MR)."""
+    n = len(o.both)
+    if n == 0 or n_boot <= 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # (B, n) resampled pair indices
+    ra = o.both[idx].mean(axis=1)
+    pos = o.pos_right[idx].sum(axis=1)
+    mis = o.misled[idx].sum(axis=1)
+    lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
+    ra_ci = [float(np.percentile(ra, lo)), float(np.percentile(ra, hi))]
+    ok = pos > 0
+    mr_ci = [float(np.percentile(mis[ok] / pos[ok], lo)), float(np.percentile(mis[ok] / pos[ok], hi))] if ok.any() else None
+    return ra_ci, mr_ci
+
+
+def compute_metrics(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Metrics over parsed rows (``parse_records``): ``overall`` (micro over all pairs),
+    ``per_level``, ``per_category``, item status counts, and pairing anomalies."""
+    pairs, anomalies = pair_by_id(rows, id_of=lambda r: r["id"], type_of=lambda r: r["question_type"])
+    scored, errored = [], []
+    for p in pairs:
+        (errored if "error" in (p.pos["status"], p.neg["status"]) else scored).append(p)
+
+    def block(key: str | None, value: str | None, name: str) -> dict[str, Any]:
+        sel = [p for p in scored if key is None or p.pos[key] == value]
+        n_err = sum(1 for p in errored if key is None or p.pos[key] == value)
+        return group_metrics(sel, n_errors=n_err, n_boot=n_boot, seed=seed, name=name, ci=ci)
+
+    levels = sorted({p.pos["level"] for p in pairs})
+    cats = sorted({p.pos["category"] for p in pairs})
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    return {
+        "overall": block(None, None, "overall"),
+        "per_level": {lv: block("level", lv, f"level:{lv}") for lv in levels},
+        "per_category": {c: block("category", c, f"category:{c}") for c in cats},
+        "item_status": counts,
+        "n_items": len(rows),
+        "pairing_anomalies": anomalies,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": ci, "method": "percentile, resampling pairs"},
+    }

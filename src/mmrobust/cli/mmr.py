@@ -1,0 +1,194 @@
+"""`mmrobust mmr run|score|make-data|make-tiny-llava`: the MMR leading-question benchmark.
+
+Examples::
+
+    mmrobust mmr run --version v1 --adapter hf --model llava-hf/llava-1.5-7b-hf --out runs/mmr-llava
+    mmrobust mmr run --version v1 --adapter openai --model Qwen/Qwen2-VL-7B-Instruct \\
+        --base-url http://127.0.0.1:8000/v1 --out runs/mmr-qwen
+    mmrobust mmr score runs/mmr-qwen/responses.jsonl --parser lenient --out runs/mmr-qwen/lenient
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from mmrobust.errors import ConfigError
+
+# Per-adapter keyword arguments taken from the command line (adapters registered elsewhere get model only).
+ADAPTER_ARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "hf": lambda a: {"model": a.model, "revision": a.model_revision, "device": a.device, "dtype": a.dtype,
+                     "batch_size": a.batch_size, "trust_remote_code": a.trust_remote_code},
+    "openai": lambda a: {"model": a.model, "base_url": a.base_url, "api_key_env": a.api_key_env,
+                         "concurrency": a.concurrency, "timeout_s": a.timeout, "max_retries": a.retries,
+                         "backoff_s": a.backoff},
+    "scripted": lambda a: {"model": a.model, "seed": a.seed},
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("mmr", help="MMR leading-question benchmark for multimodal LLMs",
+                              description="Ask paired POS/leading-NEG questions, score RA and MR per category.")
+    sub = p.add_subparsers(dest="mmr_command", metavar="ACTION")
+    _add_run(sub)
+    _add_score(sub)
+    _add_make_data(sub)
+    _add_make_tiny(sub)
+    p.set_defaults(func=run, mmr_parser=p)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="ask a model every question (cached, resumable), score, write the report")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="question JSON/JSONL file or folder holding it (images alongside)")
+    src.add_argument("--version", choices=("v1", "mmvu"), help="published version from the HF hub (network)")
+    p.add_argument("--revision", help="hub revision for --version (default: the pinned one)")
+    p.add_argument("--hub-cache", help="download folder for --version (default: the HF cache)")
+    p.add_argument("--image-root", help="image folder if not next to the question file")
+    p.add_argument("--adapter", default="hf", help="hf | openai | scripted (default: hf)")
+    p.add_argument("--model", required=True, help="HF id or folder (hf), served model name (openai), rule (scripted)")
+    p.add_argument("--out", required=True, help="run directory for results.json, responses.jsonl, chart")
+    p.add_argument("--cache", help="response cache JSONL (default: OUT/cache.jsonl); reuse it to resume")
+    p.add_argument("--prompt", default="official", help="prompt variant: official | normalized | plain | letter-only")
+    p.add_argument("--parser", default="official", help="answer parser: official | strict | lenient")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--limit", type=int, help="only the first N pairs (by id), for smoke runs")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (and scripted replies)")
+    g = p.add_argument_group("hf adapter")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--model-revision", help="hub revision of the model")
+    g.add_argument("--trust-remote-code", action="store_true")
+    g = p.add_argument_group("openai adapter")
+    g.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    g.add_argument("--concurrency", type=int, default=8)
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    g.add_argument("--retries", type=int, default=5)
+    g.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles)")
+    p.set_defaults(mmr_action=_run)
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="re-score a saved responses.jsonl under any parser (no model calls)")
+    p.add_argument("responses", help="responses.jsonl of a run (or a reference-format answer JSONL)")
+    p.add_argument("--parser", default="official", help="official | strict | lenient")
+    p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(mmr_action=_score)
+
+
+def _add_make_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-data", help="write the offline synthetic MMR set (questions.json + images/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pairs-per-category", type=int, default=6)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quirks", action="store_true", help="reproduce the real files' quirks (for testing loaders)")
+    p.set_defaults(mmr_action=_make_data)
+
+
+def _add_make_tiny(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-tiny-llava", help="save a tiny random LLaVA (loads with AutoModelForImageTextToText)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--data", help="MMR question file/folder whose words join the vocabulary")
+    p.set_defaults(mmr_action=_make_tiny)
+
+
+def run(args: argparse.Namespace) -> int:
+    action = getattr(args, "mmr_action", None)
+    if action is None:
+        args.mmr_parser.print_help()
+        return 2
+    return action(args)
+
+
+def _load_data(args: argparse.Namespace):
+    from mmrobust.benchmarks.mmr import load_hub_version, load_mmr
+
+    if args.version:
+        return load_hub_version(args.version, revision=args.revision, cache_dir=args.hub_cache)
+    return load_mmr(args.data, image_root=args.image_root)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mmrobust.benchmarks.mmr import RunSettings, format_table, run_mmr
+    from mmrobust.models.mllm import GenerationParams
+    from mmrobust.registry import MLLM_ADAPTERS
+
+    if args.limit is not None and args.limit <= 0:
+        raise ConfigError(f"--limit must be positive, got {args.limit}")
+    data = _load_data(args).select(args.limit)
+    kwargs = ADAPTER_ARGS.get(args.adapter, lambda a: {"model": a.model})(args)
+    adapter = MLLM_ADAPTERS.create(args.adapter, **kwargs)
+    settings = RunSettings(prompt=args.prompt, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
+                           params=GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature))
+    print(f"mmr: {len(data.pairs)} pairs ({len(data.anomalies)} anomalies) -> {args.adapter}:{args.model}",
+          file=sys.stderr)
+    record = run_mmr(data, adapter, out_dir=args.out, settings=settings, cache_path=args.cache,
+                     progress=_progress, config={"adapter": args.adapter, "adapter_args": _public(kwargs)})
+    _print_summary(record, Path(args.out), format_table)
+    return 0
+
+
+def _public(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if "key" not in k or k == "api_key_env"}
+
+
+def _progress(done: int, total: int) -> None:
+    step = max(1, total // 10)
+    if done == total or done % step == 0:
+        print(f"mmr: answered {done}/{total} new requests", file=sys.stderr)
+
+
+def _print_summary(record: dict, out: Path, format_table) -> None:
+    m = record["metrics"]
+    print(format_table(m))
+    calls = record.get("calls")
+    if calls:
+        print(f"requests {calls['n_requests']}: {calls['n_cached_before']} from cache, "
+              f"{calls['n_new_calls']} new, {calls['n_errors']} errors")
+    anomalies = record.get("anomalies", []) + m.get("pairing_anomalies", [])
+    if anomalies:
+        print(f"{len(anomalies)} data anomalies (see results.json), e.g.: {anomalies[0]['detail']}")
+    print(f"parser {m['parser']}; other parsers: " + ", ".join(
+        f"{k} RA={v['ra']:.3f}" if v["ra"] is not None else f"{k} RA=n/a" for k, v in m["by_parser"].items()))
+    print(f"wrote {out / 'results.json'}, {out / 'responses.jsonl'}, {out / 'mmr_categories.png'}")
+
+
+def _score(args: argparse.Namespace) -> int:
+    from mmrobust.benchmarks.mmr import format_table, score_responses
+
+    out = Path(args.out) if args.out else Path(args.responses).parent / f"rescored-{args.parser}"
+    record = score_responses(args.responses, out_dir=out, parser=args.parser, n_boot=args.bootstrap, seed=args.seed)
+    _print_summary(record, out, format_table)
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    from mmrobust.benchmarks.mmr import generate_mmr_world
+
+    qfile = generate_mmr_world(args.out, pairs_per_category=args.pairs_per_category, seed=args.seed,
+                               image_size=args.image_size, inject_quirks=args.quirks)
+    print(f"wrote {qfile} and {qfile.parent / 'images'}")
+    return 0
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from mmrobust.models.mllm.tiny import build_tiny_llava
+
+    words: list[str] = []
+    if args.data:
+        from mmrobust.benchmarks.mmr import load_mmr
+
+        words = [i.question for i in load_mmr(args.data, check_images=False).items]
+    path = build_tiny_llava(args.out, seed=args.seed, image_size=args.image_size, extra_words=words)
+    print(f"wrote a tiny random LLaVA to {path} (use: --adapter hf --model {path})")
+    return 0

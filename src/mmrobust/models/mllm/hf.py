@@ -1,0 +1,131 @@
+"""Any Hugging Face image-text-to-text model in process (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics...).
+
+Loads ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a hub id or a local folder, builds
+each prompt with the processor's chat template (image first, then the text), and decodes batches
+greedily by default with left padding. ``torch``/``transformers`` are imported only here.
+
+Example::
+
+    adapter = HFAdapter(model="llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16", batch_size=8)
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from mmrobust.errors import ConfigError
+from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class HFAdapter:
+    """In-process transformers model; ``device``: auto|cpu|cuda|cuda:N|mps; ``dtype``: auto|float32|float16|bfloat16."""
+
+    name = "hf"
+
+    def __init__(
+        self, *, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
+        batch_size: int = 8, trust_remote_code: bool = False, attn_implementation: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if dtype not in _DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
+        self._torch = torch
+        self.model_id, self.revision = model, revision
+        self.device = _pick_device(torch, device)
+        self.dtype = _pick_dtype(torch, dtype, self.device)
+        self.batch_size = max(1, int(batch_size))
+        kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, **kw)
+            mkw = dict(kw, dtype=self.dtype)
+            if attn_implementation:
+                mkw["attn_implementation"] = attn_implementation
+            self.model = AutoModelForImageTextToText.from_pretrained(model, **mkw).to(self.device).eval()
+        except OSError as e:
+            raise ConfigError(f"cannot load HF model {model!r} ({e}); give a hub id or a folder with "
+                              "config.json and processor files") from e
+        tok = getattr(self.processor, "tokenizer", None)
+        if tok is not None:
+            tok.padding_side = "left"  # decoder-only generation continues from the right edge
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+
+    def identity(self) -> dict[str, Any]:
+        ident = {"adapter": self.name, "model": self.model_id, "revision": self.revision,
+                 "dtype": str(self.dtype).replace("torch.", "")}
+        if Path(self.model_id).is_dir():  # a local folder can be rebuilt in place: key on its contents
+            ident["fingerprint"] = _folder_fingerprint(Path(self.model_id))
+        return ident
+
+    def generate(self, requests: Sequence[GenRequest], params: GenerationParams) -> Iterator[tuple[int, GenResult]]:
+        for start in range(0, len(requests), self.batch_size):
+            idx = list(range(start, min(start + self.batch_size, len(requests))))
+            try:
+                texts = self._run([requests[i] for i in idx], params)
+                results = [GenResult(text=t) for t in texts]
+            except Exception as batch_error:  # e.g. OOM on a big batch: retry one by one
+                results = [self._single(requests[i], params) for i in idx]
+                if start == 0 and all(not r.ok for r in results):
+                    raise batch_error  # nothing works: a setup problem, not a per-item one
+            yield from zip(idx, results)
+
+    def _single(self, req: GenRequest, params: GenerationParams) -> GenResult:
+        try:
+            return GenResult(text=self._run([req], params)[0])
+        except Exception as e:  # recorded per item, never turned into an answer
+            return GenResult(error=f"{type(e).__name__}: {e}")
+
+    def _run(self, reqs: Sequence[GenRequest], params: GenerationParams) -> list[str]:
+        from PIL import Image
+
+        torch = self._torch
+        images, prompts = [], []
+        for r in reqs:
+            with Image.open(r.image_path) as im:
+                images.append(im.convert("RGB"))
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r.prompt}]}]
+            prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        gen: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.temperature > 0}
+        if params.temperature > 0:
+            gen.update(temperature=params.temperature, top_p=params.top_p)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **gen)
+        new = out[:, inputs["input_ids"].shape[1]:]  # (B, new tokens)
+        return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def _folder_fingerprint(folder: Path, head_bytes: int = 1 << 20) -> str:
+    """Hash of a model folder's JSON files and the first MiB of each weight file (cheap, content-based)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.suffix in {".json", ".safetensors", ".bin", ".jinja"} and f.is_file():
+            h.update(f.name.encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(head_bytes))
+    return h.hexdigest()[:16]
+
+
+def _pick_device(torch: Any, device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _pick_dtype(torch: Any, dtype: str, device: str) -> Any:
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
