@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
+# One thread per process: CI has 2 cores and some tests run two training subprocesses at once;
+# oversubscribed OpenMP threads make small ops 10-20x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mmrobust.data import transforms as T
+from mmrobust.data.autoaugment import autoaugment_batch
+from mmrobust.data.text_aug import eda
 from mmrobust.errors import ConfigError, DataError
 
 
@@ -118,8 +120,8 @@ class ImageTextDataset(_ImageRows):
     """Image-caption pairs from a CSV manifest (columns configurable).
 
     Items are dicts: ``image`` float (3,H,W) in [0,1], ``caption`` str, ``index`` int, optionally ``label``
-    and the augmented views listed in ``views`` (``image_aug``: AutoAugment; ``caption_aug``: EDA),
-    seeded by (seed, epoch, index). Unreadable images yield ``None`` and are dropped by :func:`collate`.
+    and the augmented views listed in ``views`` (``image_aug``: AutoAugment, Cubuk et al. 2019;
+    ``caption_aug``: EDA, Wei & Zou 2019), seeded by (seed, epoch, index). Unreadable images yield ``None`` and are dropped by :func:`collate`.
     """
 
     def __init__(self, manifest: str | Path, *, image_size: int, image_col: str = "image",
@@ -137,22 +139,33 @@ class ImageTextDataset(_ImageRows):
         return _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
 
     def __getitem__(self, key: Any) -> dict[str, Any] | None:
-        epoch, i = _unpack(key)
-        img = self.image_u8(i)
-        if img is None:
-            return None
-        caption = self.rows[i][self.caption_col]
-        item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
-        if self.label_col:
-            item["label"] = self.label(i)
-        sample_seed = hash((self.seed, epoch, i)) & 0x7FFFFFFF
-        if "image_aug" in self.views:
-            item["image_aug"] = T.to_float(T.autoaugment(img, seed=sample_seed))
-        if "caption_aug" in self.views:
-            from mmrobust.data.text_aug import eda
+        return self.__getitems__([key])[0]
 
-            item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
-        return item
+    def __getitems__(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Batched fetch (used by DataLoader): augmented image views are made for the whole batch at once."""
+        items: list[dict[str, Any] | None] = []
+        raw, seeds = [], []
+        for key in keys:
+            epoch, i = _unpack(key)
+            img = self.image_u8(i)
+            if img is None:
+                items.append(None)
+                continue
+            caption = self.rows[i][self.caption_col]
+            item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
+            if self.label_col:
+                item["label"] = self.label(i)
+            sample_seed = hash((self.seed, epoch, i)) & 0x7FFFFFFF
+            if "caption_aug" in self.views:
+                item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
+            items.append(item)
+            raw.append(img)
+            seeds.append(sample_seed)
+        if "image_aug" in self.views and raw:
+            views = autoaugment_batch(torch.stack(raw), seeds)
+            for item, view in zip([it for it in items if it is not None], views):
+                item["image_aug"] = T.to_float(view)
+        return items
 
 
 def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int) -> int:

@@ -146,8 +146,8 @@ def render_scene(scene: Scene, *, image_size: int = 32, rng: np.random.Generator
     bg = BACKGROUNDS[scene.background]
     img = Image.new("RGB", (big, big), bg)
     d = ImageDraw.Draw(img)
-    base = (0.42 if scene.size == "large" else 0.28) * big / 2
-    r = base * (1.0 if scene.count == 1 else 0.62)
+    base = (0.44 if scene.size == "large" else 0.34) * big / 2
+    r = base * (1.0 if scene.count == 1 else 0.7)
     shade = rng.integers(-25, 26, size=3)
     fill = tuple(int(np.clip(c + s, 0, 255)) for c, s in zip(COLORS[scene.color], shade))
     for cx, cy in _centers(scene, big, rng):

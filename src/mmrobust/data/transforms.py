@@ -5,7 +5,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-_AUTOAUGMENT = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
 
 
 def to_uint8_tensor(img: Image.Image, image_size: int) -> torch.Tensor:
@@ -24,14 +23,3 @@ def to_uint8_tensor(img: Image.Image, image_size: int) -> torch.Tensor:
 def to_float(img_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (…,3,H,W) -> float in [0,1]."""
     return img_u8.float().div_(255.0)
-
-
-def autoaugment(img_u8: torch.Tensor, *, seed: int) -> torch.Tensor:
-    """AutoAugment (ImageNet policy; Cubuk et al. 2019) of one uint8 image, seeded.
-
-    torchvision draws from the global torch RNG, so the draw runs inside ``fork_rng``: the caller's
-    RNG state is untouched and the same seed gives the same view.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _AUTOAUGMENT(img_u8)

@@ -14,12 +14,12 @@ def task_options(name: str) -> dict[str, Any]:
     """Keyword options a task accepts, with defaults (for --help and config validation)."""
     sig = inspect.signature(TASKS.get(name).__init__)
     return {p.name: p.default for p in sig.parameters.values()
-            if p.kind == p.KEYWORD_ONLY and p.name not in ("class_embeddings", "classnames")}
+            if p.kind == p.KEYWORD_ONLY and p.name != "classes"}
 
 
 def build_task(name: str, model: CLIPModel, *, classes: ClassInfo | None = None, **options: Any) -> Any:
-    """Instantiate task ``name`` on ``model``. Tasks that classify (``needs_classes``) get frozen
-    class-prompt embeddings computed from ``classes``; unknown options fail with the valid list."""
+    """Instantiate task ``name`` on ``model``. Tasks that classify (``needs_classes``) get the class
+    names and templates; unknown options fail with the valid list."""
     cls = TASKS.get(name)
     allowed = task_options(name)
     unknown = sorted(set(options) - set(allowed))
@@ -29,8 +29,5 @@ def build_task(name: str, model: CLIPModel, *, classes: ClassInfo | None = None,
     if getattr(cls, "needs_classes", False):
         if classes is None:
             raise ConfigError(f"task {name!r} needs class names: pass --classes classes.json (and --label-col)")
-        from mmrobust.eval.zeroshot import zero_shot_weights
-
-        kwargs["class_embeddings"] = zero_shot_weights(model, classes.classnames, classes.templates)
-        kwargs["classnames"] = classes.classnames
+        kwargs["classes"] = classes
     return cls(model, **kwargs)

@@ -4,14 +4,16 @@ the CLIP's own predictions; the trained head is saved beside the model and used 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from mmrobust.data.datasets import ClassInfo
 from mmrobust.defenses.base import Task
+from mmrobust.eval.zeroshot import zero_shot_weights
 from mmrobust.registry import TASKS
 
 HEAD_NAME = "classifier_head.safetensors"
@@ -23,7 +25,7 @@ class SupervisedTask(Task):
 
     Example::
 
-        task = SupervisedTask(model, class_embeddings=W, classnames=names)   # W: (C, D) normalized
+        task = SupervisedTask(model, classes=ClassInfo.load("classes.json"))
         out = task({"image": x, "label": y})
     """
 
@@ -32,10 +34,11 @@ class SupervisedTask(Task):
     needs_classes = True
     trains = "visual"
 
-    def __init__(self, model: Any, *, class_embeddings: torch.Tensor, classnames: Sequence[str]) -> None:
+    def __init__(self, model: Any, *, classes: ClassInfo) -> None:
         super().__init__(model)
-        self.head = nn.Parameter(class_embeddings.detach().clone())  # (C, D)
-        self.classnames = list(classnames)
+        weights = zero_shot_weights(model, classes.classnames, classes.templates)
+        self.head = nn.Parameter(weights.detach().clone())  # (C, D), starts as the zero-shot classifier
+        self.classnames = list(classes.classnames)
 
     def extra_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         yield "head.weight", self.head

@@ -5,3 +5,6 @@ from mmrobust.eval.zeroshot import Classifier, build_classifier, evaluate_zerosh
 
 __all__ = ["Classifier", "attack_success", "build_classifier", "evaluate_backdoor", "evaluate_retrieval",
            "evaluate_zeroshot", "recall_at_k", "zero_shot_weights"]
+from mmrobust.eval.robust import embedding_drift, evaluate_robust  # noqa: E402
+
+__all__ += ["embedding_drift", "evaluate_robust"]

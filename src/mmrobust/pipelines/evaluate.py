@@ -87,3 +87,33 @@ def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, image_col:
     write_results(out_dir, kind="eval.retrieval", metrics=metrics, config={"model": model, "manifest": manifest},
                   extra={"skipped_images": ds.skips.summary()["skipped"]}, filename="results_retrieval.json")
     return metrics
+
+
+def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, attack: str = "apgd-ce",
+                eps: tuple[float, ...] = (4 / 255,), n_samples: int | None = 500, seed: int = 0, norm: str = "linf",
+                attack_options: dict[str, Any] | None = None, reference: str | None = None, save_adv: bool = False,
+                batch_size: int = 250, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
+    """Clean + robust zero-shot accuracy per eps under ``attack``; with ``reference`` (the original model)
+    also the embedding drift on clean and adversarial images."""
+    from mmrobust.eval.robust import embedding_drift, eps_name, evaluate_robust, load_images, sample_ids
+
+    clip = clip or load_model(model, device=device)
+    ds = labelled(data, clip)
+    clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, rows = evaluate_robust(clip, ds, clf, attack=attack, eps=eps, n_samples=n_samples, seed=seed, norm=norm,
+                                    attack_options=attack_options, save_adv=out if save_adv else None,
+                                    batch_size=batch_size, device=device)
+    if reference:
+        ref = load_model(reference, device=device)
+        x, _, _ = load_images(ds, sample_ids(len(ds), min(n_samples or 256, 256), seed))
+        metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
+                                      for e in eps}
+    write_jsonl(out / "samples_robust.jsonl", rows)
+    write_results(out, kind="eval.robust", metrics=metrics,
+                  config={"model": model, "data": asdict(data), "attack": attack, "eps": list(eps), "norm": norm,
+                          "n_samples": n_samples, "attack_options": attack_options or {}, "reference": reference},
+                  seeds={"sample": seed, "attack": seed}, extra={"sample_ids": [r["index"] for r in rows]},
+                  filename="results_robust.json")
+    return metrics

@@ -122,7 +122,7 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
     device = torch.device(cfg.device)
     task.to(device)
     opt = torch.optim.AdamW(param_groups(task.trainable_named_parameters(), cfg.weight_decay), lr=cfg.lr,
-                            betas=cfg.betas, eps=cfg.adam_eps)
+                            betas=cfg.betas, eps=cfg.adam_eps, fused=device.type in ("cpu", "cuda"))
     sched = cosine_with_warmup(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.precision == "fp16")
     ckpt = out / "checkpoints" / CKPT_NAME

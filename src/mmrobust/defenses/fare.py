@@ -1,0 +1,52 @@
+"""FARE (Schlarmann, Singh, Croce & Hein, "Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision
+Embeddings for Robust Large Vision-Language Models", ICML 2024).
+
+Unsupervised adversarial finetuning of the vision encoder f so that f(x + d) stays close to the
+original encoder f_orig(x); the text tower is untouched, so the encoder drops into CLIP zero-shot
+and LVLMs (LLaVA) unchanged. Paper recipe: l-inf eps 2/255 or 4/255, PGD 10 steps of 1/255, AdamW
+lr 1e-5, wd 1e-4, batch 128, cosine with warmup.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmrobust.defenses.adversarial import AdversarialTask
+from mmrobust.losses.embedding import fare_loss
+from mmrobust.registry import TASKS
+
+
+@TASKS.register("fare")
+class FARETask(AdversarialTask):
+    """L = mean_i ||f(x_i + d_i) - f_orig(x_i)||_2^2 (unnormalized embeddings), d from l-inf PGD on
+    the same loss; f_orig is a frozen copy of the starting vision encoder.
+
+    Threat model: l-inf, eps (default 4/255), images in [0,1]. Example::
+
+        task = FARETask(create_clip("ViT-B-32", pretrained="openai"), eps=4/255)
+        out = task({"image": x})     # out["loss"], out["clean_loss"]
+    """
+
+    name = "fare"
+    frozen = ("reference",)
+
+    def __init__(self, model: Any, *, eps: float = 4 / 255, step_size: float = 1 / 255, attack_steps: int = 10,
+                 momentum: float | None = None, seed: int = 0) -> None:
+        super().__init__(model, eps=eps, step_size=step_size, attack_steps=attack_steps, momentum=momentum,
+                         seed=seed)
+        self.reference = self.frozen_copy(model.visual)
+
+    def after_step(self) -> None:  # the logit scale is not trained here
+        pass
+
+    def reference_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.reference(self.model.normalize_pixels(images))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x = batch["image"]
+        target = self.reference_embedding(x)
+        x_adv = self.perturb(lambda xa: fare_loss(self.model.encode_image(xa), target), x)
+        loss = fare_loss(self.model.encode_image(x_adv), target).mean()
+        return {"loss": loss}
