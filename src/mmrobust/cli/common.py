@@ -43,6 +43,29 @@ def positive_int(text: str) -> int:
     return v
 
 
+def device(text: str) -> str:
+    """'cpu', 'cuda' or 'cuda:N', checked against what this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("no CUDA GPU is visible here; use --device cpu")
+    return text
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
 def key_values(pairs: list[str] | None) -> dict[str, str]:
     """['size=6', 'pattern=checkerboard'] -> dict; one-line error on a malformed pair."""
     out: dict[str, str] = {}
@@ -55,9 +78,18 @@ def key_values(pairs: list[str] | None) -> dict[str, str]:
 
 
 def scalar(value: str) -> Any:
-    """'1e-5' -> 1e-05, '3' -> 3, 'true' -> True, else the string."""
-    loaded = yaml.safe_load(value)
-    return loaded if isinstance(loaded, (int, float, bool)) else value
+    """'3' -> 3, '1e-5' -> 1e-05, '4/255' -> 0.0157, 'true' -> True, 'none' -> None, else the string."""
+    text = value.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("none", "null"):
+        return None
+    for conv in (int, float, lambda t: float(Fraction(t))):
+        try:
+            return conv(text)
+        except (ValueError, ZeroDivisionError):
+            continue
+    return value
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +112,26 @@ def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"config file {path} has unknown option(s) {unknown}; see --help for valid names")
+    actions = {a.dest: a for a in parser._actions}
     ns = argparse.Namespace(**vars(argv_args))
     for k, v in values.items():
-        if getattr(ns, k) == parser.get_default(k):
-            setattr(ns, k, v)
+        current = getattr(ns, k)
+        if isinstance(v, list) and isinstance(current, list):  # append options: config first, CLI after
+            setattr(ns, k, [str(x) for x in v] + [x for x in current if x not in map(str, v)])
+        elif current == parser.get_default(k):
+            setattr(ns, k, _typed(actions[k], k, v, path))
     return ns
+
+
+def _typed(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """Apply the option's own type and choices to a config value (one-line error on a bad one)."""
+    if isinstance(value, list) or value is None or action.type is None:
+        out = value
+    else:
+        try:
+            out = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            raise ConfigError(f"config file {path}: {key}: {e}") from None
+    if action.choices is not None and out not in action.choices:
+        raise ConfigError(f"config file {path}: {key} must be one of {list(action.choices)}, not {value!r}")
+    return out

@@ -21,8 +21,8 @@ def available() -> list[str]:
         try:
             importlib.import_module(mod)
             out.append(name)
-        except ModuleNotFoundError:
-            continue
+        except ModuleNotFoundError as e:
+            print(f"(skipping the {name} story: {e}; install the missing package to run it)")
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmrobust.cli.common import add_config_option, apply_config, key_values
+from mmrobust.cli.common import add_config_option, apply_config, device, key_values, positive_int
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
@@ -12,6 +12,8 @@ from mmrobust.registry import TRIGGERS
 def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     add_config_option(p)
     p.add_argument("--model", required=True, help="open_clip name, hf-hub:org/repo, or a model directory")
+    p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
+    p.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     p.add_argument("--data", required=True, help="CSV manifest (image + label columns for labelled evals)")
     if labelled:
         p.add_argument("--classes", required=True, help="classes.json: classnames + templates")
@@ -19,8 +21,8 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     p.add_argument("--image-col", default="image")
     p.add_argument("--delimiter", default=",")
     p.add_argument("--out", required=True, help="output directory for results and per-sample JSONL")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--device", type=device, default="cpu")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_robust(es, _common)
 
 
+def _weights(args: argparse.Namespace) -> dict:
+    return {"pretrained": args.pretrained, "checkpoint": args.checkpoint}
+
+
 def _data(args: argparse.Namespace) -> EvalData:
     return EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,
                     delimiter=args.delimiter)
@@ -55,7 +61,8 @@ def _data(args: argparse.Namespace) -> EvalData:
 
 def run_zeroshot(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
-    m = eval_zeroshot(model=args.model, data=_data(args), out_dir=args.out, batch_size=args.batch_size,
+    m = eval_zeroshot(model=args.model, weights=_weights(args), data=_data(args), out_dir=args.out,
+                      batch_size=args.batch_size,
                       device=args.device)
     print(json.dumps(m))
     return 0
@@ -76,7 +83,8 @@ def _trigger_and_target(args: argparse.Namespace):
 def run_backdoor(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
     trigger, target = _trigger_and_target(args)
-    m = eval_backdoor(model=args.model, data=_data(args), trigger=trigger, target=target, out_dir=args.out,
+    m = eval_backdoor(model=args.model, weights=_weights(args), data=_data(args), trigger=trigger, target=target,
+                      out_dir=args.out,
                       seed=args.seed, batch_size=args.batch_size, device=args.device)
     print(json.dumps(m))
     return 0
@@ -84,7 +92,8 @@ def run_backdoor(args: argparse.Namespace) -> int:
 
 def run_retrieval(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
-    m = eval_retrieval(model=args.model, manifest=args.data, out_dir=args.out, image_col=args.image_col,
+    m = eval_retrieval(model=args.model, weights=_weights(args), manifest=args.data, out_dir=args.out,
+                       image_col=args.image_col,
                        caption_col=args.caption_col, delimiter=args.delimiter, batch_size=args.batch_size,
                        device=args.device)
     print(json.dumps(m))

@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except MMRobustError as e:
         print(f"mmrobust {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable output, full disk, ...
+        print(f"mmrobust {args.command}: error: {e.strerror or e}: {e.filename or ''}; check the path, permissions "
+              "and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mmrobust {args.command}: interrupted; partial results and checkpoints are kept", file=sys.stderr)
         return 130

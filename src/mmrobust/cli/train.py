@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from mmrobust.cli.common import add_config_option, apply_config, key_values, positive_int, scalar
+from mmrobust.cli.common import (add_config_option, apply_config, device, key_values, non_negative_int,
+                                 positive_int, scalar)
+from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
 from mmrobust.registry import TASKS
 from mmrobust.training.loop import TrainConfig
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train with one registered task in the generic loop. Writes RUN_DIR/config.yaml, "
                                    "checkpoints/last.pt, train_log.jsonl, model/ (open_clip hub layout), results.json.")
     add_config_option(p)
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS.list())}")
+    p.add_argument("--task", help="(required) " + f"one of: {', '.join(TASKS.list())}")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="task option, repeatable (cleanclip: l1, l2; par: tau; fare/tecoa: eps, attack_steps, ...)")
     m = p.add_argument_group("model")
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     m.add_argument("--init-seed", type=int, default=0, help="seed for random initialisation")
     d = p.add_argument_group("data")
-    d.add_argument("--data", required=True, help="CSV manifest of image,caption[,label] rows")
+    d.add_argument("--data", help="(required) CSV manifest of image,caption[,label] rows")
     d.add_argument("--image-col", default="image")
     d.add_argument("--caption-col", default="caption")
     d.add_argument("--label-col", help="label column (supervised / tecoa)")
@@ -32,18 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--delimiter", default=",")
     d.add_argument("--no-preload", action="store_true", help="read images lazily instead of decoding all at start")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--out", required=True, help="run directory")
-    o.add_argument("--steps", type=positive_int, required=True)
+    o.add_argument("--out", help="(required) run directory")
+    o.add_argument("--steps", type=positive_int, help="(required) optimizer steps")
     o.add_argument("--batch-size", type=positive_int, default=64)
     o.add_argument("--lr", type=float, default=1e-5)
     o.add_argument("--weight-decay", type=float, default=0.1)
     o.add_argument("--warmup", type=int, default=50, help="warmup steps")
     o.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 disables)")
     o.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    o.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (0: only at the end)")
+    o.add_argument("--ckpt-every", type=non_negative_int, default=100, help="checkpoint every N steps (0: only at the end)")
     o.add_argument("--seed", type=int, default=0, help="data order and augmentation seed")
-    o.add_argument("--device", default="cpu")
-    o.add_argument("--workers", type=int, default=0)
+    o.add_argument("--device", type=device, default="cpu")
+    o.add_argument("--workers", type=non_negative_int, default=0)
     o.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, _parser=p)
@@ -67,6 +69,9 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
 
 def run(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
+    missing = [f"--{o}" for o in ("task", "data", "out", "steps") if getattr(args, o) is None]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}; give them on the command line or in --config")
     TASKS.get(args.task)  # unknown task -> one-line error before any work
     model_dir, result = run_train(job_from_args(args), resume=args.resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}

@@ -33,6 +33,8 @@ def read_manifest(path: str | Path, *, columns: Sequence[str], delimiter: str = 
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot parse manifest {path} ({e}); expected a UTF-8 CSV") from e
+    except OSError as e:
+        raise DataError(f"cannot read manifest {path} ({e.strerror}); check the path and permissions") from e
     missing = [c for c in columns if c not in header]
     if missing:
         raise DataError(f"manifest {path} lacks column(s) {missing} (has {header}); "
@@ -95,13 +97,17 @@ class _ImageRows(torch.utils.data.Dataset):
             if img is not None:
                 cache[i] = img
         self._cache = cache
+        if len(self.skips.skipped) == len(self.rows):
+            first = next(iter(self.skips.skipped.values()))
+            raise DataError(f"none of the {len(self.rows)} images of {self.manifest} could be read (first: {first}); "
+                            f"check the --image-col column and that paths resolve from {self.root}")
 
     def _read(self, i: int) -> torch.Tensor | None:
         if i in self.skips.skipped:
             return None
         try:
             return _load_image(self.image_path(i), self.image_size)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             self.skips.add(i, f"{type(e).__name__}: {str(e)[:80]}")
             return None
 
@@ -155,7 +161,7 @@ class ImageTextDataset(_ImageRows):
             item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
             if self.label_col:
                 item["label"] = self.label(i)
-            sample_seed = hash((self.seed, epoch, i)) & 0x7FFFFFFF
+            sample_seed = ((self.seed * 1_000_003 + epoch) * 1_000_033 + i) & 0x7FFFFFFF
             if "caption_aug" in self.views:
                 item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
             items.append(item)
@@ -189,8 +195,12 @@ class ClassInfo:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"class file {path} not found; pass a JSON with 'classnames' and 'templates'")
-        data = json.loads(path.read_text())
-        if "classnames" not in data:
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"class file {path} is not valid JSON ({e}); write {{'classnames': [...], "
+                            "'templates': [...]}}") from e
+        if not isinstance(data, dict) or not isinstance(data.get("classnames"), list):
             raise DataError(f"{path} has no 'classnames' list; write {{'classnames': [...], 'templates': [...]}}")
         templates = tuple(data.get("templates") or ("a photo of a {}.",))
         bad = [t for t in templates if "{}" not in t]

@@ -100,33 +100,32 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
-def _draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill, bg) -> None:
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        d.ellipse(box, fill=fill)
-    elif shape == "square":
-        d.rectangle((cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r), fill=fill)
-    elif shape == "triangle":
-        d.polygon(_polygon(cx, cy + 0.15 * r, r, 3, -math.pi / 2), fill=fill)
-    elif shape == "diamond":
-        d.polygon(_polygon(cx, cy, r, 4, -math.pi / 2), fill=fill)
-    elif shape == "star":
-        d.polygon(_star(cx, cy, r), fill=fill)
-    elif shape == "cross":
-        w = 0.32 * r
-        d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-        d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-    elif shape == "ring":
-        d.ellipse(box, fill=fill)
-        d.ellipse((cx - 0.5 * r, cy - 0.5 * r, cx + 0.5 * r, cy + 0.5 * r), fill=bg)
-    elif shape == "hexagon":
-        d.polygon(_polygon(cx, cy, r, 6, 0.0), fill=fill)
-    elif shape == "semicircle":
-        d.pieslice((cx - r, cy - 0.6 * r, cx + r, cy + 1.4 * r), 180, 360, fill=fill)
-    elif shape == "bar":
-        d.rectangle((cx - r, cy - 0.3 * r, cx + r, cy + 0.3 * r), fill=fill)
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
+def _box(cx: float, cy: float, r: float, fx: float = 1.0, fy: float = 1.0) -> tuple[float, float, float, float]:
+    return (cx - fx * r, cy - fy * r, cx + fx * r, cy + fy * r)
+
+
+def _cross(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, bg) -> None:
+    d.rectangle(_box(cx, cy, r, 1.0, 0.32), fill=fill)
+    d.rectangle(_box(cx, cy, r, 0.32, 1.0), fill=fill)
+
+
+def _ring(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, bg) -> None:
+    d.ellipse(_box(cx, cy, r), fill=fill)
+    d.ellipse(_box(cx, cy, 0.5 * r), fill=bg)
+
+
+DRAWERS = {  # shape -> draw(d, cx, cy, r, fill, background)
+    "circle": lambda d, cx, cy, r, f, bg: d.ellipse(_box(cx, cy, r), fill=f),
+    "square": lambda d, cx, cy, r, f, bg: d.rectangle(_box(cx, cy, 0.8 * r), fill=f),
+    "triangle": lambda d, cx, cy, r, f, bg: d.polygon(_polygon(cx, cy + 0.15 * r, r, 3, -math.pi / 2), fill=f),
+    "diamond": lambda d, cx, cy, r, f, bg: d.polygon(_polygon(cx, cy, r, 4, -math.pi / 2), fill=f),
+    "star": lambda d, cx, cy, r, f, bg: d.polygon(_star(cx, cy, r), fill=f),
+    "cross": _cross,
+    "ring": _ring,
+    "hexagon": lambda d, cx, cy, r, f, bg: d.polygon(_polygon(cx, cy, r, 6, 0.0), fill=f),
+    "semicircle": lambda d, cx, cy, r, f, bg: d.pieslice((cx - r, cy - 0.6 * r, cx + r, cy + 1.4 * r), 180, 360, fill=f),
+    "bar": lambda d, cx, cy, r, f, bg: d.rectangle(_box(cx, cy, r, 1.0, 0.3), fill=f),
+}
 
 
 def _centers(scene: Scene, size: float, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -153,11 +152,10 @@ def render_scene(scene: Scene, *, image_size: int = 32, rng: np.random.Generator
     for cx, cy in _centers(scene, big, rng):
         if scene.count == 1 and scene.size == "large":
             cx, cy = cx * 0.5 + big / 4, cy * 0.5 + big / 4  # large single objects stay inside the frame
-        _draw_shape(d, scene.shape, cx, cy, r, fill, bg)
+        DRAWERS[scene.shape](d, cx, cy, r, fill, bg)
     img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
-    noise = rng.normal(0, 4, size=(image_size, image_size, 3))
-    arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr)
+    noise = rng.normal(0, 4, size=(image_size, image_size, 3))  # sensor-like noise, seeded
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,13 @@ class AdversarialTask(Task):
         """PGD maximizing ``loss_fn``: uniform random start, projection to the eps-ball then [0,1], last iterate."""
         if self.attack_steps == 0 or self.eps == 0:
             return images
-        return pgd(loss_fn, images, eps=self.eps, step_size=self.step_size, steps=self.attack_steps,
-                   random_start=True, generator=self.generator, momentum=self.momentum)
+        was_training = self.model.visual.training
+        self.model.visual.eval()  # BatchNorm towers (RN50) must not update statistics on attack steps
+        try:
+            return pgd(loss_fn, images, eps=self.eps, step_size=self.step_size, steps=self.attack_steps,
+                       random_start=True, generator=self.generator, momentum=self.momentum)
+        finally:
+            self.model.visual.train(was_training)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         state = super().checkpoint_state()

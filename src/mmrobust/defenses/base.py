@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mmrobust.errors import ConfigError
 from mmrobust.models.clip import CLIPModel, save_clip
 
 
@@ -66,8 +67,8 @@ class Task(nn.Module):
         frozen = tuple(f"{n}." for n in self.frozen)
         missing = [k for k in missing if not k.startswith(frozen)]
         if missing or unexpected:
-            raise RuntimeError(f"checkpoint does not match task {self.name}: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
+            raise ConfigError(f"checkpoint does not match task {self.name}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}; resume with the same --task/--model or a fresh --out")
 
     def export(self, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
         """Save the trained CLIP as a model directory (open_clip hub layout)."""

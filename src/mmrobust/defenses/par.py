@@ -45,7 +45,8 @@ class PARTask(Task):
         with torch.no_grad():
             img0 = self.reference.encode_image(batch["image_aug"], normalize=True)
             txt0 = self.reference.encode_text(tokens, normalize=True)
-        contrastive = clip_loss(img, txt, self.model.logit_scale).mean()
+        # the temperature stays fixed during PAR (as in the reference implementation)
+        contrastive = clip_loss(img, txt, self.model.logit_scale.detach()).mean()
         d_img, d_txt = squared_l2(img, img0).mean(), squared_l2(txt, txt0).mean()
         push = 0.5 * (threshold_push(d_img, self.tau) + threshold_push(d_txt, self.tau))
         return {"loss": contrastive - push, "contrastive": contrastive, "dist_image": d_img, "dist_text": d_txt}

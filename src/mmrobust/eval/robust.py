@@ -3,6 +3,7 @@ accuracy per eps under a registered attack, on a seeded sample of the test set, 
 seeds and attack config recorded; and the embedding drift of an encoder against the original."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,6 +13,7 @@ from safetensors.torch import save_file
 from mmrobust.attacks.checks import run_checks
 from mmrobust.attacks.pgd import pgd
 from mmrobust.data.datasets import collate
+from mmrobust.errors import ConfigError
 from mmrobust.eval.zeroshot import Classifier
 from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
@@ -43,6 +45,10 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, a
                     device: str = "cpu", check: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Clean and robust accuracy per eps. Returns (metrics, per-sample rows)."""
     fn = ATTACKS.get(attack)
+    allowed = set(inspect.signature(fn).parameters) - {"logits_fn", "x", "y", "eps", "norm", "seed"}
+    unknown = sorted(set(attack_options or {}) - allowed)
+    if unknown:
+        raise ConfigError(f"attack {attack!r} has no option(s) {unknown}; it accepts {sorted(allowed)}")
     ids = sample_ids(len(dataset), n_samples, seed)
     x_all, y_all, ids = load_images(dataset, ids)
     logits_fn = lambda x: classifier.logits(model, x)  # noqa: E731

@@ -1,6 +1,7 @@
 """Zero-shot classification with prompt-template ensembles (Radford et al. 2021, as CLIP_benchmark)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from mmrobust.data.datasets import collate
+from mmrobust.errors import ConfigError
 from mmrobust.models.clip import CLIPModel
 
 
@@ -43,9 +45,11 @@ def build_classifier(model: CLIPModel, classnames: Sequence[str], templates: Seq
 
     head = Path(model_dir) / HEAD_NAME if model_dir else None
     if head is not None and head.is_file():
-        w = load_file(str(head))["weight"]
-        if w.shape[0] == len(classnames):
-            return Classifier(w, 1.0, "linear head")
+        saved = json.loads((Path(model_dir) / "open_clip_config.json").read_text()).get("mmrobust", {})
+        if list(saved.get("classnames", [])) != list(classnames):
+            raise ConfigError(f"{head} was trained for classes {saved.get('classnames', [])[:4]}..., not the "
+                              "evaluation's classes.json (same names, same order); evaluate with that class file")
+        return Classifier(load_file(str(head))["weight"], 1.0, "linear head")
     return Classifier(zero_shot_weights(model, classnames, templates), 100.0, "zero-shot")
 
 

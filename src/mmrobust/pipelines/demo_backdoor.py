@@ -41,14 +41,15 @@ class BackdoorDemo:
     trigger_params: dict[str, Any] = field(default_factory=lambda: {
         "size": 6, "pattern": "checkerboard", "location": "bottom_right"})
     target: str = "star"
-    poison_rate: float = 0.05
-    pretrain_steps: int = 600
+    poison_templates: tuple[str, ...] = ("a photo of a {}.",)
+    poison_rate: float = 0.03
+    pretrain_steps: int = 700
     pretrain_batch: int = 128
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 1.5e-3
     finetune_pairs: int = 5000
-    finetune_steps: int = 200
+    finetune_steps: int = 250
     finetune_batch: int = 128
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 1e-3
     par_tau: float = 2.15
     seed: int = 0
 
@@ -89,9 +90,10 @@ def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo
     trigger = make_trigger(s.trigger, **s.trigger_params)
     poisoned = out / "poisoned"
     run_stage(poisoned / "stage", {"rate": s.poison_rate, "trigger": trigger.to_dict(), "target": s.target,
-                                   "seed": s.seed, "world": str(world)},
+                                   "templates": list(s.poison_templates), "seed": s.seed, "world": str(world)},
               lambda: {"n": len(poison_manifest(manifest=world / "train.csv", out_dir=poisoned, trigger=trigger,
                                                  target=s.target, rate=s.poison_rate, seed=s.seed,
+                                                 caption_templates=s.poison_templates,
                                                  overwrite=True).poisoned_ids)})
     rec = PoisonRecord.load(poisoned / "poison.json")
     log(f"[backdoor] poisoned {len(rec.poisoned_ids)} of {rec.n_rows} pairs with {s.trigger} -> '{s.target}'")

@@ -27,6 +27,12 @@ class EvalData:
 
 def load_model(name: str, *, pretrained: str | None = None, checkpoint: str | None = None,
                device: str = "cpu") -> CLIPModel:
+    """A CLIP to evaluate; refuses a stock open_clip architecture without weights (a random model)."""
+    random_init = not (pretrained or checkpoint or Path(name).is_dir() or name.startswith(("hf-hub:", "local-dir:"))
+                       or name.startswith("mmrobust-"))
+    if random_init:
+        raise ConfigError(f"model {name!r} would be evaluated with random weights; pass --pretrained TAG "
+                          "(e.g. openai), --checkpoint FILE, hf-hub:org/repo or a model directory")
     return create_clip(name, pretrained=pretrained, checkpoint=checkpoint, device=device)
 
 
@@ -40,10 +46,11 @@ def _model_dir(name: str) -> str | None:
     return name if Path(name).is_dir() else None
 
 
-def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, batch_size: int = 256, device: str = "cpu",
+def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
+                  batch_size: int = 256, device: str = "cpu",
                   clip: CLIPModel | None = None) -> dict[str, Any]:
     """Zero-shot top-1/top-5 with the template ensemble (or a saved linear head)."""
-    clip = clip or load_model(model, device=device)
+    clip = clip or load_model(model, device=device, **(weights or {}))
     ds = labelled(data, clip)
     clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
     metrics, rows = evaluate_zeroshot(clip, ds, clf, batch_size=batch_size, device=device)
@@ -53,12 +60,13 @@ def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, batch_size
     return metrics
 
 
-def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_dir: str | Path, seed: int = 0,
+def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_dir: str | Path,
+                  weights: dict | None = None, seed: int = 0,
                   batch_size: int = 256, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
     """Clean accuracy and ASR of ``trigger`` towards class ``target`` (name from classes.json)."""
     from mmrobust.data.poison.triggers import trigger_spec
 
-    clip = clip or load_model(model, device=device)
+    clip = clip or load_model(model, device=device, **(weights or {}))
     ds = labelled(data, clip)
     if target not in ds.classes.classnames:
         raise ConfigError(f"target {target!r} is not a class in {data.classes}; choose one of "
@@ -75,11 +83,12 @@ def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_
     return metrics
 
 
-def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, image_col: str = "image",
+def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: dict | None = None,
+                   image_col: str = "image",
                    caption_col: str = "caption", delimiter: str = ",", batch_size: int = 256, device: str = "cpu",
                    clip: CLIPModel | None = None) -> dict[str, Any]:
     """Image->text and text->image recall@1/5/10 over a manifest of pairs."""
-    clip = clip or load_model(model, device=device)
+    clip = clip or load_model(model, device=device, **(weights or {}))
     ds = ImageTextDataset(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
                           delimiter=delimiter, preload=True)
     metrics, rows = evaluate_retrieval(clip, ds, batch_size=batch_size, device=device)
@@ -89,15 +98,16 @@ def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, image_col:
     return metrics
 
 
-def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, attack: str = "apgd-ce",
-                eps: tuple[float, ...] = (4 / 255,), n_samples: int | None = 500, seed: int = 0, norm: str = "linf",
-                attack_options: dict[str, Any] | None = None, reference: str | None = None, save_adv: bool = False,
+def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
+                attack: str = "apgd-ce", eps: tuple[float, ...] = (4 / 255,), n_samples: int | None = 500,
+                seed: int = 0, norm: str = "linf", attack_options: dict[str, Any] | None = None,
+                reference: str | None = None, reference_weights: dict | None = None, save_adv: bool = False,
                 batch_size: int = 250, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
     """Clean + robust zero-shot accuracy per eps under ``attack``; with ``reference`` (the original model)
     also the embedding drift on clean and adversarial images."""
     from mmrobust.eval.robust import embedding_drift, eps_name, evaluate_robust, load_images, sample_ids
 
-    clip = clip or load_model(model, device=device)
+    clip = clip or load_model(model, device=device, **(weights or {}))
     ds = labelled(data, clip)
     clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
     out = Path(out_dir)
@@ -106,7 +116,7 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, attack: str 
                                     attack_options=attack_options, save_adv=out if save_adv else None,
                                     batch_size=batch_size, device=device)
     if reference:
-        ref = load_model(reference, device=device)
+        ref = load_model(reference, device=device, **(reference_weights or {}))
         x, _, _ = load_images(ds, sample_ids(len(ds), min(n_samples or 256, 256), seed))
         metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
                                       for e in eps}

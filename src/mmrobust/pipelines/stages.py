@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -14,13 +15,15 @@ DONE = "stage.json"
 
 def run_stage(out_dir: Path, config: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``fn`` once per (directory, config): a finished stage with the same config is reused, so an
-    interrupted story resumes where it stopped and a re-run with other settings recomputes."""
+    interrupted story resumes where it stopped (unfinished training continues from its checkpoint);
+    a stage finished with other settings is deleted and recomputed."""
     marker = out_dir / DONE
     key = json.loads(json.dumps(config, default=str))
     if marker.is_file():
         saved = read_json(marker)
         if saved.get("config") == key:
             return saved["output"]
+        shutil.rmtree(out_dir)  # finished with other settings: recompute from scratch
     out_dir.mkdir(parents=True, exist_ok=True)
     output = fn()
     write_json(marker, {"config": key, "output": output})

@@ -69,17 +69,30 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _save(path: Path, task: Any, opt: torch.optim.Optimizer, sched: Any, scaler: Any, step: int) -> None:
+RESUME_FREE = ("ckpt_every", "log_every", "num_workers", "device", "steps")
+
+
+def _fingerprint(task: Any, cfg: TrainConfig) -> str:
+    """What must match for a checkpoint to be continued (settings that do not change the math excluded)."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE}
+    return json.dumps({"task": task.name, "optim": keep}, sort_keys=True, default=str)
+
+
+def _save(path: Path, task: Any, opt: torch.optim.Optimizer, sched: Any, scaler: Any, step: int,
+          fingerprint: str) -> None:
     state = {"task": task.checkpoint_state(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "scaler": scaler.state_dict(), "step": step}
+             "scaler": scaler.state_dict(), "step": step, "fingerprint": fingerprint}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a kill never leaves half a checkpoint
 
 
-def _load(path: Path, task: Any, opt: torch.optim.Optimizer, sched: Any, scaler: Any) -> int:
+def _load(path: Path, task: Any, opt: torch.optim.Optimizer, sched: Any, scaler: Any, fingerprint: str) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
+    if state.get("fingerprint") != fingerprint:
+        raise ConfigError(f"checkpoint {path} was written with other settings (task or optimisation); "
+                          "resume with the same settings, or use a fresh --out / drop --resume")
     task.load_checkpoint_state(state["task"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -101,9 +114,12 @@ def _step(task: Any, batch: dict, opt: torch.optim.Optimizer, sched: Any, scaler
                             "(lower --lr, use --precision fp32, or check the data)")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    if cfg.grad_clip:
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    scaler.unscale_(opt)
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+    if not scaler.is_enabled() and not torch.isfinite(norm):  # (fp16's scaler skips such steps itself)
+        raise TrainingError(f"gradients became non-finite at step {step}; the last good checkpoint is kept "
+                            "(lower --lr, use --precision fp32, or check the data)")
     scaler.step(opt)
     scaler.update()
     sched.step()
@@ -126,7 +142,8 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
     sched = cosine_with_warmup(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.precision == "fp16")
     ckpt = out / "checkpoints" / CKPT_NAME
-    start = _load(ckpt, task, opt, sched, scaler) if resume and ckpt.is_file() else 0
+    fp = _fingerprint(task, cfg)
+    start = _load(ckpt, task, opt, sched, scaler, fp) if resume and ckpt.is_file() else 0
     sampler = EpochBatches(len(dataset), batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps,
                            start_step=start)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -151,12 +168,14 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
                 bar.set_postfix(loss=f"{terms['loss']:.3f}")
             bar.update(1)
             if cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0:
-                _save(ckpt, task, opt, sched, scaler, step + 1)
+                _save(ckpt, task, opt, sched, scaler, step + 1, fp)
     finally:
         bar.close()
         log.close()
         task.eval()
-    _save(ckpt, task, opt, sched, scaler, result.steps_done)
+    if result.steps_done == start and start < cfg.steps:
+        raise TrainingError("no batch had a readable image; check the image paths of the manifest")
+    _save(ckpt, task, opt, sched, scaler, result.steps_done, fp)
     return result
 
 
