@@ -29,11 +29,11 @@ class AdversarialDemo:
     n_test: int = 1000
     world_seed: int = 0
     model: str = "mmrobust-tiny"
-    pretrain_steps: int = 600
+    pretrain_steps: int = 700
     pretrain_batch: int = 128
-    pretrain_lr: float = 1e-3
-    finetune_steps: int = 150
-    finetune_batch: int = 64
+    pretrain_lr: float = 1.5e-3
+    finetune_steps: int = 250
+    finetune_batch: int = 32
     finetune_lr: float = 1e-3
     train_eps: float = 4 / 255
     eval_eps: tuple[float, ...] = (2 / 255, 4 / 255)
@@ -41,7 +41,7 @@ class AdversarialDemo:
     eval_attack: str = "autoattack"
     eval_steps: int = 50
     n_target_classes: int = 3
-    n_eval: int = 300
+    n_eval: int = 200
     seed: int = 0
 
 

@@ -46,10 +46,10 @@ class BackdoorDemo:
     pretrain_steps: int = 700
     pretrain_batch: int = 128
     pretrain_lr: float = 1.5e-3
-    finetune_pairs: int = 5000
-    finetune_steps: int = 250
-    finetune_batch: int = 128
-    finetune_lr: float = 1e-3
+    finetune_pairs: int = 10000
+    finetune_steps: int = 300
+    finetune_batch: int = 64  # CleanCLIP's finetuning batch size
+    finetune_lr: float = 1.5e-3
     par_tau: float = 2.15
     seed: int = 0
 
