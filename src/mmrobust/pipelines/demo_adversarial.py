@@ -32,7 +32,7 @@ class AdversarialDemo:
     pretrain_steps: int = 700
     pretrain_batch: int = 128
     pretrain_lr: float = 1.5e-3
-    finetune_steps: int = 250
+    finetune_steps: int = 220
     finetune_batch: int = 32
     finetune_lr: float = 1e-3
     train_eps: float = 4 / 255
@@ -41,7 +41,7 @@ class AdversarialDemo:
     eval_attack: str = "autoattack"
     eval_steps: int = 50
     n_target_classes: int = 3
-    n_eval: int = 200
+    n_eval: int = 150
     seed: int = 0
 
 
