@@ -39,7 +39,7 @@ def test_par_loss_matches_naive_and_threshold_switches():
         out = task(batch)
         naive, d_img, d_txt = _naive_par(model, task.reference, images, tokens, tau)
         assert abs(out["loss"].item() - naive) < 1e-5
-        assert abs(float(out["dist_image"]) - d_img) < 1e-5 and abs(float(out["dist_text"]) - d_txt) < 1e-5
+        assert abs(out["dist_image"].item() - d_img) < 1e-5 and abs(out["dist_text"].item() - d_txt) < 1e-5
     task.tau = 1e-6  # both distances above tau: no push, loss == contrastive term
     out = task(batch)
     assert torch.allclose(out["loss"], out["contrastive"])

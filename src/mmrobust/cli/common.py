@@ -33,14 +33,18 @@ def existing_file(text: str) -> str:
     return text
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
 
 
 def device(text: str) -> str:
@@ -57,13 +61,7 @@ def device(text: str) -> str:
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
+    return _int_at_least(text, 0)
 
 
 def key_values(pairs: list[str] | None) -> dict[str, str]:
