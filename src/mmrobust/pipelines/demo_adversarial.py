@@ -29,7 +29,7 @@ class AdversarialDemo:
     n_test: int = 1000
     world_seed: int = 0
     model: str = "mmrobust-tiny"
-    pretrain_steps: int = 600
+    pretrain_steps: int = 700
     pretrain_batch: int = 128
     pretrain_lr: float = 1.5e-3
     finetune_steps: int = 220
@@ -39,9 +39,9 @@ class AdversarialDemo:
     eval_eps: tuple[float, ...] = (2 / 255, 4 / 255)
     attack_steps: int = 10  # PGD steps in training
     eval_attack: str = "autoattack"
-    eval_steps: int = 40
+    eval_steps: int = 50
     n_target_classes: int = 3
-    n_eval: int = 120
+    n_eval: int = 150
     seed: int = 0
 
 
