@@ -1,7 +1,6 @@
 """The generic loop: kill-and-resume gives the same weights; a NaN loss stops clearly and keeps the checkpoint."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
