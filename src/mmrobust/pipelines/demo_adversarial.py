@@ -13,12 +13,10 @@ from typing import Any
 from mmrobust.data.synthetic import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
-from mmrobust.pipelines.stages import run_stage
-from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
+from mmrobust.pipelines.stages import run_stage, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
 from mmrobust.reports.tables import format_table
-from mmrobust.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -47,15 +45,8 @@ class AdversarialDemo:
 
 def _train(out: Path, s: AdversarialDemo, task: str, model: str, world: Path, *, steps: int, batch: int, lr: float,
            opts: dict[str, Any], progress: bool, wd: float = 1e-4) -> str:
-    optim = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=wd, warmup_steps=max(1, steps // 10),
-                        ckpt_every=max(25, steps // 4), seed=s.seed)
-    job = TrainJob(task=task, model=ModelSpec(name=model, seed=s.seed),
-                   data=DataSpec(manifest=str(world / "train.csv"), label_col="label",
-                                 classes=str(world / "classes.json")),
-                   optim=optim, out_dir=str(out), task_options=opts)
-    cfg = {"task": task, "model": model, "optim": asdict(optim), "opts": opts}
-    return run_stage(out, cfg, lambda: {"model_dir": str(run_train(job, resume=True, progress=progress)[0])})[
-        "model_dir"]
+    return train_stage(out, task=task, model=model, manifest=world / "train.csv", classes=world / "classes.json",
+                       steps=steps, batch=batch, lr=lr, weight_decay=wd, seed=s.seed, opts=opts, progress=progress)
 
 
 def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: str, steps: int,

@@ -14,12 +14,10 @@ from typing import Any
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.data.synthetic import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.stages import clean_subset, run_stage
-from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
+from mmrobust.pipelines.stages import clean_subset, run_stage, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
 from mmrobust.reports.tables import format_table
-from mmrobust.training.loop import TrainConfig
 
 FINETUNES = {  # stage label -> (task, task options)
     "MMCL finetune": ("clip", {}),
@@ -63,14 +61,8 @@ def _world(out: Path, s: BackdoorDemo) -> Path:
 
 def _train(out: Path, s: BackdoorDemo, task: str, model: str, manifest: Path, classes: Path, *, steps: int,
            batch: int, lr: float, opts: dict[str, Any], progress: bool) -> str:
-    optim = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=0.1, warmup_steps=max(1, steps // 10),
-                        ckpt_every=max(50, steps // 4), seed=s.seed)
-    job = TrainJob(task=task, model=ModelSpec(name=model, seed=s.seed),
-                   data=DataSpec(manifest=str(manifest), label_col="label", classes=str(classes)),
-                   optim=optim, out_dir=str(out), task_options=opts)
-    cfg = {"task": task, "model": model, "manifest": str(manifest), "optim": asdict(optim), "opts": opts}
-    return run_stage(out, cfg, lambda: {"model_dir": str(run_train(job, resume=True, progress=progress)[0])})[
-        "model_dir"]
+    return train_stage(out, task=task, model=model, manifest=manifest, classes=classes, steps=steps, batch=batch,
+                       lr=lr, weight_decay=0.1, seed=s.seed, opts=opts, progress=progress)
 
 
 def _evaluate(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:

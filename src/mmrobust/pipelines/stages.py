@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,3 +48,20 @@ def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, i
             r[image_col] = os.path.relpath(src.resolve(), out.parent.resolve())
             w.writerow(r)
     return out
+
+
+def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Path, steps: int, batch: int, lr: float,
+                weight_decay: float, seed: int, opts: dict[str, Any], progress: bool) -> str:
+    """One resumable training stage of a story (cosine schedule, 10% warmup, a few checkpoints);
+    returns the exported model directory."""
+    from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
+    from mmrobust.training.loop import TrainConfig
+
+    optim = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=weight_decay,
+                        warmup_steps=max(1, steps // 10), ckpt_every=max(25, steps // 4), seed=seed)
+    job = TrainJob(task=task, model=ModelSpec(name=model, seed=seed),
+                   data=DataSpec(manifest=str(manifest), label_col="label", classes=str(classes)),
+                   optim=optim, out_dir=str(out), task_options=opts)
+    cfg = {"task": task, "model": model, "manifest": str(manifest), "optim": asdict(optim), "opts": opts}
+    output = run_stage(out, cfg, lambda: {"model_dir": str(run_train(job, resume=True, progress=progress)[0])})
+    return output["model_dir"]

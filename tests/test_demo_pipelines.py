@@ -1,0 +1,38 @@
+"""The demo stories run end to end on tiny settings, write their records, and reuse finished stages."""
+from __future__ import annotations
+
+import time
+
+from mmrobust.pipelines.demo_adversarial import AdversarialDemo, run_adversarial_demo
+from mmrobust.pipelines.demo_backdoor import BackdoorDemo, run_backdoor_demo
+from mmrobust.reports.html import write_report
+from mmrobust.reports.records import read_json
+
+WORLD = {"n_train": 400, "n_test": 60, "model": "mmrobust-micro"}
+
+
+def test_backdoor_story_tiny(tmp_path):
+    s = BackdoorDemo(**WORLD, pretrain_steps=3, pretrain_batch=32, finetune_pairs=200, finetune_steps=2,
+                     finetune_batch=16)
+    out = tmp_path / "backdoor"
+    first = run_backdoor_demo(out, s, progress=False, log=lambda m: None)
+    assert [r["stage"] for r in first["stages"]] == ["poisoned CLIP", "MMCL finetune", "CleanCLIP", "PAR",
+                                                     "supervised FT"]
+    assert all(0 <= r["asr"] <= 1 and 0 < r["n_asr"] < r["n_clean"] == 60 for r in first["stages"])
+    rec = read_json(out / "results.json")
+    assert len(rec["poisoned_ids"]) == 12 and rec["config"]["poison_rate"] == 0.03
+    assert (out / "backdoor.png").stat().st_size > 0 and "| PAR" in (out / "summary.md").read_text()
+    start = time.time()
+    again = run_backdoor_demo(out, s, progress=False, log=lambda m: None)  # every stage is reused
+    assert again["stages"] == first["stages"] and time.time() - start < 10
+    assert "backdoor" in write_report([out], tmp_path / "report.html").read_text()
+
+
+def test_adversarial_story_tiny(tmp_path):
+    s = AdversarialDemo(**WORLD, pretrain_steps=3, finetune_steps=2, finetune_batch=8, attack_steps=2,
+                        eval_steps=2, n_eval=20)
+    result = run_adversarial_demo(tmp_path / "adversarial", s, progress=False, log=lambda m: None)
+    assert [r["model"] for r in result["rows"]] == ["CLIP", "FARE", "TeCoA"]
+    for r in result["rows"]:
+        assert r["autoattack@4/255"] <= r["clean"] and r["pgd@4/255"] <= r["clean"]
+    assert "drift" in result["rows"][1] and (tmp_path / "adversarial" / "adversarial.png").is_file()
