@@ -26,6 +26,16 @@ def test_backdoor_story_tiny(tmp_path):
     again = run_backdoor_demo(out, s, progress=False, log=lambda m: None)  # every stage is reused
     assert again["stages"] == first["stages"] and time.time() - start < 10
     assert "backdoor" in write_report([out], tmp_path / "report.html").read_text()
+    # another poison rate recomputes the poisoning and everything downstream of it
+    weights = out / "pretrain" / "model" / "open_clip_model.safetensors"
+    before = weights.stat().st_mtime_ns
+    run_backdoor_demo(out, BackdoorDemo(**{**s.__dict__, "poison_rate": 0.05}), progress=False,
+                                log=lambda m: None)
+    assert len(read_json(out / "results.json")["poisoned_ids"]) == 20
+    assert weights.stat().st_mtime_ns != before  # the poisoned CLIP was retrained on the new manifest
+    from mmrobust.pipelines.stages import stamp
+
+    assert read_json(out / "ft-par" / "eval" / "stage.json")["config"]["inputs"] == stamp(out / "ft-par" / "model")
 
 
 def test_adversarial_story_tiny(tmp_path):

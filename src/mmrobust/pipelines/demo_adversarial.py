@@ -13,7 +13,7 @@ from typing import Any
 from mmrobust.data.synthetic import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
-from mmrobust.pipelines.stages import run_stage, train_stage
+from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
 from mmrobust.reports.tables import format_table
@@ -56,7 +56,7 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
     if attack == "autoattack":
         opts["attack_kwargs"] = {"apgd-t": {"n_target_classes": s.n_target_classes}}
     cfg = {"model": model_dir, "attack": attack, "opts": opts, "eps": list(s.eval_eps), "n": s.n_eval,
-           "reference": reference}
+           "reference": reference, "inputs": [stamp(model_dir), stamp(reference or "")]}
     return run_stage(out, cfg, lambda: eval_robust(model=model_dir, data=data, out_dir=out, attack=attack,
                                                    eps=s.eval_eps, n_samples=s.n_eval, seed=s.seed,
                                                    attack_options=opts, reference=reference))

@@ -14,7 +14,7 @@ from typing import Any
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.data.synthetic import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.stages import clean_subset, run_stage, train_stage
+from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
 from mmrobust.reports.tables import format_table
@@ -67,7 +67,7 @@ def _train(out: Path, s: BackdoorDemo, task: str, model: str, manifest: Path, cl
 
 def _evaluate(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:
     data = EvalData(manifest=str(world / "test.csv"), classes=str(world / "classes.json"))
-    cfg = {"model": model_dir, "target": s.target, "trigger": rec.trigger}
+    cfg = {"model": model_dir, "target": s.target, "trigger": rec.trigger, "inputs": stamp(model_dir)}
     return run_stage(out / "eval", cfg, lambda: eval_backdoor(
         model=model_dir, data=data, trigger=rec.build_trigger(), target=s.target, out_dir=out / "eval", seed=s.seed))
 
@@ -82,7 +82,8 @@ def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo
     trigger = make_trigger(s.trigger, **s.trigger_params)
     poisoned = out / "poisoned"
     run_stage(poisoned / "stage", {"rate": s.poison_rate, "trigger": trigger.to_dict(), "target": s.target,
-                                   "templates": list(s.poison_templates), "seed": s.seed, "world": str(world)},
+                                   "templates": list(s.poison_templates), "seed": s.seed, "world": str(world),
+                                   "inputs": stamp(world / "train.csv")},
               lambda: {"n": len(poison_manifest(manifest=world / "train.csv", out_dir=poisoned, trigger=trigger,
                                                  target=s.target, rate=s.poison_rate, seed=s.seed,
                                                  caption_templates=s.poison_templates,

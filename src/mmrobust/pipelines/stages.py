@@ -31,6 +31,18 @@ def run_stage(out_dir: Path, config: dict[str, Any], fn: Callable[[], dict[str, 
     return output
 
 
+def stamp(path: str | Path) -> str:
+    """Identity of an upstream output (a file, or a model directory's weights): size and mtime, so a
+    stage recomputed upstream invalidates the stages that read its output."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "open_clip_model.safetensors"
+    if not p.is_file():
+        return str(path)  # a model name, not a file
+    st = p.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, image_col: str = "image") -> Path:
     """Write the first ``n`` rows of ``manifest`` not in ``exclude``, image paths re-based to ``out``'s folder."""
     skip = set(exclude)
@@ -62,6 +74,7 @@ def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Pa
     job = TrainJob(task=task, model=ModelSpec(name=model, seed=seed),
                    data=DataSpec(manifest=str(manifest), label_col="label", classes=str(classes)),
                    optim=optim, out_dir=str(out), task_options=opts)
-    cfg = {"task": task, "model": model, "manifest": str(manifest), "optim": asdict(optim), "opts": opts}
+    cfg = {"task": task, "model": model, "manifest": str(manifest), "optim": asdict(optim), "opts": opts,
+           "inputs": [stamp(model), stamp(manifest)]}
     output = run_stage(out, cfg, lambda: {"model_dir": str(run_train(job, resume=True, progress=progress)[0])})
     return output["model_dir"]
