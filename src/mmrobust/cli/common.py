@@ -27,12 +27,6 @@ def eps_list(text: str) -> list[float]:
     return [parse_eps(t) for t in text.split(",") if t.strip()]
 
 
-def existing_file(text: str) -> str:
-    if not Path(text).is_file():
-        raise argparse.ArgumentTypeError(f"file {text!r} not found")
-    return text
-
-
 def _int_at_least(text: str, minimum: int) -> int:
     try:
         v = int(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -200,7 +200,3 @@ def generate_world(
             "image_size": image_size}
     (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return WorldPaths(root=root, train_manifest=train, test_manifest=test, classes=classes)
-
-
-def scene_dict(scene: Scene) -> dict:
-    return asdict(scene)

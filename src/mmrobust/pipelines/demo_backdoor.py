@@ -19,12 +19,10 @@ from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
 from mmrobust.reports.tables import format_table
 
-FINETUNES = {  # stage label -> (task, task options)
-    "MMCL finetune": ("clip", {}),
-    "CleanCLIP": ("cleanclip", {"l1": 1.0, "l2": 1.0}),
-    "PAR": ("par", {"tau": 2.15}),
-    "supervised FT": ("supervised", {}),
-}
+def finetunes(s: "BackdoorDemo") -> dict[str, tuple[str, dict[str, Any]]]:
+    """Stage label -> (task, task options) of the four defenses compared."""
+    return {"MMCL finetune": ("clip", {}), "CleanCLIP": ("cleanclip", {"l1": 1.0, "l2": 1.0}),
+            "PAR": ("par", {"tau": s.par_tau}), "supervised FT": ("supervised", {})}
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,7 @@ def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo
     stages = [{"stage": "poisoned CLIP", **_evaluate(out / "pretrain", pre, world, rec, s)}]
     log(f"[backdoor] poisoned CLIP: clean {stages[0]['clean_top1']:.1%}, ASR {stages[0]['asr']:.1%}")
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids, n=s.finetune_pairs)
-    for label, (task, opts) in FINETUNES.items():
-        opts = {**opts, "tau": s.par_tau} if task == "par" else opts
+    for label, (task, opts) in finetunes(s).items():
         run = out / f"ft-{task}"
         model_dir = _train(run, s, task, pre, clean, classes, steps=s.finetune_steps, batch=s.finetune_batch,
                            lr=s.finetune_lr, opts=opts, progress=progress)

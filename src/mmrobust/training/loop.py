@@ -177,7 +177,3 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
         raise TrainingError("no batch had a readable image; check the image paths of the manifest")
     _save(ckpt, task, opt, sched, scaler, result.steps_done, fp)
     return result
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
