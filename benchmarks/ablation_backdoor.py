@@ -31,8 +31,15 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         if k in OPTIM_KEYS:
             optim[k] = OPTIM_KEYS[k](v)
         else:
-            opts[k] = float(v)
+            opts[k] = _number_or_text(v)
     return task, optim, opts
+
+
+def _number_or_text(v: str) -> float | str:
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 def run_variant(demo: Path, out: Path, task: str, optim: dict, opts: dict, seed: int) -> dict:

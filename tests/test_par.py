@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from mmrobust.defenses import PARTask
+from mmrobust.errors import ConfigError
 from mmrobust.losses import clip_loss
 from mmrobust.models import create_clip
 
@@ -32,7 +34,7 @@ def test_par_loss_matches_naive_and_threshold_switches():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     captions = [f"a photo of a {c}." for c in ["star", "ring", "bar", "cross", "circle", "square"]]
-    batch = {"image_aug": images, "caption": captions}
+    batch = {"image_noise_erase": images, "caption": captions}
     tokens = model.tokenize(captions)
     for tau in (2.15, 1e-6, 4.0):
         task.tau = tau
@@ -50,9 +52,17 @@ def test_par_reference_is_frozen_and_untouched_by_training_step():
     task = PARTask(model)
     before = copy.deepcopy(task.reference.state_dict())
     opt = torch.optim.SGD([p for _, p in task.trainable_named_parameters()], lr=0.1)
-    out = task({"image_aug": torch.rand(4, 3, 16, 16), "caption": ["a bar", "a star", "a ring", "a cross"]})
+    out = task({"image_noise_erase": torch.rand(4, 3, 16, 16), "caption": ["a bar", "a star", "a ring", "a cross"]})
     out["loss"].backward()
     opt.step()
     assert all(p.grad is None for p in task.reference.parameters())
     assert all(torch.equal(before[k], v) for k, v in task.reference.state_dict().items())
     assert "reference.model.logit_scale" not in task.checkpoint_state()
+
+
+def test_par_view_option_picks_the_dataset_view_and_rejects_unknown_names():
+    model = create_clip("mmrobust-micro", seed=0)
+    assert PARTask(model).views == ("image_noise_erase",)  # the reference code's view
+    assert PARTask(model, view="autoaugment").views == ("image_aug",)
+    with pytest.raises(ConfigError, match="noise-erase"):
+        PARTask(model, view="mixup")

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(p)
     p.add_argument("--task", help="(required) " + f"one of: {', '.join(TASKS.list())}")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="task option, repeatable (cleanclip: l1, l2; par: tau; fare/tecoa: eps, attack_steps, ...)")
+                   help="task option, repeatable (cleanclip: l1, l2; par: tau, view=noise-erase|autoaugment; "
+                        "fare/tecoa: eps, attack_steps, ...)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="mmrobust-tiny",
                    help="open_clip name (ViT-B-32), hf-hub:org/repo, a model directory, or mmrobust-tiny")

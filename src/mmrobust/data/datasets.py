@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mmrobust.data import transforms as T
 from mmrobust.data.autoaugment import autoaugment_batch
+from mmrobust.data.noise_erase import noise_erase_batch
 from mmrobust.data.text_aug import eda
 from mmrobust.errors import ConfigError, DataError
 
@@ -127,7 +128,8 @@ class ImageTextDataset(_ImageRows):
 
     Items are dicts: ``image`` float (3,H,W) in [0,1], ``caption`` str, ``index`` int, optionally ``label``
     and the augmented views listed in ``views`` (``image_aug``: AutoAugment, Cubuk et al. 2019;
-    ``caption_aug``: EDA, Wei & Zou 2019), seeded by (seed, epoch, index). Unreadable images yield ``None`` and are dropped by :func:`collate`.
+    ``image_noise_erase``: PAR's noise + erasing view; ``caption_aug``: EDA, Wei & Zou 2019), seeded by
+    (seed, epoch, index). Unreadable images yield ``None`` and are dropped by :func:`collate`.
     """
 
     def __init__(self, manifest: str | Path, *, image_size: int, image_col: str = "image",
@@ -167,11 +169,17 @@ class ImageTextDataset(_ImageRows):
             items.append(item)
             raw.append(img)
             seeds.append(sample_seed)
-        if "image_aug" in self.views and raw:
-            views = autoaugment_batch(torch.stack(raw), seeds)
-            for item, view in zip([it for it in items if it is not None], views):
-                item["image_aug"] = T.to_float(view)
+        kept = [it for it in items if it is not None]
+        for name in [v for v in self.views if v in IMAGE_VIEWS] if raw else ():
+            for item, view in zip(kept, IMAGE_VIEWS[name](torch.stack(raw), seeds)):
+                item[name] = view
         return items
+
+
+IMAGE_VIEWS = {  # view name -> (uint8 batch, per-sample seeds) -> float batch in [0,1]
+    "image_aug": lambda u8, seeds: T.to_float(autoaugment_batch(u8, seeds)),
+    "image_noise_erase": lambda u8, seeds: noise_erase_batch(T.to_float(u8), seeds),
+}
 
 
 def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int) -> int:

@@ -3,7 +3,9 @@ Backdoor Removal from CLIP"): finetune a possibly poisoned CLIP on clean pairs w
 embeddings away from a frozen copy of itself, until they are a distance tau away.
 
 Reference recipe: AdamW, peak lr 3e-6 with warmup, wd 1e-4, betas (0.9, 0.98), 2 epochs of 250K clean
-pairs, batch 2048, tau 2.15.
+pairs, batch 2048, tau 2.15. The training view x~ is the reference code's: added noise and a small
+erased square (``view="noise-erase"``, :mod:`mmrobust.data.noise_erase`); ``view="autoaugment"``
+trains on AutoAugment views instead (the view DESIGN §3 names, taken from the reference's comment).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 
 from mmrobust.defenses.base import Task
+from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import clip_loss
 from mmrobust.losses.embedding import squared_l2, threshold_push
 from mmrobust.registry import TASKS
@@ -20,30 +23,34 @@ from mmrobust.registry import TASKS
 @TASKS.register("par")
 class PARTask(Task):
     """L = CLIP(f(x~), g(t)) - 0.5 * (thr(D_img) + thr(D_txt)), D = batch mean of ||e - e0||^2 between
-    L2-normalized embeddings of the trained and frozen encoders on the AutoAugment view x~ and caption t;
-    thr(D) = D while D <= tau, else 0 (DESIGN §3).
+    L2-normalized embeddings of the trained and frozen encoders on the view x~ of the image and caption t;
+    thr(D) = D while D <= tau, else 0 (DESIGN §3). ``view``: "noise-erase" (the reference code's) or
+    "autoaugment".
 
     Example::
 
         task = PARTask(model, tau=2.15)
-        out = task({"image_aug": x_aug, "caption": caps})   # out["loss"], out["dist_image"], ...
+        out = task({"image_noise_erase": x_view, "caption": caps})   # out["loss"], out["dist_image"], ...
     """
 
     name = "par"
-    views = ("image_aug",)
     frozen = ("reference",)
+    VIEWS = {"noise-erase": "image_noise_erase", "autoaugment": "image_aug"}
 
-    def __init__(self, model: Any, *, tau: float = 2.15) -> None:
+    def __init__(self, model: Any, *, tau: float = 2.15, view: str = "noise-erase") -> None:
         super().__init__(model)
-        self.tau = tau
+        if view not in self.VIEWS:
+            raise ConfigError(f"PAR view {view!r} is unknown; use one of {sorted(self.VIEWS)}")
+        self.tau, self.view = tau, self.VIEWS[view]
+        self.views = (self.view,)
         self.reference = self.frozen_copy(model)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         tokens = self.model.tokenize(batch["caption"])
-        img = self.model.encode_image(batch["image_aug"], normalize=True)
+        img = self.model.encode_image(batch[self.view], normalize=True)
         txt = self.model.encode_text(tokens, normalize=True)
         with torch.no_grad():
-            img0 = self.reference.encode_image(batch["image_aug"], normalize=True)
+            img0 = self.reference.encode_image(batch[self.view], normalize=True)
             txt0 = self.reference.encode_text(tokens, normalize=True)
         # the temperature stays fixed during PAR (as in the reference implementation)
         contrastive = clip_loss(img, txt, self.model.logit_scale.detach()).mean()
