@@ -24,7 +24,7 @@ def test_save_and_load_model_dir(tmp_path):
     assert _same(m, m2, x)
     # open_clip itself loads the directory (the hub layout of hf-hub:chs20/fare2-clip style models)
     oc = open_clip.create_model(f"local-dir:{tmp_path / 'm'}")
-    assert torch.allclose(oc.encode_image(m.normalize_pixels(x)), m.encode_image(x))
+    assert torch.allclose(oc.encode_image(m.normalize_pixels(x)), m.encode_image(x), atol=1e-5)  # attention kernels differ
 
 
 @pytest.mark.parametrize("wrap", ["plain", "state_dict_module", "safetensors"])
