@@ -39,6 +39,10 @@ CASES = [
     (["eval", "robust", "--model", "mmrobust-tiny", "--data", "{test}", "--classes", "{classes}", "--out", "{tmp}/e",
       "--attack", "fgsm"], "unknown attack 'fgsm'"),
     (["report", "{tmp}/no-such-run"], "not found"),
+    (["demo", "--out", "{tmp}/d", "--story", "backdoor", "--set", "backdoor.finetune_rl=1e-3"],
+     "use key=value with a key among"),
+    (["demo", "--out", "{tmp}/d", "--story", "backdoor", "--set", "backdoor.finetune_lr=fast"], "expected a float"),
+    (["demo", "--out", "{tmp}/d", "--story", "backdoor", "--set", "mmr.seed=1"], "prefix the key with a story"),
 ]
 
 

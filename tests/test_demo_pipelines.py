@@ -23,8 +23,12 @@ def test_backdoor_story_tiny(tmp_path):
     assert len(rec["poisoned_ids"]) == 12 and rec["config"]["poison_rate"] == 0.03
     assert (out / "backdoor.png").stat().st_size > 0 and "| PAR" in (out / "summary.md").read_text()
     start = time.time()
-    again = run_backdoor_demo(out, s, progress=False, log=lambda m: None)  # every stage is reused
+    in_order = BackdoorDemo(**{**s.__dict__, "workers": 1})
+    again = run_backdoor_demo(out, in_order, progress=False, log=lambda m: None)  # every stage is reused
     assert again["stages"] == first["stages"] and time.time() - start < 10
+    # finetunes run side by side (default, one thread each) give the numbers they give one after another
+    fresh = run_backdoor_demo(tmp_path / "in-order" / "backdoor", in_order, progress=False, log=lambda m: None)
+    assert fresh["stages"] == first["stages"]
     assert "backdoor" in write_report([out], tmp_path / "report.html").read_text()
     # another poison rate recomputes the poisoning and everything downstream of it
     weights = out / "pretrain" / "model" / "open_clip_model.safetensors"

@@ -6,18 +6,20 @@ import importlib
 import time
 from pathlib import Path
 
+from mmrobust.errors import ConfigError
+from mmrobust.pipelines.overrides import apply_overrides
 from mmrobust.reports.records import write_results
 
-STORIES = {  # name -> (module, function) of a library story taking (out_dir, progress=..., log=...)
-    "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo"),
-    "adversarial": ("mmrobust.pipelines.demo_adversarial", "run_adversarial_demo"),
-    "mmr": ("mmrobust.pipelines.demo_mmr", "run_mmr_demo"),
+STORIES = {  # name -> (module, function, settings class) of a library story taking (out_dir, [settings,] progress, log)
+    "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo", "BackdoorDemo"),
+    "adversarial": ("mmrobust.pipelines.demo_adversarial", "run_adversarial_demo", "AdversarialDemo"),
+    "mmr": ("mmrobust.pipelines.demo_mmr", "run_mmr_demo", None),
 }
 
 
 def available() -> list[str]:
     out = []
-    for name, (mod, _) in STORIES.items():
+    for name, (mod, _, _) in STORIES.items():
         try:
             importlib.import_module(mod)
             out.append(name)
@@ -34,23 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--story", action="append", choices=list(STORIES),
                    help="story to run (repeatable; default: all available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="STORY.KEY=VALUE",
+                   help="override a story setting, e.g. backdoor.finetune_lr=1e-3 or "
+                        "backdoor.trigger_params.pattern=random_noise (repeatable; see the settings classes "
+                        "BackdoorDemo and AdversarialDemo)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stories = args.story or available()
+    settings = _settings(stories, _overrides(args.set, stories))  # all checked before anything runs
     summary = {}
     for name in stories:
-        mod, fn = STORIES[name]
         start = time.time()
         print(f"== {name} story -> {out / name}", flush=True)
-        result = getattr(importlib.import_module(mod), fn)(out / name, progress=not args.quiet,
-                                                           log=lambda m: print(m, flush=True))
+        story = getattr(importlib.import_module(STORIES[name][0]), STORIES[name][1])
+        result = story(out / name, *settings[name], progress=not args.quiet, log=lambda m: print(m, flush=True))
         seconds = time.time() - start
         print(f"\n{result['table']}\n({name} story: {seconds:.0f} s; plot {result['plot']})\n", flush=True)
         summary[name] = {"seconds": round(seconds, 1), "table": result["table"], "plot": result["plot"]}
-    write_results(out, kind="demo", metrics=summary, config={"stories": stories})
+    write_results(out, kind="demo", metrics=summary, config={"stories": stories, "set": args.set})
     try:
         from mmrobust.reports.html import write_report
 
@@ -58,3 +64,25 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         pass
     return 0
+
+
+def _settings(stories: list[str], overrides: dict[str, list[str]]) -> dict[str, tuple]:
+    """Each story's settings object with its overrides applied (empty for stories without settings)."""
+    out: dict[str, tuple] = {}
+    for name in stories:
+        mod, _, cls = STORIES[name]
+        out[name] = (apply_overrides(getattr(importlib.import_module(mod), cls)(), overrides.get(name, [])),) if cls else ()
+    return out
+
+
+def _overrides(assignments: list[str], stories: list[str]) -> dict[str, list[str]]:
+    """Group ``story.key=value`` items by story; a story without settings or not being run is an error."""
+    grouped: dict[str, list[str]] = {}
+    for item in assignments:
+        story, _, rest = item.partition(".")
+        if story not in stories or STORIES[story][2] is None:
+            runnable = [s for s in stories if STORIES[s][2]]
+            raise ConfigError(f"--set {item!r}: prefix the key with a story being run that has settings "
+                              f"({', '.join(runnable) or 'none'}), e.g. backdoor.finetune_steps=300")
+        grouped.setdefault(story, []).append(rest)
+    return grouped

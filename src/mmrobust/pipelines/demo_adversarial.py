@@ -13,6 +13,7 @@ from typing import Any
 from mmrobust.data.synthetic import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
+from mmrobust.pipelines.parallel import run_parallel
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
@@ -41,6 +42,7 @@ class AdversarialDemo:
     n_target_classes: int = 3
     n_eval: int = 150
     seed: int = 0
+    workers: int = 2  # finetunes and evaluations run side by side, one torch thread each (1: in order)
 
 
 def _train(out: Path, s: AdversarialDemo, task: str, model: str, world: Path, *, steps: int, batch: int, lr: float,
@@ -71,25 +73,35 @@ def run_adversarial_demo(out_dir: str | Path, settings: AdversarialDemo = Advers
               lambda: {"root": str(generate_world(world, n_train=s.n_train, n_test=s.n_test, seed=s.world_seed).root)})
     base = _train(out / "clip", s, "clip", s.model, world, steps=s.pretrain_steps, batch=s.pretrain_batch,
                   lr=s.pretrain_lr, opts={}, progress=progress, wd=0.1)
-    models = {"CLIP": base}
-    adv_opts = {"eps": s.train_eps, "step_size": 1 / 255, "attack_steps": s.attack_steps}
-    for label, task in (("FARE", "fare"), ("TeCoA", "tecoa")):
-        models[label] = _train(out / task, s, task, base, world, steps=s.finetune_steps, batch=s.finetune_batch,
-                               lr=s.finetune_lr, opts=adv_opts, progress=progress)
-    rows = []
-    for label, model_dir in models.items():
-        row: dict[str, Any] = {"model": label}
-        for attack, steps in (("pgd", 10), (s.eval_attack, s.eval_steps)):
-            ref = base if (label != "CLIP" and attack == s.eval_attack) else None
-            m = _robust(Path(model_dir).parent / f"eval-{attack}", model_dir, world, s, attack, steps, ref)
-            row["clean"] = m["clean_top1"]
-            for name, r in m["eps"].items():
-                row[f"{attack}@{name}"] = r["robust_top1"]
-            if "embedding_drift" in m:
-                row["drift"] = m["embedding_drift"]
-        rows.append(row)
-        log(f"[adversarial] {label}: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items() if isinstance(v, float)))
-    return _summarise(out, s, rows)
+    labels = ["FARE", "TeCoA", "CLIP"]  # longest first: the CLIP evaluations fill the gap
+    calls = [(_lane, (out, s, label, base, world), {"progress": progress and s.workers <= 1}) for label in labels]
+    report = lambda i, r: log(f"[adversarial] {labels[i]}: " + ", ".join(  # noqa: E731
+        f"{k} {v:.1%}" for k, v in r.items() if isinstance(v, float)))
+    if s.workers > 1:
+        log(f"[adversarial] FARE and TeCoA finetunes and the evaluations, {s.workers} at a time (one thread each)")
+    desc = "finetunes + evaluations" if progress and s.workers > 1 else None
+    rows = dict(zip(labels, run_parallel(calls, workers=s.workers, done=report, desc=desc)))
+    return _summarise(out, s, [rows[k] for k in ("CLIP", "FARE", "TeCoA")])
+
+
+def _lane(out: Path, s: AdversarialDemo, label: str, base: str, world: Path, *, progress: bool) -> dict[str, Any]:
+    """Finetune (FARE, TeCoA; none for CLIP) then PGD and worst-case evaluations: one table row."""
+    model_dir = base
+    if label != "CLIP":
+        task = label.lower()
+        adv_opts = {"eps": s.train_eps, "step_size": 1 / 255, "attack_steps": s.attack_steps}
+        model_dir = _train(out / task, s, task, base, world, steps=s.finetune_steps, batch=s.finetune_batch,
+                           lr=s.finetune_lr, opts=adv_opts, progress=progress)
+    row: dict[str, Any] = {"model": label}
+    for attack, steps in (("pgd", 10), (s.eval_attack, s.eval_steps)):
+        ref = base if (label != "CLIP" and attack == s.eval_attack) else None
+        m = _robust(Path(model_dir).parent / f"eval-{attack}", model_dir, world, s, attack, steps, ref)
+        row["clean"] = m["clean_top1"]
+        for name, r in m["eps"].items():
+            row[f"{attack}@{name}"] = r["robust_top1"]
+        if "embedding_drift" in m:
+            row["drift"] = m["embedding_drift"]
+    return row
 
 
 def _summarise(out: Path, s: AdversarialDemo, rows: list[dict[str, Any]]) -> dict[str, Any]:

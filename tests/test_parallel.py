@@ -1,0 +1,21 @@
+"""Side-by-side stages: results in call order, the same as in order, errors re-raised in the parent."""
+from __future__ import annotations
+
+import operator
+
+import pytest
+
+from mmrobust.pipelines.parallel import run_parallel
+
+
+def test_results_keep_call_order_and_match_the_in_order_run():
+    calls = [(operator.truediv, (i, 4), {}) for i in range(5)]
+    seen = []
+    spawned = run_parallel(calls, workers=2, done=lambda i, r: seen.append(i))
+    assert spawned == [0.0, 0.25, 0.5, 0.75, 1.0] and sorted(seen) == [0, 1, 2, 3, 4]
+    assert run_parallel(calls, workers=1) == spawned
+
+
+def test_a_failing_stage_raises_its_own_error_in_the_parent():
+    with pytest.raises(ZeroDivisionError):
+        run_parallel([(operator.truediv, (1, 2), {}), (operator.truediv, (1, 0), {})], workers=2)
