@@ -26,3 +26,17 @@ def test_overrides_are_typed_and_reach_into_dicts():
 def test_bad_overrides_name_the_problem(item, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(BackdoorDemo(), [item])
+
+
+def test_demo_cli_applies_overrides_and_records_them(tmp_path, capsys):
+    from mmrobust.cli.main import main
+    from mmrobust.reports.records import read_json
+
+    tiny = ["n_train=400", "n_test=60", "model=mmrobust-micro", "pretrain_steps=3", "pretrain_batch=32",
+            "finetune_pairs=200", "finetune_steps=2", "finetune_batch=16", "workers=1", "poison_rate=0.05"]
+    args = ["demo", "--out", str(tmp_path), "--story", "backdoor", "--quiet"]
+    assert main(args + [a for t in tiny for a in ("--set", f"backdoor.{t}")]) == 0
+    rec = read_json(tmp_path / "backdoor" / "results.json")
+    assert rec["config"]["poison_rate"] == 0.05 and rec["config"]["finetune_steps"] == 2
+    assert len(rec["poisoned_ids"]) == 20 and "| PAR" in capsys.readouterr().out
+    assert read_json(tmp_path / "results.json")["config"]["set"][0] == "backdoor.n_train=400"
