@@ -5,7 +5,7 @@ embeddings away from a frozen copy of itself, until they are a distance tau away
 Reference recipe: AdamW, peak lr 3e-6 with warmup, wd 1e-4, betas (0.9, 0.98), 2 epochs of 250K clean
 pairs, batch 2048, tau 2.15. The training view x~ is the reference code's: added noise and a small
 erased square (``view="noise-erase"``, :mod:`mmrobust.data.noise_erase`); ``view="autoaugment"``
-trains on AutoAugment views instead (the view DESIGN §3 names, taken from the reference's comment).
+trains on AutoAugment views instead (the view DESIGN §3 names).
 """
 from __future__ import annotations
 
