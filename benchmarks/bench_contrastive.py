@@ -68,7 +68,8 @@ def theirs(model_dir: Path, images: torch.Tensor, tokens: torch.Tensor, steps: i
                            skip_scheduler=False, grad_clip_norm=1.0, horovod=False, rank=1, local_rank=1,
                            world_size=1, log_every_n_steps=10**9, wandb=False)
     start = time.perf_counter()
-    train_one_epoch(model, {"train": _DataInfo(dataloader=loader)}, ClipLoss(), 0, optimizer, None, scheduler, None, args)
+    data = {"train": _DataInfo(dataloader=loader)}
+    train_one_epoch(model, data, ClipLoss(), 0, optimizer, None, scheduler, None, args)
     return (time.perf_counter() - start) / steps
 
 

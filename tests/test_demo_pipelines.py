@@ -8,7 +8,7 @@ from mmrobust.pipelines.demo_backdoor import BackdoorDemo, run_backdoor_demo
 from mmrobust.reports.html import write_report
 from mmrobust.reports.records import read_json
 
-WORLD = {"n_train": 400, "n_test": 60, "model": "mmrobust-micro"}
+WORLD = {"n_train": 400, "n_test": 60, "model": "mmrobust-micro", "threads": 1}
 
 
 def test_backdoor_story_tiny(tmp_path):

@@ -19,3 +19,16 @@ def test_results_keep_call_order_and_match_the_in_order_run():
 def test_a_failing_stage_raises_its_own_error_in_the_parent():
     with pytest.raises(ZeroDivisionError):
         run_parallel([(operator.truediv, (1, 2), {}), (operator.truediv, (1, 0), {})], workers=2)
+
+
+def test_torch_threads_sets_then_restores_the_count():
+    import torch
+
+    from mmrobust.pipelines.parallel import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -71,7 +71,11 @@ def _settings(stories: list[str], overrides: dict[str, list[str]]) -> dict[str, 
     out: dict[str, tuple] = {}
     for name in stories:
         mod, _, cls = STORIES[name]
-        out[name] = (apply_overrides(getattr(importlib.import_module(mod), cls)(), overrides.get(name, [])),) if cls else ()
+        if cls:
+            defaults = getattr(importlib.import_module(mod), cls)()
+            out[name] = (apply_overrides(defaults, overrides.get(name, [])),)
+        else:
+            out[name] = ()
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from mmrobust.data.synthetic import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
-from mmrobust.pipelines.parallel import run_parallel
+from mmrobust.pipelines.parallel import run_parallel, torch_threads
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
@@ -43,6 +43,7 @@ class AdversarialDemo:
     n_eval: int = 150
     seed: int = 0
     workers: int = 2  # finetunes and evaluations run side by side, one torch thread each (1: in order)
+    threads: int = 2  # torch threads of the stages run in this process, whatever the core count
 
 
 def _train(out: Path, s: AdversarialDemo, task: str, model: str, world: Path, *, steps: int, batch: int, lr: float,
@@ -67,7 +68,11 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
 def run_adversarial_demo(out_dir: str | Path, settings: AdversarialDemo = AdversarialDemo(), *,
                          progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Run the whole story; writes results.json, summary.md and adversarial.png into ``out_dir``."""
-    out, s = Path(out_dir), settings
+    with torch_threads(settings.threads):
+        return _run(Path(out_dir), settings, progress, log)
+
+
+def _run(out: Path, s: AdversarialDemo, progress: bool, log: Any) -> dict[str, Any]:
     world = out.parent / "world"
     run_stage(world, {"n_train": s.n_train, "n_test": s.n_test, "seed": s.world_seed},
               lambda: {"root": str(generate_world(world, n_train=s.n_train, n_test=s.n_test, seed=s.world_seed).root)})

@@ -14,7 +14,7 @@ from typing import Any
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.data.synthetic import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.parallel import run_parallel
+from mmrobust.pipelines.parallel import run_parallel, torch_threads
 from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
@@ -51,6 +51,7 @@ class BackdoorDemo:
     par_view: str = "noise-erase"  # the PAR reference code's training view
     seed: int = 0
     workers: int = 2  # finetunes run side by side, one torch thread each (1: in this process, in order)
+    threads: int = 2  # torch threads of the stages run in this process, whatever the core count
 
 
 def _world(out: Path, s: BackdoorDemo) -> Path:
@@ -77,7 +78,11 @@ def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo
                       log: Any = print) -> dict[str, Any]:
     """Run the whole story; returns {"stages": [{stage, clean_top1, asr, ...}], ...} and writes
     results.json, summary.md and backdoor.png into ``out_dir``."""
-    out, s = Path(out_dir), settings
+    with torch_threads(settings.threads):
+        return _run(Path(out_dir), settings, progress, log)
+
+
+def _run(out: Path, s: BackdoorDemo, progress: bool, log: Any) -> dict[str, Any]:
     world = _world(out.parent / "world", s)
     classes = world / "classes.json"
     trigger = make_trigger(s.trigger, **s.trigger_params)

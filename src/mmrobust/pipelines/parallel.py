@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 Call = tuple[Callable[..., Any], tuple, dict]
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (None: as they are), then restore the previous count.
+    A fixed count makes a CPU stage's numbers the same on machines with other core counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_worker(threads: int) -> None:
