@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from mmrobust.cli.common import scalar
 from mmrobust.data.poison import PoisonRecord
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
 from mmrobust.pipelines.stages import clean_subset
@@ -31,15 +32,8 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         if k in OPTIM_KEYS:
             optim[k] = OPTIM_KEYS[k](v)
         else:
-            opts[k] = _number_or_text(v)
+            opts[k] = scalar(v)  # as `mmrobust train --opt` reads task options
     return task, optim, opts
-
-
-def _number_or_text(v: str) -> float | str:
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def run_variant(demo: Path, out: Path, task: str, optim: dict, opts: dict, seed: int) -> dict:
