@@ -83,7 +83,11 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(tempfile.mkdtemp(prefix="bench_contrastive_"))
+    with tempfile.TemporaryDirectory(prefix="bench_contrastive_") as tmp:  # worlds and checkpoints: ~200 MB
+        _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, root: Path) -> None:
     world = generate_world(root / "world", n_train=2048, n_test=8, seed=0)
     model = create_clip(args.model, seed=0)
     model_dir = save_clip(model, root / "model")
