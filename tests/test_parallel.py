@@ -5,7 +5,7 @@ import operator
 
 import pytest
 
-from mmrobust.pipelines.parallel import run_parallel
+from mmrobust.pipelines.parallel import run_parallel, run_stages
 
 
 def test_results_keep_call_order_and_match_the_in_order_run():
@@ -32,3 +32,11 @@ def test_torch_threads_sets_then_restores_the_count():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_run_stages_shows_stage_bars_only_when_stages_run_in_order():
+    # dict(progress=...) echoes the flag each stage was given
+    assert run_stages(dict, [(), ()], workers=1, progress=True, desc="stages") == [{"progress": True}] * 2
+    assert run_stages(dict, [(), ()], workers=2, progress=True, desc="stages") == [{"progress": False}] * 2
+    assert run_stages(dict, [()], workers=2, progress=True, desc="stages") == [{"progress": True}]
+    assert run_stages(dict, [(), ()], workers=1, progress=False, desc="stages") == [{"progress": False}] * 2

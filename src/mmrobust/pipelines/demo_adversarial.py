@@ -13,7 +13,7 @@ from typing import Any
 from mmrobust.data.synthetic import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
-from mmrobust.pipelines.parallel import run_parallel, torch_threads
+from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
@@ -79,13 +79,12 @@ def _run(out: Path, s: AdversarialDemo, progress: bool, log: Any) -> dict[str, A
     base = _train(out / "clip", s, "clip", s.model, world, steps=s.pretrain_steps, batch=s.pretrain_batch,
                   lr=s.pretrain_lr, opts={}, progress=progress, wd=0.1)
     labels = ["FARE", "TeCoA", "CLIP"]  # longest first: the CLIP evaluations fill the gap
-    calls = [(_lane, (out, s, label, base, world), {"progress": progress and s.workers <= 1}) for label in labels]
     report = lambda i, r: log(f"[adversarial] {labels[i]}: " + ", ".join(  # noqa: E731
         f"{k} {v:.1%}" for k, v in r.items() if isinstance(v, float)))
     if s.workers > 1:
         log(f"[adversarial] FARE and TeCoA finetunes and the evaluations, {s.workers} at a time (one thread each)")
-    desc = "finetunes + evaluations" if progress and s.workers > 1 else None
-    rows = dict(zip(labels, run_parallel(calls, workers=s.workers, done=report, desc=desc)))
+    rows = dict(zip(labels, run_stages(_lane, [(out, s, label, base, world) for label in labels], workers=s.workers,
+                                       progress=progress, desc="finetunes + evaluations", done=report)))
     return _summarise(out, s, [rows[k] for k in ("CLIP", "FARE", "TeCoA")])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.data.synthetic import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.parallel import run_parallel, torch_threads
+from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.records import write_results
@@ -102,24 +102,21 @@ def _run(out: Path, s: BackdoorDemo, progress: bool, log: Any) -> dict[str, Any]
     log(f"[backdoor] poisoned CLIP: clean {stages[0]['clean_top1']:.1%}, ASR {stages[0]['asr']:.1%}")
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids, n=s.finetune_pairs)
     labels = list(finetunes(s))
-    calls = [(_defend, (out, s, label, pre, clean, world), {"progress": progress and s.workers <= 1})
-             for label in labels]
     report = lambda i, r: log(f"[backdoor] {labels[i]}: clean {r['clean_top1']:.1%}, ASR {r['asr']:.1%}")  # noqa: E731
     if s.workers > 1:
-        log(f"[backdoor] {len(calls)} finetunes, {s.workers} at a time (one thread each)")
-    stages += run_parallel(calls, workers=s.workers, done=report,
-                          desc="finetunes" if progress and s.workers > 1 else None)
+        log(f"[backdoor] {len(labels)} finetunes, {s.workers} at a time (one thread each)")
+    stages += run_stages(_defend, [(out, s, label, pre, clean, world, rec) for label in labels], workers=s.workers,
+                         progress=progress, desc="finetunes", done=report)
     return _summarise(out, s, stages, rec)
 
 
-def _defend(out: Path, s: BackdoorDemo, label: str, pre: str, clean: Path, world: Path, *,
+def _defend(out: Path, s: BackdoorDemo, label: str, pre: str, clean: Path, world: Path, rec: PoisonRecord, *,
             progress: bool) -> dict[str, Any]:
     """One finetune of the poisoned CLIP on the clean pairs, then clean accuracy and ASR (a stage row)."""
     task, opts = finetunes(s)[label]
     run = out / f"ft-{task}"
     model_dir = _train(run, s, task, pre, clean, world / "classes.json", steps=s.finetune_steps,
                        batch=s.finetune_batch, lr=s.finetune_lr, opts=opts, progress=progress)
-    rec = PoisonRecord.load(out / "poisoned" / "poison.json")
     return {"stage": label, **_evaluate(run, model_dir, world, rec, s)}
 
 

@@ -65,6 +65,16 @@ def run_parallel(calls: Sequence[Call], *, workers: int, threads: int = 1,
         bar.close()
 
 
+def run_stages(fn: Callable[..., Any], arg_lists: Sequence[tuple], *, workers: int, progress: bool,
+               desc: str, done: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """``fn(*args, progress=...)`` for each args tuple through :func:`run_parallel`. Run in order, each
+    stage shows its own progress bars; side by side, their bars would interleave, so one bar
+    (``desc``) counts the finished stages instead."""
+    side_by_side = workers > 1 and len(arg_lists) > 1
+    calls = [(fn, args, {"progress": progress and not side_by_side}) for args in arg_lists]
+    return run_parallel(calls, workers=workers, done=done, desc=desc if progress and side_by_side else None)
+
+
 def _in_pool(calls: Sequence[Call], workers: int, threads: int, done: Callable[[int, Any], None]) -> list[Any]:
     ctx = multiprocessing.get_context("spawn")  # torch's OpenMP state does not survive fork()
     with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=ctx,
