@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from mmrobust.cli.common import scalar
+from mmrobust.values import parse_value
 from mmrobust.data.poison import PoisonRecord
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
 from mmrobust.pipelines.stages import clean_subset
@@ -32,7 +32,7 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         if k in OPTIM_KEYS:
             optim[k] = OPTIM_KEYS[k](v)
         else:
-            opts[k] = scalar(v)  # as `mmrobust train --opt` reads task options
+            opts[k] = parse_value(v)  # as `mmrobust train --opt` reads task options
     return task, optim, opts
 
 

@@ -19,7 +19,7 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A small synthetic world (train.csv, test.csv, classes.json) at 32 px."""
-    from mmrobust.data.synthetic import generate_world
+    from mmrobust.world.shapes import generate_world
 
     return generate_world(tmp_path_factory.mktemp("world"), n_train=400, n_test=120, seed=0)
 
@@ -27,6 +27,6 @@ def tiny_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_world(tmp_path_factory):
     """A very small 16 px world for the micro model."""
-    from mmrobust.data.synthetic import generate_world
+    from mmrobust.world.shapes import generate_world
 
     return generate_world(tmp_path_factory.mktemp("micro_world"), n_train=256, n_test=64, image_size=16, seed=1)

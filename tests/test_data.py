@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset, collate
-from mmrobust.data.synthetic import SHAPES, generate_world
+from mmrobust.world.shapes import SHAPES, generate_world
 from mmrobust.errors import DataError
 from mmrobust.eval.zeroshot import build_classifier, evaluate_zeroshot
 from mmrobust.models import create_clip

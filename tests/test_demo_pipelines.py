@@ -19,7 +19,7 @@ def test_backdoor_story_tiny(tmp_path):
     assert [r["stage"] for r in first["stages"]] == ["poisoned CLIP", "MMCL finetune", "CleanCLIP", "PAR",
                                                      "supervised FT"]
     assert all(0 <= r["asr"] <= 1 and 0 < r["n_asr"] < r["n_clean"] == 60 for r in first["stages"])
-    rec = read_json(out / "results.json")
+    rec = read_json(out / "results_story.json")
     assert len(rec["poisoned_ids"]) == 12 and rec["config"]["poison_rate"] == 0.03
     assert (out / "backdoor.png").stat().st_size > 0 and "| PAR" in (out / "summary.md").read_text()
     start = time.time()
@@ -35,7 +35,7 @@ def test_backdoor_story_tiny(tmp_path):
     before = weights.stat().st_mtime_ns
     run_backdoor_demo(out, BackdoorDemo(**{**s.__dict__, "poison_rate": 0.05}), progress=False,
                                 log=lambda m: None)
-    assert len(read_json(out / "results.json")["poisoned_ids"]) == 20
+    assert len(read_json(out / "results_story.json")["poisoned_ids"]) == 20
     assert weights.stat().st_mtime_ns != before  # the poisoned CLIP was retrained on the new manifest
     from mmrobust.pipelines.stages import stamp
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mmrobust.benchmarks.mmr import ResponseCache, cache_key, generate_mmr_world, load_mmr, run_mmr
-from mmrobust.benchmarks.mmr.runner import RunSettings, score_responses
+from mmrobust.eval.mmr import ResponseCache, cache_key, load_mmr, run_mmr
+from mmrobust.world.mmr import generate_mmr_world
+from mmrobust.eval.mmr.task import RunSettings, score_responses
 from mmrobust.models.mllm.scripted import ScriptedAdapter
 
 BASE = dict(model={"adapter": "hf", "model": "m"}, prompt="Q?\nA. x\nB. y", params={"max_new_tokens": 8},
@@ -47,7 +48,7 @@ def test_scripted_run_then_offline_rescore_under_each_parser(tmp_path: Path) -> 
     assert len(adapter.calls) == 24
     assert rec["metrics"]["overall"]["ra"] == 0.0 and rec["metrics"]["item_status"]["unparseable"] == 24
     assert rec["metrics"]["by_parser"]["lenient"]["ra"] == 1.0
-    lenient = score_responses(tmp_path / "run" / "responses.jsonl", out_dir=tmp_path / "len", parser="lenient", n_boot=0)
+    lenient = score_responses(tmp_path / "run" / "samples_mmr.jsonl", out_dir=tmp_path / "len", parser="lenient", n_boot=0)
     assert lenient["metrics"]["overall"]["ra"] == 1.0 and lenient["metrics"]["overall"]["n_pairs"] == 12
     assert lenient["config"]["parser"] == "lenient"
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrobust.benchmarks.mmr import build_prompt, generate_mmr_world, get_prompt, load_mmr, parse_options
-from mmrobust.benchmarks.mmr.synthetic import QUIRKS, apply_quirk, make_pair
-from mmrobust.data.synthetic import Scene
+from mmrobust.eval.mmr import build_prompt, get_prompt, load_mmr, parse_options
+from mmrobust.world.mmr import generate_mmr_world
+from mmrobust.world.mmr import QUIRKS, apply_quirk, make_pair
+from mmrobust.world.shapes import Scene
 from mmrobust.errors import DataError
 
 CLEAN = "What shape is the red object in the picture?\nA. It is a circle.\nB. It is a square.\nC. It is a star.\nD. It is a ring."
@@ -141,7 +142,7 @@ def test_hub_version_loads_through_a_fake_download(tmp_path: Path, monkeypatch: 
     resolved commit and the pair-count check are recorded."""
     import huggingface_hub
 
-    from mmrobust.benchmarks.mmr.hub import VERSIONS, load_hub_version
+    from mmrobust.eval.mmr.hub import VERSIONS, load_hub_version
 
     world = tmp_path / "world"
     generate_mmr_world(world, pairs_per_category=1, seed=0, image_size=16)

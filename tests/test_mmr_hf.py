@@ -38,11 +38,12 @@ def test_mmr_run_with_hf_adapter_writes_a_full_report(tiny: tuple[Path, Path], t
     world, model = tiny
     out = tmp_path / "run"
     args = ["mmr", "run", "--data", str(world), "--adapter", "hf", "--model", str(model), "--out", str(out),
-            "--device", "cpu", "--dtype", "float32", "--batch-size", "8", "--max-new-tokens", "4",
+            "--adapter-arg", "device=cpu", "--adapter-arg", "dtype=float32", "--adapter-arg", "batch_size=8",
+            "--max-new-tokens", "4",
             "--bootstrap", "200"]
     assert main(args) == 0
     assert "ALL (micro)" in capsys.readouterr().out
-    result = json.loads((out / "results.json").read_text())
+    result = json.loads((out / "results_mmr.json").read_text())
     m = result["metrics"]
     assert result["kind"] == "mmr" and m["parser"] == "official"
     assert set(m["per_category"]) == {"attribute/shape", "attribute/color&texture", "attribute/number",
@@ -51,18 +52,18 @@ def test_mmr_run_with_hf_adapter_writes_a_full_report(tiny: tuple[Path, Path], t
     assert sum(m["item_status"].values()) == 16
     assert set(m["by_parser"]) >= {"official", "strict", "lenient"}
     assert result["config"]["model"]["adapter"] == "hf" and result["config"]["settings"]["params"]["temperature"] == 0
-    rows = (out / "responses.jsonl").read_text().splitlines()
+    rows = (out / "samples_mmr.jsonl").read_text().splitlines()
     assert len(rows) == 16 and all(isinstance(json.loads(r)["response"], str) for r in rows)
     assert (out / "mmr_categories.png").stat().st_size > 1000
 
     assert main(args) == 0  # a second run is served from the cache
-    again = json.loads((out / "results.json").read_text())
+    again = json.loads((out / "results_mmr.json").read_text())
     assert again["calls"]["n_new_calls"] == 0 and again["calls"]["n_cached_before"] == 16
     assert again["metrics"]["overall"]["ra"] == m["overall"]["ra"]
 
     rescored = tmp_path / "lenient"
-    assert main(["mmr", "score", str(out / "responses.jsonl"), "--parser", "lenient", "--out", str(rescored)]) == 0
-    r2 = json.loads((rescored / "results.json").read_text())
+    assert main(["mmr", "score", str(out / "samples_mmr.jsonl"), "--parser", "lenient", "--out", str(rescored)]) == 0
+    r2 = json.loads((rescored / "results_mmr.json").read_text())
     assert r2["metrics"]["parser"] == "lenient" and r2["metrics"]["overall"]["n_pairs"] == 8
     assert r2["metrics"]["by_parser"]["official"]["ra"] == m["overall"]["ra"]
 
@@ -73,3 +74,18 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "does not exist" in capsys.readouterr().err
     assert main(["mmr", "score", str(tmp_path / "nope.jsonl"), "--parser", "bogus"]) == 2
     assert "unknown answer parser 'bogus'" in capsys.readouterr().err
+
+
+def test_adapter_options_are_checked_against_the_adapter_signature(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    world, _ = tiny
+    base = ["mmr", "run", "--data", str(world), "--adapter", "scripted", "--model", "random", "--out",
+            str(tmp_path / "o"), "--bootstrap", "0"]
+    assert main([*base, "--adapter-arg", "base_url=http://x"]) == 2
+    err = capsys.readouterr().err
+    assert "adapter 'scripted' has no option(s) ['base_url']" in err and "seed" in err and len(err.splitlines()) == 1
+    assert main([*base, "--adapter-arg", "seed=abc"]) == 2
+    assert "scripted adapter option seed: expected a int" in capsys.readouterr().err
+    assert main([*base, "--adapter-arg", "seed=3"]) == 0  # typed by the default: seed 3, an int
+    record = json.loads((tmp_path / "o" / "results_mmr.json").read_text())
+    assert record["config"]["adapter_args"] == {"seed": 3} and record["config"]["model"]["seed"] == 3

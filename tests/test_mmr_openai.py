@@ -22,7 +22,8 @@ from typing import Callable
 
 import pytest
 
-from mmrobust.benchmarks.mmr import RunSettings, generate_mmr_world, load_mmr, run_mmr
+from mmrobust.eval.mmr import RunSettings, load_mmr, run_mmr
+from mmrobust.world.mmr import generate_mmr_world
 from mmrobust.cli.main import main
 from mmrobust.models.mllm import GenerationParams
 from mmrobust.models.mllm.openai import OpenAIAdapter
@@ -154,11 +155,11 @@ def test_flaky_server_run_answers_every_item_exactly_once(world: Path, tmp_path:
     assert record["calls"]["n_errors"] == 0 and record["metrics"]["overall"]["n_pairs"] == 24
     keys = _cache_keys(tmp_path / "run" / "cache.jsonl")
     assert len(keys) == 48 and set(keys.values()) == {1}  # every item answered exactly once
-    rows = [json.loads(x) for x in (tmp_path / "run" / "responses.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "samples_mmr.jsonl").read_text().splitlines()]
     asked = {p for p, o in srv.hits if o == "ok"}
     assert {r["response"] for r in rows} <= {reply_for(p) for p in asked}
     assert srv.auth == {"Bearer sk-test-secret"}  # key from the environment, sent as bearer
-    for name in ("results.json", "responses.jsonl", "cache.jsonl"):
+    for name in ("results_mmr.json", "samples_mmr.jsonl", "cache.jsonl"):
         assert "sk-test-secret" not in (tmp_path / "run" / name).read_text()  # and never written down
 
 
@@ -198,7 +199,7 @@ def test_fatal_errors_are_recorded_not_retried_and_retried_next_run(world: Path,
         assert srv.prompts_hit()[bad_prompt] == 1  # a 400 is not retried
     assert rec["calls"]["n_errors"] == 1
     assert rec["metrics"]["overall"]["n_pairs_error"] == 1 and rec["metrics"]["overall"]["n_pairs"] == 23
-    rows = [json.loads(x) for x in (tmp_path / "a" / "responses.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "a" / "samples_mmr.jsonl").read_text().splitlines()]
     err = [r for r in rows if r["status"] == "error"]
     assert len(err) == 1 and err[0]["pred"] is None and "HTTP 400" in err[0]["error"]
     with FakeServer(lambda p, n: "ok") as srv:
@@ -212,8 +213,9 @@ def test_killed_process_resumes_from_its_cache(world: Path, tmp_path: Path) -> N
     out = tmp_path / "run"
     with FakeServer(flaky(seed=2), ok_delay_s=0.05) as srv:
         args = ["mmr", "run", "--data", str(world), "--adapter", "openai", "--model", "fake-vlm",
-                "--base-url", srv.url, "--out", str(out), "--timeout", str(TIMEOUT_S), "--retries", "8",
-                "--backoff", "0.01", "--concurrency", "2", "--bootstrap", "0", "--max-new-tokens", "8"]
+                "--adapter-arg", f"base_url={srv.url}", "--out", str(out), "--adapter-arg", f"timeout_s={TIMEOUT_S}",
+                "--adapter-arg", "max_retries=8", "--adapter-arg", "backoff_s=0.01", "--adapter-arg", "concurrency=2",
+                "--bootstrap", "0", "--max-new-tokens", "8"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
         proc = subprocess.Popen([sys.executable, "-m", "mmrobust.cli.main", *args], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -232,7 +234,7 @@ def test_killed_process_resumes_from_its_cache(world: Path, tmp_path: Path) -> N
         assert main(args) == 0
         second = srv.prompts_hit(since=mark)
     assert not (set(second) & {c["prompt"] for c in cached})
-    result = json.loads((out / "results.json").read_text())
+    result = json.loads((out / "results_mmr.json").read_text())
     assert result["calls"]["n_cached_before"] == len(cached) and result["calls"]["n_errors"] == 0
     keys = _cache_keys(out / "cache.jsonl")
     assert len(keys) == 48 and set(keys.values()) == {1}

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from mmrobust.benchmarks.mmr.scoring import PairOutcomes, bootstrap_ci, compute_metrics, parse_records
+from mmrobust.eval.mmr.scoring import PairOutcomes, bootstrap_ci, compute_metrics, parse_records
 
 
 def _row(pid: str, qtype: str, gt: str, reply: str | None, error: str | None = None) -> dict:

@@ -30,7 +30,7 @@ def test_noise_only_brightens_and_erasing_fills_a_small_square_with_the_mean():
 
 def test_dataset_serves_the_view_seeded_by_epoch_and_index(tmp_path):
     from mmrobust.data.datasets import ImageTextDataset
-    from mmrobust.data.synthetic import generate_world
+    from mmrobust.world.shapes import generate_world
 
     world = generate_world(tmp_path, n_train=12, n_test=4, seed=0)
     ds = ImageTextDataset(world.train_manifest, image_size=32, views=("image_noise_erase",), seed=0)

@@ -36,7 +36,7 @@ def test_demo_cli_applies_overrides_and_records_them(tmp_path, capsys):
             "finetune_pairs=200", "finetune_steps=2", "finetune_batch=16", "workers=1", "threads=1", "poison_rate=0.05"]
     args = ["demo", "--out", str(tmp_path), "--story", "backdoor", "--quiet"]
     assert main(args + [a for t in tiny for a in ("--set", f"backdoor.{t}")]) == 0
-    rec = read_json(tmp_path / "backdoor" / "results.json")
+    rec = read_json(tmp_path / "backdoor" / "results_story.json")
     assert rec["config"]["poison_rate"] == 0.05 and rec["config"]["finetune_steps"] == 2
     assert len(rec["poisoned_ids"]) == 20 and "| PAR" in capsys.readouterr().out
-    assert read_json(tmp_path / "results.json")["config"]["set"][0] == "backdoor.n_train=400"
+    assert read_json(tmp_path / "results_demo.json")["config"]["set"][0] == "backdoor.n_train=400"

@@ -115,7 +115,7 @@ def test_synonym_table_is_symmetric_and_keeps_classes_apart():
     for w, syns in SYNONYMS.items():
         assert w not in syns and all(w in SYNONYMS[s] for s in syns)
     try:
-        from mmrobust.data.synthetic import SHAPES
+        from mmrobust.world.shapes import SHAPES
     except ImportError:  # the synthetic world is optional for this test
         SHAPES = ("circle", "ring", "semicircle", "square", "bar", "star", "cross", "diamond", "hexagon", "triangle")
     for shape in SHAPES:

@@ -77,5 +77,7 @@ class Registry:
 TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))
 TASKS = Registry("task", ("mmrobust.defenses",))
 ATTACKS = Registry("attack", ("mmrobust.attacks",))
-PARSERS = Registry("answer parser", ("mmrobust.benchmarks.mmr.parsing",))
+PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))
 MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
+EVALS = Registry("evaluation", ("mmrobust.eval.zeroshot", "mmrobust.eval.backdoor", "mmrobust.eval.retrieval",
+                                "mmrobust.eval.robust", "mmrobust.eval.mmr.task"))

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import argparse
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mmrobust.errors import ConfigError
+from mmrobust.values import parse_value
 
 
 def parse_eps(text: str) -> float:
     """'4/255' or '0.0157' -> float in [0,1] units (only the CLI sees the '/255' form)."""
     try:
-        value = float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        value = parse_value(text, like=0.0)
+    except ConfigError:
         raise argparse.ArgumentTypeError(f"eps {text!r} is not a number; write e.g. 4/255 or 0.0157") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"eps {text!r} = {value:.4g} is outside [0,1]; images are in [0,1], so "
@@ -67,21 +67,6 @@ def key_values(pairs: list[str] | None) -> dict[str, str]:
         k, v = pair.split("=", 1)
         out[k.strip().replace("-", "_")] = v.strip()
     return out
-
-
-def scalar(value: str) -> Any:
-    """'3' -> 3, '1e-5' -> 1e-05, '4/255' -> 0.0157, 'true' -> True, 'none' -> None, else the string."""
-    text = value.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() in ("none", "null"):
-        return None
-    for conv in (int, float, lambda t: float(Fraction(t))):
-        try:
-            return conv(text)
-        except (ValueError, ZeroDivisionError):
-            continue
-    return value
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

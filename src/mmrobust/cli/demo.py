@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.overrides import apply_overrides
-from mmrobust.reports.records import write_results
+from mmrobust.reports.contract import Record, write_record
 
 STORIES = {  # name -> (module, function, settings class) of a library story taking (out_dir, [settings,] progress, log)
     "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo", "BackdoorDemo"),
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.time() - start
         print(f"\n{result['table']}\n({name} story: {seconds:.0f} s; plot {result['plot']})\n", flush=True)
         summary[name] = {"seconds": round(seconds, 1), "table": result["table"], "plot": result["plot"]}
-    write_results(out, kind="demo", metrics=summary, config={"stories": stories, "set": args.set})
+    write_record(out, Record(kind="demo", metrics=summary, config={"stories": stories, "set": args.set}))
     try:
         from mmrobust.reports.html import write_report
 

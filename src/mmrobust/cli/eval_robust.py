@@ -5,7 +5,8 @@ import argparse
 import json
 from typing import Callable
 
-from mmrobust.cli.common import apply_config, eps_list, key_values, positive_int, scalar
+from mmrobust.cli.common import apply_config, eps_list, key_values, positive_int
+from mmrobust.values import parse_value
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
 from mmrobust.registry import ATTACKS
 
@@ -31,7 +32,7 @@ def register_robust(es: argparse._SubParsersAction, common: Callable[[argparse.A
 def run(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
     ATTACKS.get(args.attack)
-    opts = {k: scalar(v) for k, v in key_values(args.attack_opt).items()}
+    opts = {k: parse_value(v) for k, v in key_values(args.attack_opt).items()}
     if args.steps:
         opts["steps"] = args.steps
     data = EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from mmrobust.cli.common import positive_int
-from mmrobust.data.synthetic import generate_world
+from mmrobust.world.shapes import generate_world
 
 
 def register(sub: argparse._SubParsersAction) -> None:

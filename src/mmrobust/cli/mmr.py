@@ -4,28 +4,16 @@ Examples::
 
     mmrobust mmr run --version v1 --adapter hf --model llava-hf/llava-1.5-7b-hf --out runs/mmr-llava
     mmrobust mmr run --version v1 --adapter openai --model Qwen/Qwen2-VL-7B-Instruct \\
-        --base-url http://127.0.0.1:8000/v1 --out runs/mmr-qwen
-    mmrobust mmr score runs/mmr-qwen/responses.jsonl --parser lenient --out runs/mmr-qwen/lenient
+        --adapter-arg base_url=http://127.0.0.1:8000/v1 --adapter-arg concurrency=16 --out runs/mmr-qwen
+    mmrobust mmr score runs/mmr-qwen/samples_mmr.jsonl --parser lenient --out runs/mmr-qwen/lenient
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
-from mmrobust.errors import ConfigError
-
-# Per-adapter keyword arguments taken from the command line (adapters registered elsewhere get model only).
-ADAPTER_ARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "hf": lambda a: {"model": a.model, "revision": a.model_revision, "device": a.device, "dtype": a.dtype,
-                     "batch_size": a.batch_size, "trust_remote_code": a.trust_remote_code},
-    "openai": lambda a: {"model": a.model, "base_url": a.base_url, "api_key_env": a.api_key_env,
-                         "concurrency": a.concurrency, "timeout_s": a.timeout, "max_retries": a.retries,
-                         "backoff_s": a.backoff},
-    "scripted": lambda a: {"model": a.model, "seed": a.seed},
-}
-
+from mmrobust.cli.common import key_values
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("mmr", help="MMR leading-question benchmark for multimodal LLMs",
@@ -48,7 +36,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", help="image folder if not next to the question file")
     p.add_argument("--adapter", default="hf", help="hf | openai | scripted (default: hf)")
     p.add_argument("--model", required=True, help="HF id or folder (hf), served model name (openai), rule (scripted)")
-    p.add_argument("--out", required=True, help="run directory for results.json, responses.jsonl, chart")
+    p.add_argument("--out", required=True, help="run directory for results_mmr.json, samples_mmr.jsonl, chart")
     p.add_argument("--cache", help="response cache JSONL (default: OUT/cache.jsonl); reuse it to resume")
     p.add_argument("--prompt", default="official", help="prompt variant: official | normalized | plain | letter-only")
     p.add_argument("--parser", default="official", help="answer parser: official | strict | lenient")
@@ -57,25 +45,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="only the first N pairs (by id), for smoke runs")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (and scripted replies)")
-    g = p.add_argument_group("hf adapter")
-    g.add_argument("--device", default="auto")
-    g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--model-revision", help="hub revision of the model")
-    g.add_argument("--trust-remote-code", action="store_true")
-    g = p.add_argument_group("openai adapter")
-    g.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    g.add_argument("--concurrency", type=int, default=8)
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    g.add_argument("--retries", type=int, default=5)
-    g.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles)")
+    p.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
+                   help="adapter option, repeatable, checked against the adapter's signature: hf takes device, "
+                        "dtype, batch_size, revision, trust_remote_code, attn_implementation; openai takes "
+                        "base_url, api_key_env, concurrency, timeout_s, max_retries, backoff_s, max_backoff_s, "
+                        "extra_body; scripted takes seed")
     p.set_defaults(mmr_action=_run)
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="re-score a saved responses.jsonl under any parser (no model calls)")
-    p.add_argument("responses", help="responses.jsonl of a run (or a reference-format answer JSONL)")
+    p.add_argument("responses", help="samples_mmr.jsonl of a run (or a reference-format answer JSONL)")
     p.add_argument("--parser", default="official", help="official | strict | lenient")
     p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>)")
     p.add_argument("--bootstrap", type=int, default=1000)
@@ -110,36 +90,21 @@ def run(args: argparse.Namespace) -> int:
     return action(args)
 
 
-def _load_data(args: argparse.Namespace):
-    from mmrobust.benchmarks.mmr import load_hub_version, load_mmr
-
-    if args.version:
-        return load_hub_version(args.version, revision=args.revision, cache_dir=args.hub_cache)
-    return load_mmr(args.data, image_root=args.image_root)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from mmrobust.benchmarks.mmr import RunSettings, format_table, run_mmr
+    from mmrobust.eval.mmr import RunSettings, format_table
     from mmrobust.models.mllm import GenerationParams
-    from mmrobust.registry import MLLM_ADAPTERS
+    from mmrobust.pipelines.mmr import MMRJob, MMRSource, run_mmr_job
 
-    if args.limit is not None and args.limit <= 0:
-        raise ConfigError(f"--limit must be positive, got {args.limit}")
-    data = _load_data(args).select(args.limit)
-    kwargs = ADAPTER_ARGS.get(args.adapter, lambda a: {"model": a.model})(args)
-    adapter = MLLM_ADAPTERS.create(args.adapter, **kwargs)
+    source = MMRSource(data=args.data, version=args.version, revision=args.revision, hub_cache=args.hub_cache,
+                       image_root=args.image_root, limit=args.limit)
     settings = RunSettings(prompt=args.prompt, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
+                           cache=args.cache,
                            params=GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature))
-    print(f"mmr: {len(data.pairs)} pairs ({len(data.anomalies)} anomalies) -> {args.adapter}:{args.model}",
-          file=sys.stderr)
-    record = run_mmr(data, adapter, out_dir=args.out, settings=settings, cache_path=args.cache,
-                     progress=_progress, config={"adapter": args.adapter, "adapter_args": _public(kwargs)})
+    job = MMRJob(source=source, adapter=args.adapter, model=args.model, out_dir=args.out, settings=settings,
+                 adapter_options=key_values(args.adapter_arg))
+    record = run_mmr_job(job, progress=_progress, log=lambda m: print(m, file=sys.stderr))
     _print_summary(record, Path(args.out), format_table)
     return 0
-
-
-def _public(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if "key" not in k or k == "api_key_env"}
 
 
 def _progress(done: int, total: int) -> None:
@@ -160,11 +125,13 @@ def _print_summary(record: dict, out: Path, format_table) -> None:
         print(f"{len(anomalies)} data anomalies (see results.json), e.g.: {anomalies[0]['detail']}")
     print(f"parser {m['parser']}; other parsers: " + ", ".join(
         f"{k} RA={v['ra']:.3f}" if v["ra"] is not None else f"{k} RA=n/a" for k, v in m["by_parser"].items()))
-    print(f"wrote {out / 'results.json'}, {out / 'responses.jsonl'}, {out / 'mmr_categories.png'}")
+    files = [out / "results_mmr.json", out / record["files"].get("samples", "samples_mmr.jsonl"),
+             *(out / p for p in record["files"]["plots"])]
+    print("wrote " + ", ".join(map(str, files)))
 
 
 def _score(args: argparse.Namespace) -> int:
-    from mmrobust.benchmarks.mmr import format_table, score_responses
+    from mmrobust.eval.mmr import format_table, score_responses
 
     out = Path(args.out) if args.out else Path(args.responses).parent / f"rescored-{args.parser}"
     record = score_responses(args.responses, out_dir=out, parser=args.parser, n_boot=args.bootstrap, seed=args.seed)
@@ -173,7 +140,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from mmrobust.benchmarks.mmr import generate_mmr_world
+    from mmrobust.world.mmr import generate_mmr_world
 
     qfile = generate_mmr_world(args.out, pairs_per_category=args.pairs_per_category, seed=args.seed,
                                image_size=args.image_size, inject_quirks=args.quirks)
@@ -182,13 +149,8 @@ def _make_data(args: argparse.Namespace) -> int:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from mmrobust.models.mllm.tiny import build_tiny_llava
+    from mmrobust.pipelines.mmr import make_tiny_llava
 
-    words: list[str] = []
-    if args.data:
-        from mmrobust.benchmarks.mmr import load_mmr
-
-        words = [i.question for i in load_mmr(args.data, check_images=False).items]
-    path = build_tiny_llava(args.out, seed=args.seed, image_size=args.image_size, extra_words=words)
+    path = make_tiny_llava(args.out, seed=args.seed, image_size=args.image_size, vocabulary_from=args.data)
     print(f"wrote a tiny random LLaVA to {path} (use: --adapter hf --model {path})")
     return 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 
 from mmrobust.cli.common import (add_config_option, apply_config, device, key_values, non_negative_int,
-                                 positive_int, scalar)
+                                 positive_int)
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
 from mmrobust.registry import TASKS
 from mmrobust.training.loop import TrainConfig
+from mmrobust.values import parse_value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
                       label_col=args.label_col, delimiter=args.delimiter, classes=args.classes,
                       preload=not args.no_preload),
         optim=optim, out_dir=args.out,
-        task_options={k: scalar(v) for k, v in key_values(args.opt).items()},
+        task_options={k: parse_value(v) for k, v in key_values(args.opt).items()},
     )
 
 

@@ -1,1 +1,1 @@
-"""Datasets, transforms, synthetic world, poisoning."""
+"""Datasets users bring (CSV manifests, labelled splits), transforms, text augmentation, poisoning."""

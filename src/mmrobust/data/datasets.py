@@ -5,7 +5,6 @@ tensors in [0,1]. A missing or corrupt image never kills a run: it is skipped, c
 """
 from __future__ import annotations
 
-import csv
 import json
 import random
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mmrobust.data import transforms as T
 from mmrobust.data.autoaugment import autoaugment_batch
+from mmrobust.data.manifest import read_csv
 from mmrobust.data.noise_erase import noise_erase_batch
 from mmrobust.data.text_aug import eda
 from mmrobust.errors import ConfigError, DataError
@@ -24,25 +24,14 @@ from mmrobust.errors import ConfigError, DataError
 
 def read_manifest(path: str | Path, *, columns: Sequence[str], delimiter: str = ",") -> list[dict[str, str]]:
     """Read a CSV/TSV manifest and check that ``columns`` exist; one-line errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} not found; pass the path of a CSV with columns {', '.join(columns)}")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"cannot parse manifest {path} ({e}); expected a UTF-8 CSV") from e
-    except OSError as e:
-        raise DataError(f"cannot read manifest {path} ({e.strerror}); check the path and permissions") from e
-    missing = [c for c in columns if c not in header]
+    table = read_csv(path, delimiter=delimiter)
+    missing = [c for c in columns if c not in table.header]
     if missing:
-        raise DataError(f"manifest {path} lacks column(s) {missing} (has {header}); "
+        raise DataError(f"manifest {path} lacks column(s) {missing} (has {table.header}); "
                         "rename them or pass --image-col/--caption-col/--label-col/--delimiter")
-    if not rows:
+    if not table.rows:
         raise DataError(f"manifest {path} has no rows")
-    return rows
+    return table.dicts()
 
 
 def resolve_image(root: Path, value: str) -> Path:
@@ -61,12 +50,6 @@ class SkipLog:
 
     def summary(self) -> dict[str, Any]:
         return {"n_skipped": len(self.skipped), "skipped": [{"row": r, "reason": s} for r, s in sorted(self.skipped.items())]}
-
-
-def _load_image(path: Path, image_size: int) -> torch.Tensor:
-    with Image.open(path) as img:
-        img.load()
-        return T.to_uint8_tensor(img, image_size)
 
 
 class _ImageRows(torch.utils.data.Dataset):
@@ -107,7 +90,7 @@ class _ImageRows(torch.utils.data.Dataset):
         if i in self.skips.skipped:
             return None
         try:
-            return _load_image(self.image_path(i), self.image_size)
+            return T.load_image(self.image_path(i), self.image_size)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             self.skips.add(i, f"{type(e).__name__}: {str(e)[:80]}")
             return None

@@ -8,15 +8,13 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from mmrobust.data.datasets import ClassInfo
 from mmrobust.defenses.base import Task
 from mmrobust.eval.zeroshot import zero_shot_weights
+from mmrobust.models.checkpoint import save_head
 from mmrobust.registry import TASKS
-
-HEAD_NAME = "classifier_head.safetensors"
 
 
 @TASKS.register("supervised")
@@ -53,5 +51,5 @@ class SupervisedTask(Task):
     def export(self, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
         out = super().export(out_dir, extra={"classnames": self.classnames, **(extra or {})})
         scale = self.model.logit_scale.detach().cpu()
-        save_file({"weight": (self.head.detach().cpu() * scale).contiguous()}, str(out / HEAD_NAME))
+        save_head(out, self.head.detach().cpu() * scale)
         return out

@@ -6,19 +6,31 @@ target index, a confirmed bug this module avoids). The target is a parameter.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from mmrobust.eval.zeroshot import Classifier, predict, topk_correct
+from mmrobust.errors import ConfigError
+from mmrobust.eval.contract import evaluation
+from mmrobust.eval.zeroshot import Classifier, model_classifier, predict, topk_correct
 from mmrobust.models.clip import CLIPModel
+from mmrobust.reports.contract import Record, Table
 
 
-def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: int) -> tuple[float, int]:
-    """(ASR, n) over samples whose true label != target; NaN when there are none."""
+def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: int, *, k: int = 1
+                   ) -> tuple[float, int]:
+    """(ASR, n) over samples whose true label != target; NaN when there are none.
+
+    ``pred_triggered`` holds predicted class indices (N,) or logits (N, C); with logits, a hit is the
+    target among the top ``k``."""
     keep = labels != target
     n = int(keep.sum())
-    return (float((pred_triggered[keep] == target).float().mean()) if n else float("nan")), n
+    if pred_triggered.ndim == 2:
+        hit = topk_correct(pred_triggered[keep], torch.full((n,), target, dtype=torch.long), k)
+    else:
+        hit = pred_triggered[keep] == target
+    return (float(hit.float().mean()) if n else float("nan")), n
 
 
 def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *, trigger: Callable,
@@ -38,12 +50,49 @@ def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *,
     keep = [int(i) for i, y in zip(clean["index"], clean["label"]) if int(y) != target]
     trig = predict(model, classifier, dataset, batch_size=batch_size, device=device, transform=apply, indices=keep)
     clean_ok = topk_correct(clean["logits"], clean["label"], 1)
-    hit = topk_correct(trig["logits"], torch.full_like(trig["label"], target), topk)
-    asr = float(hit.float().mean()) if len(hit) else float("nan")
+    asr, n_asr = attack_success(trig["logits"], trig["label"], target, k=topk)
     metrics = {"clean_top1": float(clean_ok.float().mean()), "asr": asr, "asr_topk": topk,
-               "n_clean": len(clean["label"]), "n_asr": len(hit), "target": target,
+               "n_clean": len(clean["label"]), "n_asr": n_asr, "target": target,
                "n_skipped": len(dataset.skips.skipped), "classifier": classifier.source}
     pred_trig = {int(i): int(lg.argmax()) for i, lg in zip(trig["index"], trig["logits"])}
     rows = [{"index": int(i), "label": int(y), "pred_clean": int(lg.argmax()), "pred_triggered": pred_trig.get(int(i))}
             for i, y, lg in zip(clean["index"], clean["label"], clean["logits"])]
     return metrics, rows
+
+
+@dataclass(frozen=True)
+class BackdoorSettings:
+    """The trigger (spec ``{"name", "config"}`` as in poison.json), the target class name, the seed of
+    per-image trigger randomness, top-k of ASR, batch size and device."""
+
+    trigger: dict[str, Any] = field(default_factory=lambda: {"name": "badnet", "config": {}})
+    target: str = ""
+    seed: int = 0
+    topk: int = 1
+    batch_size: int = 256
+    device: str = "cpu"
+
+
+@evaluation("backdoor", settings=BackdoorSettings)
+def backdoor_record(model: CLIPModel, data: Any, settings: BackdoorSettings) -> Record:
+    """Clean accuracy and attack success rate of a trigger towards a target class (Bansal et al. 2023)."""
+    from mmrobust.data.poison.triggers import trigger_from_dict
+
+    names = data.classes.classnames
+    if settings.target not in names:
+        raise ConfigError(f"target {settings.target!r} is not a class of the evaluation data; choose one of "
+                          f"{', '.join(names)}")
+    metrics, rows = evaluate_backdoor(model, data, model_classifier(model, data),
+                                      trigger=trigger_from_dict(settings.trigger), target=names.index(settings.target),
+                                      seed=settings.seed, batch_size=settings.batch_size, device=settings.device,
+                                      topk=settings.topk)
+    metrics["target_name"] = settings.target
+    table = Table.of("Backdoor: clean accuracy and attack success", [
+        ("clean_top1", "clean top-1 accuracy", "%"), ("asr", f"attack success rate (top-{settings.topk})", "%"),
+        ("target_name", "target class"), ("n_clean", "clean images", "count"),
+        ("n_asr", "triggered images (true class not the target)", "count")], [metrics],
+        "Clean accuracy on untouched test images; ASR = share of triggered test images predicted as the target, "
+        "over the test images whose true class is not the target.")
+    return Record(kind="backdoor", metrics=metrics, samples=rows, tables=[table], seeds={"trigger": settings.seed},
+                  config={"trigger": settings.trigger, "target": settings.target},
+                  extra={"skipped_images": data.skips.summary()["skipped"]})

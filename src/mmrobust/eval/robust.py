@@ -4,6 +4,7 @@ seeds and attack config recorded; and the embedding drift of an encoder against 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,10 +15,12 @@ from mmrobust.attacks.checks import run_checks
 from mmrobust.attacks.pgd import pgd
 from mmrobust.data.datasets import collate
 from mmrobust.errors import ConfigError
-from mmrobust.eval.zeroshot import Classifier
+from mmrobust.eval.contract import evaluation
+from mmrobust.eval.zeroshot import Classifier, model_classifier
 from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
 from mmrobust.registry import ATTACKS
+from mmrobust.reports.contract import Record, Table
 
 
 def sample_ids(n_total: int, n_samples: int | None, seed: int) -> list[int]:
@@ -90,3 +93,35 @@ def embedding_drift(model: CLIPModel, reference: CLIPModel, images: torch.Tensor
     with torch.no_grad():
         adv = squared_l2(model.encode_image(x_adv), target)
     return {"clean": float(clean.mean()), "adversarial": float(adv.mean()), "eps": eps}
+
+
+@dataclass(frozen=True)
+class RobustSettings:
+    """Attack (a registered name) and its options, eps values in [0,1] units, norm, the seeded sample
+    size, batch size, device, and whether to run the attack sanity checks first."""
+
+    attack: str = "apgd-ce"
+    eps: tuple[float, ...] = (4 / 255,)
+    n_samples: int | None = 500
+    seed: int = 0
+    norm: str = "linf"
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 250
+    device: str = "cpu"
+    check: bool = True
+
+
+@evaluation("robust", settings=RobustSettings)
+def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save_adv: Path | None = None) -> Record:
+    """Clean and robust zero-shot accuracy per eps under an attack (Croce & Hein 2020; Schlarmann et al. 2024)."""
+    s = settings
+    metrics, rows = evaluate_robust(model, data, model_classifier(model, data), attack=s.attack, eps=s.eps,
+                                    n_samples=s.n_samples, seed=s.seed, norm=s.norm, attack_options=s.attack_options,
+                                    save_adv=save_adv, batch_size=s.batch_size, device=s.device, check=s.check)
+    table_rows = [{"eps": "0 (clean)", "accuracy": metrics["clean_top1"]}]
+    table_rows += [{"eps": name, "accuracy": r["robust_top1"]} for name, r in metrics["eps"].items()]
+    table = Table.of(f"Robust accuracy under {s.attack} ({s.norm})", [("eps", "eps"), ("accuracy", "accuracy", "%")],
+                     table_rows, f"Zero-shot accuracy of {metrics['n']} seeded test images (seed {s.seed}) on clean "
+                                 f"images and under the {s.attack} attack with {s.norm} radius eps (images in [0,1]).")
+    return Record(kind="robust", metrics=metrics, samples=rows, tables=[table],
+                  seeds={"sample": s.seed, "attack": s.seed}, extra={"sample_ids": [r["index"] for r in rows]})

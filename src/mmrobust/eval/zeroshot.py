@@ -1,18 +1,18 @@
 """Zero-shot classification with prompt-template ensembles (Radford et al. 2021, as CLIP_benchmark)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from mmrobust.data.datasets import collate
-from mmrobust.errors import ConfigError
+from mmrobust.eval.contract import evaluation
+from mmrobust.models.checkpoint import load_head
 from mmrobust.models.clip import CLIPModel
+from mmrobust.reports.contract import Record, Table
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,9 @@ def zero_shot_weights(model: CLIPModel, classnames: Sequence[str], templates: Se
 def build_classifier(model: CLIPModel, classnames: Sequence[str], templates: Sequence[str], *,
                      model_dir: str | Path | None = None) -> Classifier:
     """The zero-shot classifier, or the trained linear head saved beside a supervised-finetuned model."""
-    from mmrobust.defenses.supervised import HEAD_NAME
-
-    head = Path(model_dir) / HEAD_NAME if model_dir else None
-    if head is not None and head.is_file():
-        saved = json.loads((Path(model_dir) / "open_clip_config.json").read_text()).get("mmrobust", {})
-        if list(saved.get("classnames", [])) != list(classnames):
-            raise ConfigError(f"{head} was trained for classes {saved.get('classnames', [])[:4]}..., not the "
-                              "evaluation's classes.json (same names, same order); evaluate with that class file")
-        return Classifier(load_file(str(head))["weight"], 1.0, "linear head")
+    head = load_head(model_dir, classnames)
+    if head is not None:
+        return Classifier(head, 1.0, "linear head")
     return Classifier(zero_shot_weights(model, classnames, templates), 100.0, "zero-shot")
 
 
@@ -105,3 +99,31 @@ def evaluate_zeroshot(model: CLIPModel, dataset: Any, classifier: Classifier, *,
     rows = [{"index": int(i), "label": int(y), "pred": int(lg.argmax()), "correct": bool(c)}
             for i, y, lg, c in zip(p["index"], p["label"], p["logits"], top1)]
     return metrics, rows
+
+
+@dataclass(frozen=True)
+class ZeroShotSettings:
+    """Batch size and device of a zero-shot evaluation."""
+
+    batch_size: int = 256
+    device: str = "cpu"
+
+
+def model_classifier(model: CLIPModel, dataset: Any) -> Classifier:
+    """The classifier a CLIP evaluation uses on ``dataset``'s classes: the linear head saved beside a
+    supervised-finetuned model directory, else the zero-shot template ensemble."""
+    model_dir = model.name if Path(model.name).is_dir() else None
+    return build_classifier(model, dataset.classes.classnames, dataset.classes.templates, model_dir=model_dir)
+
+
+@evaluation("zeroshot", settings=ZeroShotSettings)
+def zeroshot_record(model: CLIPModel, data: Any, settings: ZeroShotSettings) -> Record:
+    """Zero-shot top-1 / top-5 accuracy over a labelled dataset (Radford et al. 2021)."""
+    clf = model_classifier(model, data)
+    metrics, rows = evaluate_zeroshot(model, data, clf, batch_size=settings.batch_size, device=settings.device)
+    table = Table.of("Zero-shot accuracy", [("top1", "top-1 accuracy", "%"), ("top5", "top-5 accuracy", "%"),
+                                            ("n", "images", "count"), ("n_skipped", "unreadable images", "count")],
+                     [metrics], f"Share of test images whose true class is the top (top-5: among the top five) "
+                                f"prediction of the {clf.source} classifier; unreadable images are skipped.")
+    return Record(kind="zeroshot", metrics=metrics, samples=rows, tables=[table],
+                  extra={"skipped_images": data.skips.summary()["skipped"]})

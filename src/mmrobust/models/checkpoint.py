@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -89,6 +89,31 @@ def save_model_dir(out_dir: str | Path, state_dict: Mapping[str, torch.Tensor], 
         cfg["mmrobust"] = extra
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
     return out
+
+
+HEAD_NAME = "classifier_head.safetensors"
+
+
+def save_head(out_dir: str | Path, weight: torch.Tensor) -> Path:
+    """Save a linear classifier head (C, D), scale folded in, beside a model directory's weights
+    (the directory's config lists the class names it was trained for)."""
+    path = Path(out_dir) / HEAD_NAME
+    save_file({"weight": weight.detach().cpu().contiguous()}, str(path))
+    return path
+
+
+def load_head(model_dir: str | Path | None, classnames: Sequence[str]) -> torch.Tensor | None:
+    """The linear head saved beside a supervised-finetuned model, or None when there is none.
+
+    Refuses a head trained for other classes (names and order must match the evaluation's)."""
+    head = Path(model_dir) / HEAD_NAME if model_dir else None
+    if head is None or not head.is_file():
+        return None
+    saved = json.loads((Path(model_dir) / CONFIG_NAME).read_text()).get("mmrobust", {})
+    if list(saved.get("classnames", [])) != list(classnames):
+        raise ConfigError(f"{head} was trained for classes {saved.get('classnames', [])[:4]}..., not the "
+                          "evaluation's classes.json (same names, same order); evaluate with that class file")
+    return load_file(str(head))["weight"]
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import open_clip
 import torch
@@ -36,7 +36,15 @@ class _QuietRandomInit(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
-logging.getLogger().addFilter(_QuietRandomInit())
+@contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """Drop open_clip's random-init warning (it logs on the root logger) while one model is built."""
+    quiet, root = _QuietRandomInit(), logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 class CLIPModel(nn.Module):
@@ -163,7 +171,8 @@ def create_clip(
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            model = open_clip.create_model(ident, pretrained=pretrained, device="cpu")
+            with _quiet_random_init():
+                model = open_clip.create_model(ident, pretrained=pretrained, device="cpu")
         except (RuntimeError, ValueError, OSError) as e:
             raise ConfigError(f"cannot build model {name!r} (pretrained={pretrained!r}): {str(e)[:200]}; "
                               "check the name/tag (open_clip.list_pretrained()) and that weights are reachable") from e

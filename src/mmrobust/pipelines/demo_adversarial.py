@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mmrobust.data.synthetic import generate_world
+from mmrobust.world.shapes import generate_world
 from mmrobust.eval.robust import eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
 from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
-from mmrobust.reports.records import write_results
+from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
 
@@ -67,7 +67,7 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
 
 def run_adversarial_demo(out_dir: str | Path, settings: AdversarialDemo = AdversarialDemo(), *,
                          progress: bool = True, log: Any = print) -> dict[str, Any]:
-    """Run the whole story; writes results.json, summary.md and adversarial.png into ``out_dir``."""
+    """Run the whole story; writes results_story.json, summary.md and adversarial.png into ``out_dir``."""
     with torch_threads(settings.threads):
         return _run(Path(out_dir), settings, progress, log)
 
@@ -120,5 +120,12 @@ def _summarise(out: Path, s: AdversarialDemo, rows: list[dict[str, Any]]) -> dic
     grouped_bars(out / "adversarial.png", groups=[r["model"] for r in rows], series=series,
                  title=f"zero-shot accuracy under {s.eval_attack} (l-inf), {s.n_eval} test images",
                  colors=["#3b7dd8", "#f0a030", "#d8453b"])
-    write_results(out, kind="demo.adversarial", metrics={"models": rows}, config=asdict(s), seeds={"demo": s.seed})
+    story = Table.of(f"Adversarial story: zero-shot accuracy under attack ({s.n_eval} test images)",
+                     [(k, h.replace(" %", ""), "" if k == "model" else "%") for k, h in cols], rows,
+                     f"Clean accuracy, then robust accuracy under l-inf PGD-10 and the AutoAttack-style worst case "
+                     f"(APGD-CE then APGD-T, {s.eval_steps} steps each) at each eps (images in [0,1]). FARE and TeCoA "
+                     f"finetune the vision tower with PGD inside eps {eps_name(s.train_eps)} ({s.finetune_steps} "
+                     f"steps, batch {s.finetune_batch}, lr {s.finetune_lr:g}).")
+    write_record(out, Record(kind="story.adversarial", metrics={"models": rows}, config=asdict(s),
+                             seeds={"demo": s.seed}, tables=[story], plots=["adversarial.png"]), name="story")
     return {"rows": rows, "table": table, "plot": str(out / "adversarial.png")}

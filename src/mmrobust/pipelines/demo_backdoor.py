@@ -2,7 +2,7 @@
 
 generate -> poison (BadNet patch, target caption) -> pretrain CLIP on the poisoned pairs ->
 clean accuracy + ASR -> finetune on clean pairs with MMCL only, CleanCLIP, PAR and supervised
-finetuning, same data and step budget -> clean accuracy + ASR again -> table, plot, results.json.
+finetuning, same data and step budget -> clean accuracy + ASR again -> table, plot, results_story.json.
 Every stage runs the same library code as the CLI; finished stages are reused on a re-run.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
-from mmrobust.data.synthetic import generate_world
+from mmrobust.world.shapes import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
 from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
-from mmrobust.reports.records import write_results
+from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
 def finetunes(s: "BackdoorDemo") -> dict[str, tuple[str, dict[str, Any]]]:
@@ -77,7 +77,7 @@ def _evaluate(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: Back
 def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo(), *, progress: bool = True,
                       log: Any = print) -> dict[str, Any]:
     """Run the whole story; returns {"stages": [{stage, clean_top1, asr, ...}], ...} and writes
-    results.json, summary.md and backdoor.png into ``out_dir``."""
+    results_story.json, summary.md and backdoor.png into ``out_dir``."""
     with torch_threads(settings.threads):
         return _run(Path(out_dir), settings, progress, log)
 
@@ -128,6 +128,14 @@ def _summarise(out: Path, s: BackdoorDemo, stages: list[dict[str, Any]], rec: Po
                  series={"clean top-1": [r["clean_top1"] for r in stages], "ASR": [r["asr"] for r in stages]},
                  title=f"{s.trigger} trigger -> '{s.target}' ({len(rec.poisoned_ids)} poisoned pairs)")
     result = {"stages": stages, "table": table, "plot": str(out / "backdoor.png")}
-    write_results(out, kind="demo.backdoor", metrics={"stages": stages}, config=asdict(s), seeds={"demo": s.seed},
-                  extra={"poisoned_ids": list(rec.poisoned_ids)})
+    story = Table.of(f"Backdoor story: {s.trigger} trigger -> '{s.target}'",
+                     [("stage", "stage"), ("clean_top1", "clean top-1 accuracy", "%"),
+                      ("asr", "attack success rate", "%")], stages,
+                     f"{len(rec.poisoned_ids)} of {rec.n_rows} training pairs poisoned; each defense finetunes the "
+                     f"poisoned CLIP on {s.finetune_pairs} clean pairs ({s.finetune_steps} steps, batch "
+                     f"{s.finetune_batch}, lr {s.finetune_lr:g}). ASR = share of triggered test images predicted as "
+                     "the target, over test images whose true class is not the target.")
+    write_record(out, Record(kind="story.backdoor", metrics={"stages": stages}, config=asdict(s),
+                             seeds={"demo": s.seed}, tables=[story], plots=["backdoor.png"],
+                             extra={"poisoned_ids": list(rec.poisoned_ids)}), name="story")
     return result

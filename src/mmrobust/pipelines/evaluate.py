@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset
-from mmrobust.eval.backdoor import evaluate_backdoor
-from mmrobust.eval.retrieval import evaluate_retrieval
-from mmrobust.eval.zeroshot import build_classifier, evaluate_zeroshot
 from mmrobust.errors import ConfigError
+from mmrobust.eval.backdoor import BackdoorSettings
+from mmrobust.eval.contract import run_evaluation
+from mmrobust.eval.retrieval import RetrievalSettings
+from mmrobust.eval.robust import RobustSettings
+from mmrobust.eval.zeroshot import ZeroShotSettings
 from mmrobust.models.clip import CLIPModel, create_clip
-from mmrobust.reports.records import write_jsonl, write_results
+from mmrobust.reports.contract import Record, write_record
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,10 @@ def labelled(data: EvalData, model: CLIPModel) -> LabelledDataset:
                            label_col=data.label_col, delimiter=data.delimiter, preload=True)
 
 
-def _model_dir(name: str) -> str | None:
-    return name if Path(name).is_dir() else None
+def _write(out_dir: str | Path, record: Record, config: dict[str, Any]) -> dict[str, Any]:
+    record.config = {**config, **record.config}
+    write_record(out_dir, record)
+    return record.metrics
 
 
 def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
@@ -51,13 +55,9 @@ def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, weights: d
                   clip: CLIPModel | None = None) -> dict[str, Any]:
     """Zero-shot top-1/top-5 with the template ensemble (or a saved linear head)."""
     clip = clip or load_model(model, device=device, **(weights or {}))
-    ds = labelled(data, clip)
-    clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
-    metrics, rows = evaluate_zeroshot(clip, ds, clf, batch_size=batch_size, device=device)
-    write_jsonl(Path(out_dir) / "samples_zeroshot.jsonl", rows)
-    write_results(out_dir, kind="eval.zeroshot", metrics=metrics, config={"model": model, "data": asdict(data)},
-                  extra={"skipped_images": ds.skips.summary()["skipped"]}, filename="results_zeroshot.json")
-    return metrics
+    record = run_evaluation("zeroshot", model=clip, data=labelled(data, clip),
+                            settings=ZeroShotSettings(batch_size=batch_size, device=device))
+    return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
 
 def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_dir: str | Path,
@@ -67,20 +67,10 @@ def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_
     from mmrobust.data.poison.triggers import trigger_spec
 
     clip = clip or load_model(model, device=device, **(weights or {}))
-    ds = labelled(data, clip)
-    if target not in ds.classes.classnames:
-        raise ConfigError(f"target {target!r} is not a class in {data.classes}; choose one of "
-                          f"{', '.join(ds.classes.classnames)}")
-    clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
-    metrics, rows = evaluate_backdoor(clip, ds, clf, trigger=trigger, target=ds.classes.classnames.index(target),
-                                      seed=seed, batch_size=batch_size, device=device)
-    metrics["target_name"] = target
-    write_jsonl(Path(out_dir) / "samples_backdoor.jsonl", rows)
-    write_results(out_dir, kind="eval.backdoor", metrics=metrics,
-                  config={"model": model, "data": asdict(data), "trigger": trigger_spec(trigger), "target": target},
-                  seeds={"trigger": seed}, extra={"skipped_images": ds.skips.summary()["skipped"]},
-                  filename="results_backdoor.json")
-    return metrics
+    settings = BackdoorSettings(trigger=trigger_spec(trigger), target=target, seed=seed, batch_size=batch_size,
+                                device=device)
+    record = run_evaluation("backdoor", model=clip, data=labelled(data, clip), settings=settings)
+    return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
 
 def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: dict | None = None,
@@ -91,11 +81,9 @@ def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: d
     clip = clip or load_model(model, device=device, **(weights or {}))
     ds = ImageTextDataset(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
                           delimiter=delimiter, preload=True)
-    metrics, rows = evaluate_retrieval(clip, ds, batch_size=batch_size, device=device)
-    write_jsonl(Path(out_dir) / "samples_retrieval.jsonl", rows)
-    write_results(out_dir, kind="eval.retrieval", metrics=metrics, config={"model": model, "manifest": manifest},
-                  extra={"skipped_images": ds.skips.summary()["skipped"]}, filename="results_retrieval.json")
-    return metrics
+    record = run_evaluation("retrieval", model=clip, data=ds,
+                            settings=RetrievalSettings(batch_size=batch_size, device=device))
+    return _write(out_dir, record, {"model": model, "manifest": manifest})
 
 
 def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
@@ -105,25 +93,20 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dic
                 batch_size: int = 250, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
     """Clean + robust zero-shot accuracy per eps under ``attack``; with ``reference`` (the original model)
     also the embedding drift on clean and adversarial images."""
-    from mmrobust.eval.robust import embedding_drift, eps_name, evaluate_robust, load_images, sample_ids
+    from mmrobust.eval.robust import embedding_drift, eps_name, load_images, sample_ids
 
     clip = clip or load_model(model, device=device, **(weights or {}))
     ds = labelled(data, clip)
-    clf = build_classifier(clip, ds.classes.classnames, ds.classes.templates, model_dir=_model_dir(model))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics, rows = evaluate_robust(clip, ds, clf, attack=attack, eps=eps, n_samples=n_samples, seed=seed, norm=norm,
-                                    attack_options=attack_options, save_adv=out if save_adv else None,
-                                    batch_size=batch_size, device=device)
+    settings = RobustSettings(attack=attack, eps=tuple(eps), n_samples=n_samples, seed=seed, norm=norm,
+                              attack_options=dict(attack_options or {}), batch_size=batch_size, device=device)
+    record = run_evaluation("robust", model=clip, data=ds, settings=settings, save_adv=out if save_adv else None)
     if reference:
         ref = load_model(reference, device=device, **(reference_weights or {}))
         x, _, _ = load_images(ds, sample_ids(len(ds), min(n_samples or 256, 256), seed))
-        metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
-                                      for e in eps}
-    write_jsonl(out / "samples_robust.jsonl", rows)
-    write_results(out, kind="eval.robust", metrics=metrics,
-                  config={"model": model, "data": asdict(data), "attack": attack, "eps": list(eps), "norm": norm,
-                          "n_samples": n_samples, "attack_options": attack_options or {}, "reference": reference},
-                  seeds={"sample": seed, "attack": seed}, extra={"sample_ids": [r["index"] for r in rows]},
-                  filename="results_robust.json")
-    return metrics
+        record.metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
+                                             for e in eps}
+    return _write(out, record, {"model": model, "data": asdict(data), "attack": attack, "eps": list(eps),
+                                "norm": norm, "n_samples": n_samples, "attack_options": attack_options or {},
+                                "reference": reference})

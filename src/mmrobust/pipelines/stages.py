@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mmrobust.data.manifest import read_csv
 from mmrobust.reports.records import read_json, write_json
 
 DONE = "stage.json"
@@ -46,10 +47,9 @@ def stamp(path: str | Path) -> str:
 def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, image_col: str = "image") -> Path:
     """Write the first ``n`` rows of ``manifest`` not in ``exclude``, image paths re-based to ``out``'s folder."""
     skip = set(exclude)
-    with manifest.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        rows = [r for i, r in enumerate(reader) if i not in skip][:n]
+    table = read_csv(manifest)
+    fields = table.header
+    rows = [r for i, r in enumerate(table.dicts()) if i not in skip][:n]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -1,38 +1,62 @@
-"""One self-contained HTML page (tables + embedded plots) across run directories."""
+"""One self-contained HTML page (tables + embedded plots) across run directories.
+
+Each ``results*.json`` in a run directory is rendered from what it declares (the contract in
+``reports.contract``): its tables with their headings, units and captions, and its plot files.
+A record from before the contract (no ``tables``) falls back to one table of its scalar metrics.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from mmrobust.reports.records import read_json
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .7em}
+table{border-collapse:collapse;margin:1em 0 .3em;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .7em}
 th{background:#f3f5f8}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
-.meta{color:#777;font-size:.8em}pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:.8em}"""
+.meta{color:#777;font-size:.8em}.caption{color:#444;font-size:.85em;max-width:900px;margin:.2em 0 1.2em}"""
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        text = f"{100 * v:.1f}" if 0 <= v <= 1 else f"{v:.4g}"
-        return f'<td class="num">{text}</td>'
-    if isinstance(v, (dict, list)):
-        return f"<td><code>{html.escape(json.dumps(v)[:80])}</code></td>"
-    return f"<td>{html.escape(str(v))}</td>"
+def format_value(v: Any, unit: str = "") -> str:
+    """A cell's text: fractions as percentages for unit "%", integers for counts, n/a for missing."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return json.dumps(v)[:80] if isinstance(v, (dict, list)) else str(v)
+    if unit == "%":
+        return f"{100 * v:.1f}"
+    if unit == "s":
+        return f"{v:.1f}"
+    return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 
-def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A table of dict rows; floats in [0,1] shown as percentages."""
-    if not rows:
-        return "<p>(no rows)</p>"
-    cols = list(columns or [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(_cell(r.get(c, "")) for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def html_table(table: Mapping[str, Any]) -> str:
+    """A declared table (``{"title", "columns": [{"key", "heading", "unit"}], "rows", "caption"}``)."""
+    cols = table["columns"]
+    heads = "".join(f"<th>{html.escape(c['heading'])}{' (%)' if c.get('unit') == '%' else ''}</th>" for c in cols)
+    body = ""
+    for row in table["rows"]:
+        cells = []
+        for c in cols:
+            v = row.get(c["key"])
+            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{html.escape(format_value(v, c.get('unit', '')))}</td>")
+        body += "<tr>" + "".join(cells) + "</tr>"
+    caption = f"<p class='caption'>{html.escape(table.get('caption', ''))}</p>" if table.get("caption") else ""
+    return f"<h3>{html.escape(table.get('title', ''))}</h3><table><tr>{heads}</tr>{body}</table>{caption}"
+
+
+def _fallback(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    flat = {k: v for k, v in record.get("metrics", {}).items() if not isinstance(v, (dict, list))}
+    if not flat:
+        return []
+    cols = [{"key": k, "heading": k.replace("_", " "), "unit": ""} for k in flat]
+    return [{"title": record.get("kind", "results"), "columns": cols, "rows": [flat],
+             "caption": "(this record declares no tables: its scalar metrics, as stored)"}]
 
 
 def _img(path: Path) -> str:
@@ -40,25 +64,28 @@ def _img(path: Path) -> str:
     return f'<p><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
-    m = record.get("metrics", {})
-    for key in ("stages", "models", "categories"):
-        if isinstance(m.get(key), list):
-            return m[key]
-    flat = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
-    return [flat] if flat else []
+def _record_html(run: Path, record: Mapping[str, Any]) -> list[str]:
+    parts = [html_table(t) for t in (record.get("tables") or _fallback(record))]
+    for name in (record.get("files") or {}).get("plots", []):
+        path = (run / name).resolve()
+        if path.is_file() and run.resolve() in path.parents:  # a record never points the page outside its run
+            parts.append(_img(path))
+    parts.append(f"<p class='meta'>{html.escape(str(record.get('kind')))} · git "
+                 f"{html.escape(str(record.get('git_sha')))} · {html.escape(str(record.get('created', '')))}"
+                 f" · seeds {html.escape(json.dumps(record.get('seeds', {})))}</p>")
+    return parts
 
 
 def _section(run: Path) -> str:
     parts = [f"<h2>{html.escape(run.name)}</h2><p class='meta'>{html.escape(str(run))}</p>"]
     for res in sorted(run.glob("results*.json")):
-        rec = read_json(res)
-        parts.append(f"<h3>{html.escape(rec.get('kind', res.stem))}</h3>")
-        parts.append(html_table(_rows_of(rec)))
-        parts.append(f"<p class='meta'>git {html.escape(str(rec.get('git_sha')))} · {html.escape(rec.get('created', ''))}"
-                     f" · seeds {html.escape(json.dumps(rec.get('seeds', {})))}</p>")
-    for png in sorted(run.glob("*.png")):
-        parts.append(_img(png))
+        try:
+            record = read_json(res)
+        except (OSError, ValueError):
+            parts.append(f"<p class='meta'>{html.escape(res.name)}: unreadable, skipped</p>")
+            continue
+        if isinstance(record, dict):
+            parts += _record_html(run, record)
     return "\n".join(parts)
 
 
@@ -71,3 +98,6 @@ def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "m
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out
+
+
+__all__: Sequence[str] = ["format_value", "html_table", "write_report"]

@@ -1,19 +1,26 @@
-"""Plots for run reports (matplotlib, Agg backend: no display needed)."""
+"""Plots for run reports. They draw on a bare matplotlib ``Figure`` with its own Agg canvas: no
+pyplot, so importing mmrobust never changes the user's matplotlib backend or global state."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
+    """A figure with an Agg canvas of its own (no display, no pyplot state)."""
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def grouped_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequence[float]], title: str,
                  ylabel: str = "%", colors: Sequence[str] | None = None) -> Path:
     """One cluster of bars per group (e.g. per stage), one bar per series (e.g. clean acc, ASR), in percent."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 3.8), dpi=120)
+    fig = new_figure(max(6.0, 1.2 * len(groups) + 2), 3.8)
+    ax = fig.subplots()
     n = len(series)
     width = 0.8 / max(1, n)
     colors = colors or ["#3b7dd8", "#d8453b", "#4caf50", "#f0a030", "#8e5bd8"]
@@ -34,5 +41,4 @@ def grouped_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, S
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import math
 import os
 import re
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
+from mmrobust.data.manifest import read_csv
+from mmrobust.data.transforms import load_image
 from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.reports.records import read_json, write_json
@@ -76,32 +76,6 @@ def _subseed(seed: int, *tags: object) -> int:
     """A 63-bit seed derived from (seed, tags), so each random choice has its own stream."""
     digest = hashlib.sha256(":".join(map(str, (seed, *tags))).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _read_manifest(path: Path, delimiter: str) -> tuple[list[str], list[list[str]], bytes]:
-    """Header, data rows and the raw bytes of a CSV manifest."""
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8-sig")
-    except OSError as e:
-        raise DataError(f"cannot read manifest {path} ({e.strerror or e}); check the --manifest path") from None
-    except UnicodeDecodeError:
-        raise DataError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV") from None
-    rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r]
-    if len(rows) < 2:
-        raise DataError(f"manifest {path} has no data rows; it needs a header line and one row per image")
-    header, data = rows[0], rows[1:]
-    for i, r in enumerate(data):
-        if len(r) != len(header):
-            raise DataError(f"manifest {path} row {i} has {len(r)} fields, header has {len(header)}; "
-                            f"fix the row or pass the right delimiter (now {delimiter!r})")
-    return header, data, raw
-
-
-def _column(header: list[str], name: str, flag: str, path: Path) -> int:
-    if name not in header:
-        raise DataError(f"manifest {path} has no column {name!r} (columns: {', '.join(header)}); set {flag} to one of them")
-    return header.index(name)
 
 
 def _n_poison(n_rows: int, rate: float | None, count: int | None) -> int:
@@ -155,12 +129,7 @@ def _rebase(original: str, base: str) -> str:
 
 def _load_image(path: Path, image_size: int | None) -> Tensor:
     """An RGB image as a (3,H,W) float tensor in [0,1], optionally resized to a square."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if image_size is not None:
-            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        arr = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div(255)
+    return load_image(path, image_size, fit="stretch").float().div(255)
 
 
 def _save_png(img: Tensor, path: Path) -> None:
@@ -293,9 +262,12 @@ def poison_manifest(
     manifest, out_dir = Path(manifest).expanduser(), Path(out_dir).expanduser()
     trig = _resolve_trigger(trigger)
     templates = _check_args(caption_templates, target, delimiter, image_size)
-    header, rows, raw = _read_manifest(manifest, delimiter)
-    img_i = _column(header, image_col, "image_col (--image-col)", manifest)
-    cap_i = _column(header, caption_col, "caption_col (--caption-col)", manifest)
+    table = read_csv(manifest, delimiter=delimiter, option="the --manifest path")
+    if not table.rows:
+        raise DataError(f"manifest {manifest} has no data rows; it needs a header line and one row per image")
+    header, rows, raw = table.header, table.rows, table.raw
+    img_i = table.column(image_col, "image_col (--image-col)")
+    cap_i = table.column(caption_col, "caption_col (--caption-col)")
     k = _n_poison(len(rows), rate, count)
     words = (target, *target_synonyms) if label_consistent else None
     order = _selection_order([r[cap_i] for r in rows], k, words, seed)
@@ -312,7 +284,7 @@ def poison_manifest(
     captions = {row: rows[row][cap_i] if label_consistent else _target_caption(templates, target, seed, row)
                 for row in chosen}
     new_rows, poisoned = _rewrite_rows(rows, _base_from(out_dir, manifest.parent), captions, img_i, cap_i)
-    _write_csv(out_dir / "manifest.csv", header, new_rows, delimiter, crlf=b"\r\n" in raw[:65536])
+    _write_csv(out_dir / "manifest.csv", header, new_rows, delimiter, crlf=table.crlf)
     spec = trigger_spec(trig)
     write_json(out_dir / "poison.json", {
         "format": RECORD_FORMAT, "manifest": "manifest.csv", "source_manifest": str(manifest.resolve()),

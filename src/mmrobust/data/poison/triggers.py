@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.registry import TRIGGERS
+from mmrobust.values import parse_value
 
 Tensor = torch.Tensor
 PATTERNS = ("checkerboard", "noise", "random_noise", "white", "black")
@@ -269,17 +270,7 @@ class SIG(Trigger):
 
 def _coerce(field: dataclasses.Field, value: Any, trigger: str) -> Any:
     """Convert CLI strings to the field's type (int, float, str)."""
-    kind = type(field.default)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{trigger} {field.name} must be {kind.__name__}, got {value!r}")
+    return parse_value(value, like=field.default, name=f"{trigger} {field.name}")
 
 
 def make_trigger(name: str, **params: Any) -> Trigger:

@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrobust.benchmarks.mmr.dataset import MMRDataset, load_mmr
+from mmrobust.eval.mmr.dataset import MMRDataset, load_mmr
 from mmrobust.errors import ConfigError, DataError
 
 REPO_ID = "BAAI/Multimodal-Robustness-Benchmark"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from mmrobust.benchmarks.mmr.options import LETTERS, parse_options
-from mmrobust.benchmarks.mmr.pairing import Pair, pair_by_id
+from mmrobust.eval.mllm.options import LETTERS, parse_options
+from mmrobust.eval.mmr.pairing import Pair, pair_by_id
 from mmrobust.errors import DataError
 
 LEVELS = ("character", "attribute", "context")

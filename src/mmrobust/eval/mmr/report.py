@@ -1,44 +1,40 @@
-"""MMR outputs: ``results.json`` (metrics + config + provenance), ``responses.jsonl`` (one row per
-question: reply, parsed letter, status), ``mmr_categories.png`` (RA and MR per category with
-bootstrap CIs), and a plain-text table for the terminal."""
+"""MMR report parts: the declared RA / MR table, the per-category chart (``mmr_categories.png``,
+RA and MR with bootstrap CIs) and a plain-text table for the terminal."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from mmrobust.reports.records import read_json, write_jsonl, write_results
+from mmrobust.reports.contract import Table
 
-RESPONSES = "responses.jsonl"
 CHART = "mmr_categories.png"
 
 
-def write_mmr_report(
-    out_dir: str | Path, *, rows: list[dict], metrics: dict[str, Any], config: dict[str, Any],
-    extra: dict[str, Any], seeds: dict[str, Any],
-) -> dict[str, Any]:
-    """Write the three files into ``out_dir`` and return the results record."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / RESPONSES, rows)
-    chart = plot_categories(metrics, out / CHART)
-    files = {"responses": RESPONSES, "chart": chart.name if chart else None}
-    path = write_results(out, kind="mmr", metrics=metrics, config=config, seeds=seeds,
-                         extra={**extra, "files": files})
-    return read_json(path)
+def mmr_tables(metrics: dict[str, Any]) -> list[Table]:
+    """RA / MR per category, then per level and pooled, as declared report tables."""
+    cols = [("group", "category"), ("n_pairs", "pairs", "count"), ("ra", "RA", "%"), ("mr", "MR", "%"),
+            ("pos_acc", "POS accuracy", "%"), ("neg_acc", "leading-question accuracy", "%"),
+            ("n_unparseable", "unparseable answers", "count"), ("n_pairs_error", "pairs with errors", "count")]
+    cats = [{"group": c, **m} for c, m in metrics["per_category"].items()]
+    levels = [{"group": f"level {lv}", **m} for lv, m in metrics["per_level"].items()]
+    pooled = [{"group": "ALL (micro)", **metrics["overall"]}]
+    what = ("RA: pairs with both the straightforward (POS) and the leading (NEG) question right, over pairs. "
+            "MR: pairs whose POS is right but whose leading NEG is wrong, over pairs with POS right (the model saw "
+            f"the image, then was misled). Parser: {metrics.get('parser')}; unparseable answers count as wrong; "
+            "pooled numbers are over all pairs, not a mean of categories.")
+    return [Table.of("MMR: RA and MR per category", cols, cats + levels + pooled, what)]
 
 
 def plot_categories(metrics: dict[str, Any], path: str | Path) -> Path | None:
     """Horizontal bars of RA and MR per category (+ pooled), with CI whiskers; None if nothing to plot."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
+    from mmrobust.reports.plots import new_figure
 
     groups = dict(metrics.get("per_category", {}))
     if not groups:
         return None
     groups["ALL (micro)"] = metrics["overall"]
     names = list(groups)
-    fig = Figure(figsize=(10, 0.42 * len(names) + 1.6))
-    FigureCanvasAgg(fig)
+    fig = new_figure(10, 0.42 * len(names) + 1.6, dpi=110)
     for ax, key, title in zip(fig.subplots(1, 2, sharey=True), ("ra", "mr"),
                               ("RA: both right (higher is better)", "MR: POS right, misled on NEG (lower is better)")):
         vals = [groups[n][key] if groups[n][key] is not None else 0.0 for n in names]

@@ -13,37 +13,17 @@ not a mean of categories. Confidence intervals: percentile bootstrap over pairs,
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from mmrobust.benchmarks.mmr.pairing import Pair, pair_by_id
-from mmrobust.registry import PARSERS
+from mmrobust.eval.mmr.pairing import Pair, pair_by_id
+from mmrobust.eval.mllm.harness import STATUSES, parse_rows
+from mmrobust.eval.mllm.task import group_seed
 
-STATUSES = ("correct", "wrong", "unparseable", "error")
-
-
-def parse_records(rows: Iterable[Mapping[str, Any]], parser: str) -> list[dict]:
-    """Copy of ``rows`` with ``pred`` and ``status`` from ``parser`` applied to ``response``.
-
-    A row needs ``ground_truth`` and either ``response`` (text) or ``error`` (non-empty string).
-    """
-    parse = PARSERS.get(parser)
-    out = []
-    for row in rows:
-        r = dict(row)
-        if r.get("error") or r.get("response") is None:
-            r["pred"], r["status"] = None, "error"
-            r.setdefault("error", "no response")
-        else:
-            r["pred"] = parse(str(r["response"]), r.get("options") or None)
-            r["status"] = ("unparseable" if r["pred"] is None
-                           else "correct" if r["pred"] == r["ground_truth"] else "wrong")
-        r["parser"] = parser
-        out.append(r)
-    return out
+__all__ = ["STATUSES", "PairOutcomes", "bootstrap_ci", "compute_metrics", "group_metrics", "parse_records"]
+parse_records = parse_rows  # MMR rows parse like any multiple-choice task's (kept under its old name)
 
 
 @dataclass(frozen=True)
@@ -77,12 +57,8 @@ def group_metrics(pairs: list[Pair[dict]], *, n_errors: int, n_boot: int, seed: 
         "neg_acc": float(np.mean([p.neg["status"] == "correct" for p in pairs])) if n else None,
         "n_unparseable": sum(r["status"] == "unparseable" for r in items),
     }
-    out["ra_ci"], out["mr_ci"] = bootstrap_ci(o, n_boot=n_boot, seed=_group_seed(seed, name), ci=ci)
+    out["ra_ci"], out["mr_ci"] = bootstrap_ci(o, n_boot=n_boot, seed=group_seed(seed, name), ci=ci)
     return out
-
-
-def _group_seed(seed: int, name: str) -> list[int]:
-    return [seed, zlib.crc32(name.encode())]
 
 
 def bootstrap_ci(o: PairOutcomes, *, n_boot: int, seed: int | list[int], ci: float = 0.95

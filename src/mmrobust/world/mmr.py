@@ -1,6 +1,6 @@
 """An offline MMR world: POS/NEG question pairs in the MMR file format over synthetic scenes.
 
-Each image (a coloured-shape scene from ``mmrobust.data.synthetic``) gets a straightforward POS
+Each image (a coloured-shape scene from ``mmrobust.world.shapes``) gets a straightforward POS
 question (shape, colour, count or position) and a leading NEG twin whose premise is false
 ("What colour is the *square*?" when the picture shows a circle); the NEG's right answer rejects
 the premise, and one wrong option is the true attribute stated under the false premise, which is
@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from mmrobust.data.synthetic import COLORS, COUNT_WORDS, POSITIONS, SHAPES, Scene, render_scene, sample_scene
+from mmrobust.world.shapes import COLORS, COUNT_WORDS, POSITIONS, SHAPES, Scene, render_scene, sample_scene
 
 SYNTH_CATEGORIES = ("attribute/shape", "attribute/color&texture", "attribute/number", "attribute/position")
 LETTERS = "ABCD"
@@ -132,7 +132,7 @@ def generate_mmr_world(
         rows = add_quirks(rows)
     qfile = root / "questions.json"
     qfile.write_text(json.dumps(rows, indent=2) + "\n")
-    meta = {"generator": "mmrobust.benchmarks.mmr.synthetic", "seed": seed, "pairs_per_category": pairs_per_category,
+    meta = {"generator": "mmrobust.world.mmr", "seed": seed, "pairs_per_category": pairs_per_category,
             "image_size": image_size, "categories": list(categories), "inject_quirks": inject_quirks}
     (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return qfile

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmrobust.benchmarks.mmr.dataset import MMRItem
+from mmrobust.eval.mmr.dataset import MMRItem
 from mmrobust.errors import ConfigError
 
 OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."

@@ -1,1 +1,0 @@
-"""Benchmarks run against models: ``mmr`` (leading-question robustness of multimodal LLMs)."""

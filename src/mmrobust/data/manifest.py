@@ -1,0 +1,68 @@
+"""The one CSV reader for manifests users hand in (image,caption[,label] rows; any delimiter).
+
+Every reader of a manifest (datasets, poisoning, story subsets) goes through :func:`read_csv`, so
+they agree on encoding (UTF-8, a BOM tolerated), blank lines (skipped), ragged rows (an error that
+names the row) and their one-line messages.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmrobust.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """Header, data rows (lists of fields, header excluded) and the file's raw bytes."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    raw: bytes
+    delimiter: str = ","
+
+    def column(self, name: str, flag: str = "the column option") -> int:
+        """Index of column ``name``; a one-line error naming the option to set otherwise."""
+        if name not in self.header:
+            raise DataError(f"manifest {self.path} has no column {name!r} (columns: {', '.join(self.header)}); "
+                            f"set {flag} to one of them")
+        return self.header.index(name)
+
+    def dicts(self) -> list[dict[str, str]]:
+        return [dict(zip(self.header, r)) for r in self.rows]
+
+    @property
+    def crlf(self) -> bool:
+        return b"\r\n" in self.raw[:65536]
+
+
+def read_csv(path: str | Path, *, delimiter: str = ",", option: str = "the manifest path") -> CsvTable:
+    """Read a CSV/TSV manifest with a header line; DataError / ConfigError with the fix otherwise
+    (``option`` names where the user gave the path, e.g. "the --manifest path")."""
+    path = Path(path)
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ConfigError(f"delimiter must be one character, got {delimiter!r}; e.g. --delimiter ',' or $'\\t'")
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"cannot read manifest {path} (not found); check {option}") from None
+    except OSError as e:
+        raise DataError(f"cannot read manifest {path} ({e.strerror or e}); check {option} and its permissions") from None
+    except UnicodeDecodeError:
+        raise DataError(f"manifest {path} is not UTF-8 text; re-save it as UTF-8 CSV") from None
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r]
+    except csv.Error as e:
+        raise DataError(f"cannot parse manifest {path} ({e}); expected a UTF-8 CSV") from None
+    if not rows:
+        raise DataError(f"manifest {path} is empty; it needs a header line and one row per image")
+    header, data = rows[0], rows[1:]
+    for i, r in enumerate(data):
+        if len(r) != len(header):
+            raise DataError(f"manifest {path} row {i} has {len(r)} fields, header has {len(header)}; "
+                            f"fix the row or pass the right delimiter (now {delimiter!r})")
+    return CsvTable(path, header, data, raw, delimiter)

@@ -1,0 +1,145 @@
+"""The shared MLLM evaluation harness: ask a task's questions through any adapter, cache every
+answer the moment it arrives (an interrupted run resumes without repeating a call), parse replies
+with a registered parser, score, and return one results record.
+
+Errors are recorded per question and retried on the next run; they are never turned into answers.
+:func:`rescore` re-scores saved per-sample rows under any parser without calling a model.
+"""
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from mmrobust.eval.mllm.cache import ResponseCache, cache_key, file_sha256
+from mmrobust.eval.mllm.task import MLLMTask, Question
+from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest
+from mmrobust.registry import PARSERS
+from mmrobust.reports.contract import Record
+
+Progress = Callable[[int, int], None]
+STATUSES = ("correct", "wrong", "unparseable", "error")
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    """How a run asks and scores: answer parser, decoding, bootstrap, and the response cache file
+    (default: ``cache.jsonl`` in the run directory)."""
+
+    parser: str = "official"
+    params: GenerationParams = field(default_factory=GenerationParams)
+    n_boot: int = 1000
+    seed: int = 0
+    cache: str | None = None
+
+
+def _keys(questions: Sequence[Question], model_id: dict, pdict: dict) -> tuple[list[str], dict[str, str]]:
+    """The cache key of every question (+ image hashes, computed once per file)."""
+    shas: dict[str, str] = {}
+    keys = []
+    for q in questions:
+        sha = shas.setdefault(q.image, file_sha256(q.image))
+        keys.append(cache_key(model=model_id, prompt=q.prompt, params=pdict, image_sha256=sha))
+    return keys, shas
+
+
+def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: ResponseCache,
+                      params: GenerationParams = GenerationParams(), progress: Progress | None = None
+                      ) -> tuple[list[dict], dict[str, int]]:
+    """One row per question with ``response`` or ``error``; plus call statistics."""
+    model_id, pdict = adapter.identity(), params.as_dict()
+    keys, shas = _keys(questions, model_id, pdict)
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in cache:
+            first.setdefault(k, i)  # identical requests share one call
+    todo = sorted(first.values())
+    reqs = [GenRequest(questions[i].uid, questions[i].prompt, questions[i].image, dict(questions[i].meta))
+            for i in todo]
+    errors: dict[str, str] = {}
+    with closing(adapter.generate(reqs, params)) as results:
+        for done, (j, res) in enumerate(results, start=1):
+            i, q = todo[j], questions[todo[j]]
+            if res.ok:  # cached the moment it arrives: a kill loses only the calls in flight
+                cache.put(keys[i], {"model": model_id, "params": pdict, "prompt": q.prompt,
+                                    "image_sha256": shas[q.image], "uid": q.uid, "response": res.text,
+                                    "attempts": res.attempts, "latency_s": round(res.latency_s, 4)})
+            else:
+                errors[keys[i]] = res.error or "unknown error"
+            if progress is not None:
+                progress(done, len(todo))
+    rows = [_row(q, k, cache, errors) for q, k in zip(questions, keys)]
+    stats = {"n_requests": len(questions), "n_cached_before": sum(1 for k in keys if k not in first),
+             "n_new_calls": len(todo), "n_errors": sum(r["error"] is not None for r in rows)}
+    return rows, stats
+
+
+def _row(q: Question, key: str, cache: ResponseCache, errors: dict[str, str]) -> dict:
+    hit = cache.get(key)
+    return {"uid": q.uid, **q.columns, "ground_truth": q.ground_truth, "options": dict(q.options), "group": q.group,
+            "image": q.image, "cache_key": key, "response": hit["response"] if hit else None,
+            "error": None if hit else errors.get(key, "not answered (interrupted?)")}
+
+
+def parse_rows(rows: Iterable[Mapping[str, Any]], parser: str, task: MLLMTask | None = None) -> list[dict]:
+    """Copy of ``rows`` with ``pred`` and ``status`` (correct, wrong, unparseable, error) from ``parser``.
+
+    A row needs ``ground_truth`` and either ``response`` (text) or ``error`` (non-empty string)."""
+    task = task or MLLMTask()
+    PARSERS.get(parser)
+    out = []
+    for row in rows:
+        r = dict(row)
+        if r.get("error") or r.get("response") is None:
+            r["pred"], r["status"] = None, "error"
+            r.setdefault("error", "no response")
+        else:
+            r["pred"] = task.parse(str(r["response"]), r, parser)
+            r["status"] = ("unparseable" if r["pred"] is None
+                           else "correct" if r["pred"] == r["ground_truth"] else "wrong")
+        r["parser"] = parser
+        out.append(r)
+    return out
+
+
+def score_rows(task: MLLMTask, rows: list[dict], *, parser: str, n_boot: int, seed: int
+               ) -> tuple[list[dict], dict[str, Any]]:
+    """Parse + score under ``parser``, with the task's headline numbers under every registered parser."""
+    parsed = parse_rows(rows, parser, task)
+    metrics = task.score(parsed, n_boot=n_boot, seed=seed)
+    metrics["parser"] = parser
+    metrics["by_parser"] = {name: task.summary(metrics if name == parser else
+                                               task.score(parse_rows(rows, name, task), n_boot=0, seed=seed))
+                            for name in PARSERS.list()}
+    return parsed, metrics
+
+
+def build_record(task: MLLMTask, rows: list[dict], *, out_dir: str | Path, parser: str, n_boot: int, seed: int,
+                 config: dict | None = None, extra: dict | None = None) -> Record:
+    """Score ``rows`` and assemble the task's record (tables and plots included; plots are written)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parsed, metrics = score_rows(task, rows, parser=parser, n_boot=n_boot, seed=seed)
+    return Record(kind=task.name, metrics=metrics, samples=parsed, config=config or {}, seeds={"bootstrap": seed},
+                  tables=task.tables(metrics), plots=task.plots(metrics, out), extra=extra or {})
+
+
+def run_task(task: MLLMTask, adapter: MLLM, *, out_dir: str | Path, settings: HarnessSettings = HarnessSettings(),
+             progress: Progress | None = None, config: dict | None = None) -> Record:
+    """Ask every question of ``task`` (through the cache), score it, and return its record."""
+    PARSERS.get(settings.parser)  # fail before any call if the parser name is wrong
+    cache = ResponseCache(settings.cache or Path(out_dir) / "cache.jsonl")
+    rows, stats = collect_responses(task.questions(), adapter, cache=cache, params=settings.params,
+                                    progress=progress)
+    describe = getattr(adapter, "describe", adapter.identity)
+    run_config = {"settings": asdict(settings), "model": describe(), "cache": str(cache.path), **(config or {})}
+    extra = {**task.provenance(), "calls": {**stats, "cache_corrupt_lines": cache.n_corrupt_lines}}
+    return build_record(task, rows, out_dir=out_dir, parser=settings.parser, n_boot=settings.n_boot,
+                        seed=settings.seed, config=run_config, extra=extra)
+
+
+def rescore(task: MLLMTask, rows: list[dict], *, out_dir: str | Path, parser: str, n_boot: int = 1000,
+            seed: int = 0, config: dict | None = None) -> Record:
+    """The record of saved per-sample rows re-scored under ``parser`` (no model calls)."""
+    return build_record(task, rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed, config=config)

@@ -1,0 +1,153 @@
+"""MMR as one task on the shared MLLM harness (Liu et al. 2024, "Seeing Clearly, Answering
+Incorrectly"): its questions are the paired POS / leading NEG items of an :class:`MMRDataset`,
+asked with a named prompt variant; its scorer is RA / MR per category, level and pooled
+(``scoring.compute_metrics``); its report is the category table and chart.
+
+``run_mmr`` asks every question once through the cache (an interrupted run resumes where it
+stopped) and writes ``results_mmr.json`` + ``samples_mmr.jsonl`` + the chart; ``score_responses``
+re-scores a saved per-sample file under any parser without calling a model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mmrobust.errors import DataError
+from mmrobust.eval.contract import evaluation
+from mmrobust.eval.mllm.harness import HarnessSettings, Progress, rescore, run_task
+from mmrobust.eval.mllm.options import parse_options
+from mmrobust.eval.mllm.task import MLLMTask, Question
+from mmrobust.eval.mmr.dataset import MMRDataset
+from mmrobust.eval.mmr.prompts import build_prompt, get_prompt
+from mmrobust.eval.mmr.report import CHART, mmr_tables, plot_categories
+from mmrobust.eval.mmr.scoring import compute_metrics
+from mmrobust.models.mllm.base import MLLM, GenerationParams
+from mmrobust.registry import PARSERS
+from mmrobust.reports.contract import Record, write_record
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What an MMR run asks and how it scores: prompt variant, parser, decoding, bootstrap, cache file."""
+
+    prompt: str = "official"
+    parser: str = "official"
+    params: GenerationParams = field(default_factory=GenerationParams)
+    n_boot: int = 1000
+    seed: int = 0
+    cache: str | None = None
+
+    def harness(self) -> HarnessSettings:
+        return HarnessSettings(parser=self.parser, params=self.params, n_boot=self.n_boot, seed=self.seed,
+                               cache=self.cache)
+
+
+class MMRTask(MLLMTask):
+    """Paired POS / leading NEG questions; RA and MR. ``dataset`` None: re-scoring saved rows only."""
+
+    name = "mmr"
+
+    def __init__(self, dataset: MMRDataset | None = None, *, prompt: str = "official") -> None:
+        self.dataset = dataset
+        self.variant = get_prompt(prompt)
+
+    def questions(self) -> list[Question]:
+        if self.dataset is None:
+            raise DataError("this MMR task has no dataset to ask; load one with load_mmr or load_hub_version")
+        return [Question(uid=i.uid, image=i.image, prompt=build_prompt(i, self.variant), ground_truth=i.ground_truth,
+                         options=dict(i.options), group=i.category,
+                         columns={"id": i.id, "question_type": i.question_type, "category": i.category,
+                                  "level": i.level, "prompt_variant": self.variant.name},
+                         meta={"id": i.id, "question_type": i.question_type})
+                for i in self.dataset.paired_items()]
+
+    def score(self, rows: list[dict[str, Any]], *, n_boot: int, seed: int) -> dict[str, Any]:
+        return compute_metrics(rows, n_boot=n_boot, seed=seed)
+
+    def summary(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {k: metrics["overall"][k] for k in ("ra", "mr", "n_pairs", "n_unparseable")}
+
+    def tables(self, metrics: dict[str, Any]) -> list:
+        return mmr_tables(metrics)
+
+    def plots(self, metrics: dict[str, Any], out_dir: Path) -> list[str]:
+        chart = plot_categories(metrics, out_dir / CHART)
+        return [chart.name] if chart else []
+
+    def provenance(self) -> dict[str, Any]:
+        if self.dataset is None:
+            return {}
+        d = self.dataset
+        return {"dataset": d.source, "anomalies": list(d.anomalies), "quirks": d.quirks}
+
+
+@evaluation("mmr", settings=RunSettings)
+def evaluate_mmr(model: MLLM, data: MMRDataset, settings: RunSettings, *, out_dir: str | Path,
+                 progress: Progress | None = None, config: dict | None = None) -> Record:
+    """MMR's record for ``model`` (an MLLM adapter) on ``data``; answers cached under ``out_dir``."""
+    task = MMRTask(data, prompt=settings.prompt)
+    cfg = {"prompt_template": task.variant.template, **(config or {})}
+    record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress, config=cfg)
+    record.config["settings"] = asdict(settings)
+    return record
+
+
+def run_mmr(dataset: MMRDataset, adapter: MLLM, *, out_dir: str | Path, settings: RunSettings = RunSettings(),
+            cache_path: str | Path | None = None, progress: Progress | None = None, config: dict | None = None
+            ) -> dict[str, Any]:
+    """Ask, score under ``settings.parser`` (plus a summary under every parser), write the record.
+
+    Returns the results record written to ``out_dir/results_mmr.json``.
+    """
+    if cache_path is not None:
+        settings = replace(settings, cache=str(cache_path))
+    record = evaluate_mmr(adapter, dataset, settings, out_dir=out_dir, progress=progress, config=config)
+    return write_record(out_dir, record)
+
+
+def score_responses(path: str | Path, *, out_dir: str | Path, parser: str = "official", n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Re-score a saved response file offline under ``parser``; writes a fresh record to ``out_dir``."""
+    PARSERS.get(parser)
+    rows = load_response_rows(path)
+    record = rescore(MMRTask(), rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed,
+                     config={"rescored_from": str(path), "parser": parser})
+    return write_record(out_dir, record)
+
+
+def load_response_rows(path: str | Path) -> list[dict]:
+    """Rows from a saved per-item file: ours (``samples_mmr.jsonl``) or the reference answer JSONL
+    (``question_id``, ``text``, ``groundtruth``, ``question_type``, ``prompt``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"response file {p} not found; pass the samples_mmr.jsonl of a run")
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{n} is not JSON ({e}); fix or drop that line") from e
+        rows.append(_normalize_row(raw, p, n))
+    return rows
+
+
+def _normalize_row(raw: dict, path: Path, n: int) -> dict:
+    qid = raw.get("id", raw.get("question_id"))
+    gt = raw.get("ground_truth", raw.get("groundtruth"))
+    qtype = raw.get("question_type")
+    if qid is None or gt is None or qtype is None:
+        raise DataError(f"{path}:{n} lacks id/ground_truth/question_type; is this an MMR response file?")
+    level, _, rest = str(qid).partition("/")
+    options = raw.get("options")
+    if options is None and raw.get("prompt"):
+        options = parse_options(str(raw["prompt"]).split("\nAnswer with")[0]).as_dict()
+    response = raw.get("response", raw.get("text"))
+    return {"uid": raw.get("uid", f"{qid}|{qtype}"), "id": str(qid), "question_type": str(qtype).strip().upper(),
+            "category": raw.get("category", f"{level}/{rest.split('/')[0]}" if rest else "unknown"),
+            "level": raw.get("level", level if rest else "unknown"),
+            "ground_truth": str(gt).strip().strip("().").upper(), "options": options or {},
+            "response": response, "error": raw.get("error") or (None if response is not None else "no response")}
