@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmrobust-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo test test-fast lint-imports setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,10 +20,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mmrobust demo --out runs/demo
 
-test: $(STAMP)
+# the layer and no-cycle contracts of pyproject.toml [tool.importlinter] run before the tests
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: lint-imports
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:

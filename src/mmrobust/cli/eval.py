@@ -68,23 +68,11 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trigger_and_target(args: argparse.Namespace):
-    from mmrobust.data.poison import PoisonRecord, make_trigger
-    from mmrobust.errors import ConfigError
-
-    if args.poison_record:
-        rec = PoisonRecord.load(args.poison_record)
-        return rec.build_trigger(), args.target or rec.target
-    if not args.trigger or not args.target:
-        raise ConfigError("give --poison-record poison.json, or both --trigger and --target")
-    return make_trigger(args.trigger, **key_values(args.trigger_param)), args.target
-
-
 def run_backdoor(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
-    trigger, target = _trigger_and_target(args)
-    m = eval_backdoor(model=args.model, weights=_weights(args), data=_data(args), trigger=trigger, target=target,
-                      out_dir=args.out,
+    m = eval_backdoor(model=args.model, weights=_weights(args), data=_data(args), out_dir=args.out,
+                      poison_record=args.poison_record, trigger=args.trigger,
+                      trigger_params=key_values(args.trigger_param), target=args.target,
                       seed=args.seed, batch_size=args.batch_size, device=args.device)
     print(json.dumps(m))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from mmrobust.cli.common import add_config_option, apply_config, key_values
-from mmrobust.data.poison import make_trigger, poison_manifest
+from mmrobust.data.poison import poison_manifest
 from mmrobust.registry import TRIGGERS
 
 
@@ -35,9 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
-    trigger = make_trigger(args.trigger, **key_values(args.trigger_param))
     rec = poison_manifest(
-        manifest=args.manifest, out_dir=args.out, trigger=trigger, target=args.target, rate=args.rate,
+        manifest=args.manifest, out_dir=args.out, trigger={"name": args.trigger, "config": key_values(args.trigger_param)}, target=args.target, rate=args.rate,
         count=args.count, caption_templates=tuple(args.template or ("a photo of a {}.",)), seed=args.seed,
         image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter,
         label_consistent=args.label_consistent, image_size=args.image_size, overwrite=args.overwrite,

@@ -60,15 +60,39 @@ def eval_zeroshot(*, model: str, data: EvalData, out_dir: str | Path, weights: d
     return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
 
-def eval_backdoor(*, model: str, data: EvalData, trigger: Any, target: str, out_dir: str | Path,
-                  weights: dict | None = None, seed: int = 0,
-                  batch_size: int = 256, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
-    """Clean accuracy and ASR of ``trigger`` towards class ``target`` (name from classes.json)."""
-    from mmrobust.data.poison.triggers import trigger_spec
+def backdoor_trigger(*, poison_record: str | Path | None = None, trigger: Any = None,
+                     trigger_params: dict[str, Any] | None = None, target: str | None = None
+                     ) -> tuple[dict[str, Any], str]:
+    """The trigger spec and target class of a backdoor evaluation: from a poison record (``poison.json``;
+    an explicit ``target`` wins), or from a trigger (name + params, spec dict or Trigger) and a target."""
+    from mmrobust.data.poison import PoisonRecord
+    from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
 
+    if poison_record is not None:
+        rec = PoisonRecord.load(poison_record)
+        return trigger_spec(rec.build_trigger()), target or rec.target
+    if trigger is None or not target:
+        raise ConfigError("give a poison record (--poison-record poison.json), or both a trigger and a target "
+                          "(--trigger NAME --target CLASS)")
+    if isinstance(trigger, str):
+        trigger = make_trigger(trigger, **(trigger_params or {}))
+    elif isinstance(trigger, dict):
+        trigger = trigger_from_dict(trigger)
+    if not isinstance(trigger, Trigger):
+        raise ConfigError(f"trigger must be a name, a spec dict or a Trigger, got {type(trigger).__name__}")
+    return trigger_spec(trigger), target
+
+
+def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: Any = None,
+                  target: str | None = None, trigger_params: dict[str, Any] | None = None,
+                  poison_record: str | Path | None = None, weights: dict | None = None, seed: int = 0,
+                  batch_size: int = 256, device: str = "cpu", clip: CLIPModel | None = None) -> dict[str, Any]:
+    """Clean accuracy and ASR of a trigger towards class ``target`` (name from classes.json); the trigger
+    and target come from ``poison_record`` or from ``trigger`` (+ ``trigger_params``) and ``target``."""
+    spec, target = backdoor_trigger(poison_record=poison_record, trigger=trigger, trigger_params=trigger_params,
+                                    target=target)
     clip = clip or load_model(model, device=device, **(weights or {}))
-    settings = BackdoorSettings(trigger=trigger_spec(trigger), target=target, seed=seed, batch_size=batch_size,
-                                device=device)
+    settings = BackdoorSettings(trigger=spec, target=target, seed=seed, batch_size=batch_size, device=device)
     record = run_evaluation("backdoor", model=clip, data=labelled(data, clip), settings=settings)
     return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
