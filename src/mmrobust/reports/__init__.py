@@ -1,4 +1,6 @@
-"""Run records, tables, plots and HTML reports."""
+"""Run records (the results contract: Record, Table, Column, write_record), tables, plots, HTML reports."""
+from mmrobust.reports.contract import Column, Record, Table, record_files, write_record
 from mmrobust.reports.records import git_sha, read_json, write_json, write_jsonl, write_results
 
-__all__ = ["git_sha", "read_json", "write_json", "write_jsonl", "write_results"]
+__all__ = ["Column", "Record", "Table", "git_sha", "read_json", "record_files", "write_json", "write_jsonl",
+           "write_record", "write_results"]

@@ -43,7 +43,8 @@ def html_table(table: Mapping[str, Any]) -> str:
         cells = []
         for c in cols:
             v = row.get(c["key"])
-            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cls = ' class="num"' if numeric or (v is None and c.get("unit")) else ""
             cells.append(f"<td{cls}>{html.escape(format_value(v, c.get('unit', '')))}</td>")
         body += "<tr>" + "".join(cells) + "</tr>"
     caption = f"<p class='caption'>{html.escape(table.get('caption', ''))}</p>" if table.get("caption") else ""
