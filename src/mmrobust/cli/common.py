@@ -41,6 +41,49 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def seed(text: str) -> int:
+    """A seed: an integer in [0, 2**63 - 1] (what torch and numpy generators accept)."""
+    v = _int_at_least(text, 0)
+    if v > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"seed {text} is beyond 2**63 - 1; use a smaller integer")
+    return v
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False):
+    """An argparse type for a finite float in [low, high] (open ends with ``low_open`` / ``high_open``);
+    accepts 1e-3 and 4/255 alike."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            v = parse_value(text, like=0.0)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+        if low is not None and (v < low or (low_open and v == low)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>' if low_open else '>='} {low:g}")
+        if high is not None and (v > high or (high_open and v == high)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'<' if high_open else '<='} {high:g}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+non_negative_float = number(0.0)
+positive_float = number(0.0, low_open=True)
+
+
+def delimiter(text: str) -> str:
+    """A one-character CSV delimiter ('\\t' is read as a tab)."""
+    text = "\t" if text == "\\t" else text
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"delimiter {text!r} must be one character, e.g. , or ; or a tab")
+    return text
+
+
 def device(text: str) -> str:
     """'cpu', 'cuda' or 'cuda:N', checked against what this machine has."""
     import torch
