@@ -117,27 +117,66 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
                         "with - or _); options given on the command line win")
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of options, not data
+_NOT_OPTIONS = ("help", "config", "version")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The option mapping in a YAML config file; one-line ConfigErrors for every way it can be wrong
+    (missing, not a regular file, too big, not UTF-8, not YAML, code-running tags, not a mapping)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} not found (or not a regular file); check the --config path")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; a config holds option: value lines")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (UTF-16?); re-save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path} ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"config file {path}: {str(e.problem or e).strip()} at line "
+                          f"{(e.problem_mark.line + 1) if e.problem_mark else '?'}; tags such as !!python/... are "
+                          "refused (a config never runs code): write plain values") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where} ({getattr(e, 'problem', None) or e}); "
+                          "write one option: value per line") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value, not a {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str) or not k.strip()]
+    if bad:
+        raise ConfigError(f"config file {path}: key {bad[0]!r} is not an option name; keys are long option names "
+                          "such as batch_size")
+    return data
+
+
 def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace) -> argparse.Namespace:
     """Re-parse with defaults taken from ``--config`` (unknown keys are an error)."""
     path = getattr(argv_args, "config", None)
     if not path:
         return argv_args
-    if not Path(path).is_file():
-        raise ConfigError(f"config file {path} not found")
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    known = {a.dest for a in parser._actions}
-    values = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(values) - known)
+    data = read_config(path)
+    actions = {a.dest: a for a in parser._actions if a.dest not in _NOT_OPTIONS and not a.dest.startswith("_")
+               and a.option_strings}
+    values = {k.strip().replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ConfigError(f"config file {path} has unknown option(s) {unknown}; see --help for valid names")
-    actions = {a.dest: a for a in parser._actions}
     ns = argparse.Namespace(**vars(argv_args))
     for k, v in values.items():
         current = getattr(ns, k)
-        if isinstance(v, list) and isinstance(current, list):  # append options: config first, CLI after
-            setattr(ns, k, [str(x) for x in v] + [x for x in current if x not in map(str, v)])
+        if isinstance(current, list) or isinstance(actions[k], argparse._AppendAction):
+            items = v if isinstance(v, list) else [v]
+            if any(isinstance(x, (dict, list)) for x in items):
+                raise ConfigError(f"config file {path}: {k} must be a list of plain values")
+            setattr(ns, k, [str(x) for x in items] + [x for x in (current or []) if x not in map(str, items)])
         elif current == parser.get_default(k):
             setattr(ns, k, _typed(actions[k], k, v, path))
     return ns
@@ -145,8 +184,14 @@ def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace)
 
 def _typed(action: argparse.Action, key: str, value: Any, path: str) -> Any:
     """Apply the option's own type and choices to a config value (one-line error on a bad one)."""
-    if isinstance(value, list) or value is None or action.type is None:
-        out = value
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"config file {path}: {key} must be a single value, not a {type(value).__name__}")
+    if action.nargs == 0:  # a flag such as --resume
+        if not isinstance(value, bool):
+            raise ConfigError(f"config file {path}: {key} is a flag; write {key}: true or {key}: false")
+        return value
+    if value is None or action.type is None:
+        out = value if value is None else str(value)
     else:
         try:
             out = action.type(str(value))
