@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mmrobust.errors import DataError
 from mmrobust.reports.records import read_json
+from mmrobust.safety import ensure_regular_file
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -38,21 +40,23 @@ def html_table(table: Mapping[str, Any]) -> str:
     """A declared table (``{"title", "columns": [{"key", "heading", "unit"}], "rows", "caption"}``)."""
     cols = table["columns"]
     heads = "".join(f"<th>{html.escape(c['heading'])}{' (%)' if c.get('unit') == '%' else ''}</th>" for c in cols)
+    unit = {c["key"]: str(c.get("unit", "")) for c in cols}
     body = ""
     for row in table["rows"]:
         cells = []
         for c in cols:
             v = row.get(c["key"])
             numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ' class="num"' if numeric or (v is None and c.get("unit")) else ""
-            cells.append(f"<td{cls}>{html.escape(format_value(v, c.get('unit', '')))}</td>")
+            cls = ' class="num"' if numeric or (v is None and unit[c["key"]]) else ""
+            cells.append(f"<td{cls}>{html.escape(format_value(v, unit[c['key']]))}</td>")
         body += "<tr>" + "".join(cells) + "</tr>"
-    caption = f"<p class='caption'>{html.escape(table.get('caption', ''))}</p>" if table.get("caption") else ""
-    return f"<h3>{html.escape(table.get('title', ''))}</h3><table><tr>{heads}</tr>{body}</table>{caption}"
+    caption = f"<p class='caption'>{html.escape(str(table.get('caption')))}</p>" if table.get("caption") else ""
+    return f"<h3>{html.escape(str(table.get('title', '')))}</h3><table><tr>{heads}</tr>{body}</table>{caption}"
 
 
 def _fallback(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    flat = {k: v for k, v in record.get("metrics", {}).items() if not isinstance(v, (dict, list))}
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    flat = {str(k): v for k, v in metrics.items() if not isinstance(v, (dict, list))}
     if not flat:
         return []
     cols = [{"key": k, "heading": k.replace("_", " "), "unit": ""} for k in flat]
@@ -65,11 +69,23 @@ def _img(path: Path) -> str:
     return f'<p><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _valid_table(t: Any) -> bool:
+    """A declared table as the contract writes it (records are files: a hand-edited one may not be)."""
+    return (isinstance(t, dict) and isinstance(t.get("rows"), list) and isinstance(t.get("columns"), list)
+            and all(isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("heading"), str)
+                    for c in t["columns"]) and all(isinstance(r, dict) for r in t["rows"]))
+
+
 def _record_html(run: Path, record: Mapping[str, Any]) -> list[str]:
-    parts = [html_table(t) for t in (record.get("tables") or _fallback(record))]
-    for name in (record.get("files") or {}).get("plots", []):
-        path = (run / name).resolve()
-        if path.is_file() and run.resolve() in path.parents:  # a record never points the page outside its run
+    tables = record.get("tables")
+    tables = tables if isinstance(tables, list) and tables else _fallback(record)
+    parts = [html_table(t) if _valid_table(t) else "<p class='meta'>(a malformed table, skipped)</p>"
+             for t in tables]
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    plots = files.get("plots") if isinstance(files.get("plots"), list) else []
+    for name in plots:
+        path = (run / str(name)).resolve()
+        if path.suffix == ".png" and path.is_file() and run.resolve() in path.parents:  # never outside its run
             parts.append(_img(path))
     parts.append(f"<p class='meta'>{html.escape(str(record.get('kind')))} · git "
                  f"{html.escape(str(record.get('git_sha')))} · {html.escape(str(record.get('created', '')))}"
@@ -81,12 +97,13 @@ def _section(run: Path) -> str:
     parts = [f"<h2>{html.escape(run.name)}</h2><p class='meta'>{html.escape(str(run))}</p>"]
     for res in sorted(run.glob("results*.json")):
         try:
-            record = read_json(res)
-        except (OSError, ValueError):
-            parts.append(f"<p class='meta'>{html.escape(res.name)}: unreadable, skipped</p>")
+            record = read_json(ensure_regular_file(res, "results file"))
+        except (OSError, ValueError, DataError):
+            record = None
+        if not isinstance(record, dict):
+            parts.append(f"<p class='meta'>{html.escape(res.name)}: not a results record, skipped</p>")
             continue
-        if isinstance(record, dict):
-            parts += _record_html(run, record)
+        parts += _record_html(run, record)
     return "\n".join(parts)
 
 

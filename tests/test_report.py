@@ -1,0 +1,36 @@
+"""`mmrobust report` renders what records declare, and survives hostile records."""
+from __future__ import annotations
+
+import json
+import os
+
+from mmrobust.cli.main import main
+from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.html import write_report
+
+
+def test_declared_tables_render_with_headings_units_and_captions(tmp_path):
+    table = Table.of("Accuracy", [("model", "model"), ("top1", "top-1 accuracy", "%"), ("n", "images", "count")],
+                     [{"model": "a", "top1": 0.875, "n": 8}, {"model": "b", "top1": None, "n": 8}], "What it means.")
+    write_record(tmp_path / "run", Record(kind="zeroshot", metrics={"top1": 0.875}, tables=[table]))
+    page = write_report([tmp_path / "run"], tmp_path / "r.html").read_text()
+    assert "<th>top-1 accuracy (%)</th>" in page and '<td class="num">87.5</td>' in page
+    assert '<td class="num">n/a</td>' in page and "What it means." in page and "top1" not in page.split("<h3>")[1]
+
+
+def test_hostile_records_are_skipped_not_followed(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results_a.json").write_text("[1, 2]")
+    (run / "results_b.json").write_bytes(b"\xff\xfe{")
+    (run / "results_c.json").write_text(json.dumps({"kind": "x", "tables": [{"rows": "no"}, 3],
+                                                    "files": {"plots": ["../../../etc/passwd", "/etc/hosts"]}}))
+    (run / "results_d.json").write_text(json.dumps({"kind": "y", "metrics": [1], "tables": "no", "files": 3}))
+    os.mkfifo(run / "results_e.json")  # opening a pipe would hang the report
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG top secret")
+    (run / "results_f.json").write_text(json.dumps({"kind": "z", "files": {"plots": [str(secret), "../secret.png"]}}))
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("not a results record, skipped") == 3 and "malformed table" in page
+    assert "<img" not in page and "passwd" not in page  # no plot outside the run is embedded
