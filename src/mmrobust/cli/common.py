@@ -172,12 +172,14 @@ def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace)
     ns = argparse.Namespace(**vars(argv_args))
     for k, v in values.items():
         current = getattr(ns, k)
-        if isinstance(current, list) or isinstance(actions[k], argparse._AppendAction):
+        if isinstance(actions[k], argparse._AppendAction):  # repeatable options: config first, CLI after
             items = v if isinstance(v, list) else [v]
             if any(isinstance(x, (dict, list)) for x in items):
                 raise ConfigError(f"config file {path}: {k} must be a list of plain values")
             setattr(ns, k, [str(x) for x in items] + [x for x in (current or []) if x not in map(str, items)])
         elif current == parser.get_default(k):
+            if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
+                v = ",".join(map(str, v))  # a list-valued option such as --eps 2/255,4/255
             setattr(ns, k, _typed(actions[k], k, v, path))
     return ns
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmrobust.cli.common import add_config_option, apply_config, device, key_values, positive_int
+from mmrobust.cli.common import add_config_option, apply_config, delimiter, device, key_values, positive_int, seed
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
@@ -19,7 +19,7 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
         p.add_argument("--classes", required=True, help="classes.json: classnames + templates")
         p.add_argument("--label-col", default="label")
     p.add_argument("--image-col", default="image")
-    p.add_argument("--delimiter", default=",")
+    p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     p.add_argument("--out", required=True, help="output directory for results and per-sample JSONL")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", type=device, default="cpu")
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--trigger", help=f"trigger name ({', '.join(TRIGGERS.list())}) when no record is given")
     b.add_argument("--trigger-param", action="append", metavar="KEY=VALUE")
     b.add_argument("--target", help="target class name (default: the record's)")
-    b.add_argument("--seed", type=int, default=0, help="seed for per-image trigger randomness")
+    b.add_argument("--seed", type=seed, default=0, help="seed for per-image trigger randomness")
     b.set_defaults(func=run_backdoor, _parser=b)
     r = es.add_parser("retrieval", help="image<->text recall@1/5/10 over a manifest of pairs")
     _common(r, labelled=False)

@@ -1,7 +1,8 @@
 """Datasets users bring: a CSV manifest of (image, caption) pairs and a labelled split for evaluation.
 
 Both read the same CSV format (the synthetic world writes it too). Images come out as float
-tensors in [0,1]. A missing or corrupt image never kills a run: it is skipped, counted and listed.
+tensors in [0,1]. A missing, corrupt, oversized or too elongated image (or a path that is not a
+regular file) never kills a run: it is skipped, counted and listed.
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ class _ImageRows(torch.utils.data.Dataset):
             return None
         try:
             return T.load_image(self.image_path(i), self.image_size)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            self.skips.add(i, f"{type(e).__name__}: {str(e)[:80]}")
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, DataError) as e:
+            self.skips.add(i, f"{type(e).__name__}: {str(e)[:200]}")
             return None
 
     def image_u8(self, i: int) -> torch.Tensor | None:

@@ -1,26 +1,41 @@
 """Robust zero-shot evaluation (as in Schlarmann et al. 2024 / Croce & Hein 2020): clean and robust
 accuracy per eps under a registered attack, on a seeded sample of the test set, with the sample ids,
-seeds and attack config recorded; and the embedding drift of an encoder against the original."""
+seeds and attack config recorded; and the embedding drift of an encoder against the original.
+
+Long evaluations resume: with a ``partial`` file, every finished (eps, batch) chunk is appended to it
+(per-sample clean / robust flags, keyed by a hash of the settings, model, classifier and images), and a
+rerun with the same settings takes those chunks from it instead of attacking them again. Every batch
+starts its attack from ``seed`` (as AutoAttack reseeds per chunk), so a resumed run equals a full one.
+"""
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mmrobust.attacks.checks import run_checks
 from mmrobust.attacks.pgd import pgd
 from mmrobust.data.datasets import collate
-from mmrobust.errors import ConfigError
+from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import Classifier, model_classifier
 from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
 from mmrobust.registry import ATTACKS
 from mmrobust.reports.contract import Record, Table
+
+log = logging.getLogger(__name__)
+PARTIAL_NAME = "partial_robust.jsonl"
+_ADV_GLOB = "?" * 16 + "_*_*.safetensors*"  # adversarial chunk files: key prefix, eps, batch start (+ .tmp)
+_CHUNK_FIELDS = {"eps", "start", "seed", "ids", "clean", "robust", "config"}
 
 
 def sample_ids(n_total: int, n_samples: int | None, seed: int) -> list[int]:
@@ -32,7 +47,10 @@ def sample_ids(n_total: int, n_samples: int | None, seed: int) -> list[int]:
 
 
 def load_images(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Images, labels and row ids of the readable rows among ``ids`` (unreadable ones are dropped)."""
     batch = collate([dataset[i] for i in ids])
+    if "image" not in batch:
+        raise DataError(f"none of the {len(ids)} sampled images could be read; check the manifest's image paths")
     return batch["image"], batch["label"], [int(i) for i in batch["index"]]
 
 
@@ -42,35 +60,185 @@ def eps_name(eps: float) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
 
 
-def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, attack: str, eps: Sequence[float],
-                    n_samples: int | None = 500, seed: int = 0, norm: str = "linf", batch_size: int = 250,
-                    attack_options: dict[str, Any] | None = None, save_adv: Path | None = None,
-                    device: str = "cpu", check: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Clean and robust accuracy per eps. Returns (metrics, per-sample rows)."""
+def _tensor_digest(h: Any, tensors: dict[str, torch.Tensor]) -> None:
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def run_key(model: Any, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, ids: Sequence[int],
+            settings: dict[str, Any]) -> str:
+    """Hash of what decides a robust evaluation's per-sample results: the settings, the image tower
+    (bytes), the classifier (weights rounded to 1e-4: text embeddings may differ in the last bits
+    between runs), and the sampled images, labels and ids."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    tower = getattr(model, "visual", model)
+    tensors = dict(tower.state_dict()) if isinstance(tower, torch.nn.Module) else {}
+    tensors.update({k: v for k, v in (("mean", getattr(model, "mean", None)), ("std", getattr(model, "std", None)))
+                    if isinstance(v, torch.Tensor)})
+    weights = classifier.weights.detach().cpu().double().mul(1e4).round().long()
+    _tensor_digest(h, {**{f"model.{k}": v for k, v in tensors.items()}, "classifier": weights,
+                       "images": x, "labels": y.long(), "ids": torch.tensor(list(ids))})
+    h.update(f"{classifier.scale!r}:{classifier.source}".encode())
+    return h.hexdigest()
+
+
+class PartialResults:
+    """Append-only JSONL of finished (eps, batch) chunks of one robust evaluation, plus their
+    adversarial images (one safetensors file per chunk, beside it) when those are saved.
+
+    Lines of other settings (another key) are ignored; a line cut short by a kill is skipped."""
+
+    def __init__(self, path: str | Path, key: str) -> None:
+        self.path, self.key = Path(path), key
+        self.adv_dir = self.path.with_suffix("")
+
+    def load(self) -> dict[tuple[float, int], dict[str, Any]]:
+        """Finished chunks of this key, by (eps, batch start)."""
+        done: dict[tuple[float, int], dict[str, Any]] = {}
+        if not self.path.is_file():
+            return done
+        other = 0
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                chunk = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn last line of a killed run
+            if isinstance(chunk, dict) and chunk.get("key") == self.key and _CHUNK_FIELDS <= set(chunk):
+                done[(float(chunk["eps"]), int(chunk["start"]))] = chunk
+            else:
+                other += 1
+        if other:
+            log.info("%s: ignoring %d chunk(s) of other settings", self.path, other)
+        return done
+
+    def adv_file(self, eps: float, start: int) -> Path:
+        return self.adv_dir / f"{self.key[:16]}_{eps_name(eps).replace('/', '_')}_{start}.safetensors"
+
+    def append(self, chunk: dict[str, Any], x_adv: torch.Tensor | None) -> None:
+        """Record a finished chunk (its images first, so a listed chunk always has them)."""
+        if x_adv is not None:
+            self.adv_dir.mkdir(parents=True, exist_ok=True)
+            file = self.adv_file(chunk["eps"], chunk["start"])
+            tmp = file.with_name(file.name + ".tmp")
+            save_file({"x_adv": x_adv.contiguous()}, str(tmp))
+            os.replace(tmp, file)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"key": self.key, **chunk}).encode() + b"\n"
+        with self.path.open("a+b") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a kill: start on a fresh one
+                    line = b"\n" + line
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def adv(self, chunk: dict[str, Any]) -> torch.Tensor | None:
+        file = self.adv_file(chunk["eps"], chunk["start"])
+        return load_file(str(file))["x_adv"] if file.is_file() else None
+
+
+def clear_partial(path: str | Path) -> None:
+    """Remove a partial-results file and the adversarial chunk files beside it (after the final results
+    are written); other files in that folder are left alone, and the folder too unless it is empty."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    adv_dir = path.with_suffix("")
+    if adv_dir.is_dir():
+        for f in adv_dir.glob(_ADV_GLOB):
+            f.unlink(missing_ok=True)
+        if not any(adv_dir.iterdir()):
+            adv_dir.rmdir()
+
+
+def _attack_fn(attack: str, attack_options: dict[str, Any] | None) -> Callable[..., Any]:
     fn = ATTACKS.get(attack)
     allowed = set(inspect.signature(fn).parameters) - {"logits_fn", "x", "y", "eps", "norm", "seed"}
     unknown = sorted(set(attack_options or {}) - allowed)
     if unknown:
         raise ConfigError(f"attack {attack!r} has no option(s) {unknown}; it accepts {sorted(allowed)}")
-    ids = sample_ids(len(dataset), n_samples, seed)
-    x_all, y_all, ids = load_images(dataset, ids)
+    return fn
+
+
+@dataclass
+class _Run:
+    """What every chunk of one evaluation shares."""
+
+    fn: Callable[..., Any]
+    logits_fn: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: list[int]
+    norm: str
+    seed: int
+    options: dict[str, Any]
+    batch_size: int
+    device: str
+    partial: PartialResults | None
+    keep_adv: bool
+
+    def chunk(self, eps: float, start: int, done: dict[tuple[float, int], dict[str, Any]]
+              ) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """One (eps, batch) chunk: from the partial file when finished before, else attacked now."""
+        stop = start + self.batch_size
+        old = done.get((float(eps), start))
+        if old is not None and self.partial is not None and old["ids"] == self.ids[start:stop]:
+            adv = self.partial.adv(old) if self.keep_adv else None
+            if adv is not None or not self.keep_adv:
+                return old, adv
+        x, y = self.x[start:stop].to(self.device), self.y[start:stop].to(self.device)
+        res = self.fn(self.logits_fn, x, y, eps=eps, norm=self.norm, seed=self.seed, **self.options)
+        chunk = {"eps": eps, "start": start, "seed": self.seed, "ids": self.ids[start:stop],
+                 "clean": [bool(v) for v in res.clean_correct.cpu()], "robust": [bool(v) for v in res.robust.cpu()],
+                 "config": json.loads(json.dumps(res.config, default=str))}
+        adv = res.x_adv.detach().cpu() if self.keep_adv else None
+        if self.partial is not None:
+            self.partial.append(chunk, adv)
+        return chunk, adv
+
+
+def skipped_rows(dataset: Any, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The sampled rows whose image could not be read, with the reason."""
+    skipped = getattr(getattr(dataset, "skips", None), "skipped", {})
+    return [{"row": i, "reason": skipped[i]} for i in ids if i in skipped]
+
+
+def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, attack: str, eps: Sequence[float],
+                    n_samples: int | None = 500, seed: int = 0, norm: str = "linf", batch_size: int = 250,
+                    attack_options: dict[str, Any] | None = None, save_adv: Path | None = None,
+                    device: str = "cpu", check: bool = True, partial: Path | None = None
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Clean and robust accuracy per eps. Returns (metrics, per-sample rows).
+
+    ``partial`` (a JSONL path) saves each finished (eps, batch) chunk and reuses the chunks a killed
+    run with the same settings, model and data finished. ``metrics["n_skipped"]`` counts the sampled
+    rows whose image could not be read (:func:`skipped_rows` lists them); ``n`` excludes them."""
+    if not eps:
+        raise ConfigError("no eps given; pass at least one, e.g. --eps 4/255 (0 for clean accuracy only)")
+    fn = _attack_fn(attack, attack_options)
+    wanted = sample_ids(len(dataset), n_samples, seed)
+    x_all, y_all, ids = load_images(dataset, wanted)
     logits_fn = lambda x: classifier.logits(model, x)  # noqa: E731
     model.eval()
     if check:
         run_checks(logits_fn, x_all[:16].to(device), y_all[:16].to(device))
-    metrics: dict[str, Any] = {"attack": attack, "norm": norm, "n": len(ids), "seed": seed, "eps": {}}
+    options = dict(attack_options or {})
+    key_settings = {"attack": attack, "norm": norm, "seed": seed, "batch_size": batch_size, "options": options,
+                    "device": torch.device(device).type}
+    store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
+    run = _Run(fn, logits_fn, x_all, y_all, ids, norm, seed, options, batch_size, device, store, save_adv is not None)
+    done = store.load() if store is not None else {}
+    metrics: dict[str, Any] = {"attack": attack, "norm": norm, "n": len(ids),
+                               "n_skipped": len(skipped_rows(dataset, wanted)), "seed": seed, "eps": {}}
     rows = [{"index": i, "label": int(y)} for i, y in zip(ids, y_all)]
     for e in eps:
-        robust, clean, advs = [], [], []
-        for start in range(0, len(ids), batch_size):
-            x, y = x_all[start:start + batch_size].to(device), y_all[start:start + batch_size].to(device)
-            res = fn(logits_fn, x, y, eps=e, norm=norm, seed=seed, **(attack_options or {}))
-            robust.append(res.robust.cpu())
-            clean.append(res.clean_correct.cpu())
-            advs.append(res.x_adv.cpu())
-        rob, cln = torch.cat(robust), torch.cat(clean)
-        metrics["eps"][eps_name(e)] = {"eps": e, "robust_top1": float(rob.float().mean()), "config": res.config}
-        metrics["clean_top1"] = float(cln.float().mean())
+        chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), batch_size)))
+        rob = [ok for c in chunks for ok in c["robust"]]
+        cln = [ok for c in chunks for ok in c["clean"]]
+        metrics["eps"][eps_name(e)] = {"eps": e, "robust_top1": sum(rob) / len(rob), "config": chunks[-1]["config"]}
+        metrics["clean_top1"] = sum(cln) / len(cln)
         for row, ok in zip(rows, rob):
             row[f"robust@{eps_name(e)}"] = bool(ok)
         if save_adv is not None:
@@ -112,16 +280,23 @@ class RobustSettings:
 
 
 @evaluation("robust", settings=RobustSettings)
-def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save_adv: Path | None = None) -> Record:
-    """Clean and robust zero-shot accuracy per eps under an attack (Croce & Hein 2020; Schlarmann et al. 2024)."""
+def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save_adv: Path | None = None,
+                  partial: Path | None = None) -> Record:
+    """Clean and robust zero-shot accuracy per eps under an attack (Croce & Hein 2020; Schlarmann et al. 2024).
+
+    ``partial`` (a JSONL path) keeps finished chunks so a killed run resumes (see :func:`evaluate_robust`)."""
     s = settings
     metrics, rows = evaluate_robust(model, data, model_classifier(model, data), attack=s.attack, eps=s.eps,
                                     n_samples=s.n_samples, seed=s.seed, norm=s.norm, attack_options=s.attack_options,
-                                    save_adv=save_adv, batch_size=s.batch_size, device=s.device, check=s.check)
+                                    save_adv=save_adv, batch_size=s.batch_size, device=s.device, check=s.check,
+                                    partial=partial)
     table_rows = [{"eps": "0 (clean)", "accuracy": metrics["clean_top1"]}]
     table_rows += [{"eps": name, "accuracy": r["robust_top1"]} for name, r in metrics["eps"].items()]
     table = Table.of(f"Robust accuracy under {s.attack} ({s.norm})", [("eps", "eps"), ("accuracy", "accuracy", "%")],
                      table_rows, f"Zero-shot accuracy of {metrics['n']} seeded test images (seed {s.seed}) on clean "
-                                 f"images and under the {s.attack} attack with {s.norm} radius eps (images in [0,1]).")
+                                 f"images and under the {s.attack} attack with {s.norm} radius eps (images in [0,1]); "
+                                 f"{metrics['n_skipped']} sampled images could not be read and are skipped.")
+    skipped = skipped_rows(data, sample_ids(len(data), s.n_samples, s.seed))
     return Record(kind="robust", metrics=metrics, samples=rows, tables=[table],
-                  seeds={"sample": s.seed, "attack": s.seed}, extra={"sample_ids": [r["index"] for r in rows]})
+                  seeds={"sample": s.seed, "attack": s.seed},
+                  extra={"sample_ids": [r["index"] for r in rows], "skipped_images": skipped})

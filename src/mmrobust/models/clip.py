@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -20,13 +21,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mmrobust.errors import ConfigError
+from mmrobust.errors import ConfigError, DataError, MMRobustError
 from mmrobust.models import checkpoint as ckpt
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(_CONFIG_DIR)
 log = logging.getLogger(__name__)
 TOKEN_CACHE_SIZE = 200_000
+# Bounds on what a model config may ask for, checked before open_clip allocates anything (the largest
+# stock open_clip configs: 56 layers, width 1792, 512 px, vocab 901,629, about 5e9 parameters).
+SIZE_LIMITS = {"layers": (1, 256), "width": (1, 16_384), "heads": (1, 256), "head_width": (1, 4_096),
+               "patch_size": (1, 1_024), "image_size": (1, 4_096), "context_length": (1, 4_096),
+               "vocab_size": (1, 2_000_000)}
+MAX_EMBED_DIM = 16_384
+MAX_MLP_RATIO = 32.0
+MAX_PATCHES = 65_536  # image tokens per image
+MAX_PARAMS = 10_000_000_000  # estimated parameters (40 GB in fp32)
+DIR_WEIGHTS = (ckpt.WEIGHTS_NAME, "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+               "open_clip_pytorch_model.pth")  # open_clip's own preferred names, in its order
 
 
 class _QuietRandomInit(logging.Filter):
@@ -65,8 +77,7 @@ class CLIPModel(nn.Module):
         self.preprocess_cfg = preprocess_cfg
         self.name = name
         self._token_cache: dict[str, torch.Tensor] = {}
-        mean = torch.tensor(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=torch.float32)
-        std = torch.tensor(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD), dtype=torch.float32)
+        mean, std = pixel_stats(preprocess_cfg, source=name)
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
@@ -124,10 +135,61 @@ class CLIPModel(nn.Module):
             self.model.logit_scale.clamp_(0, float(torch.log(torch.tensor(max_scale))))
 
 
+def _channel_values(value: Any, key: str, source: str) -> torch.Tensor:
+    """Three finite per-channel numbers (a single number is used for all three channels)."""
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    ok = len(vals) in (1, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+    if not ok or not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"preprocess_cfg {key} of {source} is {value!r}; it must be 3 finite numbers "
+                          "(one per RGB channel); fix open_clip_config.json")
+    return torch.tensor(vals * (3 // len(vals)), dtype=torch.float32)
+
+
+def pixel_stats(preprocess_cfg: dict, *, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) the model normalizes [0,1] images with; refuses a std that is not
+    positive (a std of 0 divides by zero and every logit becomes inf or NaN)."""
+    mean = _channel_values(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), "mean", source)
+    std = _channel_values(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD), "std", source)
+    if bool((std < 1e-3).any()):
+        raise ConfigError(f"preprocess_cfg std of {source} is {std.tolist()}; each channel's std must be at least "
+                          "1e-3 (0 divides by zero); fix open_clip_config.json (CLIP uses about 0.27)")
+    return mean, std
+
+
 def _attention_kernel(x: torch.Tensor) -> Any:
     """On CPU, the math attention kernel: on CLIP's short sequences (17 to 77 tokens) it is 10-15%
     faster per training step than the CPU flash kernel; other devices keep PyTorch's choice."""
     return sdpa_kernel(SDPBackend.MATH) if x.device.type == "cpu" else nullcontext()
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """An error text as one line (library messages can span several)."""
+    return " ".join(str(text).split())[:limit]
+
+
+def _read_dir_config(path: Path) -> dict:
+    """The model config of a model directory, checked to be an open_clip config (a JSON object
+    with a 'model_cfg' object and optional 'preprocess_cfg' object)."""
+    file = path / ckpt.CONFIG_NAME
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file} is not valid JSON ({_one_line(e, 80)}); write it with save_clip / mmrobust "
+                          "train, or fix it by hand") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
+        got = f"'model_cfg' is {type(data.get('model_cfg')).__name__}" if isinstance(data, dict) else \
+            f"the file holds a {type(data).__name__}"
+        raise ConfigError(f"{file} is not an open_clip config (needs a JSON object with a 'model_cfg' object; "
+                          f"{got}); write it with save_clip / mmrobust train")
+    if not isinstance(data.get("preprocess_cfg", {}), dict):
+        raise ConfigError(f"{file}: 'preprocess_cfg' must be a JSON object (mean, std, ...), not "
+                          f"{type(data['preprocess_cfg']).__name__}; fix or remove it")
+    return data["model_cfg"]
+
+
+def dir_weights(path: str | Path) -> Path | None:
+    """The weights file of a model directory (open_clip's preferred names, in its order), or None."""
+    return next((Path(path) / n for n in DIR_WEIGHTS if (Path(path) / n).is_file()), None)
 
 
 def _resolve_name(name: str) -> tuple[str, dict]:
@@ -145,15 +207,127 @@ def _resolve_name(name: str) -> tuple[str, dict]:
         if not ckpt.is_model_dir(path):
             raise ConfigError(f"{path} is not a model directory (no {ckpt.CONFIG_NAME}); "
                               "pass a directory written by mmrobust train / save_clip, or an open_clip model name")
-        try:
-            return f"local-dir:{path}", json.loads((path / ckpt.CONFIG_NAME).read_text())["model_cfg"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ConfigError(f"{path / ckpt.CONFIG_NAME} is not an open_clip config (needs 'model_cfg')") from e
+        return f"local-dir:{path}", _read_dir_config(path)
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ConfigError(f"unknown model {name!r}; use an open_clip name (e.g. ViT-B-32, see "
                           "open_clip.list_models()), 'hf-hub:org/repo', a local model directory, or 'mmrobust-tiny'")
     return name, cfg
+
+
+def _check_size(field: str, value: Any, source: str) -> None:
+    """An int inside ``SIZE_LIMITS`` (lists of ints for ResNet ``layers`` and (h, w) ``image_size``)."""
+    low, high = SIZE_LIMITS[field.split(".")[-1]]
+    listed = field.endswith((".layers", ".image_size")) and isinstance(value, (list, tuple))
+    vals = list(value) if listed else [value]
+    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in vals):
+        raise ConfigError(f"model config of {source}: {field} = {_one_line(repr(value), 60)} must be an integer "
+                          f"in [{low}, {high}]; fix the config (these bounds keep a broken one from allocating "
+                          "all memory)")
+
+
+def _tower(cfg: dict, key: str, source: str) -> dict:
+    """One tower's config, its sizes and MLP ratio checked."""
+    tower = cfg.get(key, {})
+    if not isinstance(tower, dict):
+        raise ConfigError(f"model config of {source}: {key} must be a JSON object, not {type(tower).__name__}")
+    for field, value in tower.items():
+        if field in SIZE_LIMITS and value is not None:
+            _check_size(f"{key}.{field}", value, source)
+    ratio = tower.get("mlp_ratio", 4.0)
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= MAX_MLP_RATIO:
+        raise ConfigError(f"model config of {source}: {key}.mlp_ratio = {ratio!r} must be in (0, {MAX_MLP_RATIO:g}]")
+    return tower
+
+
+def _image_hw(vision: dict) -> tuple[int, int]:
+    size = vision.get("image_size", 224)
+    return (size[0], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
+
+
+def _patch_grid(vision: dict) -> int:
+    """Image tokens per image (patches of a ViT tower; 0 for timm and ResNet towers)."""
+    patch = vision.get("patch_size", 16)
+    if not patch or "timm_model_name" in vision or isinstance(vision.get("layers"), (list, tuple)):
+        return 0
+    h, w = _image_hw(vision)
+    return (h // patch) * (w // patch)
+
+
+def estimate_params(cfg: dict) -> int:
+    """A rough parameter count of an open_clip config (transformer blocks, embeddings; ResNet towers
+    bounded from above); towers built by timm / Hugging Face are not counted."""
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    total = 0
+    if "timm_model_name" not in vision:
+        layers, width = vision.get("layers", 12), vision.get("width", 768)
+        block = (4 + 2 * vision.get("mlp_ratio", 4.0)) * width**2
+        if isinstance(layers, (list, tuple)):  # modified ResNet: widths grow to 32x the stem
+            total += sum(layers) * (32 * width) ** 2
+        else:
+            patch = vision.get("patch_size") or 16
+            total += layers * block + (_patch_grid(vision) + 1) * width + 3 * patch**2 * width
+    if "hf_model_name" not in text:
+        width = text.get("width", 512)
+        total += text.get("layers", 12) * (4 + 2 * text.get("mlp_ratio", 4.0)) * width**2
+        total += (text.get("vocab_size", 49408) + text.get("context_length", 77)) * width
+    return int(total)
+
+
+def check_model_cfg(cfg: Any, *, source: str) -> None:
+    """Refuse (ConfigError) a model config whose sizes are absurd or malformed (10^6 layers, width
+    10^7, patch size 0, 10^6 px images) before open_clip allocates it."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"model config of {source} must be a JSON object, not {type(cfg).__name__}")
+    dim = cfg.get("embed_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_EMBED_DIM:
+        raise ConfigError(f"model config of {source}: embed_dim = {_one_line(repr(dim), 40)} must be an integer "
+                          f"in [1, {MAX_EMBED_DIM}]")
+    vision = _tower(cfg, "vision_cfg", source)
+    _tower(cfg, "text_cfg", source)
+    patch = vision.get("patch_size", 16)
+    if patch is not None and "timm_model_name" not in vision and patch > min(_image_hw(vision)):
+        raise ConfigError(f"model config of {source}: vision_cfg.patch_size {patch} exceeds the image size "
+                          f"{vision.get('image_size', 224)}; fix the config")
+    if _patch_grid(vision) > MAX_PATCHES:
+        raise ConfigError(f"model config of {source}: {_patch_grid(vision):,} image patches exceed "
+                          f"{MAX_PATCHES:,}; use a larger patch_size or a smaller image_size")
+    n = estimate_params(cfg)
+    if n > MAX_PARAMS:
+        raise ConfigError(f"model config of {source} asks for about {n:.3g} parameters, more than the "
+                          f"{MAX_PARAMS:.0e} allowed; check layers/width/vocab_size in the config")
+
+
+def check_finite(model: nn.Module, *, source: str) -> None:
+    """Refuse a model with NaN or inf parameters: it would still run and report a chance-level accuracy."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise DataError(f"model {source} has non-finite (NaN/inf) weights in {len(bad)} tensor(s), e.g. {bad[0]}; "
+                        "the checkpoint is corrupt or training diverged: use an earlier checkpoint")
+
+
+def _build(ident: str, name: str, *, pretrained: str | None, seed: int | None) -> nn.Module:
+    """The open_clip module; a local directory's weights are loaded afterwards by :func:`_load_weights`."""
+    local = ident.startswith("local-dir:")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            with _quiet_random_init():
+                return open_clip.create_model(ident, pretrained=pretrained, device="cpu", load_weights=not local,
+                                              pretrained_text=not local)
+        except (RuntimeError, ValueError, OSError, TypeError, KeyError, ZeroDivisionError, AssertionError) as e:
+            fix = (f"fix {ckpt.CONFIG_NAME} in that directory" if local else
+                   "check the name/tag (open_clip.list_pretrained()) and that weights are reachable")
+            raise ConfigError(f"cannot build model {name!r} (pretrained={pretrained!r}): {_one_line(e)}; {fix}") from e
+
+
+def _load_weights(model: nn.Module, path: Path, *, what: str) -> None:
+    """Load a state dict strictly; errors (unreadable file, other architecture) as one line."""
+    try:
+        ckpt.load_into(model, ckpt.read_state_dict(path), source=f"{what} {path}")
+    except MMRobustError as e:
+        raise type(e)(_one_line(e, 400)) from e
 
 
 def create_clip(
@@ -164,20 +338,23 @@ def create_clip(
 
     ``checkpoint`` optionally loads a state dict on top (open_clip, OpenAI or CleanCLIP format; pickles are
     read with ``weights_only=True``). Random-init weights are seeded with ``seed`` via a local generator
-    scope (the global RNG state is restored afterwards).
+    scope (the global RNG state is restored afterwards). Refuses (one-line errors) configs with absurd sizes,
+    a model directory without weights (unless ``checkpoint`` gives them), weights that do not fit, a
+    preprocess std of 0, and NaN/inf weights.
     """
     ident, model_cfg = _resolve_name(str(name))
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        try:
-            with _quiet_random_init():
-                model = open_clip.create_model(ident, pretrained=pretrained, device="cpu")
-        except (RuntimeError, ValueError, OSError) as e:
-            raise ConfigError(f"cannot build model {name!r} (pretrained={pretrained!r}): {str(e)[:200]}; "
-                              "check the name/tag (open_clip.list_pretrained()) and that weights are reachable") from e
+    check_model_cfg(model_cfg, source=str(name))
+    local = Path(ident[len("local-dir:"):]) if ident.startswith("local-dir:") else None
+    weights = dir_weights(local) if local is not None else None
+    if local is not None and weights is None and checkpoint is None:
+        raise ConfigError(f"model directory {local} has a config but no weights ({ckpt.WEIGHTS_NAME}); it would run "
+                          "with random weights: copy the weights there or pass --checkpoint FILE")
+    model = _build(ident, str(name), pretrained=pretrained, seed=seed)
+    if weights is not None:
+        _load_weights(model, weights, what="weights")
     if checkpoint is not None:
-        ckpt.load_into(model, ckpt.read_state_dict(checkpoint), source=f"checkpoint {checkpoint}")
+        _load_weights(model, Path(checkpoint), what="checkpoint")
+    check_finite(model, source=str(name))
     preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     tokenizer = open_clip.get_tokenizer(ident)
     wrapper = CLIPModel(model, tokenizer, model_cfg=model_cfg, preprocess_cfg=preprocess_cfg, name=str(name))
