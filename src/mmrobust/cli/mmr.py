@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmrobust.cli.common import key_values
+from mmrobust.cli.common import key_values, non_negative_float, non_negative_int, number, positive_int, seed
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("mmr", help="MMR leading-question benchmark for multimodal LLMs",
@@ -34,22 +35,27 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="hub revision for --version (default: the pinned one)")
     p.add_argument("--hub-cache", help="download folder for --version (default: the HF cache)")
     p.add_argument("--image-root", help="image folder if not next to the question file")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let image paths in the question file be absolute or leave the image folder (../); "
+                        "refused by default, since the images are read and sent to the model")
     p.add_argument("--adapter", default="hf", help="hf | openai | scripted (default: hf)")
     p.add_argument("--model", required=True, help="HF id or folder (hf), served model name (openai), rule (scripted)")
     p.add_argument("--out", required=True, help="run directory for results_mmr.json, samples_mmr.jsonl, chart")
     p.add_argument("--cache", help="response cache JSONL (default: OUT/cache.jsonl); reuse it to resume")
     p.add_argument("--prompt", default="official", help="prompt variant: official | normalized | plain | letter-only")
     p.add_argument("--parser", default="official", help="answer parser: official | strict | lenient")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--limit", type=int, help="only the first N pairs (by id), for smoke runs")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (and scripted replies)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0,
+                   help="nucleus sampling mass in (0, 1] (default 1: off; used only when temperature > 0)")
+    p.add_argument("--limit", type=positive_int, help="only the first N pairs (by id), for smoke runs")
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (and scripted replies)")
     p.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
                    help="adapter option, repeatable, checked against the adapter's signature: hf takes device, "
                         "dtype, batch_size, revision, trust_remote_code, attn_implementation; openai takes "
-                        "base_url, api_key_env, concurrency, timeout_s, max_retries, backoff_s, max_backoff_s, "
-                        "extra_body; scripted takes seed")
+                        "base_url, api_key_env, concurrency, timeout_s (total deadline per attempt), max_retries, "
+                        "backoff_s, max_backoff_s, max_body_bytes, extra_body; scripted takes seed")
     p.set_defaults(mmr_action=_run)
 
 
@@ -58,17 +64,17 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("responses", help="samples_mmr.jsonl of a run (or a reference-format answer JSONL)")
     p.add_argument("--parser", default="official", help="official | strict | lenient")
     p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>)")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (0: none)")
+    p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(mmr_action=_score)
 
 
 def _add_make_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-data", help="write the offline synthetic MMR set (questions.json + images/)")
     p.add_argument("--out", required=True)
-    p.add_argument("--pairs-per-category", type=int, default=6)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs-per-category", type=positive_int, default=6)
+    p.add_argument("--image-size", type=positive_int, default=64)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--quirks", action="store_true", help="reproduce the real files' quirks (for testing loaders)")
     p.set_defaults(mmr_action=_make_data)
 
@@ -76,8 +82,8 @@ def _add_make_data(sub: argparse._SubParsersAction) -> None:
 def _add_make_tiny(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-tiny-llava", help="save a tiny random LLaVA (loads with AutoModelForImageTextToText)")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--image-size", type=positive_int, default=32)
     p.add_argument("--data", help="MMR question file/folder whose words join the vocabulary")
     p.set_defaults(mmr_action=_make_tiny)
 
@@ -96,10 +102,10 @@ def _run(args: argparse.Namespace) -> int:
     from mmrobust.pipelines.mmr import MMRJob, MMRSource, run_mmr_job
 
     source = MMRSource(data=args.data, version=args.version, revision=args.revision, hub_cache=args.hub_cache,
-                       image_root=args.image_root, limit=args.limit)
+                       image_root=args.image_root, limit=args.limit, allow_outside=args.allow_outside_paths)
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     settings = RunSettings(prompt=args.prompt, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
-                           cache=args.cache,
-                           params=GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature))
+                           cache=args.cache, params=params)
     job = MMRJob(source=source, adapter=args.adapter, model=args.model, out_dir=args.out, settings=settings,
                  adapter_options=key_values(args.adapter_arg))
     record = run_mmr_job(job, progress=_progress, log=lambda m: print(m, file=sys.stderr))

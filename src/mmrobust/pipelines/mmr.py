@@ -11,7 +11,8 @@ from mmrobust.errors import ConfigError
 @dataclass(frozen=True)
 class MMRSource:
     """Where the questions come from: a local file or folder (``data``), or a published ``version``
-    from the Hugging Face hub (``v1``, ``mmvu``) at ``revision``; ``limit`` keeps the first N pairs."""
+    from the Hugging Face hub (``v1``, ``mmvu``) at ``revision``; ``limit`` keeps the first N pairs;
+    ``allow_outside`` lets image paths leave the image folder (refused by default)."""
 
     data: str | None = None
     version: str | None = None
@@ -19,18 +20,20 @@ class MMRSource:
     hub_cache: str | None = None
     image_root: str | None = None
     limit: int | None = None
+    allow_outside: bool = False  # image paths outside the image root (absolute, ../): refused unless True
 
     def load(self) -> Any:
         from mmrobust.eval.mmr import load_hub_version, load_mmr
 
         if (self.data is None) == (self.version is None):
             raise ConfigError("give exactly one of --data (a local question file) or --version (v1, mmvu)")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError(f"--limit must be positive, got {self.limit}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
+                                       or self.limit <= 0):
+            raise ConfigError(f"--limit must be a positive integer, got {self.limit!r}")
         if self.version:
             data = load_hub_version(self.version, revision=self.revision, cache_dir=self.hub_cache)
         else:
-            data = load_mmr(self.data, image_root=self.image_root)
+            data = load_mmr(self.data, image_root=self.image_root, allow_outside=self.allow_outside)
         return data.select(self.limit)
 
 

@@ -3,7 +3,10 @@ answer the moment it arrives (an interrupted run resumes without repeating a cal
 with a registered parser, score, and return one results record.
 
 Errors are recorded per question and retried on the next run; they are never turned into answers.
-:func:`rescore` re-scores saved per-sample rows under any parser without calling a model.
+A question whose image is not a readable regular file is an error row and is never sent. Errors
+and replies are redacted (the adapter's ``secrets()`` plus anything shaped like a credential)
+before they reach the cache or the rows. :func:`rescore` re-scores saved per-sample rows under
+any parser without calling a model.
 """
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.mllm.cache import ResponseCache, cache_key, file_sha256
 from mmrobust.eval.mllm.task import MLLMTask, Question
-from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest
+from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, check_int, secrets_of
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record
+from mmrobust.safety import redact
 
 Progress = Callable[[int, int], None]
 STATUSES = ("correct", "wrong", "unparseable", "error")
@@ -33,15 +38,46 @@ class HarnessSettings:
     seed: int = 0
     cache: str | None = None
 
+    def __post_init__(self) -> None:
+        check_run_settings(params=self.params, n_boot=self.n_boot, seed=self.seed)
 
-def _keys(questions: Sequence[Question], model_id: dict, pdict: dict) -> tuple[list[str], dict[str, str]]:
-    """The cache key of every question (+ image hashes, computed once per file)."""
+
+def check_run_settings(*, params: Any, n_boot: Any, seed: Any) -> None:
+    """One-line ConfigErrors for settings no run can use (shared by every task's settings)."""
+    if not isinstance(params, GenerationParams):
+        raise ConfigError(f"params must be a GenerationParams, got {type(params).__name__}")
+    check_int("n_boot (--bootstrap)", n_boot, low=0, fix="0 turns confidence intervals off")
+    check_int("seed", seed, low=0)
+    if seed > 2**63 - 1:
+        raise ConfigError(f"seed {seed} is beyond 2**63 - 1; use a smaller integer")
+
+
+def _image_sha(path: str) -> tuple[str | None, str | None]:
+    """(sha256, None) for a readable regular file, else (None, why): never opens a pipe."""
+    try:
+        return file_sha256(path), None
+    except DataError as e:
+        return None, f"image not sent: {e}"
+    except OSError as e:
+        return None, f"image not sent: cannot read {path} ({e.strerror or e})"
+
+
+def _keys(questions: Sequence[Question], model_id: dict, pdict: dict
+          ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The cache key of every question, image hashes (once per file), and why unusable images fail."""
     shas: dict[str, str] = {}
+    bad: dict[str, str] = {}  # image -> error
     keys = []
     for q in questions:
-        sha = shas.setdefault(q.image, file_sha256(q.image))
+        if q.image not in shas and q.image not in bad:
+            sha, problem = _image_sha(q.image)
+            if sha is not None:
+                shas[q.image] = sha
+            else:
+                bad[q.image] = problem or "image not sent"
+        sha = shas.get(q.image, f"unreadable:{q.image}")
         keys.append(cache_key(model=model_id, prompt=q.prompt, params=pdict, image_sha256=sha))
-    return keys, shas
+    return keys, shas, bad
 
 
 def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: ResponseCache,
@@ -49,28 +85,29 @@ def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: Re
                       ) -> tuple[list[dict], dict[str, int]]:
     """One row per question with ``response`` or ``error``; plus call statistics."""
     model_id, pdict = adapter.identity(), params.as_dict()
-    keys, shas = _keys(questions, model_id, pdict)
+    keys, shas, bad = _keys(questions, model_id, pdict)
+    errors = {k: bad[q.image] for q, k in zip(questions, keys) if q.image in bad}
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
-        if k not in cache:
+        if k not in cache and k not in errors:
             first.setdefault(k, i)  # identical requests share one call
     todo = sorted(first.values())
     reqs = [GenRequest(questions[i].uid, questions[i].prompt, questions[i].image, dict(questions[i].meta))
             for i in todo]
-    errors: dict[str, str] = {}
+    secrets = secrets_of(adapter)
     with closing(adapter.generate(reqs, params)) as results:
         for done, (j, res) in enumerate(results, start=1):
             i, q = todo[j], questions[todo[j]]
-            if res.ok:  # cached the moment it arrives: a kill loses only the calls in flight
+            if res.ok and isinstance(res.text, str):  # cached on arrival: a kill loses only calls in flight
                 cache.put(keys[i], {"model": model_id, "params": pdict, "prompt": q.prompt,
-                                    "image_sha256": shas[q.image], "uid": q.uid, "response": res.text,
+                                    "image_sha256": shas[q.image], "uid": q.uid, "response": redact(res.text, secrets),
                                     "attempts": res.attempts, "latency_s": round(res.latency_s, 4)})
             else:
-                errors[keys[i]] = res.error or "unknown error"
+                errors[keys[i]] = redact(res.error or f"reply is not text ({type(res.text).__name__})", secrets)
             if progress is not None:
                 progress(done, len(todo))
     rows = [_row(q, k, cache, errors) for q, k in zip(questions, keys)]
-    stats = {"n_requests": len(questions), "n_cached_before": sum(1 for k in keys if k not in first),
+    stats = {"n_requests": len(questions), "n_cached_before": sum(1 for k in keys if k in cache and k not in first),
              "n_new_calls": len(todo), "n_errors": sum(r["error"] is not None for r in rows)}
     return rows, stats
 
@@ -78,8 +115,8 @@ def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: Re
 def _row(q: Question, key: str, cache: ResponseCache, errors: dict[str, str]) -> dict:
     hit = cache.get(key)
     return {"uid": q.uid, **q.columns, "ground_truth": q.ground_truth, "options": dict(q.options), "group": q.group,
-            "image": q.image, "cache_key": key, "response": hit["response"] if hit else None,
-            "error": None if hit else errors.get(key, "not answered (interrupted?)")}
+            "image": q.image, "cache_key": key, "response": redact(hit["response"]) if hit else None,
+            "error": None if hit else redact(errors.get(key, "not answered (interrupted?)"))}
 
 
 def parse_rows(rows: Iterable[Mapping[str, Any]], parser: str, task: MLLMTask | None = None) -> list[dict]:
@@ -91,9 +128,9 @@ def parse_rows(rows: Iterable[Mapping[str, Any]], parser: str, task: MLLMTask | 
     out = []
     for row in rows:
         r = dict(row)
-        if r.get("error") or r.get("response") is None:
+        if r.get("error") or not isinstance(r.get("response"), str):
             r["pred"], r["status"] = None, "error"
-            r.setdefault("error", "no response")
+            r["error"] = redact(str(r.get("error") or "no response"))
         else:
             r["pred"] = task.parse(str(r["response"]), r, parser)
             r["status"] = ("unparseable" if r["pred"] is None

@@ -20,12 +20,14 @@ from mmrobust.eval.mmr.pairing import Pair, pair_by_id
 from mmrobust.eval.mmr.prompts import PROMPTS, build_prompt, get_prompt
 from mmrobust.eval.mmr.report import format_table, mmr_tables, plot_categories
 from mmrobust.eval.mmr.scoring import compute_metrics, parse_records
-from mmrobust.eval.mmr.task import MMRTask, RunSettings, evaluate_mmr, load_response_rows, run_mmr, score_responses
+from mmrobust.eval.mmr.task import (
+    MMRTask, RunSettings, evaluate_mmr, load_response_rows, read_response_file, run_mmr, score_responses,
+)
 
 __all__ = [
     "CATEGORIES", "LEVELS", "PROMPTS", "VERSIONS", "MMRDataset", "MMRItem", "MMRTask", "Pair", "ParsedOptions",
     "ResponseCache", "RunSettings", "build_prompt", "cache_key", "compute_metrics", "evaluate_mmr", "format_table",
     "get_parser", "get_prompt", "load_hub_version", "load_mmr", "load_response_rows",
     "mmr_tables", "pair_by_id", "parse_lenient", "parse_official", "parse_options", "parse_records", "parse_strict",
-    "plot_categories", "run_mmr", "score_responses",
+    "plot_categories", "read_response_file", "run_mmr", "score_responses",
 ]

@@ -7,7 +7,10 @@ folder), ``question`` (options embedded as ``"A. ...\\nB. ..."``), ``ground_trut
 Incorrectly: A Multimodal Robustness Benchmark for Evaluating MLLMs on Leading Questions".
 
 Nothing here crashes on a bad row: it becomes an anomaly in ``MMRDataset.anomalies`` (reported in
-``results.json``) and the affected question or pair is left out, with the reason.
+``results.json``) and the affected question or pair is left out, with the reason. Image paths stay
+inside the image root: an absolute path or one that climbs out (``../``, a symlink) is refused
+(anomaly ``image_outside_root``) unless ``allow_outside=True``, and only regular files are used
+(a named pipe would block the run forever: anomaly ``image_not_file``).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any, Iterable
 from mmrobust.eval.mllm.options import LETTERS, parse_options
 from mmrobust.eval.mmr.pairing import Pair, pair_by_id
 from mmrobust.errors import DataError
+from mmrobust.safety import ensure_regular_file, resolve_inside
 
 LEVELS = ("character", "attribute", "context")
 CATEGORIES = (
@@ -81,23 +85,25 @@ class MMRDataset:
 
 def load_mmr(
     path: str | Path, *, image_root: str | Path | None = None, check_images: bool = True,
-    expected_pairs: int | None = None, source: dict[str, Any] | None = None,
+    expected_pairs: int | None = None, source: dict[str, Any] | None = None, allow_outside: bool = False,
 ) -> MMRDataset:
     """Load MMR questions from a JSON/JSONL file, or a directory holding exactly one such file.
 
     Images resolve against ``image_root`` (default: the file's directory, also trying its
-    ``images/`` and single sub-folders, which is how the published zip unpacks).
+    ``images/`` and single sub-folders, which is how the published zip unpacks). Image paths
+    outside that root are refused (an anomaly each) unless ``allow_outside``.
     """
     qfile = _find_question_file(Path(path))
     rows = _read_rows(qfile)
     root = Path(image_root) if image_root is not None else qfile.parent
-    items, anomalies, quirks = _build_items(rows, root, check_images)
+    resolver = _ImageResolver(root, allow_outside=allow_outside)
+    items, anomalies, quirks = _build_items(rows, resolver, check_images)
     pairs, pair_anomalies = pair_by_id(items, id_of=lambda i: i.id, type_of=lambda i: i.question_type)
     anomalies += pair_anomalies
     if expected_pairs is not None and len(pairs) != expected_pairs:
         anomalies.append({"kind": "pair_count", "id": None,
                           "detail": f"{len(pairs)} valid pairs, the published version has {expected_pairs}"})
-    info = {"kind": "local", "questions_file": str(qfile), "image_root": str(root),
+    info = {"kind": "local", "questions_file": str(qfile), "image_root": str(root), "allow_outside": allow_outside,
             "questions_sha256": _sha256(qfile), "n_rows": len(rows), "n_items": len(items), "n_pairs": len(pairs)}
     return MMRDataset(tuple(items), tuple(pairs), tuple(anomalies), dict(sorted(quirks.items())),
                       {**info, **(source or {})})
@@ -108,6 +114,8 @@ def _find_question_file(path: Path) -> Path:
         return path
     if not path.exists():
         raise DataError(f"MMR data {path} does not exist; pass a question JSON file or the folder holding it")
+    if not path.is_dir():
+        ensure_regular_file(path, "MMR question file")  # a named pipe or a device: refused, not opened
     preferred = [path / "MMR-benchmark.json", path / "questions.json"]
     for p in preferred:
         if p.is_file():
@@ -119,13 +127,18 @@ def _find_question_file(path: Path) -> Path:
 
 
 def _read_rows(qfile: Path) -> list[Any]:
-    text = qfile.read_text(encoding="utf-8-sig")
+    ensure_regular_file(qfile, "MMR question file")  # a named pipe would block forever
+    try:
+        text = qfile.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{qfile} is not UTF-8 text ({e.reason} at byte {e.start}); re-download it") from None
     try:
         if qfile.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{qfile} is not valid JSON ({e}); re-download it or fix the file") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise DataError(f"{qfile} is not valid JSON ({type(e).__name__}: {e}); re-download it or fix the "
+                        "file") from None
     if isinstance(data, dict):  # {"data": [...]} or {id: item}
         data = data.get("data", data.get("questions", list(data.values())))
     if not isinstance(data, list):
@@ -133,12 +146,12 @@ def _read_rows(qfile: Path) -> list[Any]:
     return data
 
 
-def _build_items(rows: list[Any], root: Path, check_images: bool) -> tuple[list[MMRItem], list[dict], Counter]:
+def _build_items(rows: list[Any], images: "_ImageResolver", check_images: bool
+                 ) -> tuple[list[MMRItem], list[dict], Counter]:
     items: list[MMRItem] = []
     anomalies: list[dict] = []
     quirks: Counter = Counter()
     seen: Counter = Counter()
-    images = _ImageResolver(root)
     for index, row in enumerate(rows):
         item, problem = _build_item(row, index, images, check_images, quirks)
         if problem is not None:
@@ -173,13 +186,15 @@ def _build_item(
         quirks["ground_truth_format"] += 1
     parsed = parse_options(str(got["question"]))
     quirks.update(parsed.quirks)
-    image = images.resolve(str(got["image"]) if got["image"] else None, qid)
+    image, refusal = images.resolve(str(got["image"]) if got["image"] else None, qid)
+    if refusal is not None:  # outside the root or not a regular file: refused even without check_images
+        return None, _anomaly(refusal[0], qid, index, refusal[1])
     if check_images and image is None:
         return None, _anomaly("image_missing", qid, index, f"no image for {qid} ({got['image']!r}) under {images.root}")
     level, _, rest = qid.partition("/")
     category = f"{level}/{rest.split('/')[0]}" if rest else "unknown"
     item = MMRItem(uid="", id=qid, question_type=qtype, question=str(got["question"]), ground_truth=gt,
-                   image=str(image or got["image"] or ""), options=parsed.options, stem=parsed.stem,
+                   image=str(image or ""), options=parsed.options, stem=parsed.stem,
                    category=category, level=level if rest else "unknown", index=index)
     if parsed.options and gt not in parsed.letters:
         return item, _anomaly("ground_truth_not_in_options", qid, index,
@@ -193,23 +208,47 @@ def _anomaly(kind: str, qid: Any, index: int, detail: str) -> dict:
     return {"kind": kind, "id": qid, "index": index, "detail": detail}
 
 
-class _ImageResolver:
-    """Find an image under root, root/images, or any first-level sub-folder (zip layouts vary)."""
+Refusal = tuple[str, str]  # (anomaly kind, detail)
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+
+class _ImageResolver:
+    """Find an image under root, root/images, or any first-level sub-folder (zip layouts vary),
+    never outside root unless ``allow_outside``, and only a regular file."""
+
+    def __init__(self, root: Path, *, allow_outside: bool = False) -> None:
+        self.root, self.allow_outside = root, allow_outside
         subdirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         self.bases = [root, root / "images", *subdirs]
 
-    def resolve(self, rel: str | None, qid: str) -> Path | None:
-        names = [rel.strip()] if rel else [f"{qid}{ext}" for ext in (".jpg", ".png", ".jpeg")]
+    def resolve(self, rel: str | None, qid: str) -> tuple[Path | None, Refusal | None]:
+        """(path, None) when found; (None, None) when missing; (None, refusal) when every candidate
+        that points anywhere is outside the root or not a regular file."""
+        names = [rel.strip()] if rel and rel.strip() else [f"{qid}{ext}" for ext in (".jpg", ".png", ".jpeg")]
+        refusal: Refusal | None = None
         for name in names:
-            p = Path(name)
-            if p.is_absolute() and p.is_file():
-                return p
-            for base in self.bases:
-                if (base / p).is_file():
-                    return base / p
+            for candidate in dict.fromkeys(base / name for base in self.bases):  # absolute: one candidate
+                problem = self._check(candidate, name)
+                if problem is None:
+                    return candidate, None
+                if problem[0] != "image_missing":
+                    refusal = refusal or problem
+        return None, refusal
+
+    def _check(self, candidate: Path, name: str) -> Refusal | None:
+        """None if ``candidate`` is a usable image file, else why not."""
+        try:
+            resolve_inside(self.root, candidate.absolute(), allow_outside=self.allow_outside, what="image path")
+            if not candidate.exists():
+                return ("image_missing", str(candidate))
+        except DataError:
+            return ("image_outside_root", f"image path {name!r} points outside the image root {self.root}; keep "
+                    "images under it or pass --allow-outside-paths (allow_outside=True)")
+        except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte in the name
+            return ("image_missing", f"{candidate}: {e}")
+        try:
+            ensure_regular_file(candidate, "image")
+        except DataError as e:
+            return ("image_not_file", str(e))
         return None
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from mmrobust.errors import DataError
 from mmrobust.eval.contract import evaluation
-from mmrobust.eval.mllm.harness import HarnessSettings, Progress, rescore, run_task
-from mmrobust.eval.mllm.options import parse_options
+from mmrobust.eval.mllm.harness import HarnessSettings, Progress, check_run_settings, rescore, run_task
+from mmrobust.eval.mllm.options import LETTERS, parse_options
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.eval.mmr.dataset import MMRDataset
 from mmrobust.eval.mmr.prompts import build_prompt, get_prompt
@@ -26,6 +26,7 @@ from mmrobust.eval.mmr.scoring import compute_metrics
 from mmrobust.models.mllm.base import MLLM, GenerationParams
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record, write_record
+from mmrobust.safety import ensure_regular_file, redact
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class RunSettings:
     n_boot: int = 1000
     seed: int = 0
     cache: str | None = None
+
+    def __post_init__(self) -> None:
+        check_run_settings(params=self.params, n_boot=self.n_boot, seed=self.seed)
+        get_prompt(self.prompt)
 
     def harness(self) -> HarnessSettings:
         return HarnessSettings(parser=self.parser, params=self.params, n_boot=self.n_boot, seed=self.seed,
@@ -109,45 +114,99 @@ def run_mmr(dataset: MMRDataset, adapter: MLLM, *, out_dir: str | Path, settings
 
 def score_responses(path: str | Path, *, out_dir: str | Path, parser: str = "official", n_boot: int = 1000,
                     seed: int = 0) -> dict[str, Any]:
-    """Re-score a saved response file offline under ``parser``; writes a fresh record to ``out_dir``."""
+    """Re-score a saved response file offline under ``parser``; writes a fresh record to ``out_dir``.
+    Rows the file cannot support (ground truth outside A-D...) are left out and listed in ``anomalies``."""
     PARSERS.get(parser)
-    rows = load_response_rows(path)
+    check_run_settings(params=GenerationParams(), n_boot=n_boot, seed=seed)
+    rows, anomalies = read_response_file(path)
     record = rescore(MMRTask(), rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed,
                      config={"rescored_from": str(path), "parser": parser})
+    record.extra["anomalies"] = anomalies
     return write_record(out_dir, record)
 
 
 def load_response_rows(path: str | Path) -> list[dict]:
     """Rows from a saved per-item file: ours (``samples_mmr.jsonl``) or the reference answer JSONL
-    (``question_id``, ``text``, ``groundtruth``, ``question_type``, ``prompt``)."""
+    (``question_id``, ``text``, ``groundtruth``, ``question_type``, ``prompt``); rows with an anomaly
+    are left out (see :func:`read_response_file` for the list)."""
+    return read_response_file(path)[0]
+
+
+def read_response_file(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """(rows, anomalies) of a saved per-item file. A line that is not a JSON object, or lacks
+    id / ground truth / question type, is a one-line DataError naming the file and line; a ground
+    truth outside A-D or a question type other than POS/NEG is an anomaly and the row is left out."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"response file {p} not found; pass the samples_mmr.jsonl of a run")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = ensure_regular_file(p, "response file").read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"response file {p} is not UTF-8 text ({e.reason} at byte {e.start}); pass a JSONL "
+                        "file") from None
+    rows, anomalies = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{n} is not JSON ({e}); fix or drop that line") from e
-        rows.append(_normalize_row(raw, p, n))
-    return rows
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise DataError(f"{p}:{n} is not JSON ({type(e).__name__}: {e}); fix or drop that line") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{p}:{n} is a JSON {type(raw).__name__}, not an object; is this an MMR response file?")
+        row, problem = _normalize_row(raw, p, n)
+        if problem is not None:
+            anomalies.append(problem)
+        if row is not None:
+            rows.append(row)
+    return rows, anomalies
 
 
-def _normalize_row(raw: dict, path: Path, n: int) -> dict:
+_TYPES = {"POS": "POS", "NEG": "NEG", "POSITIVE": "POS", "NEGATIVE": "NEG"}
+
+
+def _normalize_row(raw: dict, path: Path, n: int) -> tuple[dict | None, dict | None]:
+    """One saved row in our column names, or (None, anomaly) when it cannot be scored."""
     qid = raw.get("id", raw.get("question_id"))
     gt = raw.get("ground_truth", raw.get("groundtruth"))
     qtype = raw.get("question_type")
     if qid is None or gt is None or qtype is None:
         raise DataError(f"{path}:{n} lacks id/ground_truth/question_type; is this an MMR response file?")
-    level, _, rest = str(qid).partition("/")
-    options = raw.get("options")
-    if options is None and raw.get("prompt"):
-        options = parse_options(str(raw["prompt"]).split("\nAnswer with")[0]).as_dict()
+    qid, letter = str(qid), str(gt).strip().strip("().").strip().upper()
+    kind = _TYPES.get(str(qtype).strip().upper())
+    if letter not in LETTERS:
+        return None, _line_anomaly("bad_ground_truth", qid, path, n, f"ground truth {gt!r} is not A-D")
+    if kind is None:
+        return None, _line_anomaly("bad_question_type", qid, path, n, f"question_type {qtype!r} is not POS/NEG")
+    level, _, rest = qid.partition("/")
+    response, error = _response_of(raw)
+    return {"uid": str(raw.get("uid", f"{qid}|{kind}")), "id": qid, "question_type": kind,
+            "category": str(raw.get("category", f"{level}/{rest.split('/')[0]}" if rest else "unknown")),
+            "level": str(raw.get("level", level if rest else "unknown")),
+            "ground_truth": letter, "options": _options_of(raw), "response": response, "error": error}, None
+
+
+def _line_anomaly(kind: str, qid: str, path: Path, n: int, detail: str) -> dict:
+    return {"kind": kind, "id": qid, "line": n, "detail": f"{path}:{n}: {detail}; row left out"}
+
+
+def _response_of(raw: dict) -> tuple[str | None, str | None]:
+    """(reply text, error): a saved error stays an error; a reply that is not text is one too."""
     response = raw.get("response", raw.get("text"))
-    return {"uid": raw.get("uid", f"{qid}|{qtype}"), "id": str(qid), "question_type": str(qtype).strip().upper(),
-            "category": raw.get("category", f"{level}/{rest.split('/')[0]}" if rest else "unknown"),
-            "level": raw.get("level", level if rest else "unknown"),
-            "ground_truth": str(gt).strip().strip("().").upper(), "options": options or {},
-            "response": response, "error": raw.get("error") or (None if response is not None else "no response")}
+    if raw.get("error"):
+        return (response if isinstance(response, str) else None), redact(str(raw["error"]))
+    if response is None:
+        return None, "no response"
+    if not isinstance(response, str):
+        return None, f"saved reply is a JSON {type(response).__name__}, not text"
+    return response, None
+
+
+def _options_of(raw: dict) -> dict[str, str]:
+    """Lettered options from the row (ours) or parsed from its prompt (the reference format)."""
+    options = raw.get("options")
+    if isinstance(options, dict):
+        return {str(k): str(v) for k, v in options.items()}
+    if isinstance(raw.get("prompt"), str):
+        return parse_options(raw["prompt"].split("\nAnswer with")[0]).as_dict()
+    return {}

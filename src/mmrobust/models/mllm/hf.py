@@ -14,8 +14,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from mmrobust.errors import ConfigError
-from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult, check_int
+from mmrobust.safety import ensure_regular_file
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -34,11 +35,11 @@ class HFAdapter:
 
         if dtype not in _DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
+        self.batch_size = check_int("batch_size", batch_size, low=1, fix="e.g. batch_size=8")
         self._torch = torch
         self.model_id, self.revision = model, revision
         self.device = _pick_device(torch, device)
         self.dtype = _pick_dtype(torch, dtype, self.device)
-        self.batch_size = max(1, int(batch_size))
         kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
         try:
             self.processor = AutoProcessor.from_pretrained(model, **kw)
@@ -63,31 +64,34 @@ class HFAdapter:
         return ident
 
     def generate(self, requests: Sequence[GenRequest], params: GenerationParams) -> Iterator[tuple[int, GenResult]]:
+        tried_model = False  # has any request with a readable image reached the model yet?
         for start in range(0, len(requests), self.batch_size):
             idx = list(range(start, min(start + self.batch_size, len(requests))))
+            images = {i: _load_image(requests[i].image_path) for i in idx}  # bad images: per-item errors
+            ok = [i for i in idx if not isinstance(images[i], GenResult)]
+            results = {i: images[i] for i in idx if i not in ok}
             try:
-                texts = self._run([requests[i] for i in idx], params)
-                results = [GenResult(text=t) for t in texts]
+                texts = self._run([requests[i] for i in ok], [images[i] for i in ok], params) if ok else []
+                results.update({i: GenResult(text=t) for i, t in zip(ok, texts)})
             except Exception as batch_error:  # e.g. OOM on a big batch: retry one by one
-                results = [self._single(requests[i], params) for i in idx]
-                if start == 0 and all(not r.ok for r in results):
-                    raise batch_error  # nothing works: a setup problem, not a per-item one
-            yield from zip(idx, results)
+                results.update({i: self._single(requests[i], images[i], params) for i in ok})
+                if not tried_model and all(not results[i].ok for i in ok):  # nothing works: setup, not items
+                    raise ConfigError(f"the model failed on every request of its first batch "
+                                      f"({type(batch_error).__name__}: {batch_error}); check the model, "
+                                      "processor and device") from batch_error
+            tried_model = tried_model or bool(ok)
+            yield from ((i, results[i]) for i in idx)
 
-    def _single(self, req: GenRequest, params: GenerationParams) -> GenResult:
+    def _single(self, req: GenRequest, image: Any, params: GenerationParams) -> GenResult:
         try:
-            return GenResult(text=self._run([req], params)[0])
+            return GenResult(text=self._run([req], [image], params)[0])
         except Exception as e:  # recorded per item, never turned into an answer
             return GenResult(error=f"{type(e).__name__}: {e}")
 
-    def _run(self, reqs: Sequence[GenRequest], params: GenerationParams) -> list[str]:
-        from PIL import Image
-
+    def _run(self, reqs: Sequence[GenRequest], images: list[Any], params: GenerationParams) -> list[str]:
         torch = self._torch
-        images, prompts = [], []
+        prompts = []
         for r in reqs:
-            with Image.open(r.image_path) as im:
-                images.append(im.convert("RGB"))
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r.prompt}]}]
             prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
@@ -100,6 +104,19 @@ class HFAdapter:
             out = self.model.generate(**inputs, **gen)
         new = out[:, inputs["input_ids"].shape[1]:]  # (B, new tokens)
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def _load_image(path: str) -> Any:
+    """The RGB image at ``path``, or a GenResult error (missing, a pipe or folder, not an image)."""
+    from PIL import Image
+
+    try:
+        with Image.open(ensure_regular_file(path, "image")) as im:
+            return im.convert("RGB")
+    except DataError as e:
+        return GenResult(error=str(e))
+    except Exception as e:  # PIL raises several types for a broken file
+        return GenResult(error=f"cannot read image {path} ({type(e).__name__}: {e})")
 
 
 def _folder_fingerprint(folder: Path, head_bytes: int = 1 << 20) -> str:

@@ -1,10 +1,14 @@
 """Any OpenAI-compatible chat-completions server (vLLM, Ollama, SGLang, hosted APIs).
 
-Images go inline as base64 data URLs; requests run on a bounded thread pool; each has a timeout
-and is retried with exponential backoff (deterministic jitter, ``Retry-After`` honoured) on
-timeouts, connection errors, HTTP 408/409/429/5xx and malformed replies. Other 4xx fail at once.
+Images go inline as base64 data URLs; requests run on a bounded pool of daemon threads; each
+attempt has a total deadline (``timeout_s``: connect, headers and body together, so a server that
+trickles bytes cannot hold a request) and is retried with exponential backoff (deterministic
+jitter, ``Retry-After`` honoured) on timeouts, connection errors, HTTP 408/409/429/5xx and
+malformed replies. Other 4xx fail at once. Replies larger than ``max_body_bytes`` are refused.
 The API key is read from an environment variable (default ``OPENAI_API_KEY``), sent only as a
-bearer header and never recorded.
+bearer header, and redacted from every error message (servers echo headers in error bodies).
+Closing the result iterator (Ctrl-C in the caller) cancels queued requests and cuts the ones in
+flight at once; the worker threads never keep the process alive.
 
 Example (a local vLLM server)::
 
@@ -14,18 +18,26 @@ Example (a local vLLM server)::
 from __future__ import annotations
 
 import base64
+import functools
+import json
+import math
 import os
+import queue
 import random
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
-from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult, check_int, check_number
+from mmrobust.safety import ensure_regular_file, redact
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
+_ERROR_CHARS = 300  # how much of a server's error body an error message keeps
+_CURRENT = threading.local()  # the watchdog of the attempt running on this thread
 
 
 class _Retryable(Exception):
@@ -36,28 +48,36 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _Fatal(Exception):
+    """A failure that another try will not fix (bad request, auth, unknown model, unreadable image)."""
+
+
 class OpenAIAdapter:
-    """Chat-completions client with bounded concurrency, timeouts and retries."""
+    """Chat-completions client with bounded concurrency, per-attempt deadlines and retries."""
 
     name = "openai"
 
     def __init__(
         self, *, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0, extra_body: dict[str, Any] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        max_backoff_s: float = 30.0, extra_body: dict[str, Any] | None = None, max_body_bytes: int = 8 << 20,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         import requests  # heavy-ish, only when this adapter is used
 
         self._requests = requests
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _check_url(base_url)
         self.api_key_env = api_key_env
-        self.concurrency = max(1, int(concurrency))
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.concurrency = check_int("concurrency", concurrency, low=1, fix="e.g. concurrency=8")
+        self.timeout_s = check_number("timeout_s", timeout_s, low=0, low_open=True, fix="e.g. timeout_s=60")
+        self.max_retries = check_int("max_retries", max_retries, low=0, fix="0 sends each request once")
+        self.backoff_s = check_number("backoff_s", backoff_s, low=0)
+        self.max_backoff_s = check_number("max_backoff_s", max_backoff_s, low=0)
+        self.max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1024)
+        if extra_body is not None and not isinstance(extra_body, Mapping):
+            raise ConfigError(f"extra_body must be a JSON object, got {type(extra_body).__name__}; "
+                              'e.g. extra_body=\'{"seed": 0}\'')
         self.extra_body = dict(extra_body or {})
         self._sleep = sleep
         self._local = threading.local()
@@ -68,39 +88,76 @@ class OpenAIAdapter:
         return {"adapter": self.name, "model": self.model, "extra_body": self.extra_body}
 
     def describe(self) -> dict[str, Any]:
-        """Identity plus connection settings, for the run record (no secrets)."""
-        return {**self.identity(), "base_url": self.base_url, "api_key_env": self.api_key_env,
+        """Identity plus connection settings, for the run record (no secrets: the URL loses any
+        user:password part)."""
+        return {**self.identity(), "base_url": _public_url(self.base_url), "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
-    def generate(self, requests: Sequence[GenRequest], params: GenerationParams) -> Iterator[tuple[int, GenResult]]:
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mmr-openai")
-        stop = threading.Event()
-        try:
-            futures = {pool.submit(self._one, req, params, stop): i for i, req in enumerate(requests)}
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
-        finally:  # on interrupt: drop queued calls; in-flight ones end after their current attempt
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+    def secrets(self) -> tuple[str, ...]:
+        """Credential values in use (the API key, a password in the URL), to redact from records."""
+        found = (os.environ.get(self.api_key_env) or "", urlsplit(self.base_url).password or "")
+        return tuple(s for s in found if s)
 
-    def _one(self, req: GenRequest, params: GenerationParams, stop: threading.Event) -> GenResult:
-        body = self._body(req, params)
+    def generate(self, requests: Sequence[GenRequest], params: GenerationParams) -> Iterator[tuple[int, GenResult]]:
+        """Yield ``(index, result)`` as requests finish; closing the iterator cancels the rest."""
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for item in enumerate(requests):
+            todo.put(item)
+        ctl = _Control()
+        for k in range(min(self.concurrency, len(requests))):  # daemons: a hung call never blocks exit
+            threading.Thread(target=self._work, args=(todo, done, params, ctl), name=f"mmr-openai-{k}",
+                             daemon=True).start()
+        try:
+            for _ in range(len(requests)):
+                yield done.get()
+        finally:  # interrupted or finished: drop queued calls, cut the ones in flight now
+            ctl.cancel()
+
+    def _work(self, todo: queue.SimpleQueue, done: queue.SimpleQueue, params: GenerationParams,
+              ctl: "_Control") -> None:
+        while not ctl.stop.is_set():
+            try:
+                i, req = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = self._one(req, params, ctl)
+            except Exception as e:  # a bug or an odd library error: recorded for this item, never lost
+                result = GenResult(error=self._clean(f"unexpected {type(e).__name__}: {e}"))
+            done.put((i, result))
+
+    def _one(self, req: GenRequest, params: GenerationParams, ctl: "_Control") -> GenResult:
         start = time.monotonic()
+        try:
+            body = self._body(req, params)
+        except _Fatal as e:
+            return GenResult(error=self._clean(str(e)), attempts=0)
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
-            if stop.is_set():
+            if ctl.stop.is_set():
                 return GenResult(error="cancelled", attempts=attempt, latency_s=time.monotonic() - start)
             try:
-                text = self._post(body)
+                text = self._post(body, ctl)
                 return GenResult(text=text, attempts=attempt + 1, latency_s=time.monotonic() - start)
             except _Retryable as e:
                 last = str(e)
                 if attempt < self.max_retries:
-                    self._sleep(self._delay(req.uid, attempt, e.retry_after))
+                    self._wait(self._delay(req.uid, attempt, e.retry_after), ctl)
             except _Fatal as e:
-                return GenResult(error=str(e), attempts=attempt + 1, latency_s=time.monotonic() - start)
-        return GenResult(error=f"gave up after {self.max_retries + 1} attempts: {last}",
+                return GenResult(error=self._clean(str(e)), attempts=attempt + 1, latency_s=time.monotonic() - start)
+        return GenResult(error=self._clean(f"gave up after {self.max_retries + 1} attempts: {last}"),
                          attempts=self.max_retries + 1, latency_s=time.monotonic() - start)
+
+    def _clean(self, message: str) -> str:
+        """An error message safe to record: credentials redacted, then cut to a readable length."""
+        return redact(message, self.secrets())[:2 * _ERROR_CHARS]
+
+    def _wait(self, seconds: float, ctl: "_Control") -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            ctl.stop.wait(seconds)  # a cancelled run does not sit out its backoff
 
     def _delay(self, uid: str, attempt: int, retry_after: float | None) -> float:
         base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
@@ -109,8 +166,13 @@ class OpenAIAdapter:
         return min(self.max_backoff_s, max(delay, retry_after or 0.0))
 
     def _body(self, req: GenRequest, params: GenerationParams) -> dict[str, Any]:
-        path = Path(req.image_path)
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        try:  # a named pipe would block forever and a folder cannot be sent: refuse both
+            path = ensure_regular_file(req.image_path, "image")
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+        except DataError as e:
+            raise _Fatal(str(e)) from None
+        except OSError as e:
+            raise _Fatal(f"cannot read image {req.image_path} ({e.strerror or e})") from None
         url = f"data:{_MIME.get(path.suffix.lower(), 'image/png')};base64,{data}"
         content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": req.prompt}]
         body = {"model": self.model, "messages": [{"role": "user", "content": content}],
@@ -119,49 +181,214 @@ class OpenAIAdapter:
             body["top_p"] = params.top_p
         return {**body, **self.extra_body}
 
-    def _session(self):
+    def _session(self) -> Any:
         if not hasattr(self._local, "session"):
-            self._local.session = self._requests.Session()
+            session = self._requests.Session()
+            adapter = _watched_adapter_class()()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
         return self._local.session
 
-    def _post(self, body: dict[str, Any]) -> str:
-        rq = self._requests
+    def _post(self, body: dict[str, Any], ctl: "_Control") -> str:
+        """One attempt, bounded by ``timeout_s`` in total; the reply text or _Retryable/_Fatal."""
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        with _Watchdog(self.timeout_s, ctl) as dog:
+            status, raw, retry_after = self._exchange(body, headers, dog)
+        if status in RETRY_STATUS:
+            raise _Retryable(f"HTTP {status}: {_snippet(raw, self.secrets())}", retry_after)
+        if status >= 400:
+            raise _Fatal(f"HTTP {status}: {_snippet(raw, self.secrets())}")
+        return _reply_text(raw, self.secrets())
+
+    def _exchange(self, body: dict[str, Any], headers: dict[str, str], dog: "_Watchdog"
+                  ) -> tuple[int, bytes, float | None]:
+        """Send ``body`` and read the whole reply (status, bytes, Retry-After) under ``dog``."""
+        rq = self._requests
         try:
             resp = self._session().post(f"{self.base_url}/chat/completions", json=body, headers=headers,
-                                        timeout=self.timeout_s)
-        except (rq.Timeout, rq.ConnectionError) as e:
-            raise _Retryable(f"{type(e).__name__}: {e}") from e
-        if resp.status_code in RETRY_STATUS:
-            raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}", _retry_after(resp))
-        if resp.status_code >= 400:
-            raise _Fatal(f"HTTP {resp.status_code}: {resp.text[:300]}")
-        return _reply_text(resp)
+                                        timeout=self.timeout_s, stream=True)
+            try:
+                raw = _read_capped(resp, self.max_body_bytes, dog)
+                return resp.status_code, raw, _retry_after(resp)
+            finally:
+                resp.close()
+        except (rq.RequestException, OSError) as e:  # incl. a socket the watchdog shut
+            dog.check()
+            raise _Retryable(f"{type(e).__name__}: {e}") from None
 
 
-class _Fatal(Exception):
-    """A failure that another try will not fix (bad request, auth, unknown model)."""
+class _Control:
+    """Cancellation shared by one ``generate`` call: a stop flag and the watchdogs in flight."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.dogs: set[_Watchdog] = set()
+        self.lock = threading.Lock()
+
+    def cancel(self) -> None:
+        self.stop.set()
+        with self.lock:
+            dogs = list(self.dogs)
+        for dog in dogs:
+            dog.abort("cancelled")
+
+
+class _Watchdog:
+    """Shuts the socket of one attempt when ``seconds`` pass (or on cancel), so a server that trickles
+    its headers or body one byte at a time cannot hold the attempt: a per-read timeout never fires
+    while bytes keep coming. The HTTP connection registers its socket through ``_CURRENT``."""
+
+    def __init__(self, seconds: float, ctl: _Control) -> None:
+        self.seconds, self.ctl = seconds, ctl
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._open = True
+        self._timer = threading.Timer(seconds, self.abort, args=("deadline",))
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Watchdog":
+        with self.ctl.lock:
+            self.ctl.dogs.add(self)
+        if self.ctl.stop.is_set():
+            self.abort("cancelled")
+        _CURRENT.dog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._timer.cancel()
+        _CURRENT.dog = None
+        with self._lock:
+            self._open, self._socks = False, []
+        with self.ctl.lock:
+            self.ctl.dogs.discard(self)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self.reason is not None:
+                _shut(sock)
+            elif self._open:
+                self._socks.append(sock)
+
+    def abort(self, reason: str) -> None:
+        with self._lock:
+            if not self._open or self.reason is not None:
+                return
+            self.reason = reason
+            for sock in self._socks:
+                _shut(sock)
+
+    def check(self) -> None:
+        """Raise the right error if this attempt was cut (deadline or cancel)."""
+        if self.reason == "deadline":
+            raise _Retryable(f"no complete reply within the {self.seconds:g}s deadline (timeout_s); the server "
+                             "is slow or trickling its reply, raise timeout_s if it is just slow")
+        if self.reason == "cancelled":
+            raise _Fatal("cancelled")
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+    except OSError:
+        pass
+
+
+@functools.lru_cache(maxsize=None)
+def _watched_adapter_class() -> type:
+    """A requests transport whose connections hand their socket to the running attempt's watchdog
+    before waiting for the reply (built on first use, so importing this module stays cheap)."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def watched(base: type) -> type:
+        class Watched(base):  # type: ignore[misc, valid-type]
+            def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+                dog = getattr(_CURRENT, "dog", None)
+                if dog is not None and self.sock is not None:
+                    dog.watch(self.sock)
+                return super().getresponse(*args, **kwargs)
+        return Watched
+
+    pools = {"http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
+             "https": type("SPool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)})}
+
+    class WatchedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):  # SOCKS managers bring their own connections
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return WatchedAdapter
+
+
+def _read_capped(resp: Any, limit: int, dog: _Watchdog) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes; a body cut by the watchdog is an error."""
+    buf = bytearray()
+    for chunk in resp.iter_content(chunk_size=64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise _Fatal(f"reply larger than {limit} bytes; is this a chat-completions server? (raise "
+                         "max_body_bytes if it is)")
+        dog.check()
+    dog.check()  # a close-delimited body cut short ends like a complete one
+    return bytes(buf)
+
+
+def _check_url(url: Any) -> str:
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise ConfigError(f"base_url {url!r} is not an http(s) URL; e.g. base_url=http://127.0.0.1:8000/v1")
+    return url.rstrip("/")
+
+
+def _public_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def _snippet(raw: bytes, secrets: Sequence[str]) -> str:
+    """The start of a server's body as text, credentials redacted *before* it is cut."""
+    return redact(raw[:16 * _ERROR_CHARS].decode("utf-8", "replace"), secrets)[:_ERROR_CHARS]
 
 
 def _retry_after(resp: Any) -> float | None:
     try:
-        return float(resp.headers.get("Retry-After", ""))
-    except ValueError:
+        value = float(resp.headers.get("Retry-After", ""))
+    except (TypeError, ValueError):
         return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
-def _reply_text(resp: Any) -> str:
-    """The assistant text of a chat-completions reply; malformed replies are retryable."""
+def _reply_text(raw: bytes, secrets: Sequence[str] = ()) -> str:
+    """The assistant text of a chat-completions reply; anything else is a retryable malformed reply."""
     try:
-        msg = resp.json()["choices"][0]["message"]
-        content = msg["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise _Retryable(f"malformed reply ({type(e).__name__}): {resp.text[:200]!r}") from e
-    if isinstance(content, list):  # content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise _Retryable(f"malformed reply (not JSON: {type(e).__name__}): {_snippet(raw, secrets)!r}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    msg = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(msg, dict):
+        raise _Retryable(f"malformed reply (no choices[0].message object): {_snippet(raw, secrets)!r}")
+    content = msg.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        content = "".join(t for t in texts if isinstance(t, str)) if any(isinstance(t, str) for t in texts) else None
     if content is None:
         raise _Retryable("reply has no content")
-    return str(content)
+    if not isinstance(content, str):
+        raise _Retryable(f"reply content is a JSON {type(content).__name__}, not text")
+    return content

@@ -15,8 +15,9 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
-from mmrobust.errors import ConfigError
+from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.safety import ensure_regular_file
 
 
 class ScriptedAdapter:
@@ -45,10 +46,7 @@ class ScriptedAdapter:
         if kind == "random":
             return lambda r: random.Random(f"{self.seed}:{r.uid}").choice("ABCD")
         if kind == "file":
-            try:
-                table = json.loads(Path(arg).read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"scripted replies file {arg!r} unreadable ({e}); give a JSON object uid -> reply") from e
+            table = _read_table(arg)
             return lambda r: table.get(r.uid)
         raise ConfigError(f"unknown scripted model {model!r}; use constant:<text>, random or file:<path.json>")
 
@@ -62,4 +60,21 @@ class ScriptedAdapter:
                 yield i, GenResult(error="scripted error")
                 continue
             text = self._reply(req)
-            yield i, GenResult(text=text) if text is not None else GenResult(error=f"no scripted reply for {req.uid}")
+            if text is None:
+                yield i, GenResult(error=f"no scripted reply for {req.uid}")
+            elif not isinstance(text, str):
+                yield i, GenResult(error=f"scripted reply for {req.uid} is a {type(text).__name__}, not text")
+            else:
+                yield i, GenResult(text=text)
+
+
+def _read_table(path: str) -> dict[str, Any]:
+    """The ``{"uid": "reply"}`` table in ``path``; a one-line ConfigError when it is anything else."""
+    try:
+        table = json.loads(ensure_regular_file(Path(path), "scripted replies file").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, DataError) as e:
+        raise ConfigError(f"scripted replies file {path!r} unreadable ({e}); give a JSON object uid -> reply") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"scripted replies file {path!r} holds a JSON {type(table).__name__}; give a JSON object "
+                          "uid -> reply")
+    return table
