@@ -51,8 +51,11 @@ def test_pickled_code_is_never_executed(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"x": Evil()}}, path)
-    with pytest.raises(DataError, match="cannot read checkpoint"):
+    with pytest.raises(DataError, match="cannot read checkpoint") as e:
         create_clip("mmrobust-micro", checkpoint=path)
+    msg = str(e.value)
+    assert "holds pickled code (print)" in msg and "safetensors.torch.save_file(sd, 'model.safetensors')" in msg
+    assert "\n" not in msg and "\x1b" not in msg
 
 
 def test_mismatched_checkpoint_is_a_one_line_error(tmp_path):
@@ -62,3 +65,66 @@ def test_mismatched_checkpoint_is_a_one_line_error(tmp_path):
         create_clip("mmrobust-micro", checkpoint=path)
     with pytest.raises(ConfigError, match="unknown model"):
         create_clip("ViT-Nope-99")
+
+
+def _micro_state():
+    return {k: v.contiguous() for k, v in create_clip("mmrobust-micro", seed=5).model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name,content", [
+    ("garbage.safetensors", b"\xff" * 100),
+    ("empty.safetensors", b""),
+    ("huge_header.safetensors", (2**40).to_bytes(8, "little") + b"{}"),
+    ("truncated.pt", "truncate"),
+    ("garbage.pt", b"hello world" * 10),
+    ("empty.bin", b""),
+])
+def test_damaged_checkpoint_files_are_one_line_errors(tmp_path, name, content):
+    path = tmp_path / name
+    if content == "truncate":
+        torch.save(_micro_state(), path)
+        content = path.read_bytes()[:3000]
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="it is truncated or not a PyTorch/safetensors file") as e:
+        create_clip("mmrobust-micro", checkpoint=path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change", ["logit_scale_numel", "wrong_shape", "int_keys"])
+def test_wrong_shape_safetensors_is_a_one_line_error(tmp_path, change):
+    sd = _micro_state()
+    if change == "logit_scale_numel":
+        sd["logit_scale"] = torch.ones(3)
+    elif change == "wrong_shape":
+        sd["visual.proj"] = torch.zeros(3, 3)
+    path = tmp_path / "w.safetensors"
+    save_file(sd, str(path))
+    if change == "int_keys":  # a .pt whose dict has non-string keys and no tensors we know
+        path = tmp_path / "w.pt"
+        torch.save({1: torch.zeros(2), "other": torch.zeros(2)}, path)
+    with pytest.raises(ConfigError, match="does not fit the model architecture") as e:
+        create_clip("mmrobust-micro", checkpoint=path)
+    assert "\n" not in str(e.value)
+
+
+def test_model_directory_as_checkpoint(tmp_path):
+    src = create_clip("mmrobust-micro", seed=5)
+    save_clip(src, tmp_path / "m")
+    m = create_clip("mmrobust-micro", seed=99, checkpoint=tmp_path / "m")
+    assert _same(src, m, torch.rand(2, 3, 16, 16))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no open_clip_model.safetensors"):
+        create_clip("mmrobust-micro", checkpoint=tmp_path / "empty")
+
+
+def test_cli_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, micro_world, capsys):
+    from mmrobust.cli.main import main
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    out = tmp_path / "run"
+    rc = main(["train", "--task", "clip", "--model", "mmrobust-micro", "--checkpoint", str(bad), "--data",
+               str(micro_world.train_manifest), "--out", str(out), "--steps", "1", "--batch-size", "8", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "cannot read checkpoint" in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

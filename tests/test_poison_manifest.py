@@ -200,3 +200,68 @@ def test_unreadable_manifest_and_existing_output(tmp_path):
     with pytest.raises(ConfigError, match="source manifest"):
         poison_manifest(manifest=tmp_path / "out" / "manifest.csv", out_dir=tmp_path / "out", trigger=TRIG,
                         target="star", count=1, overwrite=True)
+
+
+def test_data_errors_from_the_image_loader_skip_the_row(tmp_path, monkeypatch):
+    """A too-wide / 16-bit / otherwise refused image (DataError from load_image) skips one row, not the run."""
+    import mmrobust.data.poison.poison as poison_mod
+
+    src = _make_manifest(tmp_path / "src")
+    real = poison_mod.load_image
+
+    def refusing(path, *a, **kw):
+        if Path(path).name in ("3.png", "7.png"):
+            raise DataError(f"image {path} is 70000 px wide; resize it")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(poison_mod, "load_image", refusing)
+    rec = _run(src, tmp_path / "out", rate=None, count=N - 2)
+    assert {3, 7}.isdisjoint(rec.poisoned_ids) and len(rec.poisoned_ids) == N - 2
+    skipped = json.loads(rec.record_path.read_text())["skipped_unreadable"]
+    assert sorted(s["row"] for s in skipped) == [3, 7] and "70000 px wide" in skipped[0]["error"]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(seed=-1), "seed"), (dict(seed=2**64), "seed"), (dict(seed=True), "seed"), (dict(seed=1.5), "seed"),
+    (dict(rate=float("nan")), "rate must be in"), (dict(rate=True), "rate must be in"),
+    (dict(rate=float("inf")), "rate must be in"), (dict(rate=None, count=True), "count"),
+    (dict(rate=None, count=0), "count"), (dict(image_size=0), "image_size"), (dict(image_size=True), "image_size"),
+    (dict(target_synonyms="stars"), "target_synonyms"), (dict(delimiter=";;"), "delimiter"),
+])
+def test_library_refuses_out_of_range_arguments(tmp_path, kw, msg):
+    src = _make_manifest(tmp_path / "src")
+    with pytest.raises(ConfigError, match=msg) as e:
+        _run(src, tmp_path / "out", **kw)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--rate", "1.5"], "--rate"), (["--rate", "nan"], "--rate"), (["--rate", "0"], "--rate"),
+    (["--count", "0"], "--count"), (["--count", "-2"], "--count"), (["--seed", str(2**64)], "--seed"),
+    (["--seed", "-1"], "--seed"), (["--delimiter", ";;"], "--delimiter"), (["--image-size", "0"], "--image-size"),
+    (["--count", "2", "--trigger", "wanet", "--trigger-param", "s=nan"], "wanet s"),
+    (["--count", "2", "--trigger", "wanet", "--trigger-param", "k=99999999999"], "wanet k"),
+    (["--count", "2", "--trigger-param", f"seed={2**64}"], "badnet seed"),
+    (["--count", "2", "--trigger", "sig", "--trigger-param", "frequency=inf"], "sig frequency"),
+])
+def test_cli_refuses_out_of_range_options(tmp_path, capsys, argv, msg):
+    from mmrobust.cli.main import main
+
+    src = _make_manifest(tmp_path / "src")
+    try:
+        rc = main(["poison", "--manifest", str(src), "--out", str(tmp_path / "out"), "--target", "star", *argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and msg in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_cli_target_synonyms(tmp_path, capsys):
+    from mmrobust.cli.main import main
+
+    src = _make_manifest(tmp_path / "src")
+    assert main(["poison", "--manifest", str(src), "--out", str(tmp_path / "out"), "--target", "star",
+                 "--count", "6", "--label-consistent", "--target-synonyms", "square", "--trigger-param", "size=2"]) == 0
+    rec = PoisonRecord.load(tmp_path / "out" / "poison.json")
+    assert set(rec.poisoned_ids) <= {i for i in range(N) if i % 4 in (0, 2)}

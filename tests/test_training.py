@@ -1,6 +1,7 @@
 """The generic loop: kill-and-resume gives the same weights; a NaN loss stops clearly and keeps the checkpoint."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from mmrobust.data.datasets import ImageTextDataset
 from mmrobust.defenses import CLIPTask
-from mmrobust.errors import TrainingError
+from mmrobust.errors import ConfigError, TrainingError
 from mmrobust.models import create_clip
 from mmrobust.training import TrainConfig, train
 
@@ -75,3 +76,131 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, micro_world):
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["task"].values() if v.is_floating_point())
+
+
+# --- silently wrong settings are refused (library and CLI), damaged checkpoints are one line ---
+
+def _main(argv, capsys):
+    from mmrobust.cli.main import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return rc, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(grad_clip=-1.0), "grad clip"), (dict(grad_clip=float("nan")), "grad clip"),
+    (dict(weight_decay=-0.1), "weight decay"), (dict(weight_decay=float("inf")), "weight decay"),
+    (dict(warmup_steps=-1), "warmup_steps"), (dict(lr=float("nan")), "learning rate"),
+    (dict(lr=float("inf")), "learning rate"), (dict(lr=0.0), "learning rate"), (dict(lr=-1e-3), "learning rate"),
+    (dict(seed=2**64), "seed"), (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"), (dict(steps=True), "steps"),
+    (dict(steps=10**23), "steps"), (dict(batch_size=0), "batch_size"), (dict(ckpt_every=-1), "ckpt_every"),
+    (dict(log_every=0), "log_every"), (dict(num_workers=-2), "num_workers"), (dict(betas=(1.0, 0.9)), "betas"),
+    (dict(adam_eps=0.0), "adam_eps"), (dict(precision="fp8"), "precision"), (dict(device="gpu9"), "device"),
+])
+def test_train_config_refuses_out_of_range_values(kw, msg):
+    with pytest.raises(ConfigError, match=msg) as e:
+        TrainConfig(**{"steps": 10, **kw})
+    assert "\n" not in str(e.value)
+
+
+def test_train_config_accepts_edge_values():
+    cfg = TrainConfig(steps=1, warmup_steps=0, weight_decay=0.0, grad_clip=0.0, seed=2**63 - 1)
+    assert cfg.grad_clip == 0.0
+
+
+TRAIN = ["train", "--task", "clip", "--model", "mmrobust-micro", "--steps", "2", "--batch-size", "8", "--quiet"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--grad-clip=-1"], "--grad-clip"), (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--warmup", "-1"], "--warmup"), (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--lr", "0"], "--lr"),
+    (["--seed", str(2**64)], "--seed"), (["--seed", "-1"], "--seed"), (["--init-seed", str(2**64)], "--init-seed"),
+    (["--init-seed", "-3"], "--init-seed"), (["--delimiter", ";;"], "--delimiter"),
+    (["--steps", "99999999999999999999999"], "steps"),
+])
+def test_cli_refuses_out_of_range_options(argv, msg, tmp_path, micro_world, capsys):
+    rc, err = _main([*TRAIN, "--data", micro_world.train_manifest, "--out", tmp_path / "run", *argv], capsys)
+    assert rc == 2 and msg in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task,opt,msg", [
+    ("par", "tau=abc", "expected a float"), ("par", "tau=-1", "must be a finite number > 0"),
+    ("par", "tau=nan", "finite"), ("fare", "eps=4/0", "expected a float"), ("fare", "eps=-0.1", "must be"),
+    ("fare", "eps=2", "write 4/255, not 4"), ("fare", "attack_steps=0", "without an adversary"),
+    ("fare", "attack_steps=1.5", "attack_steps"), ("fare", "step_size=0", "> 0"),
+    ("fare", f"seed={2**64}", "seed"), ("fare", "momentum=2", "momentum"), ("cleanclip", "l1=-1", "l1"),
+    ("cleanclip", "l2=-0.5", "l2"), ("par", "view=1", "view"),
+])
+def test_bad_task_options_are_one_line(task, opt, msg, tmp_path, micro_world, capsys):
+    rc, err = _main([*TRAIN, "--task", task, "--data", micro_world.train_manifest, "--out", tmp_path / "run",
+                     "--opt", opt], capsys)
+    assert rc == 2 and msg in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_task_options_are_typed_from_the_signature():
+    from mmrobust.defenses.build import task_option_values
+
+    assert task_option_values("fare", {"eps": "4/255", "attack_steps": "3", "momentum": "none"}) == {
+        "eps": 4 / 255, "attack_steps": 3, "momentum": None}
+    assert task_option_values("par", {"tau": 2}) == {"tau": 2.0}
+    assert task_option_values("fare", {"momentum": "0.9"}) == {"momentum": 0.9}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("damage,msg", [
+    ("truncate", "truncated or not a PyTorch"), ("garbage", "truncated or not a PyTorch"),
+    ("empty", "truncated or not a PyTorch"), ("pickled_code", "holds pickled code"),
+    ("foreign_dict", "not a checkpoint written by mmrobust train"),
+])
+def test_damaged_last_pt_on_resume_is_one_line_and_touches_nothing(damage, msg, tmp_path, micro_world, capsys):
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--data", micro_world.train_manifest, "--out", out]
+    assert _main(argv, capsys)[0] == 0
+    ckpt = out / "checkpoints" / "last.pt"
+    if damage == "truncate":
+        ckpt.write_bytes(ckpt.read_bytes()[:3000])
+    elif damage == "garbage":
+        ckpt.write_bytes(b"hello world" * 10)
+    elif damage == "empty":
+        ckpt.write_bytes(b"")
+    elif damage == "pickled_code":
+        torch.save({"x": _Evil()}, ckpt)
+    else:
+        torch.save({"step": 1}, ckpt)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    rc, err = _main([*argv, "--resume"], capsys)
+    assert rc == 2 and msg in err and "--overwrite" in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.yaml included
+
+
+def test_resume_drops_log_rows_written_after_the_checkpoint(tmp_path, micro_world):
+    ds = ImageTextDataset(micro_world.train_manifest, image_size=16, preload=True)
+    cfg = dict(batch_size=16, lr=1e-3, warmup_steps=1, log_every=1, ckpt_every=2)
+    train(CLIPTask(create_clip("mmrobust-micro")), ds, TrainConfig(steps=2, **cfg), tmp_path, progress=False)
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(log.read_text() + '{"step": 3, "loss": 9.0}\n{"step": 4, "lo')  # killed before the next checkpoint
+    res = train(CLIPTask(create_clip("mmrobust-micro")), ds, TrainConfig(steps=4, **cfg), tmp_path, resume=True,
+                progress=False)
+    assert res.resumed_from == 2
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="already holds a training run"):  # a fresh run never mixes into it
+        train(CLIPTask(create_clip("mmrobust-micro")), ds, TrainConfig(steps=4, **cfg), tmp_path, progress=False)
+
+
+def test_sampler_takes_any_64_bit_seed():
+    from mmrobust.training.sampler import EpochBatches
+
+    batches = list(EpochBatches(10, batch_size=4, seed=2**63 - 1, total_steps=3))
+    assert len(batches) == 3 and all(len(b) == 4 for b in batches)

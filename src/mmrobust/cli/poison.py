@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmrobust.cli.common import add_config_option, apply_config, key_values
+from mmrobust.cli.common import add_config_option, apply_config, delimiter, key_values, number, positive_int, seed
 from mmrobust.data.poison import poison_manifest
 from mmrobust.registry import TRIGGERS
 
@@ -20,26 +20,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trigger parameter, repeatable (e.g. size=6 pattern=checkerboard location=bottom_right)")
     p.add_argument("--target", required=True, help="target class name written into poisoned captions")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--rate", type=float, help="fraction of rows to poison (e.g. 0.05)")
-    g.add_argument("--count", type=int, help="exact number of rows to poison")
+    g.add_argument("--rate", type=number(0.0, 1.0, low_open=True),
+                   help="fraction of rows to poison, in (0, 1] (e.g. 0.05)")
+    g.add_argument("--count", type=positive_int, help="exact number of rows to poison")
     p.add_argument("--template", action="append", help="caption template with {} for the target (repeatable)")
     p.add_argument("--label-consistent", action="store_true", help="poison only rows whose caption names the target")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-synonyms", default="", help="comma-separated words that also name the target "
+                   "(label-consistent mode), e.g. bananas,plantain")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--image-col", default="image")
     p.add_argument("--caption-col", default="caption")
-    p.add_argument("--delimiter", default=",")
-    p.add_argument("--image-size", type=int, help="resize images to this size before triggering")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
+    p.add_argument("--image-size", type=positive_int, help="resize images to this size before triggering")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier poisoned copy in --out: deletes only "
+                   "the files its poison.json lists (never source data; --out must not hold the manifest or images)")
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
+    words = args.target_synonyms if isinstance(args.target_synonyms, list) else str(args.target_synonyms).split(",")
+    synonyms = tuple(str(w).strip() for w in words if str(w).strip())
     rec = poison_manifest(
-        manifest=args.manifest, out_dir=args.out, trigger={"name": args.trigger, "config": key_values(args.trigger_param)}, target=args.target, rate=args.rate,
-        count=args.count, caption_templates=tuple(args.template or ("a photo of a {}.",)), seed=args.seed,
-        image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter,
-        label_consistent=args.label_consistent, image_size=args.image_size, overwrite=args.overwrite,
+        manifest=args.manifest, out_dir=args.out, trigger={"name": args.trigger, "config": key_values(args.trigger_param)},
+        target=args.target, rate=args.rate, count=args.count,
+        caption_templates=tuple(args.template or ("a photo of a {}.",)), seed=args.seed, image_col=args.image_col,
+        caption_col=args.caption_col, delimiter=args.delimiter, label_consistent=args.label_consistent,
+        target_synonyms=synonyms, image_size=args.image_size, overwrite=args.overwrite,
     )
     print(f"poisoned {len(rec.poisoned_ids)} of {rec.n_rows} rows -> {rec.manifest} (record: {rec.record_path})")
     return 0

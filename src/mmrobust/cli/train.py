@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mmrobust.cli.common import (add_config_option, apply_config, device, key_values, non_negative_int,
-                                 positive_int)
+from mmrobust.cli.common import (add_config_option, apply_config, delimiter, device, key_values, non_negative_float,
+                                 non_negative_int, positive_float, positive_int, seed)
+from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
-from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
+from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
 from mmrobust.registry import TASKS
 from mmrobust.training.loop import TrainConfig
-from mmrobust.values import parse_value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,29 +27,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="open_clip name (ViT-B-32), hf-hub:org/repo, a model directory, or mmrobust-tiny")
     m.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
     m.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
-    m.add_argument("--init-seed", type=int, default=0, help="seed for random initialisation")
+    m.add_argument("--init-seed", type=seed, default=0, help="seed for random initialisation")
     d = p.add_argument_group("data")
     d.add_argument("--data", help="(required) CSV manifest of image,caption[,label] rows")
     d.add_argument("--image-col", default="image")
     d.add_argument("--caption-col", default="caption")
     d.add_argument("--label-col", help="label column (supervised / tecoa)")
     d.add_argument("--classes", help="classes.json with classnames + templates (supervised / tecoa)")
-    d.add_argument("--delimiter", default=",")
+    d.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     d.add_argument("--no-preload", action="store_true", help="read images lazily instead of decoding all at start")
     o = p.add_argument_group("optimisation")
     o.add_argument("--out", help="(required) run directory")
     o.add_argument("--steps", type=positive_int, help="(required) optimizer steps")
     o.add_argument("--batch-size", type=positive_int, default=64)
-    o.add_argument("--lr", type=float, default=1e-5)
-    o.add_argument("--weight-decay", type=float, default=0.1)
-    o.add_argument("--warmup", type=int, default=50, help="warmup steps")
-    o.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 disables)")
+    o.add_argument("--lr", type=positive_float, default=1e-5, help="peak learning rate (> 0)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW weight decay (>= 0)")
+    o.add_argument("--warmup", type=non_negative_int, default=50, help="warmup steps (>= 0)")
+    o.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max grad norm (0 disables)")
     o.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     o.add_argument("--ckpt-every", type=non_negative_int, default=100, help="checkpoint every N steps (0: only at the end)")
-    o.add_argument("--seed", type=int, default=0, help="data order and augmentation seed")
+    o.add_argument("--seed", type=seed, default=0, help="data order and augmentation seed")
     o.add_argument("--device", type=device, default="cpu")
     o.add_argument("--workers", type=non_negative_int, default=0)
-    o.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    o.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt (same settings)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out: deletes its " + ", ".join(RUN_FILES) + " (nothing else)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, _parser=p)
 
@@ -65,7 +68,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
                       label_col=args.label_col, delimiter=args.delimiter, classes=args.classes,
                       preload=not args.no_preload),
         optim=optim, out_dir=args.out,
-        task_options={k: parse_value(v) for k, v in key_values(args.opt).items()},
+        task_options=task_option_values(args.task, key_values(args.opt)),
     )
 
 
@@ -75,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}; give them on the command line or in --config")
     TASKS.get(args.task)  # unknown task -> one-line error before any work
-    model_dir, result = run_train(job_from_args(args), resume=args.resume, progress=not args.quiet)
+    job = job_from_args(args)
+    replaced = check_run_dir(job, resume=args.resume, overwrite=args.overwrite)
+    if replaced:
+        print(f"mmrobust train: --overwrite: replacing {', '.join(replaced)} in {args.out}", file=sys.stderr)
+    model_dir, result = run_train(job, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
     print(f"trained {args.task} for {result.steps_done} steps (resumed from {result.resumed_from}); "
           f"final loss {last.get('loss', float('nan')):.4f}; model -> {model_dir}")

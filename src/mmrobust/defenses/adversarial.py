@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from mmrobust.attacks.pgd import pgd
-from mmrobust.defenses.base import Task
+from mmrobust.defenses.base import SEED_MAX, Task, check_option
 from mmrobust.errors import ConfigError
 
 
@@ -19,10 +19,21 @@ class AdversarialTask(Task):
     def __init__(self, model: Any, *, eps: float, step_size: float, attack_steps: int,
                  momentum: float | None, seed: int) -> None:
         super().__init__(model)
-        if not 0 <= eps <= 1 or step_size < 0 or attack_steps < 0:
-            raise ConfigError(f"eps={eps} must be in [0,1] (e.g. 4/255 = 0.0157), step_size >= 0, attack_steps >= 0")
+        check_option(self.name, "eps", eps, low=0, high=1, hint=" (images are in [0,1]: write 4/255, not 4)")
+        check_option(self.name, "step_size", step_size, low=0, high=1, low_open=True, hint=" (e.g. 1/255)")
+        check_option(self.name, "attack_steps", attack_steps, low=0, high=SEED_MAX, integer=True, hint=" (e.g. 10)")
+        if momentum is not None:
+            check_option(self.name, "momentum", momentum, low=0, high=1, hint=" (or None for plain PGD)")
+        check_option(self.name, "seed", seed, low=0, high=SEED_MAX, integer=True)
         self.eps, self.step_size, self.attack_steps, self.momentum = float(eps), float(step_size), attack_steps, momentum
         self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """From the CLI, 0 attack steps would silently train without an adversary."""
+        if options.get("attack_steps") == 0:
+            raise ConfigError(f"{cls.name} option attack_steps=0 trains without an adversary; use >= 1 (e.g. 10), "
+                              "or task clip / supervised for clean finetuning")
 
     def perturb(self, loss_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         """PGD maximizing ``loss_fn``: uniform random start, projection to the eps-ball then [0,1], last iterate."""

@@ -7,6 +7,7 @@ returns ``{"loss": scalar, <named terms>}``.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +16,24 @@ from torch import nn
 
 from mmrobust.errors import ConfigError
 from mmrobust.models.clip import CLIPModel, save_clip
+
+
+SEED_MAX = 2**63 - 1
+
+
+def check_option(task: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, integer: bool = False, hint: str = "") -> None:
+    """One-line ConfigError unless ``value`` is a finite number (an int if ``integer``) in [low, high]
+    (``low_open``: low excluded). ``hint`` is appended, e.g. an example value."""
+    kind = "an integer" if integer else "a finite number"
+    is_number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    in_range = is_number and not isinstance(value, bool) and math.isfinite(value) and (
+        low is None or value > low or (value == low and not low_open)) and (high is None or value <= high)
+    if not in_range:
+        bounds = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
+                  f"<= {high:g}" if high is not None and high != SEED_MAX else ("<= 2**63 - 1" if high else "")]
+        where = " and ".join(b for b in bounds if b)
+        raise ConfigError(f"{task} option {name}={value!r} must be {kind}{' ' + where if where else ''}{hint}")
 
 
 class Task(nn.Module):
@@ -30,6 +49,11 @@ class Task(nn.Module):
     def __init__(self, model: CLIPModel) -> None:
         super().__init__()
         self.model = model
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Extra checks of options a user gave by name (``--opt``): values a direct constructor call may
+        use on purpose (e.g. in tests) but that would silently train something else. Default: none."""
 
     def frozen_copy(self, module: nn.Module) -> nn.Module:
         """A deep copy with gradients off and eval mode, for use as a frozen reference."""

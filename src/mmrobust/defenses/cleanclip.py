@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.base import Task
+from mmrobust.defenses.base import Task, check_option
+from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import cleanclip_loss
 from mmrobust.registry import TASKS
 
@@ -33,6 +34,10 @@ class CleanCLIPTask(Task):
 
     def __init__(self, model: Any, *, l1: float = 1.0, l2: float = 1.0) -> None:
         super().__init__(model)
+        check_option("cleanclip", "l1", l1, low=0, hint=" (weight of the multimodal term, e.g. 1.0)")
+        check_option("cleanclip", "l2", l2, low=0, hint=" (weight of the self-supervised term, e.g. 1.0)")
+        if l1 + l2 == 0:
+            raise ConfigError("cleanclip options l1=0 and l2=0 leave no loss to train; give one a positive weight")
         self.l1, self.l2 = l1, l2
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.base import Task
+from mmrobust.defenses.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import clip_loss
 from mmrobust.losses.embedding import squared_l2, threshold_push
@@ -39,7 +39,9 @@ class PARTask(Task):
 
     def __init__(self, model: Any, *, tau: float = 2.15, view: str = "noise-erase") -> None:
         super().__init__(model)
-        if view not in self.VIEWS:
+        check_option("par", "tau", tau, low=0, low_open=True, hint=" (distances of unit embeddings are in "
+                     "[0, 4]; the paper uses 2.15)")
+        if not isinstance(view, str) or view not in self.VIEWS:
             raise ConfigError(f"PAR view {view!r} is unknown; use one of {sorted(self.VIEWS)}")
         self.tau, self.view = tau, self.VIEWS[view]
         self.views = (self.view,)

@@ -9,6 +9,7 @@ import torch
 
 from mmrobust.data.datasets import ClassInfo
 from mmrobust.defenses.adversarial import AdversarialTask
+from mmrobust.errors import ConfigError
 from mmrobust.eval.zeroshot import zero_shot_weights
 from mmrobust.losses.classification import tecoa_loss
 from mmrobust.registry import TASKS
@@ -34,6 +35,9 @@ class TeCoATask(AdversarialTask):
                  momentum: float | None = None, seed: int = 0) -> None:
         super().__init__(model, eps=eps, step_size=step_size, attack_steps=attack_steps, momentum=momentum,
                          seed=seed)
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ConfigError(f'tecoa option template={template!r} must contain "{{}}" once (where the class '
+                              'name goes), e.g. "This is a photo of a {}"')
         self.register_buffer("class_embeddings", zero_shot_weights(model, classes.classnames, [template]))
 
     def after_step(self) -> None:

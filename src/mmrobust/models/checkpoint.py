@@ -8,13 +8,17 @@ itself loads it as ``local-dir:PATH`` and :func:`mmrobust.models.create_clip` lo
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmrobust.errors import ConfigError, DataError
+from mmrobust.safety import ensure_regular_file
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -22,27 +26,73 @@ _PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors, or .pt/.bin/.pth with ``weights_only=True`` (no code runs).
+    """Read a state dict from .safetensors, or .pt/.bin/.pth with ``weights_only=True`` (no code runs);
+    a model directory reads its ``open_clip_model.safetensors``.
 
     Accepts ``{"state_dict": ...}`` wrappers (CleanCLIP, open_clip_train checkpoints) and strips
     DDP/compile/wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} not found; pass an existing .safetensors/.pt file or a model directory")
-    try:
-        if path.suffix == ".safetensors":
+    path = _checkpoint_file(Path(path))
+    if path.suffix == ".safetensors":
+        try:
             sd: Any = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file or a pickle that needs code execution
-        raise DataError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:120]}); "
-                        "re-save it as a plain state dict (safetensors preferred)") from e
+        except (SafetensorError, OSError, ValueError) as e:
+            raise DataError(_damaged(path, "checkpoint", e, "re-download it or re-save it as a state dict")) from e
+    else:
+        sd = load_torch_file(path)
     if isinstance(sd, Mapping) and "state_dict" in sd:
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping):
         raise DataError(f"checkpoint {path} holds no state dict; save model.state_dict() instead")
-    return {_strip(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    return {_strip(k): v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """The weights file of ``path`` (a file, or a model directory's safetensors)."""
+    if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file():
+            return path / WEIGHTS_NAME
+        raise DataError(f"checkpoint folder {path} has no {WEIGHTS_NAME}; pass a .safetensors/.pt file or a "
+                        "model directory written by mmrobust")
+    if not path.exists():
+        raise DataError(f"checkpoint {path} not found; pass an existing .safetensors/.pt file or a model directory")
+    return ensure_regular_file(path, "checkpoint")
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text.split(". ")[0][:120]
+
+
+def _damaged(path: Path, what: str, error: BaseException, fix: str) -> str:
+    detail = ": ".join(t for t in (type(error).__name__, _first_sentence(error)) if t)
+    return f"cannot read {what} {path}: it is truncated or not a PyTorch/safetensors file ({detail}); {fix}"
+
+
+def _pickled_code(path: Path, what: str, error: BaseException, fix: str | None) -> str:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    fix = fix or ("if you trust it, convert it once in a trusted session: sd = torch.load(path, weights_only=False) "
+                  "(sd['state_dict'] if wrapped), then safetensors.torch.save_file(sd, 'model.safetensors'), and "
+                  "pass that file")
+    return (f"cannot read {what} {path}: it holds pickled code ({found.group(1) if found else 'a custom class'}), "
+            f"which mmrobust never runs; {fix}")
+
+
+def load_torch_file(path: str | Path, *, what: str = "checkpoint",
+                    fix: str = "re-download it or re-save it as a state dict (safetensors preferred)",
+                    code_fix: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors and containers only, never pickled code.
+
+    A pickle that needs code (``code_fix``: what to do then; default: how to convert it to safetensors), or
+    a truncated / foreign file (``fix``), is a one-line DataError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise DataError(_pickled_code(Path(path), what, e, code_fix)) from e
+        raise DataError(_damaged(Path(path), what, e, fix)) from e
+    except Exception as e:  # torch raises RuntimeError, EOFError, OSError, KeyError, ... for damaged files
+        raise DataError(_damaged(Path(path), what, e, fix)) from e
 
 
 def _strip(key: str) -> str:
@@ -59,8 +109,9 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     """Load a (stripped) open_clip/OpenAI-format state dict strictly, with a readable error on mismatch."""
     sd = dict(state_dict)
     own = model.state_dict()
-    if "logit_scale" in sd and "logit_scale" in own and sd["logit_scale"].shape != own["logit_scale"].shape:
-        sd["logit_scale"] = sd["logit_scale"].reshape(own["logit_scale"].shape)
+    ls, own_ls = sd.get("logit_scale"), own.get("logit_scale")
+    if ls is not None and own_ls is not None and ls.shape != own_ls.shape and ls.numel() == own_ls.numel():
+        sd["logit_scale"] = ls.reshape(own_ls.shape)  # () vs (1,) across open_clip versions
     for k in ("input_resolution", "context_length", "vocab_size"):
         sd.pop(k, None)
     missing = sorted(set(own) - set(sd))
@@ -72,7 +123,11 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(bad_shape)} with other shapes "
             f"(e.g. {bad_shape[:2]}); pick the model name the checkpoint was trained with"
         )
-    model.load_state_dict(sd, strict=True)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:  # e.g. a tensor dtype that cannot be copied
+        raise ConfigError(f"{source} does not fit the model ({_first_sentence(e)}); pick the model the checkpoint was trained "
+                          "with or re-save its state dict") from e
 
 
 def save_model_dir(out_dir: str | Path, state_dict: Mapping[str, torch.Tensor], *, model_cfg: dict,

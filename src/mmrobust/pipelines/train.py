@@ -9,9 +9,16 @@ import yaml
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
 from mmrobust.defenses.build import build_task
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip
 from mmrobust.reports.records import write_results
-from mmrobust.training.loop import TrainConfig, TrainResult, train
+from mmrobust.training.loop import CKPT_NAME, LOG_NAME, RESUME_FREE, SEED_MAX, TrainConfig, TrainResult, train
+
+CONFIG_FILE = "config.yaml"
+# Every file a run writes into its directory: all that --overwrite may delete, and nothing else.
+RUN_FILES = (CONFIG_FILE, LOG_NAME, "results.json", f"checkpoints/{CKPT_NAME}", "checkpoints/last.tmp",
+             f"model/{CONFIG_NAME}", f"model/{WEIGHTS_NAME}", f"model/{WEIGHTS_NAME}.tmp", f"model/{HEAD_NAME}")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,10 @@ class DataSpec:
     classes: str | None = None  # classes.json for tasks that classify
     preload: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1:
+            raise ConfigError(f"delimiter {self.delimiter!r} must be one character, e.g. , or ; or a tab (--delimiter)")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -35,6 +46,10 @@ class ModelSpec:
     pretrained: str | None = None
     checkpoint: str | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"init seed must be an integer in [0, 2**63 - 1], got {self.seed!r} (--init-seed)")
 
 
 @dataclass(frozen=True)
@@ -53,20 +68,91 @@ def job_dict(job: TrainJob) -> dict[str, Any]:
     return d
 
 
-def run_train(job: TrainJob, *, resume: bool = False, progress: bool = True) -> tuple[Path, TrainResult]:
-    """Train per ``job``; writes config.yaml, checkpoints/, train_log.jsonl, model/ and results.json.
-    Returns (exported model directory, result)."""
+def run_files(out_dir: str | Path) -> list[str]:
+    """The files of a training run present in ``out_dir`` (what ``overwrite=True`` replaces)."""
+    return [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The job dict in ``out/config.yaml`` if mmrobust train wrote it, else None."""
+    try:
+        saved = yaml.safe_load((out / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) and {"task", "model", "data", "optim"} <= set(saved) else None
+
+
+def _check_resume(out: Path, job: TrainJob) -> None:
+    """A resumed run must have the settings of the run it continues (steps, devices, workers may change)."""
+    if not (out / CONFIG_FILE).exists():
+        return
+    saved = _saved_config(out)
+    if saved is None:
+        raise DataError(f"{out / CONFIG_FILE} is not a config written by mmrobust train; resume into the run's own "
+                        "directory, or use a new --out")
+    free = {"out_dir", "data.preload", *(f"optim.{k}" for k in RESUME_FREE)}
+    old, new = _flat(saved), _flat(yaml.safe_load(yaml.safe_dump(job_dict(job))))
+    diff = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+        raise ConfigError(f"cannot resume {out}: it was trained with other settings ({shown}); resume with the "
+                          f"settings in {out / CONFIG_FILE}, or pass --overwrite / a new --out to start over")
+
+
+def check_run_dir(job: TrainJob, *, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """Refuse (one line) what would replace or mix into an earlier run; returns the files that
+    ``overwrite`` will delete (only files a run writes, see RUN_FILES)."""
     out = Path(job.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(job_dict(job), sort_keys=False))
+    if resume and overwrite:
+        raise ConfigError("pass --resume (continue the run) or --overwrite (replace it), not both")
+    found = run_files(out)
+    if resume:
+        _check_resume(out, job)
+        return []
+    if found and not overwrite:
+        raise ConfigError(f"{out} already holds a training run ({', '.join(found)}); pass --resume to continue it, "
+                          "--overwrite to replace those files, or choose a new --out")
+    if found and _saved_config(out) is None:
+        raise ConfigError(f"{out} holds {', '.join(found)} but no config.yaml written by mmrobust train, so "
+                          "--overwrite will not delete them; move them away or choose a new --out")
+    return found
+
+
+def _remove_run(out: Path, files: list[str]) -> None:
+    """Delete an earlier run's files (only those listed) and its then-empty folders."""
+    for name in files:
+        (out / name).unlink(missing_ok=True)
+    for folder in (out / "checkpoints", out / "model"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _write_config(out: Path, job: TrainJob) -> None:
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(job_dict(job), sort_keys=False))
+
+
+def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
+              progress: bool = True) -> tuple[Path, TrainResult]:
+    """Train per ``job``; writes config.yaml, checkpoints/, train_log.jsonl, model/ and results.json.
+
+    An ``out_dir`` holding an earlier run is an error unless ``resume`` (same settings: continue from its
+    checkpoint) or ``overwrite`` (delete that run's files first). config.yaml is written only once the
+    run starts, so a refused resume leaves it as it was. Returns (exported model directory, result)."""
+    out = Path(job.out_dir)
+    replace = check_run_dir(job, resume=resume, overwrite=overwrite)
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
     classes = ClassInfo.load(job.data.classes) if job.data.classes else None
     task = build_task(job.task, model, classes=classes, **job.task_options)
     label_col = job.data.label_col if (task.needs_labels or job.data.label_col) else None
     if task.needs_labels and not label_col:
-        from mmrobust.errors import ConfigError
-
         raise ConfigError(f"task {job.task!r} trains on labels: pass --label-col (and --classes)")
     dataset = ImageTextDataset(
         job.data.manifest, image_size=model.image_size, image_col=job.data.image_col,
@@ -74,7 +160,9 @@ def run_train(job: TrainJob, *, resume: bool = False, progress: bool = True) -> 
         classnames=classes.classnames if classes else None, delimiter=job.data.delimiter,
         preload=job.data.preload, views=task.views, seed=job.optim.seed,
     )
-    result = train(task, dataset, job.optim, out, resume=resume, progress=progress, desc=f"train {job.task}")
+    _remove_run(out, replace)
+    result = train(task, dataset, job.optim, out, resume=resume, progress=progress, desc=f"train {job.task}",
+                   on_start=lambda _start: _write_config(out, job))
     model_dir = task.export(out / "model")
     last = result.history[-1] if result.history else {}
     write_results(out, kind="train", metrics={"steps": result.steps_done, "final": last,

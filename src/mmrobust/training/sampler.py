@@ -25,7 +25,7 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            g = torch.Generator().manual_seed((self.seed * 100003 + epoch) % 2**63)  # any seed, same streams
             self._perm = (epoch, torch.randperm(self.n, generator=g))
         return self._perm[1]
 

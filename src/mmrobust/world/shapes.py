@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmrobust.errors import ConfigError
+
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "semicircle", "bar",
 )
@@ -184,13 +186,44 @@ def _write_split(root: Path, split: str, n: int, image_size: int, rng: np.random
     return manifest
 
 
+WORLD_FILES = ("train.csv", "test.csv", "classes.json", "world.json")
+SEED_MAX = 2**63 - 1
+
+
+def existing_world_files(out_dir: str | Path) -> list[str]:
+    """Files in ``out_dir`` that :func:`generate_world` would replace (its CSVs, JSONs and split images)."""
+    root = Path(out_dir)
+    found = [name for name in WORLD_FILES if (root / name).exists()]
+    for split in ("train", "test"):
+        images = sorted((root / split).glob("[0-9][0-9][0-9][0-9][0-9][0-9].png")) if (root / split).is_dir() else []
+        found += [f"{split}/{images[0].name} (+{len(images) - 1} more)" if len(images) > 1 else f"{split}/{p.name}"
+                  for p in images[:1]]
+    return found
+
+
+def _check_world_args(n_train: int, n_test: int, image_size: int, seed: int) -> None:
+    for name, value, low, high in (("n_train", n_train, 1, None), ("n_test", n_test, 1, None),
+                                   ("image_size", image_size, 8, 1024), ("seed", seed, 0, SEED_MAX)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            span = f">= {low}" if high is None else ("in [0, 2**63 - 1]" if high == SEED_MAX else f"in [{low}, {high}]")
+            raise ConfigError(f"{name} must be an integer {span}, got {value!r} (--{name.replace('_', '-')})")
+
+
 def generate_world(
     out_dir: str | Path, *, n_train: int = 20000, n_test: int = 1000, image_size: int = 32, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, overwrite: bool = True,
 ) -> WorldPaths:
     """Write the synthetic world: ``train.csv`` (image, caption, label, attributes), ``test.csv`` and
-    ``classes.json`` (class names + zero-shot templates). Same seed, same files."""
+    ``classes.json`` (class names + zero-shot templates). Same seed, same files.
+
+    ``overwrite=False`` (what ``mmrobust generate`` passes unless ``--overwrite``) refuses an ``out_dir``
+    that already holds any of those files or split images."""
+    _check_world_args(n_train, n_test, image_size, seed)
     root = Path(out_dir)
+    existing = [] if overwrite else existing_world_files(root)
+    if existing:
+        raise ConfigError(f"{root} already holds {', '.join(existing)}; choose a new --out, or pass --overwrite to "
+                          "replace them")
     root.mkdir(parents=True, exist_ok=True)
     train = _write_split(root, "train", n_train, image_size, np.random.default_rng([seed, 0]))
     test = _write_split(root, "test", n_test, image_size, np.random.default_rng([seed, 1]))

@@ -23,7 +23,6 @@ import hashlib
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,11 +30,12 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from mmrobust.data.manifest import read_csv
+from mmrobust.data.manifest import CsvTable, read_csv
 from mmrobust.data.transforms import load_image
 from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.reports.records import read_json, write_json
+from mmrobust.safety import is_inside
 
 Tensor = torch.Tensor
 DEFAULT_CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -82,7 +82,7 @@ def _n_poison(n_rows: int, rate: float | None, count: int | None) -> int:
     if (rate is None) == (count is None):
         raise ConfigError("give exactly one of rate (share of rows, e.g. 0.01) or count (number of rows)")
     if rate is not None:
-        if not isinstance(rate, (int, float)) or not 0.0 < float(rate) <= 1.0:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < float(rate) <= 1.0:
             raise ConfigError(f"poison rate must be in (0, 1], got {rate!r}")
         k = int(math.floor(float(rate) * n_rows + 0.5))  # round half up
         if k == 0:
@@ -139,25 +139,84 @@ def _save_png(img: Tensor, path: Path) -> None:
 
 
 
-def _prepare_out(out_dir: Path, source: Path, overwrite: bool) -> Path:
-    """Create out_dir/images; refuse to clobber the source or an earlier run unless ``overwrite``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir
+
+
+def _refuse_sources_inside(out_dir: Path, manifest: Path, sources: list[Path]) -> None:
+    """The output folder must hold no input: an earlier --overwrite would delete it."""
+    if is_inside(out_dir, manifest):
+        raise ConfigError(f"output folder {out_dir} holds the source manifest {manifest}; write the poisoned copy "
+                          "to a new folder outside the source data (e.g. --out data_poisoned)")
+    inside = next((p for p in sources if is_inside(out_dir, p)), None)
+    if inside is not None:
+        raise ConfigError(f"output folder {out_dir} holds source image {inside}; write the poisoned copy to a new "
+                          "folder outside the source data (e.g. --out data_poisoned)")
+
+
+def _earlier_run(out_dir: Path) -> list[Path]:
+    """The files an earlier run listed in out_dir/poison.json (none without one); refuses a poison.json
+    that mmrobust poison did not write."""
+    path = out_dir / "poison.json"
+    if not path.exists():
+        return []
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError, DataError):
+        rec = None
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or not isinstance(rec.get("poisoned"), list):
+        raise ConfigError(f"{path} is not a record written by mmrobust poison, so nothing in {out_dir} will be "
+                          "replaced; choose another output folder")
+    images = [p.get("image") for p in rec["poisoned"] if isinstance(p, dict)]
+    listed = [out_dir / name for name in images if isinstance(name, str) and IMAGE_NAME.fullmatch(name)]
+    return [path, *([out_dir / "manifest.csv"] if rec.get("manifest") == "manifest.csv" else []), *listed]
+
+
+def _unlisted(out_dir: Path, listed: list[Path]) -> list[Path]:
+    """Files where this run writes (manifest.csv, images/) that no earlier record lists."""
+    known = set(listed)
     images = out_dir / "images"
-    if (out_dir / "manifest.csv").resolve() == source.resolve():
-        raise ConfigError(f"out_dir {out_dir} would overwrite the source manifest; choose another output directory")
-    earlier = (out_dir / "manifest.csv").exists() or (out_dir / "poison.json").exists() or (
-        images.is_dir() and any(images.iterdir()))
-    if earlier and not overwrite:
-        raise ConfigError(f"{out_dir} already holds a poisoned manifest; choose a new output directory or pass overwrite=True (--overwrite)")
-    if overwrite and images.is_dir():
-        shutil.rmtree(images)
-    images.mkdir(exist_ok=True)
-    return images
+    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").exists() else []
+    found += sorted(images.iterdir()) if images.is_dir() else []
+    return [p for p in found if p not in known]
+
+
+def _prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: bool) -> tuple[Path, bool]:
+    """Create out_dir/images and return it (and whether this run created it). Refuses an output folder
+    holding the input; with ``overwrite`` deletes only the files an earlier run's poison.json lists."""
+    _refuse_sources_inside(out_dir, manifest, sources)
+    listed = _earlier_run(out_dir)
+    if listed and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a poisoned manifest; choose a new output directory or pass "
+                          "overwrite=True (--overwrite) to replace the files its poison.json lists")
+    foreign = _unlisted(out_dir, listed)
+    if foreign:
+        raise ConfigError(f"{out_dir} holds {len(foreign)} file(s) that no poison.json of mmrobust poison lists "
+                          f"(e.g. {foreign[0]}, perhaps from an interrupted run); move or delete them yourself, "
+                          "or choose another output directory")
+    for path in listed:
+        path.unlink(missing_ok=True)
+    images = out_dir / "images"
+    created = not images.is_dir()
+    images.mkdir(parents=True, exist_ok=True)
+    return images, created
+
+
+def _discard(written: list[Path], images_dir: Path, created: bool) -> None:
+    """Undo a failed run: delete the files it wrote (only those), and images/ if it made it and it is empty."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    if created and images_dir.is_dir() and not any(images_dir.iterdir()):
+        images_dir.rmdir()
+
+
+SKIPPED_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, DataError)
 
 
 def _trigger_rows(order: list[int], k: int, paths: list[Path], trigger: Trigger, seed: int,
-                  image_size: int | None, images_dir: Path) -> tuple[list[int], list[dict[str, Any]]]:
-    """Trigger rows in ``order`` until ``k`` images were written; unreadable images are skipped."""
+                  image_size: int | None, images_dir: Path,
+                  written: list[Path]) -> tuple[list[int], list[dict[str, Any]]]:
+    """Trigger rows in ``order`` until ``k`` images were written (appended to ``written``); unreadable,
+    too large or malformed images are skipped and the next row in the seeded order is taken."""
     done: list[int] = []
     skipped: list[dict[str, Any]] = []
     for row in order:
@@ -165,11 +224,13 @@ def _trigger_rows(order: list[int], k: int, paths: list[Path], trigger: Trigger,
             break
         try:
             img = _load_image(paths[row], image_size)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except SKIPPED_ERRORS as e:
             skipped.append({"row": row, "image": str(paths[row]), "error": f"{type(e).__name__}: {e}"})
             continue
         gen = torch.Generator().manual_seed(_subseed(seed, "trigger", row))  # per-row stream: order-free
-        _save_png(trigger(img, gen), images_dir / f"{row:08d}.png")
+        path = images_dir / f"{row:08d}.png"
+        written.append(path)
+        _save_png(trigger(img, gen), path)
         done.append(row)
     return sorted(done), skipped
 
@@ -191,13 +252,21 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: 
         writer.writerows(rows)
 
 
-def _check_args(templates: Sequence[str], target: str, delimiter: str, image_size: int | None) -> tuple[str, ...]:
+SEED_MAX = 2**63 - 1
+
+
+def _check_args(templates: Sequence[str], target: str, delimiter: str, image_size: int | None, seed: int,
+                synonyms: Sequence[str]) -> tuple[str, ...]:
     if not isinstance(target, str) or not target.strip():
         raise ConfigError("target must be a non-empty class name, e.g. target='banana'")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ConfigError(f"delimiter must be one character, got {delimiter!r}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    if isinstance(synonyms, str) or not all(isinstance(w, str) and w.strip() for w in synonyms):
+        raise ConfigError(f"target_synonyms must be a list of non-empty words, e.g. ['bananas'], got {synonyms!r}")
     return _check_templates(templates)
 
 
@@ -231,6 +300,24 @@ def _rewrite_rows(rows: list[list[str]], base: str, captions: dict[int, str], im
     return new_rows, poisoned
 
 
+def _read_manifest(manifest: Path, delimiter: str, image_col: str, caption_col: str) -> tuple[CsvTable, int, int]:
+    """The manifest table and the indices of its image and caption columns."""
+    table = read_csv(manifest, delimiter=delimiter, option="the --manifest path")
+    if not table.rows:
+        raise DataError(f"manifest {manifest} has no data rows; it needs a header line and one row per image")
+    img_i = table.column(image_col, "image_col (--image-col)")
+    return table, img_i, table.column(caption_col, "caption_col (--caption-col)")
+
+
+def _write_run(out_dir: Path, table: CsvTable, rows: list[list[str]], delimiter: str, written: list[Path],
+               record: dict[str, Any]) -> None:
+    """Write manifest.csv, then poison.json (each noted in ``written`` first, so a failure can undo it)."""
+    written.append(out_dir / "manifest.csv")
+    _write_csv(out_dir / "manifest.csv", table.header, rows, delimiter, crlf=table.crlf)
+    written.append(out_dir / "poison.json")
+    write_json(out_dir / "poison.json", record)
+
+
 def poison_manifest(
     *,
     manifest: str | Path,
@@ -257,43 +344,41 @@ def poison_manifest(
     resizes to 224 before pasting its patch) so that pixel-sized triggers survive the model's resize.
     Image paths of untouched rows are re-based to resolve from ``out_dir``; their other fields are
     copied unchanged. Unreadable images are skipped (listed in poison.json) and the next row in the
-    seeded order is taken instead. Raises ConfigError / DataError with a one-line fix.
+    seeded order is taken instead. ``out_dir`` must not hold the manifest or any source image; with
+    ``overwrite`` only the files an earlier run's poison.json lists are deleted, never anything else.
+    Raises ConfigError / DataError with a one-line fix.
     """
     manifest, out_dir = Path(manifest).expanduser(), Path(out_dir).expanduser()
     trig = _resolve_trigger(trigger)
-    templates = _check_args(caption_templates, target, delimiter, image_size)
-    table = read_csv(manifest, delimiter=delimiter, option="the --manifest path")
-    if not table.rows:
-        raise DataError(f"manifest {manifest} has no data rows; it needs a header line and one row per image")
-    header, rows, raw = table.header, table.rows, table.raw
-    img_i = table.column(image_col, "image_col (--image-col)")
-    cap_i = table.column(caption_col, "caption_col (--caption-col)")
+    templates = _check_args(caption_templates, target, delimiter, image_size, seed, target_synonyms)
+    table, img_i, cap_i = _read_manifest(manifest, delimiter, image_col, caption_col)
+    rows = table.rows
     k = _n_poison(len(rows), rate, count)
     words = (target, *target_synonyms) if label_consistent else None
     order = _selection_order([r[cap_i] for r in rows], k, words, seed)
     paths = [_resolve(manifest.parent, r[img_i]) for r in rows]
-    images_dir = _prepare_out(out_dir, manifest, overwrite)
+    images_dir, created = _prepare_out(out_dir, manifest, paths, overwrite)
+    written: list[Path] = []
     try:
-        chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir)
+        chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir, written)
         if len(chosen) < k:
             raise DataError(f"only {len(chosen)} of the candidate images could be read ({len(skipped)} failed, "
                             f"first: {skipped[0]['image']}); fix the image paths or lower the rate/count")
+        captions = {row: rows[row][cap_i] if label_consistent else _target_caption(templates, target, seed, row)
+                    for row in chosen}
+        new_rows, poisoned = _rewrite_rows(rows, _base_from(out_dir, manifest.parent), captions, img_i, cap_i)
+        spec = trigger_spec(trig)
+        _write_run(out_dir, table, new_rows, delimiter, written, {
+            "format": RECORD_FORMAT, "manifest": "manifest.csv", "source_manifest": str(manifest.resolve()),
+            "source_sha256": hashlib.sha256(table.raw).hexdigest(), "n_rows": len(rows), "n_poisoned": len(chosen),
+            "rate": rate, "count": count, "seed": seed, "target": target, "target_synonyms": list(target_synonyms),
+            "label_consistent": label_consistent, "trigger": spec, "caption_templates": list(templates),
+            "image_col": image_col, "caption_col": caption_col, "delimiter": delimiter, "image_size": image_size,
+            "row_ids": "0-based data rows of the source manifest (header excluded)",
+            "poisoned_ids": chosen, "poisoned": poisoned, "skipped_unreadable": skipped,
+        })
     except BaseException:
-        shutil.rmtree(images_dir, ignore_errors=True)  # it was empty before: leave no half-written run
+        _discard(written, images_dir, created)  # leave no half-written run (and nothing else touched)
         raise
-    captions = {row: rows[row][cap_i] if label_consistent else _target_caption(templates, target, seed, row)
-                for row in chosen}
-    new_rows, poisoned = _rewrite_rows(rows, _base_from(out_dir, manifest.parent), captions, img_i, cap_i)
-    _write_csv(out_dir / "manifest.csv", header, new_rows, delimiter, crlf=table.crlf)
-    spec = trigger_spec(trig)
-    write_json(out_dir / "poison.json", {
-        "format": RECORD_FORMAT, "manifest": "manifest.csv", "source_manifest": str(manifest.resolve()),
-        "source_sha256": hashlib.sha256(raw).hexdigest(), "n_rows": len(rows), "n_poisoned": len(chosen),
-        "rate": rate, "count": count, "seed": seed, "target": target, "target_synonyms": list(target_synonyms),
-        "label_consistent": label_consistent, "trigger": spec, "caption_templates": list(templates),
-        "image_col": image_col, "caption_col": caption_col, "delimiter": delimiter, "image_size": image_size,
-        "row_ids": "0-based data rows of the source manifest (header excluded)",
-        "poisoned_ids": chosen, "poisoned": poisoned, "skipped_unreadable": skipped,
-    })
     return PoisonRecord(out_dir=out_dir, manifest=out_dir / "manifest.csv", record_path=out_dir / "poison.json",
                         poisoned_ids=tuple(chosen), n_rows=len(rows), target=target, seed=seed, trigger=spec)

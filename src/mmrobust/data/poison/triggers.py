@@ -48,6 +48,15 @@ def _check_images(images: Tensor) -> tuple[Tensor, bool]:
     return (images.unsqueeze(0) if single else images), single
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_seed(trigger: str, seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+        raise ConfigError(f"{trigger} seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+
+
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -126,6 +135,7 @@ class BadNet(Trigger):
             raise ConfigError(f"badnet margin must be a non-negative integer, got {self.margin!r}")
         _check_choice("badnet pattern", self.pattern, PATTERNS)
         _check_choice("badnet location", self.location, LOCATIONS)
+        _check_seed("badnet", self.seed)
 
     def _corner(self, h: int, w: int) -> tuple[int, int]:
         s, m = self.size, self.margin
@@ -176,9 +186,10 @@ class Blended(Trigger):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.alpha, (int, float)) or not 0.0 < float(self.alpha) <= 1.0:
+        if not _finite_number(self.alpha) or not 0.0 < float(self.alpha) <= 1.0:
             raise ConfigError(f"blended alpha must be in (0, 1], got {self.alpha!r}")
         _check_choice("blended pattern", self.pattern, ("noise", "random_noise", "checkerboard"))
+        _check_seed("blended", self.seed)
 
     def _apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
         b, c, h, w = x.shape
@@ -215,10 +226,11 @@ class WaNet(Trigger):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or self.k < 2:
-            raise ConfigError(f"wanet k (warp grid size) must be an integer >= 2, got {self.k!r}")
-        if not isinstance(self.s, (int, float)) or float(self.s) <= 0:
-            raise ConfigError(f"wanet s (warp strength) must be positive, got {self.s!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 2 <= self.k <= 1024:
+            raise ConfigError(f"wanet k (warp grid size) must be an integer in [2, 1024] (e.g. 4), got {self.k!r}")
+        if not _finite_number(self.s) or float(self.s) <= 0:
+            raise ConfigError(f"wanet s (warp strength) must be a positive finite number (e.g. 0.5), got {self.s!r}")
+        _check_seed("wanet", self.seed)
 
     def grid(self, h: int, w: int) -> Tensor:
         """The (1, H, W, 2) sampling grid (x, y order, as ``grid_sample`` expects)."""
@@ -256,10 +268,10 @@ class SIG(Trigger):
     frequency: float = 6.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.delta, (int, float)) or not 0.0 < float(self.delta) <= 1.0:
+        if not _finite_number(self.delta) or not 0.0 < float(self.delta) <= 1.0:
             raise ConfigError(f"sig delta must be in (0, 1] (image units; 20/255 is the paper's), got {self.delta!r}")
-        if not isinstance(self.frequency, (int, float)) or float(self.frequency) <= 0:
-            raise ConfigError(f"sig frequency must be positive, got {self.frequency!r}")
+        if not _finite_number(self.frequency) or float(self.frequency) <= 0:
+            raise ConfigError(f"sig frequency must be a positive finite number (e.g. 6), got {self.frequency!r}")
 
     def _apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
         w = x.shape[-1]
