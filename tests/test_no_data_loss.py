@@ -175,3 +175,32 @@ def test_generate_refuses_an_existing_world_unless_overwrite(tmp_path, capsys):
     assert _hashes(tmp_path) == before
     assert _cli([*args, "--seed", "1", "--overwrite"], capsys)[0] == 0
     assert (tmp_path / "w" / "train.csv").read_text().startswith("image,caption")
+
+
+def test_a_killed_poison_run_is_replaced_with_overwrite(tmp_path, monkeypatch):
+    """A run killed while writing images (no cleanup ran) leaves files its in-progress record marks as
+    the tool's: --overwrite replaces them and gives the same result as an uninterrupted run."""
+    import mmrobust.data.poison.poison as poison
+
+    manifest = _source(tmp_path / "data")
+    clean = poison_manifest(manifest=manifest, out_dir=tmp_path / "clean", trigger=BadNet(size=3), target="star", count=4)
+    real_save, saved = poison._save_png, []
+
+    def dying_save(img, path):
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # the kill
+        saved.append(path)
+        real_save(img, path)
+
+    monkeypatch.setattr(poison, "_save_png", dying_save)
+    monkeypatch.setattr(poison, "_discard", lambda *a: None)  # SIGKILL: no cleanup
+    with pytest.raises(KeyboardInterrupt):
+        poison_manifest(manifest=manifest, out_dir=tmp_path / "out", trigger=BadNet(size=3), target="star", count=4)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "out" / "poison.json").read_text())["status"] == "writing" and len(saved) == 2
+    with pytest.raises(ConfigError, match="already holds a poisoned manifest"):
+        poison_manifest(manifest=manifest, out_dir=tmp_path / "out", trigger=BadNet(size=3), target="star", count=4)
+    again = poison_manifest(manifest=manifest, out_dir=tmp_path / "out", trigger=BadNet(size=3), target="star", count=4,
+                            overwrite=True)
+    assert again.poisoned_ids == clean.poisoned_ids
+    assert _hashes(tmp_path / "out" / "images") == _hashes(tmp_path / "clean" / "images")

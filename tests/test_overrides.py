@@ -21,7 +21,7 @@ def test_overrides_are_typed_and_reach_into_dicts():
     assert a.train_eps == 8 / 255
 
 
-@pytest.mark.parametrize("item,message", [("steps=3", "key among"), ("finetune_steps=3.5", "expected a int"),
+@pytest.mark.parametrize("item,message", [("steps=3", "key among"), ("finetune_steps=3.5", "expected an int"),
                                           ("finetune_steps", "key=value"), ("seed.x=1", "not a dict")])
 def test_bad_overrides_name_the_problem(item, message):
     with pytest.raises(ConfigError, match=message):

@@ -34,3 +34,15 @@ def test_hostile_records_are_skipped_not_followed(tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert page.count("not a results record, skipped") == 3 and "malformed table" in page
     assert "<img" not in page and "passwd" not in page  # no plot outside the run is embedded
+
+
+def test_report_replaces_only_a_report_it_wrote(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    mine = tmp_path / "index.html"
+    mine.write_text("<html>my own page</html>")
+    assert main(["report", str(tmp_path / "run"), "--out", str(mine)]) == 2
+    assert "is not an mmrobust report" in capsys.readouterr().err and mine.read_text() == "<html>my own page</html>"
+    ours = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "run"), "--out", str(ours)]) == 0
+    assert main(["report", str(tmp_path / "run"), "--out", str(ours), "--title", "again"]) == 0  # ours: replaced
+    assert "again" in ours.read_text()

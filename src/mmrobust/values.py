@@ -82,4 +82,50 @@ def parse_value(value: Any, like: Any = _MISSING, *, name: str = "value") -> Any
     try:
         return _like(value, like)
     except (ValueError, TypeError, ZeroDivisionError, yaml.YAMLError):
-        raise ConfigError(f"{name}: expected a {type(like).__name__} like {like!r}, got {value!r}") from None
+        kind = type(like).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"{name}: expected {article} {kind} like {like!r}, got {value!r}") from None
+
+
+SEED_MAX = 2**63 - 1  # what torch and numpy generators accept
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    if low is not None and high is not None:
+        hi = "2**63 - 1" if high == SEED_MAX else f"{high:g}"
+        return f"in {'(' if low_open else '['}{low:g}, {hi}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'<' if high_open else '<='} {high:g}" if high is not None else ""
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None, fix: str = "") -> int:
+    """``value`` if it is an integer (not a bool) in [low, high]; a one-line ConfigError naming ``name``
+    and ``fix`` otherwise. The one range check of integer settings in library code."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
+            high is not None and value > high):
+        where = _bounds(low, high)
+        raise ConfigError(f"{name} must be an integer{' ' + where if where else ''}, got {value!r}"
+                          + (f"; {fix}" if fix else ""))
+    return value
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, fix: str = "") -> float:
+    """``value`` as a float if it is a finite number in the given range (open ends excluded); a one-line
+    ConfigError naming ``name`` and ``fix`` otherwise."""
+    import math
+
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        low is None or value > low or (value == low and not low_open)) and (
+        high is None or value < high or (value == high and not high_open))
+    if not ok:
+        where = _bounds(low, high, low_open, high_open)
+        raise ConfigError(f"{name} must be a finite number{' ' + where if where else ''}, got {value!r}"
+                          + (f"; {fix}" if fix else ""))
+    return float(value)
+
+
+def check_seed(name: str, value: Any, fix: str = "") -> int:
+    """A seed: an integer in [0, 2**63 - 1]."""
+    return check_int(name, value, low=0, high=SEED_MAX, fix=fix)

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from mmrobust.errors import ConfigError
-from mmrobust.values import parse_value
+from mmrobust.values import SEED_MAX, parse_value
 
 
 def parse_eps(text: str) -> float:
@@ -44,7 +44,7 @@ def positive_int(text: str) -> int:
 def seed(text: str) -> int:
     """A seed: an integer in [0, 2**63 - 1] (what torch and numpy generators accept)."""
     v = _int_at_least(text, 0)
-    if v > 2**63 - 1:
+    if v > SEED_MAX:
         raise argparse.ArgumentTypeError(f"seed {text} is beyond 2**63 - 1; use a smaller integer")
     return v
 

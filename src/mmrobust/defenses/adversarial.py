@@ -7,7 +7,8 @@ from typing import Any, Callable
 import torch
 
 from mmrobust.attacks.pgd import pgd
-from mmrobust.defenses.base import SEED_MAX, Task, check_option
+from mmrobust.defenses.base import Task, check_option
+from mmrobust.values import SEED_MAX
 from mmrobust.errors import ConfigError
 
 

@@ -16,9 +16,7 @@ from torch import nn
 
 from mmrobust.errors import ConfigError
 from mmrobust.models.clip import CLIPModel, save_clip
-
-
-SEED_MAX = 2**63 - 1
+from mmrobust.values import SEED_MAX
 
 
 def check_option(task: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,

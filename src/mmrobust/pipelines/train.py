@@ -13,7 +13,8 @@ from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip
 from mmrobust.reports.records import write_results
-from mmrobust.training.loop import CKPT_NAME, LOG_NAME, RESUME_FREE, SEED_MAX, TrainConfig, TrainResult, train
+from mmrobust.values import check_seed
+from mmrobust.training.loop import CKPT_NAME, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
 
 CONFIG_FILE = "config.yaml"
 # Every file a run writes into its directory: all that --overwrite may delete, and nothing else.
@@ -48,8 +49,7 @@ class ModelSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
-            raise ConfigError(f"init seed must be an integer in [0, 2**63 - 1], got {self.seed!r} (--init-seed)")
+        check_seed("init seed", self.seed, fix="--init-seed")
 
 
 @dataclass(frozen=True)

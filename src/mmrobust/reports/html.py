@@ -107,14 +107,33 @@ def _section(run: Path) -> str:
     return "\n".join(parts)
 
 
+GENERATOR = "<meta name='generator' content='mmrobust report'>"
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a file that is not a report of ours (the user's own page, a folder, a pipe)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    ours = False
+    if out.is_file() and not out.is_symlink():
+        with out.open("rb") as f:
+            ours = GENERATOR.encode() in f.read(4096)
+    if not ours:
+        raise DataError(f"{out} exists and is not an mmrobust report; choose another --out (the tool replaces "
+                        "only reports it wrote)")
+
+
 def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "mmrobust report") -> Path:
-    """Write a self-contained HTML report of the given run directories."""
-    sections = [_section(Path(r)) for r in runs if Path(r).is_dir()]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+    """Write a self-contained HTML report of the given run directories (replacing only a report of ours)."""
     out = Path(out)
+    _check_replaceable(out)
+    sections = [_section(Path(r)) for r in runs if Path(r).is_dir()]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'>{GENERATOR}<title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
     return out
 
 

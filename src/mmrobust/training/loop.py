@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrobust.data.datasets import collate
+from mmrobust.values import SEED_MAX, check_int
 from mmrobust.errors import ConfigError, DataError, TrainingError
 from mmrobust.models.checkpoint import load_torch_file
 from mmrobust.training.optim import cosine_with_warmup, param_groups
@@ -73,9 +74,6 @@ class TrainConfig:
             raise ConfigError(f"device {self.device!r} is not cpu, cuda or cuda:N") from None
 
 
-SEED_MAX = 2**63 - 1  # what torch and numpy generators accept
-
-
 def _finite(value: Any) -> bool:
     """A real number (not bool), not NaN or infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -83,8 +81,7 @@ def _finite(value: Any) -> bool:
 
 def _check_int(name: str, value: Any, low: int, flag: str) -> None:
     """One-line ConfigError unless ``value`` is an int in [low, 2**63 - 1] (it must fit in 64 bits)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= SEED_MAX:
-        raise ConfigError(f"{name} must be an integer in [{low}, 2**63 - 1], got {value!r} ({flag})")
+    check_int(name, value, low=low, high=SEED_MAX, fix=flag)
 
 
 @dataclass

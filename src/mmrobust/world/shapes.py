@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmrobust.errors import ConfigError
+from mmrobust.values import SEED_MAX, check_int
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "semicircle", "bar",
@@ -187,7 +188,6 @@ def _write_split(root: Path, split: str, n: int, image_size: int, rng: np.random
 
 
 WORLD_FILES = ("train.csv", "test.csv", "classes.json", "world.json")
-SEED_MAX = 2**63 - 1
 
 
 def existing_world_files(out_dir: str | Path) -> list[str]:
@@ -204,9 +204,7 @@ def existing_world_files(out_dir: str | Path) -> list[str]:
 def _check_world_args(n_train: int, n_test: int, image_size: int, seed: int) -> None:
     for name, value, low, high in (("n_train", n_train, 1, None), ("n_test", n_test, 1, None),
                                    ("image_size", image_size, 8, 1024), ("seed", seed, 0, SEED_MAX)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            span = f">= {low}" if high is None else ("in [0, 2**63 - 1]" if high == SEED_MAX else f"in [{low}, {high}]")
-            raise ConfigError(f"{name} must be an integer {span}, got {value!r} (--{name.replace('_', '-')})")
+        check_int(name, value, low=low, high=high, fix=f"--{name.replace('_', '-')}")
 
 
 def generate_world(

@@ -36,6 +36,7 @@ from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_di
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.reports.records import read_json, write_json
 from mmrobust.safety import is_inside
+from mmrobust.values import check_seed
 
 Tensor = torch.Tensor
 DEFAULT_CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -166,9 +167,21 @@ def _earlier_run(out_dir: Path) -> list[Path]:
     if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or not isinstance(rec.get("poisoned"), list):
         raise ConfigError(f"{path} is not a record written by mmrobust poison, so nothing in {out_dir} will be "
                           "replaced; choose another output folder")
+    if rec.get("status") == "writing":  # an interrupted run: its images are the pattern-named ones in its folder
+        return [path, *_interrupted_files(out_dir, bool(rec.get("images_dir_created")))]
     images = [p.get("image") for p in rec["poisoned"] if isinstance(p, dict)]
     listed = [out_dir / name for name in images if isinstance(name, str) and IMAGE_NAME.fullmatch(name)]
     return [path, *([out_dir / "manifest.csv"] if rec.get("manifest") == "manifest.csv" else []), *listed]
+
+
+def _interrupted_files(out_dir: Path, images_dir_created: bool) -> list[Path]:
+    """What a run killed before its final record may have written: images/NNNNNNNN.png (only when it
+    created images/ itself) and manifest.csv (written just before the record)."""
+    images = out_dir / "images"
+    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").is_file() else []
+    if images_dir_created and images.is_dir():
+        found += [p for p in sorted(images.iterdir()) if IMAGE_NAME.fullmatch(f"images/{p.name}") and p.is_file()]
+    return found
 
 
 def _unlisted(out_dir: Path, listed: list[Path]) -> list[Path]:
@@ -198,6 +211,9 @@ def _prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: 
     images = out_dir / "images"
     created = not images.is_dir()
     images.mkdir(parents=True, exist_ok=True)
+    # marks the folder as ours while images are written: a killed run can be replaced with --overwrite
+    write_json(out_dir / "poison.json", {"format": RECORD_FORMAT, "status": "writing", "images_dir_created": created,
+                                         "poisoned": []})
     return images, created
 
 
@@ -252,9 +268,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: 
         writer.writerows(rows)
 
 
-SEED_MAX = 2**63 - 1
-
-
 def _check_args(templates: Sequence[str], target: str, delimiter: str, image_size: int | None, seed: int,
                 synonyms: Sequence[str]) -> tuple[str, ...]:
     if not isinstance(target, str) or not target.strip():
@@ -263,8 +276,7 @@ def _check_args(templates: Sequence[str], target: str, delimiter: str, image_siz
         raise ConfigError(f"delimiter must be one character, got {delimiter!r}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    check_seed("seed", seed)
     if isinstance(synonyms, str) or not all(isinstance(w, str) and w.strip() for w in synonyms):
         raise ConfigError(f"target_synonyms must be a list of non-empty words, e.g. ['bananas'], got {synonyms!r}")
     return _check_templates(templates)
@@ -358,7 +370,7 @@ def poison_manifest(
     order = _selection_order([r[cap_i] for r in rows], k, words, seed)
     paths = [_resolve(manifest.parent, r[img_i]) for r in rows]
     images_dir, created = _prepare_out(out_dir, manifest, paths, overwrite)
-    written: list[Path] = []
+    written: list[Path] = [out_dir / "poison.json"]
     try:
         chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir, written)
         if len(chosen) < k:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.registry import TRIGGERS
-from mmrobust.values import parse_value
+from mmrobust.values import check_seed, parse_value
 
 Tensor = torch.Tensor
 PATTERNS = ("checkerboard", "noise", "random_noise", "white", "black")
@@ -53,8 +53,7 @@ def _finite_number(value: Any) -> bool:
 
 
 def _check_seed(trigger: str, seed: Any) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
-        raise ConfigError(f"{trigger} seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    check_seed(f"{trigger} seed", seed)
 
 
 def _seeded(seed: int) -> torch.Generator:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.mllm.cache import ResponseCache, cache_key, file_sha256
 from mmrobust.eval.mllm.task import MLLMTask, Question
-from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, check_int, secrets_of
+from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, secrets_of
 from mmrobust.registry import PARSERS
+from mmrobust.values import check_int, check_seed
 from mmrobust.reports.contract import Record
 from mmrobust.safety import redact
 
@@ -47,9 +48,7 @@ def check_run_settings(*, params: Any, n_boot: Any, seed: Any) -> None:
     if not isinstance(params, GenerationParams):
         raise ConfigError(f"params must be a GenerationParams, got {type(params).__name__}")
     check_int("n_boot (--bootstrap)", n_boot, low=0, fix="0 turns confidence intervals off")
-    check_int("seed", seed, low=0)
-    if seed > 2**63 - 1:
-        raise ConfigError(f"seed {seed} is beyond 2**63 - 1; use a smaller integer")
+    check_seed("seed", seed)
 
 
 def _image_sha(path: str) -> tuple[str | None, str | None]:

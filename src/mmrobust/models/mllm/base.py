@@ -6,11 +6,10 @@ flight). A failed request yields ``GenResult(error=...)``; adapters never invent
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from mmrobust.errors import ConfigError
+from mmrobust.values import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -22,38 +21,12 @@ class GenerationParams:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}; "
-                              "e.g. --max-new-tokens 64")
-        if not _finite(self.temperature) or self.temperature < 0:
-            raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
-        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}; 1 keeps every token")
+        check_int("max_new_tokens", self.max_new_tokens, low=1, fix="e.g. --max-new-tokens 64")
+        check_number("temperature", self.temperature, low=0, fix="0 = greedy")
+        check_number("top_p", self.top_p, low=0, high=1, low_open=True, fix="1 keeps every token")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _finite(value: Any) -> bool:
-    """A real, finite number (bools and text are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_number(name: str, value: Any, *, low: float, low_open: bool = False, fix: str = "") -> float:
-    """``value`` as a float if it is finite and ``>= low`` (``> low`` with ``low_open``); a one-line
-    ConfigError naming ``name`` and ``fix`` otherwise. Shared by the adapters' constructors."""
-    if not _finite(value) or value < low or (low_open and value == low):
-        bound = f"{'>' if low_open else '>='} {low:g}"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}" + (f"; {fix}" if fix else ""))
-    return float(value)
-
-
-def check_int(name: str, value: Any, *, low: int, fix: str = "") -> int:
-    """``value`` if it is an integer ``>= low``; a one-line ConfigError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}" + (f"; {fix}" if fix else ""))
-    return value
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult, check_int
+from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.values import check_int
 from mmrobust.safety import ensure_regular_file
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult, check_int, check_number
+from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.values import check_int, check_number
 from mmrobust.safety import ensure_regular_file, redact
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
