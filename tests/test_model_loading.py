@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models import create_clip, save_clip
-from mmrobust.models.clip import check_model_cfg, estimate_params
+from mmrobust.models.limits import check_model_cfg, estimate_params
 
 CONFIG, WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
 

@@ -193,7 +193,7 @@ def test_a_killed_poison_run_is_replaced_with_overwrite(tmp_path, monkeypatch):
         real_save(img, path)
 
     monkeypatch.setattr(poison, "_save_png", dying_save)
-    monkeypatch.setattr(poison, "_discard", lambda *a: None)  # SIGKILL: no cleanup
+    monkeypatch.setattr(poison, "discard_written", lambda *a: None)  # SIGKILL: no cleanup
     with pytest.raises(KeyboardInterrupt):
         poison_manifest(manifest=manifest, out_dir=tmp_path / "out", trigger=BadNet(size=3), target="star", count=4)
     monkeypatch.undo()

@@ -1,0 +1,100 @@
+"""The output folder of ``mmrobust poison``: never delete what the tool did not write.
+
+The folder may not hold the input manifest or images. An earlier run is recognised by its
+``poison.json`` (written first as an in-progress marker, then as the full record); with
+``overwrite`` only the files that record lists are deleted, and anything else where the run would
+write is refused.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.reports.records import read_json, write_json
+from mmrobust.safety import is_inside
+
+RECORD_FORMAT = "mmrobust.poison/1"
+IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir
+
+
+def _refuse_sources_inside(out_dir: Path, manifest: Path, sources: list[Path]) -> None:
+    """The output folder must hold no input: an earlier --overwrite would delete it."""
+    if is_inside(out_dir, manifest):
+        raise ConfigError(f"output folder {out_dir} holds the source manifest {manifest}; write the poisoned copy "
+                          "to a new folder outside the source data (e.g. --out data_poisoned)")
+    inside = next((p for p in sources if is_inside(out_dir, p)), None)
+    if inside is not None:
+        raise ConfigError(f"output folder {out_dir} holds source image {inside}; write the poisoned copy to a new "
+                          "folder outside the source data (e.g. --out data_poisoned)")
+
+
+def _earlier_run(out_dir: Path) -> list[Path]:
+    """The files an earlier run listed in out_dir/poison.json (none without one); refuses a poison.json
+    that mmrobust poison did not write."""
+    path = out_dir / "poison.json"
+    if not path.exists():
+        return []
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError, DataError):
+        rec = None
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or not isinstance(rec.get("poisoned"), list):
+        raise ConfigError(f"{path} is not a record written by mmrobust poison, so nothing in {out_dir} will be "
+                          "replaced; choose another output folder")
+    if rec.get("status") == "writing":  # an interrupted run: its images are the pattern-named ones in its folder
+        return [path, *_interrupted_files(out_dir, bool(rec.get("images_dir_created")))]
+    images = [p.get("image") for p in rec["poisoned"] if isinstance(p, dict)]
+    listed = [out_dir / name for name in images if isinstance(name, str) and IMAGE_NAME.fullmatch(name)]
+    return [path, *([out_dir / "manifest.csv"] if rec.get("manifest") == "manifest.csv" else []), *listed]
+
+
+def _interrupted_files(out_dir: Path, images_dir_created: bool) -> list[Path]:
+    """What a run killed before its final record may have written: images/NNNNNNNN.png (only when it
+    created images/ itself) and manifest.csv (written just before the record)."""
+    images = out_dir / "images"
+    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").is_file() else []
+    if images_dir_created and images.is_dir():
+        found += [p for p in sorted(images.iterdir()) if IMAGE_NAME.fullmatch(f"images/{p.name}") and p.is_file()]
+    return found
+
+
+def _unlisted(out_dir: Path, listed: list[Path]) -> list[Path]:
+    """Files where this run writes (manifest.csv, images/) that no earlier record lists."""
+    known = set(listed)
+    images = out_dir / "images"
+    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").exists() else []
+    found += sorted(images.iterdir()) if images.is_dir() else []
+    return [p for p in found if p not in known]
+
+
+def prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: bool) -> tuple[Path, bool]:
+    """Create out_dir/images and return it (and whether this run created it). Refuses an output folder
+    holding the input; with ``overwrite`` deletes only the files an earlier run's poison.json lists."""
+    _refuse_sources_inside(out_dir, manifest, sources)
+    listed = _earlier_run(out_dir)
+    if listed and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a poisoned manifest; choose a new output directory or pass "
+                          "overwrite=True (--overwrite) to replace the files its poison.json lists")
+    foreign = _unlisted(out_dir, listed)
+    if foreign:
+        raise ConfigError(f"{out_dir} holds {len(foreign)} file(s) that no poison.json of mmrobust poison lists "
+                          f"(e.g. {foreign[0]}, perhaps from an interrupted run); move or delete them yourself, "
+                          "or choose another output directory")
+    for path in listed:
+        path.unlink(missing_ok=True)
+    images = out_dir / "images"
+    created = not images.is_dir()
+    images.mkdir(parents=True, exist_ok=True)
+    # marks the folder as ours while images are written: a killed run can be replaced with --overwrite
+    write_json(out_dir / "poison.json", {"format": RECORD_FORMAT, "status": "writing", "images_dir_created": created,
+                                         "poisoned": []})
+    return images, created
+
+
+def discard_written(written: list[Path], images_dir: Path, created: bool) -> None:
+    """Undo a failed run: delete the files it wrote (only those), and images/ if it made it and it is empty."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    if created and images_dir.is_dir() and not any(images_dir.iterdir()):
+        images_dir.rmdir()
