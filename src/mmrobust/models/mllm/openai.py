@@ -18,13 +18,11 @@ Example (a local vLLM server)::
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import math
 import os
 import queue
 import random
-import socket
 import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -32,25 +30,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.models.mllm.deadline import Control, Watchdog, read_capped, watched_adapter_class
+from mmrobust.models.mllm.deadline import Fatal as _Fatal, Retryable as _Retryable
 from mmrobust.values import check_int, check_number
 from mmrobust.safety import ensure_regular_file, redact
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
 _ERROR_CHARS = 300  # how much of a server's error body an error message keeps
-_CURRENT = threading.local()  # the watchdog of the attempt running on this thread
-
-
-class _Retryable(Exception):
-    """A failure worth another try (carries an optional server-suggested delay)."""
-
-    def __init__(self, msg: str, retry_after: float | None = None) -> None:
-        super().__init__(msg)
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    """A failure that another try will not fix (bad request, auth, unknown model, unreadable image)."""
 
 
 class OpenAIAdapter:
@@ -105,7 +92,7 @@ class OpenAIAdapter:
         done: queue.SimpleQueue = queue.SimpleQueue()
         for item in enumerate(requests):
             todo.put(item)
-        ctl = _Control()
+        ctl = Control()
         for k in range(min(self.concurrency, len(requests))):  # daemons: a hung call never blocks exit
             threading.Thread(target=self._work, args=(todo, done, params, ctl), name=f"mmr-openai-{k}",
                              daemon=True).start()
@@ -116,7 +103,7 @@ class OpenAIAdapter:
             ctl.cancel()
 
     def _work(self, todo: queue.SimpleQueue, done: queue.SimpleQueue, params: GenerationParams,
-              ctl: "_Control") -> None:
+              ctl: "Control") -> None:
         while not ctl.stop.is_set():
             try:
                 i, req = todo.get_nowait()
@@ -128,7 +115,7 @@ class OpenAIAdapter:
                 result = GenResult(error=self._clean(f"unexpected {type(e).__name__}: {e}"))
             done.put((i, result))
 
-    def _one(self, req: GenRequest, params: GenerationParams, ctl: "_Control") -> GenResult:
+    def _one(self, req: GenRequest, params: GenerationParams, ctl: "Control") -> GenResult:
         start = time.monotonic()
         try:
             body = self._body(req, params)
@@ -154,7 +141,7 @@ class OpenAIAdapter:
         """An error message safe to record: credentials redacted, then cut to a readable length."""
         return redact(message, self.secrets())[:2 * _ERROR_CHARS]
 
-    def _wait(self, seconds: float, ctl: "_Control") -> None:
+    def _wait(self, seconds: float, ctl: "Control") -> None:
         if self._sleep is not None:
             self._sleep(seconds)
         else:
@@ -185,19 +172,19 @@ class OpenAIAdapter:
     def _session(self) -> Any:
         if not hasattr(self._local, "session"):
             session = self._requests.Session()
-            adapter = _watched_adapter_class()()
+            adapter = watched_adapter_class()()
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
         return self._local.session
 
-    def _post(self, body: dict[str, Any], ctl: "_Control") -> str:
+    def _post(self, body: dict[str, Any], ctl: "Control") -> str:
         """One attempt, bounded by ``timeout_s`` in total; the reply text or _Retryable/_Fatal."""
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        with _Watchdog(self.timeout_s, ctl) as dog:
+        with Watchdog(self.timeout_s, ctl) as dog:
             status, raw, retry_after = self._exchange(body, headers, dog)
         if status in RETRY_STATUS:
             raise _Retryable(f"HTTP {status}: {_snippet(raw, self.secrets())}", retry_after)
@@ -205,7 +192,7 @@ class OpenAIAdapter:
             raise _Fatal(f"HTTP {status}: {_snippet(raw, self.secrets())}")
         return _reply_text(raw, self.secrets())
 
-    def _exchange(self, body: dict[str, Any], headers: dict[str, str], dog: "_Watchdog"
+    def _exchange(self, body: dict[str, Any], headers: dict[str, str], dog: "Watchdog"
                   ) -> tuple[int, bytes, float | None]:
         """Send ``body`` and read the whole reply (status, bytes, Retry-After) under ``dog``."""
         rq = self._requests
@@ -213,138 +200,13 @@ class OpenAIAdapter:
             resp = self._session().post(f"{self.base_url}/chat/completions", json=body, headers=headers,
                                         timeout=self.timeout_s, stream=True)
             try:
-                raw = _read_capped(resp, self.max_body_bytes, dog)
+                raw = read_capped(resp, self.max_body_bytes, dog)
                 return resp.status_code, raw, _retry_after(resp)
             finally:
                 resp.close()
         except (rq.RequestException, OSError) as e:  # incl. a socket the watchdog shut
             dog.check()
             raise _Retryable(f"{type(e).__name__}: {e}") from None
-
-
-class _Control:
-    """Cancellation shared by one ``generate`` call: a stop flag and the watchdogs in flight."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.dogs: set[_Watchdog] = set()
-        self.lock = threading.Lock()
-
-    def cancel(self) -> None:
-        self.stop.set()
-        with self.lock:
-            dogs = list(self.dogs)
-        for dog in dogs:
-            dog.abort("cancelled")
-
-
-class _Watchdog:
-    """Shuts the socket of one attempt when ``seconds`` pass (or on cancel), so a server that trickles
-    its headers or body one byte at a time cannot hold the attempt: a per-read timeout never fires
-    while bytes keep coming. The HTTP connection registers its socket through ``_CURRENT``."""
-
-    def __init__(self, seconds: float, ctl: _Control) -> None:
-        self.seconds, self.ctl = seconds, ctl
-        self.reason: str | None = None
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._open = True
-        self._timer = threading.Timer(seconds, self.abort, args=("deadline",))
-        self._timer.daemon = True
-
-    def __enter__(self) -> "_Watchdog":
-        with self.ctl.lock:
-            self.ctl.dogs.add(self)
-        if self.ctl.stop.is_set():
-            self.abort("cancelled")
-        _CURRENT.dog = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._timer.cancel()
-        _CURRENT.dog = None
-        with self._lock:
-            self._open, self._socks = False, []
-        with self.ctl.lock:
-            self.ctl.dogs.discard(self)
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self.reason is not None:
-                _shut(sock)
-            elif self._open:
-                self._socks.append(sock)
-
-    def abort(self, reason: str) -> None:
-        with self._lock:
-            if not self._open or self.reason is not None:
-                return
-            self.reason = reason
-            for sock in self._socks:
-                _shut(sock)
-
-    def check(self) -> None:
-        """Raise the right error if this attempt was cut (deadline or cancel)."""
-        if self.reason == "deadline":
-            raise _Retryable(f"no complete reply within the {self.seconds:g}s deadline (timeout_s); the server "
-                             "is slow or trickling its reply, raise timeout_s if it is just slow")
-        if self.reason == "cancelled":
-            raise _Fatal("cancelled")
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
-    except OSError:
-        pass
-
-
-@functools.lru_cache(maxsize=None)
-def _watched_adapter_class() -> type:
-    """A requests transport whose connections hand their socket to the running attempt's watchdog
-    before waiting for the reply (built on first use, so importing this module stays cheap)."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def watched(base: type) -> type:
-        class Watched(base):  # type: ignore[misc, valid-type]
-            def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-                dog = getattr(_CURRENT, "dog", None)
-                if dog is not None and self.sock is not None:
-                    dog.watch(self.sock)
-                return super().getresponse(*args, **kwargs)
-        return Watched
-
-    pools = {"http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
-             "https": type("SPool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)})}
-
-    class WatchedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-            manager = super().proxy_manager_for(proxy, **kwargs)
-            if not proxy.lower().startswith("socks"):  # SOCKS managers bring their own connections
-                manager.pool_classes_by_scheme = pools
-            return manager
-
-    return WatchedAdapter
-
-
-def _read_capped(resp: Any, limit: int, dog: _Watchdog) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes; a body cut by the watchdog is an error."""
-    buf = bytearray()
-    for chunk in resp.iter_content(chunk_size=64 * 1024):
-        buf += chunk
-        if len(buf) > limit:
-            raise _Fatal(f"reply larger than {limit} bytes; is this a chat-completions server? (raise "
-                         "max_body_bytes if it is)")
-        dog.check()
-    dog.check()  # a close-delimited body cut short ends like a complete one
-    return bytes(buf)
 
 
 def _check_url(url: Any) -> str:
