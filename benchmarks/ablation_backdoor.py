@@ -45,7 +45,8 @@ def run_variant(demo: Path, out: Path, task: str, optim: dict, opts: dict, seed:
     cfg = TrainConfig(steps=optim.get("steps", 150), batch_size=optim.get("batch", 128), lr=optim.get("lr", 5e-4),
                       weight_decay=0.1, warmup_steps=max(1, optim.get("steps", 150) // 10), ckpt_every=0, seed=seed)
     job = TrainJob(task=task, model=ModelSpec(name=str(demo / "pretrain" / "model")),
-                   data=DataSpec(manifest=str(clean), label_col="label", classes=str(world / "classes.json")),
+                   data=DataSpec(manifest=str(clean), label_col="label", classes=str(world / "classes.json"),
+                                 allow_outside=True),  # its own subset, pointing into the demo world
                    optim=cfg, out_dir=str(out / name), task_options=opts)
     start = time.time()
     model_dir, _ = run_train(job, progress=False)

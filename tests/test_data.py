@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset, collate
 from mmrobust.world.shapes import SHAPES, generate_world
 from mmrobust.errors import DataError
@@ -33,13 +34,14 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(tmp_path, tiny_world
     path = _manifest(tmp_path, tiny_world, [[str(bad), "a broken star", "star"], ["gone.png", "a lost ring", "ring"]])
     for preload in (True, False):
         ds = ImageTextDataset(path, image_size=32, image_col="filepath", caption_col="title", delimiter="\t",
-                              preload=preload)
+                              preload=preload, paths=PathPolicy.of(path, data_root=tmp_path.parent))
         batch = collate([ds[i] for i in range(len(ds))])
         assert batch["n_dropped"] == 2 and batch["image"].shape == (10, 3, 32, 32)
         assert sorted(ds.skips.skipped) == [10, 11]
         assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
     classes = ClassInfo.load(tiny_world.classes)
-    lab = LabelledDataset(path, classes=classes, image_size=32, image_col="filepath", delimiter="\t", preload=True)
+    lab = LabelledDataset(path, classes=classes, image_size=32, image_col="filepath", delimiter="\t", preload=True,
+                          paths=PathPolicy.of(path, allow_outside=True))
     metrics, rows = evaluate_zeroshot(create_clip("mmrobust-tiny"), lab,
                                       build_classifier(create_clip("mmrobust-tiny"), classes.classnames, ["a {}"]))
     assert metrics["n"] == 10 and metrics["n_skipped"] == 2 and len(rows) == 10

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageFile
 
 from mmrobust.data import transforms as T
+from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
 from mmrobust.errors import DataError
 
@@ -120,7 +121,8 @@ def test_dataset_skips_and_counts_pipes_bombs_and_strips(tmp_path, micro_world):
     classes = ClassInfo.load(micro_world.classes)
     t0 = time.monotonic()
     for preload in (True, False):
-        ds = LabelledDataset(manifest, classes=classes, image_size=16, preload=preload)
+        ds = LabelledDataset(manifest, classes=classes, image_size=16, preload=preload,
+                             paths=PathPolicy.of(manifest, data_root=tmp_path.parent))
         items = [ds[i] for i in range(len(ds))]
         assert sorted(ds.skips.skipped) == [6, 7, 8]
         assert [it is None for it in items] == [False] * 6 + [True] * 3 + [False]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
 from mmrobust.eval.robust import embedding_drift, evaluate_robust, sample_ids
 from mmrobust.eval.zeroshot import build_classifier
@@ -73,7 +74,8 @@ def test_eval_robust_reports_skipped_rows_like_the_other_evals(tmp_path, micro_w
     from mmrobust.pipelines.evaluate import EvalData, eval_robust
     from mmrobust.reports.records import read_json
 
-    data = EvalData(manifest=str(_with_bad_rows(tmp_path, micro_world)), classes=str(micro_world.classes))
+    data = EvalData(manifest=str(_with_bad_rows(tmp_path, micro_world)), classes=str(micro_world.classes),
+                    data_root=str(tmp_path.parent))
     m = eval_robust(model="mmrobust-micro", data=data, out_dir=tmp_path / "out", attack="pgd", eps=(4 / 255,),
                     n_samples=None, attack_options={"steps": 2}, batch_size=8)
     assert m["n"] == 20 and m["n_skipped"] == 2
@@ -86,7 +88,9 @@ def test_eval_robust_reports_skipped_rows_like_the_other_evals(tmp_path, micro_w
 
 def test_sampled_skips_count_only_sampled_rows(tmp_path, micro_world):
     classes = ClassInfo.load(micro_world.classes)
-    ds = LabelledDataset(_with_bad_rows(tmp_path, micro_world), classes=classes, image_size=16, preload=True)
+    manifest = _with_bad_rows(tmp_path, micro_world)
+    ds = LabelledDataset(manifest, classes=classes, image_size=16, preload=True,
+                         paths=PathPolicy.of(manifest, allow_outside=True))
     model = create_clip("mmrobust-micro", seed=0)
     clf = build_classifier(model, classes.classnames, classes.templates)
     ids = sample_ids(len(ds), 10, 1)

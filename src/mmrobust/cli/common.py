@@ -112,6 +112,14 @@ def key_values(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def add_path_options(parser: argparse.ArgumentParser) -> None:
+    """--data-root / --allow-outside-paths: where a manifest's image paths may point (untrusted input)."""
+    parser.add_argument("--data-root", help="folder the manifest's image paths must lie in (default: the "
+                        "manifest's folder); paths outside it are skipped and listed")
+    parser.add_argument("--allow-outside-paths", action="store_true",
+                        help="allow image paths anywhere (absolute, or climbing out with ..)")
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="YAML file of option values (keys as the long options, "
                         "with - or _); options given on the command line win")

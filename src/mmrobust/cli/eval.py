@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmrobust.cli.common import add_config_option, apply_config, delimiter, device, key_values, positive_int, seed
+from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
+                                 positive_int, seed)
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
@@ -20,6 +21,7 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
         p.add_argument("--label-col", default="label")
     p.add_argument("--image-col", default="image")
     p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
+    add_path_options(p)
     p.add_argument("--out", required=True, help="output directory for results and per-sample JSONL")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", type=device, default="cpu")
@@ -56,7 +58,7 @@ def _weights(args: argparse.Namespace) -> dict:
 
 def _data(args: argparse.Namespace) -> EvalData:
     return EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,
-                    delimiter=args.delimiter)
+                    delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
@@ -83,6 +85,6 @@ def run_retrieval(args: argparse.Namespace) -> int:
     m = eval_retrieval(model=args.model, weights=_weights(args), manifest=args.data, out_dir=args.out,
                        image_col=args.image_col,
                        caption_col=args.caption_col, delimiter=args.delimiter, batch_size=args.batch_size,
-                       device=args.device)
+                       device=args.device, data_root=args.data_root, allow_outside=args.allow_outside_paths)
     print(json.dumps(m))
     return 0

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         opts["steps"] = args.steps
     data = EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,
-                    delimiter=args.delimiter)
+                    delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
     m = eval_robust(model=args.model, weights={"pretrained": args.pretrained, "checkpoint": args.checkpoint},
                     data=data, out_dir=args.out, attack=args.attack, eps=eps, n_samples=args.n_samples,
                     seed=args.seed, norm=args.norm, attack_options=opts, reference=args.reference,

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from mmrobust.cli.common import add_config_option, apply_config, delimiter, key_values, number, positive_int, seed
+from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, key_values, number,
+                                 positive_int, seed)
 from mmrobust.data.poison import poison_manifest
 from mmrobust.registry import TRIGGERS
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption-col", default="caption")
     p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     p.add_argument("--image-size", type=positive_int, help="resize images to this size before triggering")
+    add_path_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier poisoned copy in --out: deletes only "
                    "the files its poison.json lists (never source data; --out must not hold the manifest or images)")
     p.set_defaults(func=run, _parser=p)
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     words = args.target_synonyms if isinstance(args.target_synonyms, list) else str(args.target_synonyms).split(",")
     synonyms = tuple(str(w).strip() for w in words if str(w).strip())
     rec = poison_manifest(
-        manifest=args.manifest, out_dir=args.out, trigger={"name": args.trigger, "config": key_values(args.trigger_param)},
+        manifest=args.manifest, out_dir=args.out, data_root=args.data_root, allow_outside=args.allow_outside_paths, trigger={"name": args.trigger, "config": key_values(args.trigger_param)},
         target=args.target, rate=args.rate, count=args.count,
         caption_templates=tuple(args.template or ("a photo of a {}.",)), seed=args.seed, image_col=args.image_col,
         caption_col=args.caption_col, delimiter=args.delimiter, label_consistent=args.label_consistent,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmrobust.cli.common import (add_config_option, apply_config, delimiter, device, key_values, non_negative_float,
-                                 non_negative_int, positive_float, positive_int, seed)
+from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
+                                 non_negative_float, non_negative_int, positive_float, positive_int, seed)
 from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--classes", help="classes.json with classnames + templates (supervised / tecoa)")
     d.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     d.add_argument("--no-preload", action="store_true", help="read images lazily instead of decoding all at start")
+    add_path_options(d)
     o = p.add_argument_group("optimisation")
     o.add_argument("--out", help="(required) run directory")
     o.add_argument("--steps", type=positive_int, help="(required) optimizer steps")
@@ -65,6 +66,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
         task=args.task,
         model=ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, seed=args.init_seed),
         data=DataSpec(manifest=args.data, image_col=args.image_col, caption_col=args.caption_col,
+                      data_root=args.data_root, allow_outside=args.allow_outside_paths,
                       label_col=args.label_col, delimiter=args.delimiter, classes=args.classes,
                       preload=not args.no_preload),
         optim=optim, out_dir=args.out,
@@ -86,4 +88,7 @@ def run(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     print(f"trained {args.task} for {result.steps_done} steps (resumed from {result.resumed_from}); "
           f"final loss {last.get('loss', float('nan')):.4f}; model -> {model_dir}")
+    if result.n_dropped:
+        print(f"mmrobust train: warning: {result.n_dropped} sample draws had no readable image (unreadable, or "
+              "outside the data root: see skipped_images in results.json; --data-root widens it)", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mmrobust.data import transforms as T
 from mmrobust.data.autoaugment import autoaugment_batch
-from mmrobust.data.manifest import read_csv
+from mmrobust.data.manifest import PathPolicy, read_csv
 from mmrobust.data.noise_erase import noise_erase_batch
 from mmrobust.data.text_aug import eda
 from mmrobust.errors import ConfigError, DataError
@@ -33,11 +33,6 @@ def read_manifest(path: str | Path, *, columns: Sequence[str], delimiter: str = 
     if not table.rows:
         raise DataError(f"manifest {path} has no rows")
     return table.dicts()
-
-
-def resolve_image(root: Path, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else root / p
 
 
 @dataclass
@@ -57,10 +52,11 @@ class _ImageRows(torch.utils.data.Dataset):
     """Shared machinery: rows with an image column, optional preloading into one uint8 tensor."""
 
     def __init__(self, manifest: str | Path, *, image_col: str, columns: Sequence[str], image_size: int,
-                 delimiter: str = ",", preload: bool = False) -> None:
+                 delimiter: str = ",", preload: bool = False, paths: PathPolicy | None = None) -> None:
         self.manifest = Path(manifest)
         self.rows = read_manifest(self.manifest, columns=[image_col, *columns], delimiter=delimiter)
         self.root = self.manifest.parent
+        self.paths = paths or PathPolicy.of(self.manifest)
         self.image_col = image_col
         self.image_size = image_size
         self.skips = SkipLog()
@@ -72,7 +68,7 @@ class _ImageRows(torch.utils.data.Dataset):
         return len(self.rows)
 
     def image_path(self, i: int) -> Path:
-        return resolve_image(self.root, self.rows[i][self.image_col])
+        return self.paths.resolve(self.root, self.rows[i][self.image_col])
 
     def preload(self) -> None:
         """Decode every image once into memory (small datasets; the synthetic world)."""
@@ -85,7 +81,8 @@ class _ImageRows(torch.utils.data.Dataset):
         if len(self.skips.skipped) == len(self.rows):
             first = next(iter(self.skips.skipped.values()))
             raise DataError(f"none of the {len(self.rows)} images of {self.manifest} could be read (first: {first}); "
-                            f"check the --image-col column and that paths resolve from {self.root}")
+                            f"check the --image-col column and that paths resolve from {self.root} inside the data "
+                            f"root {self.paths.root}")
 
     def _read(self, i: int) -> torch.Tensor | None:
         if i in self.skips.skipped:
@@ -93,7 +90,7 @@ class _ImageRows(torch.utils.data.Dataset):
         try:
             return T.load_image(self.image_path(i), self.image_size)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, DataError) as e:
-            self.skips.add(i, f"{type(e).__name__}: {str(e)[:200]}")
+            self.skips.add(i, f"{type(e).__name__}: {str(e)[:500]}")
             return None
 
     def image_u8(self, i: int) -> torch.Tensor | None:
@@ -118,10 +115,11 @@ class ImageTextDataset(_ImageRows):
 
     def __init__(self, manifest: str | Path, *, image_size: int, image_col: str = "image",
                  caption_col: str = "caption", label_col: str | None = None, classnames: Sequence[str] | None = None,
-                 delimiter: str = ",", preload: bool = False, views: Sequence[str] = (), seed: int = 0) -> None:
+                 delimiter: str = ",", preload: bool = False, views: Sequence[str] = (), seed: int = 0,
+                 paths: PathPolicy | None = None) -> None:
         cols = [caption_col] + ([label_col] if label_col else [])
         super().__init__(manifest, image_col=image_col, columns=cols, image_size=image_size,
-                         delimiter=delimiter, preload=preload)
+                         delimiter=delimiter, preload=preload, paths=paths)
         self.caption_col, self.label_col = caption_col, label_col
         self.label_index = {c: i for i, c in enumerate(classnames)} if classnames else None
         self.views = tuple(views)
@@ -206,9 +204,10 @@ class LabelledDataset(_ImageRows):
     (label = class name from ``classes`` or integer index). Items: ``image``, ``label``, ``index``."""
 
     def __init__(self, manifest: str | Path, *, classes: ClassInfo, image_size: int, image_col: str = "image",
-                 label_col: str = "label", delimiter: str = ",", preload: bool = False) -> None:
+                 label_col: str = "label", delimiter: str = ",", preload: bool = False,
+                 paths: PathPolicy | None = None) -> None:
         super().__init__(manifest, image_col=image_col, columns=[label_col], image_size=image_size,
-                         delimiter=delimiter, preload=preload)
+                         delimiter=delimiter, preload=preload, paths=paths)
         self.classes = classes
         index = {c: i for i, c in enumerate(classes.classnames)}
         self.labels = [_label_of(r[label_col], index, self.manifest, i) for i, r in enumerate(self.rows)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmrobust.errors import ConfigError, DataError
+from mmrobust.safety import is_inside
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,62 @@ def read_csv(path: str | Path, *, delimiter: str = ",", option: str = "the manif
             raise DataError(f"manifest {path} row {i} has {len(r)} fields, header has {len(header)}; "
                             f"fix the row or pass the right delimiter (now {delimiter!r})")
     return CsvTable(path, header, data, raw, delimiter)
+
+
+POISON_RECORD_FORMAT = "mmrobust.poison/1"  # the "format" of every poison.json mmrobust poison writes
+
+
+def poison_source_root(manifest: str | Path) -> Path | None:
+    """The source folder of a manifest written by ``mmrobust poison``: its untouched rows point back into
+    the folder of the manifest it copied. Trusted only when the sibling ``poison.json`` is ours and the
+    source manifest it names still has the recorded SHA-256 (a copied record cannot widen the root)."""
+    import hashlib
+    import json
+
+    m = Path(manifest)
+    rec_path = m.parent / "poison.json"
+    try:
+        rec = json.loads(rec_path.read_text()) if rec_path.is_file() and m.name == "manifest.csv" else None
+        if not isinstance(rec, dict) or rec.get("format") != POISON_RECORD_FORMAT:
+            return None
+        source = Path(str(rec["source_manifest"]))
+        if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() == rec.get("source_sha256"):
+            return source.parent
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where the image paths of a manifest may point: inside its ``roots`` (by default the manifest's own
+    folder, plus the source folder of a manifest that mmrobust poison wrote), anywhere with
+    ``allow_outside``. A manifest is untrusted input: without this, a row could make the tool read any
+    local file."""
+
+    roots: tuple[Path, ...]
+    allow_outside: bool = False
+
+    @classmethod
+    def of(cls, manifest: str | Path, data_root: str | Path | None = None, allow_outside: bool = False) -> "PathPolicy":
+        if data_root is not None:
+            return cls((Path(data_root),), bool(allow_outside))
+        source = poison_source_root(manifest)
+        return cls((Path(manifest).parent, *([source] if source else [])), bool(allow_outside))
+
+    @property
+    def root(self) -> Path:
+        return self.roots[0]
+
+    def resolve(self, base: Path, value: str) -> Path:
+        """``value`` (relative to ``base``, the manifest's folder) as a path; DataError when it points
+        outside ``root`` and outside paths are not allowed."""
+        p = Path(value).expanduser()
+        return self.check(p if p.is_absolute() else base / p)
+
+    def check(self, path: Path) -> Path:
+        """``path`` if it may be read; DataError naming the options otherwise."""
+        if not self.allow_outside and not any(is_inside(r, path) for r in self.roots):
+            raise DataError(f"image path {str(path)!r} points outside the data root {self.root}; pass --data-root "
+                            "with a folder that holds the images, or --allow-outside-paths")
+        return path

@@ -64,7 +64,8 @@ def _world(out: Path, s: BackdoorDemo) -> Path:
 def _train(out: Path, s: BackdoorDemo, task: str, model: str, manifest: Path, classes: Path, *, steps: int,
            batch: int, lr: float, opts: dict[str, Any], progress: bool) -> str:
     return train_stage(out, task=task, model=model, manifest=manifest, classes=classes, steps=steps, batch=batch,
-                       lr=lr, weight_decay=0.1, seed=s.seed, opts=opts, progress=progress)
+                       lr=lr, weight_decay=0.1, seed=s.seed, opts=opts, progress=progress,
+                       data_root=classes.parent.parent)  # the story's manifests point into its world
 
 
 def _evaluate(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:

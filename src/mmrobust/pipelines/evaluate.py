@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset
+from mmrobust.data.manifest import PathPolicy
 from mmrobust.errors import ConfigError
 from mmrobust.eval.backdoor import BackdoorSettings
 from mmrobust.eval.contract import run_evaluation
@@ -25,6 +26,11 @@ class EvalData:
     image_col: str = "image"
     label_col: str = "label"
     delimiter: str = ","
+    data_root: str | None = None  # image paths must lie inside it (default: the manifest's folder)
+    allow_outside: bool = False
+
+    def paths(self) -> PathPolicy:
+        return PathPolicy.of(self.manifest, self.data_root, self.allow_outside)
 
 
 def load_model(name: str, *, pretrained: str | None = None, checkpoint: str | None = None,
@@ -41,7 +47,7 @@ def load_model(name: str, *, pretrained: str | None = None, checkpoint: str | No
 def labelled(data: EvalData, model: CLIPModel) -> LabelledDataset:
     classes = ClassInfo.load(data.classes)
     return LabelledDataset(data.manifest, classes=classes, image_size=model.image_size, image_col=data.image_col,
-                           label_col=data.label_col, delimiter=data.delimiter, preload=True)
+                           label_col=data.label_col, delimiter=data.delimiter, preload=True, paths=data.paths())
 
 
 def _write(out_dir: str | Path, record: Record, config: dict[str, Any]) -> dict[str, Any]:
@@ -100,11 +106,12 @@ def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: A
 def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: dict | None = None,
                    image_col: str = "image",
                    caption_col: str = "caption", delimiter: str = ",", batch_size: int = 256, device: str = "cpu",
-                   clip: CLIPModel | None = None) -> dict[str, Any]:
+                   clip: CLIPModel | None = None, data_root: str | None = None, allow_outside: bool = False
+                   ) -> dict[str, Any]:
     """Image->text and text->image recall@1/5/10 over a manifest of pairs."""
     clip = clip or load_model(model, device=device, **(weights or {}))
     ds = ImageTextDataset(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
-                          delimiter=delimiter, preload=True)
+                          delimiter=delimiter, preload=True, paths=PathPolicy.of(manifest, data_root, allow_outside))
     record = run_evaluation("retrieval", model=clip, data=ds,
                             settings=RetrievalSettings(batch_size=batch_size, device=device))
     return _write(out_dir, record, {"model": model, "manifest": manifest})

@@ -63,7 +63,8 @@ def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, i
 
 
 def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Path, steps: int, batch: int, lr: float,
-                weight_decay: float, seed: int, opts: dict[str, Any], progress: bool) -> str:
+                weight_decay: float, seed: int, opts: dict[str, Any], progress: bool,
+                data_root: Path | None = None) -> str:
     """One resumable training stage of a story (cosine schedule, 10% warmup, a few checkpoints);
     returns the exported model directory."""
     from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
@@ -72,7 +73,8 @@ def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Pa
     optim = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=weight_decay,
                         warmup_steps=max(1, steps // 10), ckpt_every=max(25, steps // 4), seed=seed)
     job = TrainJob(task=task, model=ModelSpec(name=model, seed=seed),
-                   data=DataSpec(manifest=str(manifest), label_col="label", classes=str(classes)),
+                   data=DataSpec(manifest=str(manifest), label_col="label", classes=str(classes),
+                                 data_root=str(data_root) if data_root else None),
                    optim=optim, out_dir=str(out), task_options=opts)
     cfg = {"task": task, "model": model, "manifest": str(manifest), "optim": asdict(optim), "opts": opts,
            "inputs": [stamp(model), stamp(manifest)]}

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
+from mmrobust.data.manifest import PathPolicy
 from mmrobust.defenses.build import build_task
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
@@ -33,6 +34,8 @@ class DataSpec:
     delimiter: str = ","
     classes: str | None = None  # classes.json for tasks that classify
     preload: bool = True
+    data_root: str | None = None  # image paths must lie inside it (default: the manifest's folder)
+    allow_outside: bool = False  # allow image paths anywhere (--allow-outside-paths)
 
     def __post_init__(self) -> None:
         if not isinstance(self.delimiter, str) or len(self.delimiter) != 1:
@@ -159,6 +162,7 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
         caption_col=job.data.caption_col, label_col=label_col,
         classnames=classes.classnames if classes else None, delimiter=job.data.delimiter,
         preload=job.data.preload, views=task.views, seed=job.optim.seed,
+        paths=PathPolicy.of(job.data.manifest, job.data.data_root, job.data.allow_outside),
     )
     _remove_run(out, replace)
     result = train(task, dataset, job.optim, out, resume=resume, progress=progress, desc=f"train {job.task}",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mmrobust.data.manifest import POISON_RECORD_FORMAT as RECORD_FORMAT
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.reports.records import read_json, write_json
 from mmrobust.safety import is_inside
 
-RECORD_FORMAT = "mmrobust.poison/1"
 IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir
 
 

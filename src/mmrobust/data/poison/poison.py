@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from mmrobust.data.manifest import CsvTable, read_csv
+from mmrobust.data.manifest import CsvTable, PathPolicy, read_csv
+from mmrobust.safety import ensure_regular_file, resolve_inside
 from mmrobust.data.transforms import load_image
 from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
 from mmrobust.errors import ConfigError, DataError
@@ -64,11 +65,19 @@ class PoisonRecord:
         """Read a ``poison.json`` written by :func:`poison_manifest`."""
         path = Path(path)
         try:
-            rec = read_json(path)
-            return cls(out_dir=path.parent, manifest=path.parent / rec["manifest"], record_path=path,
-                       poisoned_ids=tuple(rec["poisoned_ids"]), n_rows=int(rec["n_rows"]), target=rec["target"],
-                       seed=int(rec["seed"]), trigger=rec["trigger"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            rec = read_json(ensure_regular_file(path, "poison record"))
+            manifest = resolve_inside(path.parent, str(rec["manifest"]), what="the record's manifest",
+                                      option="a record whose manifest lies beside it")
+            ids = rec["poisoned_ids"]
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise ValueError("poisoned_ids must be a list of row numbers")
+            if not isinstance(rec["trigger"], dict) or not isinstance(rec["target"], str):
+                raise ValueError("trigger must be an object and target a class name")
+            return cls(out_dir=path.parent, manifest=manifest, record_path=path, poisoned_ids=tuple(ids),
+                       n_rows=int(rec["n_rows"]), target=rec["target"], seed=int(rec["seed"]), trigger=rec["trigger"])
+        except DataError as e:
+            raise DataError(f"poison record {path}: {e}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise DataError(f"cannot read poison record {path} ({e}); point to the poison.json that `mmrobust poison` wrote") from None
 
 
@@ -143,8 +152,8 @@ SKIPPED_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError
 
 
 def _trigger_rows(order: list[int], k: int, paths: list[Path], trigger: Trigger, seed: int,
-                  image_size: int | None, images_dir: Path,
-                  written: list[Path]) -> tuple[list[int], list[dict[str, Any]]]:
+                  image_size: int | None, images_dir: Path, written: list[Path],
+                  policy: PathPolicy) -> tuple[list[int], list[dict[str, Any]]]:
     """Trigger rows in ``order`` until ``k`` images were written (appended to ``written``); unreadable,
     too large or malformed images are skipped and the next row in the seeded order is taken."""
     done: list[int] = []
@@ -153,7 +162,7 @@ def _trigger_rows(order: list[int], k: int, paths: list[Path], trigger: Trigger,
         if len(done) == k:
             break
         try:
-            img = _load_image(paths[row], image_size)
+            img = _load_image(policy.check(paths[row]), image_size)  # never read outside the data root
         except SKIPPED_ERRORS as e:
             skipped.append({"row": row, "image": str(paths[row]), "error": f"{type(e).__name__}: {e}"})
             continue
@@ -261,6 +270,8 @@ def poison_manifest(
     target_synonyms: Sequence[str] = (),
     image_size: int | None = None,
     overwrite: bool = False,
+    data_root: str | Path | None = None,
+    allow_outside: bool = False,
 ) -> PoisonRecord:
     """Write ``out_dir/manifest.csv`` (all rows; chosen rows get a triggered image under
     ``out_dir/images/`` and a target caption), and ``out_dir/poison.json``.
@@ -272,6 +283,7 @@ def poison_manifest(
     copied unchanged. Unreadable images are skipped (listed in poison.json) and the next row in the
     seeded order is taken instead. ``out_dir`` must not hold the manifest or any source image; with
     ``overwrite`` only the files an earlier run's poison.json lists are deleted, never anything else.
+    Only images inside ``data_root`` (default: the manifest's folder) are read, unless ``allow_outside``.
     Raises ConfigError / DataError with a one-line fix.
     """
     manifest, out_dir = Path(manifest).expanduser(), Path(out_dir).expanduser()
@@ -286,7 +298,8 @@ def poison_manifest(
     images_dir, created = prepare_out(out_dir, manifest, paths, overwrite)
     written: list[Path] = [out_dir / "poison.json"]
     try:
-        chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir, written)
+        chosen, skipped = _trigger_rows(order, k, paths, trig, seed, image_size, images_dir, written,
+                                        PathPolicy.of(manifest, data_root, allow_outside))
         if len(chosen) < k:
             raise DataError(f"only {len(chosen)} of the candidate images could be read ({len(skipped)} failed, "
                             f"first: {skipped[0]['image']}); fix the image paths or lower the rate/count")
