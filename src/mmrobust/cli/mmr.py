@@ -6,6 +6,7 @@ Examples::
     mmrobust mmr run --version v1 --adapter openai --model Qwen/Qwen2-VL-7B-Instruct \\
         --adapter-arg base_url=http://127.0.0.1:8000/v1 --adapter-arg concurrency=16 --out runs/mmr-qwen
     mmrobust mmr score runs/mmr-qwen/samples_mmr.jsonl --parser lenient --out runs/mmr-qwen/lenient
+    mmrobust mmr run --version v1 ... --pairing reference   # the leaderboard's 300 pairs, by file position
 """
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="response cache JSONL (default: OUT/cache.jsonl); reuse it to resume")
     p.add_argument("--prompt", default="official", help="prompt variant: official | normalized | plain | letter-only")
     p.add_argument("--parser", default="official", help="answer parser: official | strict | lenient")
+    _add_pairing(p, "ask every question in file order and pair by position")
     p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0,
                    help="nucleus sampling mass in (0, 1] (default 1: off; used only when temperature > 0)")
-    p.add_argument("--limit", type=positive_int, help="only the first N pairs (by id), for smoke runs")
+    p.add_argument("--limit", type=positive_int,
+                   help="only the first N pairs (by id; with --pairing reference, the first 2N rows), for smoke runs")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (and scripted replies)")
     p.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
@@ -63,10 +66,17 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="re-score a saved responses.jsonl under any parser (no model calls)")
     p.add_argument("responses", help="samples_mmr.jsonl of a run (or a reference-format answer JSONL)")
     p.add_argument("--parser", default="official", help="official | strict | lenient")
-    p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>)")
+    _add_pairing(p, "pair the file's rows by their order in it")
+    p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>[-reference])")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (0: none)")
     p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(mmr_action=_score)
+
+
+def _add_pairing(p: argparse.ArgumentParser, reference: str) -> None:
+    p.add_argument("--pairing", choices=("id", "reference"), default="id",
+                   help=f"how questions pair up: id (default; a POS/POS pair is an anomaly, left out) or reference "
+                        f"({reference}, as the leaderboard's scorer; corrections are listed in the results)")
 
 
 def _add_make_data(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
                        image_root=args.image_root, limit=args.limit, allow_outside=args.allow_outside_paths)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     settings = RunSettings(prompt=args.prompt, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
-                           cache=args.cache, params=params)
+                           cache=args.cache, params=params, pairing=args.pairing)
     job = MMRJob(source=source, adapter=args.adapter, model=args.model, out_dir=args.out, settings=settings,
                  adapter_options=key_values(args.adapter_arg))
     record = run_mmr_job(job, progress=_progress, log=lambda m: print(m, file=sys.stderr))
@@ -129,6 +139,10 @@ def _print_summary(record: dict, out: Path, format_table) -> None:
     anomalies = record.get("anomalies", []) + m.get("pairing_anomalies", [])
     if anomalies:
         print(f"{len(anomalies)} data anomalies (see results.json), e.g.: {anomalies[0]['detail']}")
+    corrections = m.get("reference_corrections", [])
+    print(f"pairing {m.get('pairing', 'id')}: {m['overall']['n_pairs']} pairs scored"
+          + (f", {len(corrections)} paired by position despite ids/tags, e.g.: {corrections[0]['detail']}"
+             if corrections else ""))
     print(f"parser {m['parser']}; other parsers: " + ", ".join(
         f"{k} RA={v['ra']:.3f}" if v["ra"] is not None else f"{k} RA=n/a" for k, v in m["by_parser"].items()))
     files = [out / "results_mmr.json", out / record["files"].get("samples", "samples_mmr.jsonl"),
@@ -139,8 +153,10 @@ def _print_summary(record: dict, out: Path, format_table) -> None:
 def _score(args: argparse.Namespace) -> int:
     from mmrobust.eval.mmr import format_table, score_responses
 
-    out = Path(args.out) if args.out else Path(args.responses).parent / f"rescored-{args.parser}"
-    record = score_responses(args.responses, out_dir=out, parser=args.parser, n_boot=args.bootstrap, seed=args.seed)
+    suffix = "" if args.pairing == "id" else f"-{args.pairing}"  # modes never share a folder
+    out = Path(args.out) if args.out else Path(args.responses).parent / f"rescored-{args.parser}{suffix}"
+    record = score_responses(args.responses, out_dir=out, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
+                             pairing=args.pairing)
     _print_summary(record, out, format_table)
     return 0
 

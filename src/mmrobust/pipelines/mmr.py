@@ -22,7 +22,8 @@ class MMRSource:
     limit: int | None = None
     allow_outside: bool = False  # image paths outside the image root (absolute, ../): refused unless True
 
-    def load(self) -> Any:
+    def load(self, *, pairing: str = "id") -> Any:
+        """The dataset, cut to ``limit`` pairs as ``pairing`` counts them (by id, or by file position)."""
         from mmrobust.eval.mmr import load_hub_version, load_mmr
 
         if (self.data is None) == (self.version is None):
@@ -34,7 +35,7 @@ class MMRSource:
             data = load_hub_version(self.version, revision=self.revision, cache_dir=self.hub_cache)
         else:
             data = load_mmr(self.data, image_root=self.image_root, allow_outside=self.allow_outside)
-        return data.select(self.limit)
+        return data.select(self.limit, pairing=pairing)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,14 @@ def run_mmr_job(job: MMRJob, *, progress: Callable[[int, int], None] | None = No
     from mmrobust.eval.mmr import RunSettings, run_mmr
     from mmrobust.models.mllm import adapter_options, build_adapter
 
-    data = job.source.load()
+    settings = job.settings or RunSettings()
+    data = job.source.load(pairing=settings.pairing)
     options = adapter_options(job.adapter, job.adapter_options)
     adapter = build_adapter(job.adapter, model=job.model, options=options)
     if log is not None:
-        log(f"mmr: {len(data.pairs)} pairs ({len(data.anomalies)} anomalies) -> {job.adapter}:{job.model}")
-    return run_mmr(data, adapter, out_dir=job.out_dir, settings=job.settings or RunSettings(), progress=progress,
+        log(f"mmr: {len(data.pairs)} pairs by id, {len(data.items)} items ({len(data.anomalies)} anomalies), "
+            f"pairing {settings.pairing} -> {job.adapter}:{job.model}")
+    return run_mmr(data, adapter, out_dir=job.out_dir, settings=settings, progress=progress,
                    config={"adapter": job.adapter, "adapter_args": public_options(options)})
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmrobust.eval.mllm.options import LETTERS, parse_options
-from mmrobust.eval.mmr.pairing import Pair, pair_by_id
+from mmrobust.eval.mmr.pairing import Pair, check_pairing, pair_by_id
 from mmrobust.errors import DataError
 from mmrobust.safety import ensure_regular_file, resolve_inside
 
@@ -69,8 +69,11 @@ class MMRDataset:
     quirks: dict[str, int]
     source: dict[str, Any] = field(default_factory=dict)
 
-    def select(self, limit: int | None) -> "MMRDataset":
-        """The first ``limit`` pairs (by id), for smoke runs; ``None`` keeps all."""
+    def select(self, limit: int | None, *, pairing: str = "id") -> "MMRDataset":
+        """The first ``limit`` pairs, for smoke runs; ``None`` keeps all. ``pairing="id"``: the first
+        pairs by id; ``"reference"``: the first ``2 * limit`` items in file order (pairs by position)."""
+        if check_pairing(pairing) == "reference":
+            return self._select_by_position(limit)
         if limit is None or limit >= len(self.pairs):
             return self
         pairs = self.pairs[:limit]
@@ -78,9 +81,22 @@ class MMRDataset:
         items = tuple(i for i in self.items if i.id in keep)
         return replace(self, items=items, pairs=pairs, source={**self.source, "limit_pairs": limit})
 
+    def _select_by_position(self, limit: int | None) -> "MMRDataset":
+        if limit is None or 2 * limit >= len(self.items):
+            return self
+        items = tuple(self.file_order_items()[:2 * limit])
+        uids = {i.uid for i in items}
+        pairs = tuple(p for p in self.pairs if p.pos.uid in uids and p.neg.uid in uids)
+        return replace(self, items=items, pairs=pairs,
+                       source={**self.source, "limit_pairs": limit, "limit_by": "file position"})
+
     def paired_items(self) -> list[MMRItem]:
         """Items that belong to a valid pair (POS then NEG, pairs in id order): what a run asks."""
         return [item for p in self.pairs for item in (p.pos, p.neg)]
+
+    def file_order_items(self) -> list[MMRItem]:
+        """Every loaded item in question-file order (by ``index``): what a reference-pairing run asks."""
+        return sorted(self.items, key=lambda i: i.index)
 
 
 def load_mmr(

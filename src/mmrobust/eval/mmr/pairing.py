@@ -2,15 +2,28 @@
 
 The reference scorers walk the answer file two rows at a time, so one missing or reordered row
 shifts every later pair. Here a pair is whatever shares an id; anything else is an anomaly that is
-reported and left out of the metrics.
+reported and left out of the metrics. This is the default; ``reference.pair_by_position`` is the
+documented reference-compatible mode (``pairing="reference"``) that reproduces the leaderboard's
+300-pair denominator on the published v1 file.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from mmrobust.errors import ConfigError
 
 T = TypeVar("T")
+PAIRING_MODES = ("id", "reference")  # by id (default); by file position, as the reference scorer
+
+
+def check_pairing(pairing: Any) -> str:
+    """``pairing`` if it names a mode; a one-line ConfigError listing them otherwise."""
+    if not isinstance(pairing, str) or pairing not in PAIRING_MODES:
+        raise ConfigError(f"unknown MMR pairing {pairing!r}; choose one of: {', '.join(PAIRING_MODES)} (id is the "
+                          "default; reference pairs rows by file position like the leaderboard)")
+    return pairing
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,16 @@ def mmr_tables(metrics: dict[str, Any]) -> list[Table]:
     pooled = [{"group": "ALL (micro)", **metrics["overall"]}]
     what = ("RA: pairs with both the straightforward (POS) and the leading (NEG) question right, over pairs. "
             "MR: pairs whose POS is right but whose leading NEG is wrong, over pairs with POS right (the model saw "
-            f"the image, then was misled). Parser: {metrics.get('parser')}; unparseable answers count as wrong; "
-            "pooled numbers are over all pairs, not a mean of categories.")
+            f"the image, then was misled). Parser: {metrics.get('parser')}; pairing: {_pairing_note(metrics)}; "
+            "unparseable answers count as wrong; pooled numbers are over all pairs, not a mean of categories.")
     return [Table.of("MMR: RA and MR per category", cols, cats + levels + pooled, what)]
+
+
+def _pairing_note(metrics: dict[str, Any]) -> str:
+    mode = metrics.get("pairing", "id")
+    if "reference_corrections" not in metrics:
+        return f"{mode} (POS/NEG by id)"
+    return f"{mode} (by file position; {len(metrics['reference_corrections'])} pairs kept despite their ids/tags)"
 
 
 def plot_categories(metrics: dict[str, Any], path: str | Path) -> Path | None:
@@ -52,7 +59,8 @@ def plot_categories(metrics: dict[str, Any], path: str | Path) -> Path | None:
         ax.set_title(title, fontsize=9)
     fig.axes[0].invert_yaxis()  # shared y: invert once, categories read top-down
     fig.axes[0].set_yticks(range(len(names)), names, fontsize=8)
-    fig.suptitle(f"MMR per category (parser: {metrics.get('parser', '?')}, 95% bootstrap CI)", fontsize=10)
+    fig.suptitle(f"MMR per category (parser: {metrics.get('parser', '?')}, pairing: {metrics.get('pairing', 'id')}, "
+                 "95% bootstrap CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

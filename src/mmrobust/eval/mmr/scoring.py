@@ -6,7 +6,10 @@ For a pair (POS question, leading NEG question about the same image):
 - MR (misleading rate) = pairs with POS right and NEG wrong / pairs with POS right
   (the model understood the image, then was led astray). ``None`` when no POS is right.
 
-Pairs are matched by id in any order (``pairing.pair_by_id``). An unparseable reply is the
+Pairs are matched by id in any order (``pairing.pair_by_id``, the default), or, with
+``pairing="reference"``, by file position as the leaderboard's scorer does
+(``reference.pair_by_position``; its corrections are listed in ``reference_corrections``).
+The mode is recorded in ``metrics["pairing"]``. An unparseable reply is the
 model's answer and counts as wrong; a pair with an API/inference error has no answer to score and
 is left out of RA/MR and counted in ``n_pairs_error``. Pooled numbers are over all pairs (micro),
 not a mean of categories. Confidence intervals: percentile bootstrap over pairs, seeded.
@@ -14,15 +17,17 @@ not a mean of categories. Confidence intervals: percentile bootstrap over pairs,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from mmrobust.eval.mmr.pairing import Pair, pair_by_id
+from mmrobust.eval.mmr.pairing import Pair, check_pairing, pair_by_id
+from mmrobust.eval.mmr.reference import pair_by_position
 from mmrobust.eval.mllm.harness import STATUSES, parse_rows
 from mmrobust.eval.mllm.task import group_seed
 
-__all__ = ["STATUSES", "PairOutcomes", "bootstrap_ci", "compute_metrics", "group_metrics", "parse_records"]
+__all__ = ["PAIRINGS", "STATUSES", "PairOutcomes", "bootstrap_ci", "check_pairing", "compute_metrics",
+           "group_metrics", "parse_records"]
 parse_records = parse_rows  # MMR rows parse like any multiple-choice task's (kept under its old name)
 
 
@@ -36,9 +41,16 @@ class PairOutcomes:
 
 
 def _outcomes(pairs: list[Pair[dict]]) -> PairOutcomes:
-    pos = np.array([p.pos["status"] == "correct" for p in pairs], dtype=bool)
-    neg = np.array([p.neg["status"] == "correct" for p in pairs], dtype=bool)
-    return PairOutcomes(both=pos & neg, pos_right=pos, misled=pos & ~neg)
+    """The reference's rule, roles read from the tags: misled = one row right, the other wrong, and
+    the right one tagged POS. For a POS/NEG pair it is plain ``pos right and neg wrong``; it only
+    differs on the POS/POS or NEG/NEG pairs that reference pairing keeps (see ``reference``)."""
+    a = np.array([p.pos["status"] == "correct" for p in pairs], dtype=bool)
+    b = np.array([p.neg["status"] == "correct" for p in pairs], dtype=bool)
+    a_pos = np.array([p.pos["question_type"] == "POS" for p in pairs], dtype=bool)
+    b_pos = np.array([p.neg["question_type"] == "POS" for p in pairs], dtype=bool)
+    both = a & b
+    misled = (a & ~b & a_pos) | (~a & b & b_pos)
+    return PairOutcomes(both=both, pos_right=both | misled, misled=misled)
 
 
 def group_metrics(pairs: list[Pair[dict]], *, n_errors: int, n_boot: int, seed: int, name: str,
@@ -79,10 +91,28 @@ def bootstrap_ci(o: PairOutcomes, *, n_boot: int, seed: int | list[int], ci: flo
     return ra_ci, mr_ci
 
 
-def compute_metrics(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
-    """Metrics over parsed rows (``parse_records``): ``overall`` (micro over all pairs),
-    ``per_level``, ``per_category``, item status counts, and pairing anomalies."""
+PairRows = Callable[[list[dict]], tuple[list[Pair[dict]], list[dict], dict[str, Any]]]
+
+
+def _by_id(rows: list[dict]) -> tuple[list[Pair[dict]], list[dict], dict[str, Any]]:
     pairs, anomalies = pair_by_id(rows, id_of=lambda r: r["id"], type_of=lambda r: r["question_type"])
+    return pairs, anomalies, {}
+
+
+def _by_position(rows: list[dict]) -> tuple[list[Pair[dict]], list[dict], dict[str, Any]]:
+    got = pair_by_position(rows, id_of=lambda r: r["id"], type_of=lambda r: r["question_type"])
+    return got.pairs, got.anomalies, {"reference_corrections": got.corrections, "n_neg_first": got.n_neg_first}
+
+
+PAIRINGS: dict[str, PairRows] = {"id": _by_id, "reference": _by_position}  # rows in file order for "reference"
+
+
+def compute_metrics(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
+                    pairing: str = "id") -> dict[str, Any]:
+    """Metrics over parsed rows (``parse_records``): ``overall`` (micro over all pairs),
+    ``per_level``, ``per_category``, item status counts, the ``pairing`` mode and its anomalies
+    (``"reference"``: rows must be in file order; adds ``reference_corrections``)."""
+    pairs, anomalies, pairing_extra = PAIRINGS[check_pairing(pairing)](rows)
     scored, errored = [], []
     for p in pairs:
         (errored if "error" in (p.pos["status"], p.neg["status"]) else scored).append(p)
@@ -101,6 +131,8 @@ def compute_metrics(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, ci: 
         "per_category": {c: block("category", c, f"category:{c}") for c in cats},
         "item_status": counts,
         "n_items": len(rows),
+        "pairing": pairing,
         "pairing_anomalies": anomalies,
+        **pairing_extra,
         "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": ci, "method": "percentile, resampling pairs"},
     }

@@ -5,7 +5,9 @@ asked with a named prompt variant; its scorer is RA / MR per category, level and
 
 ``run_mmr`` asks every question once through the cache (an interrupted run resumes where it
 stopped) and writes ``results_mmr.json`` + ``samples_mmr.jsonl`` + the chart; ``score_responses``
-re-scores a saved per-sample file under any parser without calling a model.
+re-scores a saved per-sample file under any parser without calling a model. ``pairing`` picks how
+questions pair up: ``"id"`` (default) or ``"reference"`` (by file position, the leaderboard's
+denominator; see ``reference``); it is recorded in ``metrics["pairing"]`` and the config.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from mmrobust.eval.contract import evaluation
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, check_run_settings, rescore, run_task
 from mmrobust.eval.mllm.options import LETTERS, parse_options
 from mmrobust.eval.mllm.task import MLLMTask, Question
-from mmrobust.eval.mmr.dataset import MMRDataset
+from mmrobust.eval.mmr.dataset import MMRDataset, MMRItem
+from mmrobust.eval.mmr.pairing import check_pairing
 from mmrobust.eval.mmr.prompts import build_prompt, get_prompt
+from mmrobust.eval.mmr.reference import known_file
 from mmrobust.eval.mmr.report import CHART, mmr_tables, plot_categories
 from mmrobust.eval.mmr.scoring import compute_metrics
 from mmrobust.models.mllm.base import MLLM, GenerationParams
@@ -31,7 +35,8 @@ from mmrobust.safety import ensure_regular_file, redact
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What an MMR run asks and how it scores: prompt variant, parser, decoding, bootstrap, cache file."""
+    """What an MMR run asks and how it scores: prompt variant, parser, decoding, bootstrap, cache
+    file, and ``pairing`` (``"id"``; ``"reference"``: every item asked in file order, paired by position)."""
 
     prompt: str = "official"
     parser: str = "official"
@@ -39,37 +44,46 @@ class RunSettings:
     n_boot: int = 1000
     seed: int = 0
     cache: str | None = None
+    pairing: str = "id"
 
     def __post_init__(self) -> None:
         check_run_settings(params=self.params, n_boot=self.n_boot, seed=self.seed)
         get_prompt(self.prompt)
+        check_pairing(self.pairing)
 
     def harness(self) -> HarnessSettings:
         return HarnessSettings(parser=self.parser, params=self.params, n_boot=self.n_boot, seed=self.seed,
                                cache=self.cache)
 
 
+_ASKED = {"id": MMRDataset.paired_items, "reference": MMRDataset.file_order_items}  # pairing -> items asked
+
+
 class MMRTask(MLLMTask):
-    """Paired POS / leading NEG questions; RA and MR. ``dataset`` None: re-scoring saved rows only."""
+    """Paired POS / leading NEG questions; RA and MR. ``dataset`` None: re-scoring saved rows only.
+    ``pairing="reference"`` asks every item in file order and pairs rows by position."""
 
     name = "mmr"
 
-    def __init__(self, dataset: MMRDataset | None = None, *, prompt: str = "official") -> None:
+    def __init__(self, dataset: MMRDataset | None = None, *, prompt: str = "official", pairing: str = "id") -> None:
         self.dataset = dataset
         self.variant = get_prompt(prompt)
+        self.pairing = check_pairing(pairing)
 
     def questions(self) -> list[Question]:
         if self.dataset is None:
             raise DataError("this MMR task has no dataset to ask; load one with load_mmr or load_hub_version")
-        return [Question(uid=i.uid, image=i.image, prompt=build_prompt(i, self.variant), ground_truth=i.ground_truth,
-                         options=dict(i.options), group=i.category,
-                         columns={"id": i.id, "question_type": i.question_type, "category": i.category,
-                                  "level": i.level, "prompt_variant": self.variant.name},
-                         meta={"id": i.id, "question_type": i.question_type})
-                for i in self.dataset.paired_items()]
+        return [self._question(i) for i in _ASKED[self.pairing](self.dataset)]
+
+    def _question(self, i: MMRItem) -> Question:
+        columns = {"id": i.id, "question_type": i.question_type, "category": i.category, "level": i.level,
+                   "prompt_variant": self.variant.name, **({"index": i.index} if self.pairing == "reference" else {})}
+        return Question(uid=i.uid, image=i.image, prompt=build_prompt(i, self.variant), ground_truth=i.ground_truth,
+                        options=dict(i.options), group=i.category, columns=columns,
+                        meta={"id": i.id, "question_type": i.question_type})
 
     def score(self, rows: list[dict[str, Any]], *, n_boot: int, seed: int) -> dict[str, Any]:
-        return compute_metrics(rows, n_boot=n_boot, seed=seed)
+        return compute_metrics(rows, n_boot=n_boot, seed=seed, pairing=self.pairing)
 
     def summary(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: metrics["overall"][k] for k in ("ra", "mr", "n_pairs", "n_unparseable")}
@@ -85,17 +99,19 @@ class MMRTask(MLLMTask):
         if self.dataset is None:
             return {}
         d = self.dataset
-        return {"dataset": d.source, "anomalies": list(d.anomalies), "quirks": d.quirks}
+        return {"dataset": d.source, "anomalies": list(d.anomalies), "quirks": d.quirks,
+                "questions_file": known_file(d.source.get("questions_sha256"))}
 
 
 @evaluation("mmr", settings=RunSettings)
 def evaluate_mmr(model: MLLM, data: MMRDataset, settings: RunSettings, *, out_dir: str | Path,
                  progress: Progress | None = None, config: dict | None = None) -> Record:
     """MMR's record for ``model`` (an MLLM adapter) on ``data``; answers cached under ``out_dir``."""
-    task = MMRTask(data, prompt=settings.prompt)
+    task = MMRTask(data, prompt=settings.prompt, pairing=settings.pairing)
     cfg = {"prompt_template": task.variant.template, **(config or {})}
     record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress, config=cfg)
     record.config["settings"] = asdict(settings)
+    record.config["pairing"] = settings.pairing
     return record
 
 
@@ -113,15 +129,19 @@ def run_mmr(dataset: MMRDataset, adapter: MLLM, *, out_dir: str | Path, settings
 
 
 def score_responses(path: str | Path, *, out_dir: str | Path, parser: str = "official", n_boot: int = 1000,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0, pairing: str = "id") -> dict[str, Any]:
     """Re-score a saved response file offline under ``parser``; writes a fresh record to ``out_dir``.
-    Rows the file cannot support (ground truth outside A-D...) are left out and listed in ``anomalies``."""
+    Rows the file cannot support (ground truth outside A-D...) are left out and listed in ``anomalies``.
+    ``pairing="reference"`` pairs the remaining rows by their order in the file."""
     PARSERS.get(parser)
     check_run_settings(params=GenerationParams(), n_boot=n_boot, seed=seed)
+    task = MMRTask(pairing=pairing)
     rows, anomalies = read_response_file(path)
-    record = rescore(MMRTask(), rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed,
-                     config={"rescored_from": str(path), "parser": parser})
+    record = rescore(task, rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed,
+                     config={"rescored_from": str(path), "parser": parser, "pairing": pairing})
     record.extra["anomalies"] = anomalies
+    record.extra["questions_file"] = {**known_file(None), "note": "re-scored from a response file; the question "
+                                      "file it was asked from is not known here"}
     return write_record(out_dir, record)
 
 
