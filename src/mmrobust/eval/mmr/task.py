@@ -12,7 +12,7 @@ denominator; see ``reference``); it is recorded in ``metrics["pairing"]`` and th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,21 @@ from mmrobust.safety import ensure_regular_file, redact
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """What an MMR run asks and how it scores: prompt variant, parser, decoding, bootstrap, cache
-    file, and ``pairing`` (``"id"``; ``"reference"``: every item asked in file order, paired by position)."""
+class RunSettings(HarnessSettings):
+    """What an MMR run asks and how it scores: the harness settings (parser, decoding, bootstrap, cache
+    file), the prompt variant, and ``pairing`` (``"id"``; ``"reference"``: every item asked in file
+    order, paired by position)."""
 
     prompt: str = "official"
-    parser: str = "official"
-    params: GenerationParams = field(default_factory=GenerationParams)
-    n_boot: int = 1000
-    seed: int = 0
-    cache: str | None = None
     pairing: str = "id"
 
     def __post_init__(self) -> None:
-        check_run_settings(params=self.params, n_boot=self.n_boot, seed=self.seed)
+        super().__post_init__()
         get_prompt(self.prompt)
         check_pairing(self.pairing)
 
     def harness(self) -> HarnessSettings:
-        return HarnessSettings(parser=self.parser, params=self.params, n_boot=self.n_boot, seed=self.seed,
-                               cache=self.cache)
+        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
 
 _ASKED = {"id": MMRDataset.paired_items, "reference": MMRDataset.file_order_items}  # pairing -> items asked
