@@ -11,7 +11,7 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "report")
+SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "lvlm", "report")
 
 
 HELP = {
@@ -21,6 +21,7 @@ HELP = {
     "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
     "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
+    "lvlm": "LVLM tools: swap a robust CLIP tower into LLaVA",
     "report": "HTML report (tables + plots) across run directories",
 }
 

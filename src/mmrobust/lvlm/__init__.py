@@ -2,13 +2,17 @@
 
 ``convert``: exact open_clip ViT <-> ``transformers.CLIPVisionModel`` weight conversion, position-embedding
 resizing (224 px towers in a 336 px LLaVA-1.5) and LLaVA's penultimate-layer image features.
+``swap``: put a converted tower into a LLaVA(-NeXT) in memory (:func:`swap_vision_tower`) or from disk to disk
+with the processor's normalization and a ``swap.json`` record (:func:`swap_and_save`).
 """
 from mmrobust.lvlm.convert import (
     VisionConversion, check_convertible, convert_clip_vision, hf_to_openclip_vision, hf_vision_config,
     hf_vision_model, image_processor_settings, load_hf_vision, openclip_to_hf_vision, resize_position_embedding,
     vision_feature,
 )
+from mmrobust.lvlm.swap import swap_and_save, swap_vision_tower
 
 __all__ = ["VisionConversion", "check_convertible", "convert_clip_vision", "hf_to_openclip_vision",
            "hf_vision_config", "hf_vision_model", "image_processor_settings", "load_hf_vision",
-           "openclip_to_hf_vision", "resize_position_embedding", "vision_feature"]
+           "openclip_to_hf_vision", "resize_position_embedding", "swap_and_save", "swap_vision_tower",
+           "vision_feature"]

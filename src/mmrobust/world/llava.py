@@ -77,6 +77,11 @@ def build_tiny_llava(
     num_layers: int = 2,
     extra_words: Iterable[str] = (),
     letter_bias: float = 0.3,
+    vision_hidden_size: int | None = None,
+    vision_layers: int | None = None,
+    vision_heads: int = 4,
+    vision_intermediate_size: int | None = None,
+    vision_act: str = "quick_gelu",
 ) -> Path:
     """Build and save a tiny random LLaVA (model + processor) to ``out_dir``; returns the path.
 
@@ -85,6 +90,9 @@ def build_tiny_llava(
     ``letter_bias`` > 0 gives the random model a prior for the option letters (see
     ``_add_letter_prior``), so its replies parse and score near chance instead of being mostly
     unparseable; which letter it picks still depends on the random weights, image and prompt.
+    ``vision_*``: the CLIP tower's width (default ``hidden_size``), layers (``num_layers``), heads, MLP width
+    (2 x width) and activation, e.g. to match an open_clip tower that is later swapped in
+    (:func:`mmrobust.lvlm.swap_vision_tower`); the projector maps the tower's width to ``hidden_size``.
     """
     import torch
     from transformers import (
@@ -96,9 +104,11 @@ def build_tiny_llava(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(_vocabulary(extra_words))
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    vision_width = vision_hidden_size or hidden_size
     vision = CLIPVisionConfig(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=hidden_size,
+        hidden_size=vision_width, intermediate_size=vision_intermediate_size or 2 * vision_width,
+        num_hidden_layers=vision_layers or num_layers, num_attention_heads=vision_heads, image_size=image_size,
+        patch_size=patch_size, projection_dim=hidden_size, hidden_act=vision_act,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
