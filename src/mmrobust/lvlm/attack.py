@@ -1,0 +1,321 @@
+"""Pixel-space attacks on LVLMs (LLaVA-1.5 style) through the LM loss of an answer.
+
+Paper: Schlarmann, Singh, Croce, Hein 2024, "Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision
+Embeddings for Robust Large Vision-Language Models" (ICML; code: chs20/RobustVLM), following Schlarmann & Hein
+2023, "On the Adversarial Robustness of Multi-Modal Foundation Models". The optimizer is APGD (Croce & Hein 2020,
+:func:`mmrobust.attacks.apgd.apgd`) over a per-sample loss closure.
+
+Threat model: white-box, l-inf (or l2) ball of radius eps around images in [0, 1] at the vision tower's
+resolution (resize once before attacking; nothing is resized inside). The processor's normalization
+(``image_mean`` / ``image_std``) is applied inside the loss closure.
+
+- untargeted: maximize the LM loss (mean CE over the answer tokens) of the reference answer(s). Several
+  references per image form an *ensemble*: the loss is the mean over the references (one pass; RobustVLM
+  instead runs one pass per reference and keeps the worst, which is not done here).
+- targeted: minimize the LM loss of a target string; success = the string appears in the greedy output.
+
+Labels cover the answer tokens and the end-of-turn token the chat template writes right after the answer (the
+tokenizer's EOS, e.g. LLaVA-1.5's ``</s>``): the attack should also move where the answer stops. Tokens after
+it (a trailing newline) and the prompt and image tokens are -100. Not done: the fp16 first pass of RobustVLM,
+LLaVA-NeXT any-res tiling (one ``pixel_values`` tile per image is assumed), per-reference passes.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmrobust.attacks.apgd import apgd
+from mmrobust.attacks.ops import check_eps, check_images, make_generator
+from mmrobust.errors import ConfigError
+
+IGNORE_INDEX = -100
+IsBroken = Callable[[int, str], bool]  # (image index in the batch, greedy output) -> the answer is broken
+
+
+@dataclass(frozen=True)
+class LVLMInputs:
+    """Tokenized (prompt, answer) rows, right-padded; one row per (image, reference) pair."""
+
+    input_ids: Tensor  # (N, T)
+    attention_mask: Tensor  # (N, T)
+    labels: Tensor  # (N, T), IGNORE_INDEX except the answer tokens (+ end-of-turn token)
+    image_index: Tensor  # (N,) the image each row belongs to
+
+
+@dataclass(frozen=True)
+class LVLMAttackRecord:
+    """What an attack did, per image: losses of the attacked answer at the clean and the adversarial image."""
+
+    objective: str  # "untargeted" (reference answers) or "targeted"
+    eps: float
+    norm: str
+    steps: int
+    seed: int
+    clean_loss: list[float]
+    final_loss: list[float]
+    stopped: list[bool]  # untargeted: broken (by is_broken); targeted: target in the greedy output
+    target: str | None = None
+
+
+def _messages(prompt: str, answer: str | None = None) -> list[dict[str, Any]]:
+    """The hf adapter's conversation: a user turn with the image first, then the text; optional answer turn."""
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    if answer is not None:
+        msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return msgs
+
+
+def _dummy_images(n: int, size: int) -> list[np.ndarray]:
+    """Placeholders so the processor expands ``<image>`` into the right number of image tokens."""
+    return [np.zeros((size, size, 3), dtype=np.uint8)] * n
+
+
+def tower_size(model: Any) -> int:
+    """Input resolution of the vision tower (LLaVA: ``config.vision_config.image_size``)."""
+    return int(model.config.vision_config.image_size)
+
+
+def _flatten_references(references: Sequence[str | Sequence[str]]) -> tuple[list[str], list[int]]:
+    """[ref or [refs]] per image -> (all references, image index of each); empty ones are a ConfigError."""
+    refs, index = [], []
+    for i, r in enumerate(references):
+        group = [r] if isinstance(r, str) else list(r)
+        if not group or any(not isinstance(a, str) or not a.strip() for a in group):
+            raise ConfigError(f"image {i} has no (or an empty) reference answer; give at least one non-empty string")
+        refs += group
+        index += [i] * len(group)
+    return refs, index
+
+
+def build_lvlm_inputs(
+    processor: Any, prompts: Sequence[str], references: Sequence[str | Sequence[str]], *, image_size: int
+) -> LVLMInputs:
+    """Tokenize user turn (image + prompt) + assistant turn (answer) with the processor's chat template.
+
+    Labels are -100 on the prompt, the image tokens and padding; the answer tokens and the template's EOS
+    right after the answer keep their ids (see the module docstring). One row per (image, reference).
+
+    Example::
+
+        >>> batch = build_lvlm_inputs(processor, ["What is shown?"], [["a dog", "a puppy"]], image_size=336)
+    """
+    if len(prompts) != len(references):
+        raise ConfigError(f"got {len(prompts)} prompts but {len(references)} reference lists; give one per image")
+    refs, index = _flatten_references(references)
+    rows_prompt = [prompts[i] for i in index]
+    tmpl = processor.apply_chat_template
+    prompt_text = [tmpl(_messages(p), tokenize=False, add_generation_prompt=True) for p in rows_prompt]
+    full_text = [tmpl(_messages(p, a), tokenize=False) for p, a in zip(rows_prompt, refs)]
+    kw = dict(images=_dummy_images(len(refs), image_size), padding=True, padding_side="right", return_tensors="pt")
+    pre, full = processor(text=prompt_text, **kw), processor(text=full_text, **kw)
+    eos = processor.tokenizer.eos_token_id
+    labels = torch.full_like(full["input_ids"], IGNORE_INDEX)
+    for r in range(len(refs)):
+        start, stop = int(pre["attention_mask"][r].sum()), int(full["attention_mask"][r].sum())
+        if not torch.equal(full["input_ids"][r, :start], pre["input_ids"][r, :start]) or stop <= start:
+            raise ConfigError(f"the chat template does not render prompt {rows_prompt[r]!r} as a prefix of the "
+                              "conversation with its answer; use a template whose generation prompt is a prefix")
+        ids = full["input_ids"][r, start:stop].tolist()
+        end = start + (ids.index(eos) + 1 if eos in ids else len(ids))  # through the end-of-turn EOS
+        labels[r, start:end] = full["input_ids"][r, start:end]
+    return LVLMInputs(full["input_ids"], full["attention_mask"], labels, torch.tensor(index))
+
+
+def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-row mean next-token CE over the labelled tokens: (N, T, V), (N, T) -> (N,); shifted like HF."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    ce = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")  # (N, T-1)
+    count = (labels != IGNORE_INDEX).sum(1)
+    return ce.sum(1) / count.clamp(min=1)
+
+
+def normalizer(processor: Any, like: Tensor) -> Callable[[Tensor], Tensor]:
+    """[0, 1] images -> the tower's input, with the processor's image_mean / image_std (no resize)."""
+    ip = processor.image_processor
+    if not getattr(ip, "do_normalize", True):
+        return lambda x: x
+    mean = torch.tensor(ip.image_mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    std = torch.tensor(ip.image_std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    return lambda x: (x - mean) / std
+
+
+def lm_loss_fn(model: Any, processor: Any, inputs: LVLMInputs, *, like: Tensor) -> Callable[[Tensor], Tensor]:
+    """Differentiable closure ``x (B, 3, H, W) in [0, 1] -> (B,)`` LM loss of the answers (Schlarmann et al. 2024).
+
+    Per row: mean CE over the answer tokens; per image: mean over its rows (the reference ensemble).
+    ``like``: a tensor on the device / dtype of the images.
+    """
+    norm = normalizer(processor, like)
+    dev = like.device
+    ids, mask = inputs.input_ids.to(dev), inputs.attention_mask.to(dev)
+    labels, index = inputs.labels.to(dev), inputs.image_index.to(dev)
+    counts = torch.bincount(index).to(like.dtype)
+
+    def loss_fn(x: Tensor) -> Tensor:
+        pixels = norm(x).index_select(0, index)  # (N, 3, H, W): one copy per reference
+        logits = model(pixel_values=pixels, input_ids=ids, attention_mask=mask, labels=None).logits
+        per_row = answer_ce(logits, labels).to(x.dtype)  # (N,)
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=dev).index_add(0, index, per_row) / counts
+
+    return loss_fn
+
+
+@contextmanager
+def frozen(model: Any) -> Iterator[Any]:
+    """Eval mode and ``requires_grad=False`` on every parameter for the attack; both restored afterwards."""
+    was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def greedy_outputs(model: Any, processor: Any, images: Tensor, prompts: Sequence[str], *,
+                   max_new_tokens: int = 20) -> list[str]:
+    """Greedy replies for [0, 1] images at the tower's size (prompt built as in the hf adapter)."""
+    text = [processor.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    enc = processor(text=text, images=_dummy_images(len(text), images.shape[-1]), padding=True,
+                    padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(pixel_values=normalizer(processor, images)(images.detach()),
+                             input_ids=enc["input_ids"].to(images.device),
+                             attention_mask=enc["attention_mask"].to(images.device),
+                             max_new_tokens=max_new_tokens, do_sample=False)
+    new = out[:, enc["input_ids"].shape[1]:]
+    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def targeted_success(model: Any, processor: Any, images: Tensor, prompts: Sequence[str], target: str,
+                     max_new_tokens: int = 20) -> Tensor:
+    """(B,) bool: ``target`` appears in the greedy output (the success criterion of Schlarmann et al. 2024)."""
+    outs = greedy_outputs(model, processor, images, prompts, max_new_tokens=max_new_tokens)
+    return torch.tensor([target in o for o in outs], dtype=torch.bool)
+
+
+def _check(model: Any, images: Tensor, prompts: Sequence[str], eps: float, steps: int, check_every: int) -> float:
+    """One-line ConfigErrors for the attacks' arguments; returns eps as a float."""
+    eps = check_eps(eps)
+    if steps < 1 or check_every < 1:
+        raise ConfigError(f"LVLM attacks need steps >= 1 and check_every >= 1, got {steps} and {check_every}")
+    check_images(images)
+    size = tower_size(model)
+    if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+        raise ConfigError(f"images must be (B, 3, {size}, {size}) at the vision tower's size, got "
+                          f"{tuple(images.shape)}; resize once before attacking")
+    if len(prompts) != images.shape[0]:
+        raise ConfigError(f"got {images.shape[0]} images but {len(prompts)} prompts; give one prompt per image")
+    return eps
+
+
+def _run_apgd(model: Any, processor: Any, images: Tensor, prompts: Sequence[str],
+              references: Sequence[str | Sequence[str]], *, sign: float, eps: float, norm: str, steps: int,
+              seed: int, stop: Callable[[Tensor], Tensor] | None, check_every: int,
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """APGD on ``sign * LM loss`` of ``references``; ``stop(x)`` flags broken images every k steps.
+
+    Returns (x_adv, clean loss, final loss, stopped), the losses unsigned. APGD keeps a stopped iterate per image.
+    """
+    inputs = build_lvlm_inputs(processor, prompts, references, image_size=images.shape[-1])
+    loss_fn = lm_loss_fn(model, processor, inputs, like=images)
+    calls = [0]
+
+    def closure(x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        loss = sign * loss_fn(x)
+        calls[0] += 1  # call 1 is APGD's start, call k + 1 follows step k
+        if stop is None or (calls[0] - 1) % check_every != 0 or calls[0] == 1:
+            return loss
+        return loss, stop(x.detach()).to(x.device)
+
+    with frozen(model):
+        with torch.no_grad():
+            clean = loss_fn(images)
+        out = apgd(closure, images, eps=eps, norm=norm, steps=steps, generator=make_generator(seed, images.device))
+        with torch.no_grad():
+            final = loss_fn(out.x_adv)
+    return out.x_adv, clean, final, out.success
+
+
+def attack_lvlm_untargeted(
+    model: Any, processor: Any, images: Tensor, prompts: Sequence[str], references: Sequence[str | Sequence[str]],
+    *, eps: float, steps: int = 100, seed: int = 0, norm: str = "linf", is_broken: IsBroken | None = None,
+    check_every: int = 10, max_new_tokens: int = 20,
+) -> tuple[Tensor, LVLMAttackRecord]:
+    """Untargeted APGD on the LM loss of the reference answers (Schlarmann et al. 2024, RobustVLM).
+
+    Maximizes the per-image ensemble loss (mean over the image's references). With ``is_broken(i, text)``,
+    images whose clean greedy output is already broken are not attacked (AutoAttack style), and every
+    ``check_every`` steps the greedy outputs are checked: a broken iterate is kept as that image's result.
+    APGD still runs the whole batch to ``steps`` (no compute is saved after an image breaks).
+
+    Example::
+
+        >>> x_adv, rec = attack_lvlm_untargeted(model, processor, x, ["Describe the image."], [["a dog", "a puppy"]],
+        ...                                     eps=4/255, steps=100, seed=0)
+    """
+    eps = _check(model, images, prompts, eps, steps, check_every)
+    _flatten_references(references)  # fail on empty references before any model call
+    images = images.detach()
+    broken = torch.zeros(images.shape[0], dtype=torch.bool)
+    if is_broken is not None:
+        with frozen(model):
+            outs = greedy_outputs(model, processor, images, prompts, max_new_tokens=max_new_tokens)
+        broken = torch.tensor([bool(is_broken(i, o)) for i, o in enumerate(outs)])
+    todo = (~broken).nonzero().squeeze(1).tolist()
+    x_adv = images.clone()
+    clean, final = torch.full((len(prompts),), float("nan")), torch.full((len(prompts),), float("nan"))
+    if todo:
+        sub_prompts, sub_refs = [prompts[i] for i in todo], [references[i] for i in todo]
+
+        def stop(x_sub: Tensor) -> Tensor:
+            outs = greedy_outputs(model, processor, x_sub, sub_prompts, max_new_tokens=max_new_tokens)
+            return torch.tensor([bool(is_broken(i, o)) for i, o in zip(todo, outs)])  # type: ignore[misc]
+
+        adv, c, f, hit = _run_apgd(model, processor, images[todo], sub_prompts, sub_refs, sign=1.0, eps=eps,
+                                   norm=norm, steps=steps, seed=seed, check_every=check_every,
+                                   stop=stop if is_broken is not None else None)
+        x_adv[todo], clean[todo], final[todo], broken[todo] = adv, c.cpu(), f.cpu(), hit.cpu()
+    return x_adv, LVLMAttackRecord("untargeted", eps, norm, steps, seed, clean.tolist(), final.tolist(),
+                                   broken.tolist())
+
+
+def attack_lvlm_targeted(
+    model: Any, processor: Any, images: Tensor, prompts: Sequence[str], target_text: str, *, eps: float,
+    steps: int = 100, seed: int = 0, norm: str = "linf", stop_on_success: bool = False, check_every: int = 10,
+    max_new_tokens: int = 20,
+) -> tuple[Tensor, LVLMAttackRecord]:
+    """Targeted APGD: minimize the LM loss of ``target_text`` as the answer (Schlarmann et al. 2024).
+
+    With ``stop_on_success``, every ``check_every`` steps an iterate whose greedy output contains the target
+    is kept as that image's result. ``record.stopped`` is :func:`targeted_success` at the returned images.
+
+    Example::
+
+        >>> x_adv, rec = attack_lvlm_targeted(model, processor, x, ["Describe the image."], "Visit example.com",
+        ...                                   eps=4/255, steps=500, seed=0)
+    """
+    eps = _check(model, images, prompts, eps, steps, check_every)
+    if not isinstance(target_text, str) or not target_text.strip():
+        raise ConfigError("target_text must be a non-empty string")
+    images = images.detach()
+
+    def stop(x_sub: Tensor) -> Tensor:
+        return targeted_success(model, processor, x_sub, prompts, target_text, max_new_tokens)
+
+    x_adv, clean, final, _ = _run_apgd(model, processor, images, prompts, [target_text] * len(prompts), sign=-1.0,
+                                       eps=eps, norm=norm, steps=steps, seed=seed, check_every=check_every,
+                                       stop=stop if stop_on_success else None)
+    with frozen(model):
+        hit = targeted_success(model, processor, x_adv, prompts, target_text, max_new_tokens)
+    return x_adv, LVLMAttackRecord("targeted", eps, norm, steps, seed, clean.cpu().tolist(), final.cpu().tolist(),
+                                   hit.tolist(), target=target_text)
