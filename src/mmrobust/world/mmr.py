@@ -23,57 +23,57 @@ LETTERS = "ABCD"
 Question = tuple[str, list[str], int]  # stem, option texts, index of the right one
 
 
-def _pick(rng: np.random.Generator, pool, exclude, k: int) -> list[str]:
+def pick_others(rng: np.random.Generator, pool, exclude, k: int) -> list[str]:
     rest = [p for p in pool if p not in exclude]
     return [str(x) for x in rng.choice(rest, size=k, replace=False)]
 
 
-def _a(word: str) -> str:
+def with_article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _plural(shape: str) -> str:
+def plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("x") else "s")
 
 
 def _shape_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = _pick(rng, SHAPES, {s.shape}, 3)
-    pos = (f"What shape is the {s.color} object in the picture?", [f"It is {_a(x)}." for x in [s.shape] + wrong], 0)
-    colors = [s.color] + _pick(rng, COLORS, {s.color}, 2)
+    wrong = pick_others(rng, SHAPES, {s.shape}, 3)
+    pos = (f"What shape is the {s.color} object in the picture?", [f"It is {with_article(x)}." for x in [s.shape] + wrong], 0)
+    colors = [s.color] + pick_others(rng, COLORS, {s.color}, 2)
     neg = (f"What colour is the {wrong[0]} in the picture?",
-           [f"There is no {wrong[0]}; the picture shows {_a(s.color)} {s.shape}."]
+           [f"There is no {wrong[0]}; the picture shows {with_article(s.color)} {s.shape}."]
            + [f"The {wrong[0]} is {c}." for c in colors], 0)
     return pos, neg
 
 
 def _color_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = _pick(rng, COLORS, {s.color}, 3)
+    wrong = pick_others(rng, COLORS, {s.color}, 3)
     pos = (f"What colour is the {s.shape} in the picture?", [f"It is {c}." for c in [s.color] + wrong], 0)
-    shapes = [s.shape] + _pick(rng, SHAPES, {s.shape}, 2)
+    shapes = [s.shape] + pick_others(rng, SHAPES, {s.shape}, 2)
     neg = (f"What shape is the {wrong[0]} object in the picture?",
            [f"There is no {wrong[0]} object; the {s.shape} is {s.color}."]
-           + [f"The {wrong[0]} object is {_a(x)}." for x in shapes], 0)
+           + [f"The {wrong[0]} object is {with_article(x)}." for x in shapes], 0)
     return pos, neg
 
 
 def _count_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
     words = {**COUNT_WORDS, 4: "four"}
     n = s.count
-    pos = (f"How many {_plural(s.shape)} are in the picture?",
+    pos = (f"How many {plural(s.shape)} are in the picture?",
            [f"There {'is' if k == 1 else 'are'} {words[k]}." for k in [n] + [k for k in words if k != n]], 0)
     wn = int(rng.choice([k for k in (2, 3, 4) if k != n]))
-    colors = [s.color] + _pick(rng, COLORS, {s.color}, 2)
-    have = f"{words[n]} {s.shape if n == 1 else _plural(s.shape)}"
-    neg = (f"What colour are the {words[wn]} {_plural(s.shape)} in the picture?",
+    colors = [s.color] + pick_others(rng, COLORS, {s.color}, 2)
+    have = f"{words[n]} {s.shape if n == 1 else plural(s.shape)}"
+    neg = (f"What colour are the {words[wn]} {plural(s.shape)} in the picture?",
            [f"There {'is' if n == 1 else 'are'} {have}, not {words[wn]}."]
-           + [f"The {words[wn]} {_plural(s.shape)} are {c}." for c in colors], 0)
+           + [f"The {words[wn]} {plural(s.shape)} are {c}." for c in colors], 0)
     return pos, neg
 
 
 def _position_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = _pick(rng, POSITIONS, {s.position}, 3)
+    wrong = pick_others(rng, POSITIONS, {s.position}, 3)
     pos = (f"Where is the {s.shape} in the picture?", [f"It is in the {p}." for p in [s.position] + wrong], 0)
-    colors = [s.color] + _pick(rng, COLORS, {s.color}, 2)
+    colors = [s.color] + pick_others(rng, COLORS, {s.color}, 2)
     neg = (f"What colour is the {s.shape} in the {wrong[0]} of the picture?",
            [f"The {s.shape} is in the {s.position}, not the {wrong[0]}."]
            + [f"The {s.shape} in the {wrong[0]} is {c}." for c in colors], 0)
