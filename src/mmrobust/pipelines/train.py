@@ -8,11 +8,14 @@ from typing import Any
 import yaml
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
+from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.defenses.build import build_task
+from mmrobust.defenses.mllm_sft import load_hf_mllm
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip
+from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
 from mmrobust.values import check_seed
 from mmrobust.training.loop import CKPT_NAME, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
@@ -141,15 +144,8 @@ def _write_config(out: Path, job: TrainJob) -> None:
     (out / CONFIG_FILE).write_text(yaml.safe_dump(job_dict(job), sort_keys=False))
 
 
-def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True) -> tuple[Path, TrainResult]:
-    """Train per ``job``; writes config.yaml, checkpoints/, train_log.jsonl, model/ and results.json.
-
-    An ``out_dir`` holding an earlier run is an error unless ``resume`` (same settings: continue from its
-    checkpoint) or ``overwrite`` (delete that run's files first). config.yaml is written only once the
-    run starts, so a refused resume leaves it as it was. Returns (exported model directory, result)."""
-    out = Path(job.out_dir)
-    replace = check_run_dir(job, resume=resume, overwrite=overwrite)
+def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
+    """A CLIP Task on an image-caption CSV manifest."""
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
     classes = ClassInfo.load(job.data.classes) if job.data.classes else None
@@ -164,6 +160,34 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
         preload=job.data.preload, views=task.views, seed=job.optim.seed,
         paths=PathPolicy.of(job.data.manifest, job.data.data_root, job.data.allow_outside),
     )
+    return task, dataset
+
+
+def _mllm_setup(job: TrainJob) -> tuple[Any, Any]:
+    """An MLLM Task (HF model folder in --model) on an instruction JSONL file (--data)."""
+    unused = [flag for flag, value in (("--pretrained", job.model.pretrained), ("--checkpoint", job.model.checkpoint),
+                                       ("--data-root", job.data.data_root), ("--label-col", job.data.label_col),
+                                       ("--classes", job.data.classes)) if value]
+    if unused:
+        raise ConfigError(f"task {job.task!r} takes an HF model folder (--model) and an instruction JSONL (--data); "
+                          f"drop {', '.join(unused)}")
+    task = build_task(job.task, load_hf_mllm(job.model.name), **job.task_options)
+    dataset = InstructionDataset(job.data.manifest, image_size=task.image_size, allow_outside=job.data.allow_outside,
+                                 preload=job.data.preload)
+    return task, dataset
+
+
+def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
+              progress: bool = True) -> tuple[Path, TrainResult]:
+    """Train per ``job``; writes config.yaml, checkpoints/, train_log.jsonl, model/ and results.json.
+
+    An ``out_dir`` holding an earlier run is an error unless ``resume`` (same settings: continue from its
+    checkpoint) or ``overwrite`` (delete that run's files first). config.yaml is written only once the
+    run starts, so a refused resume leaves it as it was. Returns (exported model directory, result)."""
+    out = Path(job.out_dir)
+    replace = check_run_dir(job, resume=resume, overwrite=overwrite)
+    setup = _mllm_setup if getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm" else _clip_setup
+    task, dataset = setup(job)
     _remove_run(out, replace)
     result = train(task, dataset, job.optim, out, resume=resume, progress=progress, desc=f"train {job.task}",
                    on_start=lambda _start: _write_config(out, job))

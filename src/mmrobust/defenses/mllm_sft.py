@@ -1,0 +1,209 @@
+"""Supervised finetuning of a LLaVA-family MLLM on instruction data (DESIGN §3, MMR training set).
+
+Loss: next-token cross-entropy on the answer tokens only — every assistant turn's tokens and the
+end-of-turn EOS the chat template writes right after each (as :func:`mmrobust.lvlm.build_lvlm_inputs`);
+prompt, image and padding tokens are -100. Per row: mean over its answer tokens; batch: mean over rows.
+Prompts come from the processor's chat template; images arrive in [0,1] at the tower's size and are
+normalized here with the processor's mean/std. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
+"LoRA: Low-Rank Adaptation of Large Language Models", through ``peft``) on the language model's
+attention and MLP projections. Defaults: vision tower frozen, projector and LM train.
+
+Example::
+
+    task = build_task("mllm-sft", load_hf_mllm("runs/tiny-llava"), lora_r=8)
+    train(task, InstructionDataset("train.jsonl", image_size=task.image_size), TrainConfig(steps=100), "runs/sft")
+    task.export("runs/sft/model")  # loads with build_adapter("hf", model="runs/sft/model")
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmrobust.defenses.base import Task, check_option
+from mmrobust.errors import ConfigError
+from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
+from mmrobust.registry import TASKS
+from mmrobust.values import SEED_MAX
+
+# LoRA targets: the Llama/Mistral/Qwen-style attention and MLP projections inside the language model only.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+PART_MARKERS = {"vision": "vision_tower", "projector": "multi_modal_projector"}  # anything else: "lm"
+
+
+@dataclass
+class HFMLLM:
+    """A Hugging Face image-text-to-text model with its processor (what ``mllm-sft`` trains)."""
+
+    model: nn.Module
+    processor: Any
+
+
+def load_hf_mllm(path: str, *, dtype: str = "float32") -> HFMLLM:
+    """``AutoModelForImageTextToText`` + ``AutoProcessor`` from a folder or hub id (weights in ``dtype``)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"cannot load MLLM {path!r} ({type(e).__name__}: {first}); give a folder with "
+                          "config.json and processor files (e.g. one written by build_tiny_llava)") from None
+    if not any(PART_MARKERS["vision"] in n for n, _ in model.named_parameters()):
+        raise ConfigError(f"{path!r} is not a LLaVA-family model (no vision_tower); mllm-sft trains LLaVA-style MLLMs")
+    return HFMLLM(model=model, processor=processor)
+
+
+def part_of(name: str) -> str:
+    """Which part a parameter belongs to: vision | projector | lm."""
+    return next((part for part, marker in PART_MARKERS.items() if marker in name), "lm")
+
+
+def _token_ids(processor: Any, text: str, image_size: int) -> Tensor:
+    """Token ids of ``text`` with ``<image>`` expanded the processor's way (a placeholder image)."""
+    dummy = [np.zeros((image_size, image_size, 3), dtype=np.uint8)]
+    return processor(text=[text], images=dummy, return_tensors="pt")["input_ids"][0]
+
+
+def answer_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image_size: int) -> tuple[Tensor, Tensor]:
+    """(input_ids, labels), both (T,), for one dialogue: labels keep the ids of every assistant turn's
+    tokens through the end-of-turn EOS, and are -100 elsewhere (prompts, image tokens, template text)."""
+    tmpl = processor.apply_chat_template
+    ids = _token_ids(processor, tmpl(list(messages), tokenize=False), image_size)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    eos = processor.tokenizer.eos_token_id
+    for k, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        pre = _token_ids(processor, tmpl(list(messages[:k]), tokenize=False, add_generation_prompt=True), image_size)
+        upto = _token_ids(processor, tmpl(list(messages[:k + 1]), tokenize=False), image_size)
+        start, stop = len(pre), len(upto)
+        if stop <= start or not torch.equal(upto[:start], pre) or not torch.equal(ids[:stop], upto):
+            raise ConfigError(f"the chat template does not render turn {k} of the dialogue as a prefix of the whole "
+                              "dialogue; use a template whose generation prompt is a prefix of the answered turn")
+        span = ids[start:stop].tolist()
+        end = start + (span.index(eos) + 1 if eos in span else len(span))  # through the end-of-turn EOS
+        labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+def sft_batch(processor: Any, dialogues: Sequence[Sequence[dict[str, Any]]], *,
+              image_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded (input_ids, attention_mask, labels), each (B, T); padding is -100 in labels."""
+    rows = [answer_labels(processor, d, image_size=image_size) for d in dialogues]
+    width = max(len(ids) for ids, _ in rows)
+    pad = processor.tokenizer.pad_token_id
+    pad = processor.tokenizer.eos_token_id if pad is None else pad
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for r, (ids, lab) in enumerate(rows):
+        input_ids[r, :len(ids)], mask[r, :len(ids)], labels[r, :len(ids)] = ids, 1, lab
+    return input_ids, mask, labels
+
+
+@TASKS.register("mllm-sft")
+class MLLMSFTTask(Task):
+    """Answer-token SFT of a LLaVA-family MLLM, full or LoRA (see the module docstring)."""
+
+    name = "mllm-sft"
+    model_kind = "hf-mllm"  # the pipeline builds an HFMLLM + InstructionDataset for it
+
+    def __init__(self, model: HFMLLM, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_seed: int = 0,
+                 lora_merge: bool = True, train_vision: bool = False, train_projector: bool = True,
+                 train_lm: bool = True) -> None:
+        opts = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_seed=lora_seed, lora_merge=lora_merge,
+                    train_vision=train_vision, train_projector=train_projector, train_lm=train_lm)
+        self.check_options(opts)
+        net = model.model
+        if lora_r:
+            net = _with_lora(net, r=lora_r, alpha=lora_alpha, seed=lora_seed)
+        super().__init__(net)
+        self.processor = model.processor
+        self.image_size = tower_size(model.model)
+        self.options = opts
+        train_part = {"vision": train_vision, "projector": train_projector, "lm": train_lm and not lora_r}
+        for pname, p in self.model.named_parameters():
+            is_lora = "lora_" in pname
+            p.requires_grad_(is_lora or train_part[part_of(pname)])
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        if "lora_r" in options:
+            check_option(cls.name, "lora_r", options["lora_r"], low=0, high=4096, integer=True,
+                         hint=" (0 = full finetuning, e.g. 8 for LoRA)")
+        if "lora_alpha" in options:
+            check_option(cls.name, "lora_alpha", options["lora_alpha"], low=0, low_open=True, hint=", e.g. 16")
+        if "lora_seed" in options:
+            check_option(cls.name, "lora_seed", options["lora_seed"], low=0, high=SEED_MAX, integer=True)
+        flags = ("lora_merge", "train_vision", "train_projector", "train_lm")
+        for flag in (f for f in flags if f in options):
+            if not isinstance(options[flag], bool):
+                raise ConfigError(f"{cls.name} option {flag}={options[flag]!r} must be true or false")
+        if options.get("lora_r", 0) and options.get("train_lm") is False:
+            raise ConfigError(f"{cls.name}: lora_r={options['lora_r']} adapts the language model but train_lm=false; "
+                              "drop train_lm=false or use lora_r=0")
+        if not any(options.get(f, default) for f, default in
+                   (("train_vision", False), ("train_projector", True), ("train_lm", True))):
+            raise ConfigError(f"{cls.name}: train_vision, train_projector and train_lm are all false, nothing would "
+                              "train; enable at least one")
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        x = batch["image"]  # (B, 3, H, W) in [0, 1]
+        ids, mask, labels = (t.to(x.device) for t in sft_batch(self.processor, batch["messages"],
+                                                               image_size=self.image_size))
+        pixels = normalizer(self.processor, x)(x)
+        logits = self.model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        per_row = answer_ce(logits, labels)  # (B,) mean CE over each row's answer tokens
+        return {"loss": per_row.mean(), "n_answer_tokens": (labels != IGNORE_INDEX).sum().float()}
+
+    def after_step(self) -> None:
+        """No logit scale to clamp."""
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """Only the trainable tensors (a frozen 7B tower need not be in every checkpoint)."""
+        return {n: p.detach().clone() for n, p in self.trainable_named_parameters()}
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        params = dict(self.trainable_named_parameters())
+        if set(state) != set(params):
+            missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise ConfigError(f"checkpoint does not match task {self.name} (missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]}); resume with the same --model and --opt, or a fresh --out")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n])
+
+    def export(self, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """``save_pretrained`` model + processor; LoRA is merged unless ``lora_merge=False`` (adapters only,
+        loadable with peft on top of the base model, not by the ``hf`` adapter alone)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if self.options["lora_r"] and self.options["lora_merge"]:
+            model = copy.deepcopy(self.model).merge_and_unload()  # a copy: the task keeps its adapters
+        model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        record = {"task": self.name, "options": self.options, **(extra or {})}
+        (out / "mmrobust_task.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return out
+
+
+def _with_lora(model: nn.Module, *, r: int, alpha: float, seed: int) -> nn.Module:
+    """``model`` with LoRA adapters on the LM projections; adapter init drawn under ``seed`` (global RNG restored)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("lora_r > 0 needs peft: pip install 'mmrobust[mllm]' (or pip install peft), "
+                          "or use lora_r=0 for full finetuning") from None
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
