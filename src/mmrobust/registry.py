@@ -80,4 +80,5 @@ ATTACKS = Registry("attack", ("mmrobust.attacks",))
 PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))
 MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
 EVALS = Registry("evaluation", ("mmrobust.eval.zeroshot", "mmrobust.eval.backdoor", "mmrobust.eval.retrieval",
-                                "mmrobust.eval.robust", "mmrobust.eval.mmr.task"))
+                                "mmrobust.eval.robust", "mmrobust.eval.mmr.task", "mmrobust.eval.lvlm.vqa",
+                                "mmrobust.eval.lvlm.caption"))

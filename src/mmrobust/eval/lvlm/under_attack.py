@@ -1,0 +1,192 @@
+"""VQA / captioning of an in-process HF LVLM under an untargeted pixel attack (Schlarmann et al. 2024, RobustVLM).
+
+For each batch of a task's questions: greedy replies on the clean images, untargeted APGD on the LM loss of the
+task's reference answers (VQA: the most common human answer; captions: all reference captions, an ensemble),
+greedy replies on the adversarial images; both sets are scored with the task's own parser and scorer.
+
+The attack and the greedy decoder are passed in (``attack=attack_lvlm_untargeted, generate=greedy_outputs`` from
+:mod:`mmrobust.lvlm.attack`): the evaluation layer does not import ``mmrobust.lvlm`` (independent layers).
+Images are resized once to the tower's square input (bicubic, no crop) and kept in [0, 1].
+
+Resume: every finished batch's rows are appended to ``partial_<task>_attack.jsonl`` in ``out_dir`` under a key
+of the settings (eps, steps, seed, batch size, decoding, model, the batch's questions); a rerun with the same
+settings skips those batches, a changed setting recomputes everything. A torn last line is ignored.
+
+Example::
+
+    from mmrobust.lvlm.attack import attack_lvlm_untargeted, greedy_outputs
+    rec = evaluate_under_attack(model, processor, VQATask(load_vqa("vqa.jsonl")), eps=4/255, steps=100, seed=0,
+                                out_dir="runs/vqa-attack", batch_size=8, attack=attack_lvlm_untargeted,
+                                generate=greedy_outputs)
+    write_record("runs/vqa-attack", rec)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmrobust.attacks.ops import check_eps
+from mmrobust.errors import DataError
+from mmrobust.eval.mllm.harness import parse_rows
+from mmrobust.eval.mllm.task import MLLMTask, Question
+from mmrobust.registry import PARSERS
+from mmrobust.reports.contract import Record, Table
+from mmrobust.safety import ensure_regular_file
+from mmrobust.values import check_int, check_seed
+
+Attack = Callable[..., tuple[torch.Tensor, Any]]
+Generate = Callable[..., list[str]]
+
+
+def eps_label(eps: float) -> str:
+    """``4/255`` for eps = 4/255 (a whole number of 1/255 steps), else ``0.01``."""
+    k = Fraction(eps * 255).limit_denominator(1000)
+    return f"{k.numerator}/255" if k.denominator == 1 else f"{eps:g}"
+
+
+def load_pixels(questions: Sequence[Question], size: int, device: torch.device) -> torch.Tensor:
+    """(B, 3, size, size) in [0, 1]: each image as RGB, resized (bicubic) to the tower's square input."""
+    out = []
+    for q in questions:
+        path = ensure_regular_file(q.image, f"image of question {q.uid!r}")
+        try:
+            with Image.open(path) as im:
+                rgb = im.convert("RGB").resize((size, size), Image.BICUBIC)
+        except OSError as e:
+            raise DataError(f"cannot read image {path} of question {q.uid!r} ({e}); fix or drop the line") from None
+        out.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return torch.stack(out).to(device)
+
+
+def _batch_key(settings: dict[str, Any], batch: Sequence[Question]) -> str:
+    blob = json.dumps({**settings, "questions": [[q.uid, q.prompt, q.image] for q in batch]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _read_partial(path: Path) -> dict[str, list[dict]]:
+    """Finished batches (key -> rows) of a partial file; lines that do not parse (a torn write) are skipped."""
+    done: dict[str, list[dict]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+                done[str(obj["key"])] = list(obj["rows"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def _attack_batch(model: Any, processor: Any, task: MLLMTask, batch: Sequence[Question], *, attack: Attack,
+                  generate: Generate, eps: float, steps: int, seed: int, size: int, max_new_tokens: int
+                  ) -> list[dict]:
+    """Clean + adversarial greedy replies of one batch, with the attack's losses and the perturbation size."""
+    device = next(model.parameters()).device
+    x = load_pixels(batch, size, device)
+    prompts = [q.prompt for q in batch]
+    refs = [task.references(q) for q in batch]  # type: ignore[attr-defined]
+    clean = generate(model, processor, x, prompts, max_new_tokens=max_new_tokens)
+    x_adv, rec = attack(model, processor, x, prompts, refs, eps=eps, steps=steps, seed=seed,
+                        max_new_tokens=max_new_tokens)
+    adv = generate(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
+    linf = (x_adv.detach() - x).abs().flatten(1).amax(1).cpu().tolist()  # (B,)
+    return [{"uid": q.uid, "clean_response": c, "adv_response": a, "clean_loss": cl, "adv_loss": fl, "linf": d,
+             "references": r} for q, c, a, cl, fl, d, r in zip(batch, clean, adv, rec.clean_loss, rec.final_loss,
+                                                                 linf, refs)]
+
+
+def _scored(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict], which: str, *, parser: str,
+            n_boot: int, seed: int) -> tuple[list[dict], np.ndarray, dict[str, Any]]:
+    """Harness rows of one side (clean / adv) parsed and scored by the task: (rows, per-sample values, metrics)."""
+    base = [{"uid": q.uid, **q.columns, "ground_truth": q.ground_truth, "options": dict(q.options), "group": q.group,
+             "image": q.image, "response": rows[q.uid][f"{which}_response"], "error": None} for q in questions]
+    parsed = parse_rows(base, parser, task)
+    metrics = task.score(parsed, n_boot=n_boot, seed=seed)
+    return parsed, task.sample_scores(parsed), metrics  # type: ignore[attr-defined]
+
+
+def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: float, steps: int, seed: int,
+                          out_dir: str | Path, batch_size: int, attack: Attack | None = None,
+                          generate: Generate | None = None,
+                          parser: str = "official", n_boot: int = 1000, max_new_tokens: int = 20,
+                          image_size: int | None = None) -> Record:
+    """Clean vs adversarial score of ``task`` (VQATask / CaptionTask) for an HF LLaVA-style ``model``.
+
+    ``eps`` in [0, 1] image units (l-inf); ``steps`` APGD steps; ``image_size``: default the vision tower's.
+    Returns a record of kind ``<task>-attack`` (write it with ``write_record``); per-sample rows in ``samples``.
+    """
+    if attack is None or generate is None:  # the LVLM attack and greedy decoding of mmrobust.lvlm by default
+        from mmrobust.lvlm.attack import attack_lvlm_untargeted, greedy_outputs
+
+        attack, generate = attack or attack_lvlm_untargeted, generate or greedy_outputs
+    eps, size = check_eps(eps), image_size or int(model.config.vision_config.image_size)
+    check_int("steps", steps, low=1), check_int("batch_size", batch_size, low=1), check_seed("seed", seed)
+    check_int("n_boot", n_boot, low=0), PARSERS.get(parser)
+    questions = list(task.questions())
+    settings = {"task": task.name, "eps": eps, "steps": steps, "seed": seed, "batch_size": batch_size,
+                "max_new_tokens": max_new_tokens, "image_size": size, "norm": "linf",
+                "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"partial_{task.name}_attack.jsonl"
+    done = _read_partial(partial)
+    rows: dict[str, dict] = {}
+    n_resumed = 0
+    for b in range(0, len(questions), batch_size):
+        batch = questions[b:b + batch_size]
+        key = _batch_key(settings, batch)
+        if key in done:
+            n_resumed += 1
+        else:
+            done[key] = _attack_batch(model, processor, task, batch, attack=attack, generate=generate, eps=eps,
+                                      steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens)
+            with open(partial, "a", encoding="utf-8") as f:  # one line per batch: a kill loses one batch at most
+                f.write(json.dumps({"key": key, "settings": settings, "rows": done[key]}) + "\n")
+        rows.update({r["uid"]: r for r in done[key]})
+    return _record(task, questions, rows, settings, parser=parser, n_boot=n_boot, seed=seed,
+                   n_batches=-(-len(questions) // batch_size), n_resumed=n_resumed, partial=partial)
+
+
+def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict], settings: dict[str, Any], *,
+            parser: str, n_boot: int, seed: int, n_batches: int, n_resumed: int, partial: Path) -> Record:
+    keys = tuple(task.metric_keys)  # type: ignore[attr-defined]
+    clean_rows, clean_v, clean_m = _scored(task, questions, rows, "clean", parser=parser, n_boot=n_boot, seed=seed)
+    adv_rows, adv_v, adv_m = _scored(task, questions, rows, "adv", parser=parser, n_boot=n_boot, seed=seed)
+    samples = []
+    for q, c, a, cv, av in zip(questions, clean_rows, adv_rows, clean_v, adv_v):
+        r = rows[q.uid]
+        samples.append({"uid": q.uid, "group": q.group, "references": r["references"],
+                        "clean_response": r["clean_response"], "adv_response": r["adv_response"],
+                        "clean_pred": c["pred"], "adv_pred": a["pred"],
+                        **{f"clean_{k}": float(cv[j]) for j, k in enumerate(keys)},
+                        **{f"adv_{k}": float(av[j]) for j, k in enumerate(keys)},
+                        "clean_loss": r["clean_loss"], "adv_loss": r["adv_loss"], "linf": r["linf"]})
+    label = eps_label(settings["eps"])
+    max_linf = max((s["linf"] for s in samples), default=0.0)
+    metrics = {"eps": settings["eps"], "eps_label": label, "steps": settings["steps"], "parser": parser,
+               "clean": clean_m["overall"], "adversarial": adv_m["overall"],
+               "per_group": {g: {"clean": clean_m["per_group"][g], "adversarial": adv_m["per_group"][g]}
+                             for g in clean_m["per_group"]},
+               "max_linf": max_linf, "inside_eps": bool(max_linf <= settings["eps"] + 1e-6),
+               "bootstrap": clean_m["bootstrap"]}
+    table_rows = [{"group": g, "n": m["clean"]["n"], **{f"clean_{k}": m["clean"][k] for k in keys},
+                   **{f"adv_{k}": m["adversarial"][k] for k in keys}}
+                  for g, m in [*metrics["per_group"].items(), ("all", {"clean": metrics["clean"],
+                                                                      "adversarial": metrics["adversarial"]})]]
+    unit = "" if keys == ("cider",) else "%"
+    sides = (("clean", "clean"), ("adv", f"eps {label}"))
+    cols = [("group", "group"), *[(f"{s}_{k}", f"{k.replace('_', ' ')} ({name})", unit)
+                                  for k in keys for s, name in sides], ("n", "items", "count")]
+    table = Table.of(f"{task.name} under attack (l-inf eps {label}, APGD {settings['steps']} steps)", cols, table_rows,
+                     "Greedy replies on clean and on adversarial images (untargeted APGD on the LM loss of the "
+                     f"reference answers), scored by the {task.name} scorer (parser: {parser}).")
+    return Record(kind=f"{task.name}-attack", metrics=metrics, samples=samples,
+                  config={"settings": settings, "parser": parser, "n_boot": n_boot}, seeds={"attack": seed,
+                                                                                           "bootstrap": seed},
+                  tables=[table], extra={"batches": {"n": n_batches, "resumed": n_resumed}, "partial": str(partial)})
