@@ -189,3 +189,25 @@ def test_cli_swap_end_to_end_keeps_user_files(llava_dir: Path, encoder_dir: Path
     assert (inputs["input_ids"] == reloaded.config.image_token_index).sum() == 36  # 6 x 6 patches, CLS dropped
     with torch.no_grad():
         assert torch.isfinite(reloaded(**inputs).logits).all()
+
+
+def test_a_swapped_llava_generates_what_one_built_from_the_converted_weights_generates(clip, llava_dir):
+    """Swap in place vs a second copy whose tower is loaded directly from hf_vision_model(conversion)'s
+    weights: identical greedy tokens (the swap adds nothing beyond the exact conversion)."""
+    processor = AutoProcessor.from_pretrained(llava_dir)
+    swapped = AutoModelForImageTextToText.from_pretrained(llava_dir).eval()
+    swap_vision_tower(swapped, clip)
+    direct = AutoModelForImageTextToText.from_pretrained(llava_dir).eval()
+    tower = hf_vision_model(convert_clip_vision(clip), projection=False)
+    state = {k.removeprefix("vision_model."): v for k, v in tower.state_dict().items()}
+    target = direct.model.vision_tower
+    target = getattr(target, "vision_model", target)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    assert not unexpected and not [k for k in missing if "position_ids" not in k]
+    images = (torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(5)) * 255).to(torch.uint8).numpy()
+    batch = processor(images=[Image.fromarray(a) for a in images], text=[PROMPT, PROMPT], return_tensors="pt")
+    batch["pixel_values"] = _pixels(clip)  # the tower's own normalization on both sides
+    with torch.no_grad():
+        a = swapped.generate(**batch, max_new_tokens=6, do_sample=False)
+        b = direct.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert torch.equal(a, b)
