@@ -149,6 +149,7 @@ def apgd(
     rho: float = 0.75,
     alpha: float = 0.75,
     generator: torch.Generator | None = None,
+    x_init: Tensor | None = None,
 ) -> APGDOutput:
     """APGD (Croce & Hein 2020) maximizing a per-sample loss closure inside the eps-ball around x.
 
@@ -158,7 +159,8 @@ def apgd(
 
     ``loss_fn(x_adv)`` returns the (B,) loss to maximize, or ``(loss, success)`` with a (B,) bool
     marking points already adversarial (the logits attacks pass ``argmax != y`` from the same
-    forward pass, so success costs nothing extra).
+    forward pass, so success costs nothing extra). ``x_init`` starts the first run there (projected
+    into the threat set; RobustVLM's warm start from an earlier pass) instead of at a random point.
 
     Example::
 
@@ -170,8 +172,10 @@ def apgd(
         raise ConfigError(f"APGD needs steps >= 1 and restarts >= 1, got steps={steps}, restarts={restarts}")
     x = x.detach()
     best: APGDOutput | None = None
-    for _ in range(restarts):
-        run = _Run(loss_fn, x, _init_point(x, eps, norm, generator), eps, steps)
+    for k in range(restarts):
+        start = (project_to_threat(x_init.detach(), x, eps, norm) if k == 0 and x_init is not None
+                 else _init_point(x, eps, norm, generator))
+        run = _Run(loss_fn, x, start, eps, steps)
         schedule = dict(checkpoints(steps))
         for i in range(steps):
             run.step(i, eps, norm, alpha)

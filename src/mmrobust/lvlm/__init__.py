@@ -8,7 +8,8 @@ with the processor's normalization and a ``swap.json`` record (:func:`swap_and_s
 (targeted), answer tokens only, normalization inside the attacked function.
 """
 from mmrobust.lvlm.attack import (
-    LVLMAttackRecord, attack_lvlm_targeted, attack_lvlm_untargeted, build_lvlm_inputs, lm_loss_fn, targeted_success,
+    EnsemblePass, LVLMAttackRecord, LVLMEnsembleRecord, attack_lvlm_ensemble, attack_lvlm_targeted,
+    attack_lvlm_untargeted, build_lvlm_inputs, lm_loss_fn, targeted_success,
 )
 from mmrobust.lvlm.convert import (
     VisionConversion, check_convertible, convert_clip_vision, hf_to_openclip_vision, hf_vision_config,
@@ -17,7 +18,7 @@ from mmrobust.lvlm.convert import (
 )
 from mmrobust.lvlm.swap import swap_and_save, swap_vision_tower
 
-__all__ = ["LVLMAttackRecord", "attack_lvlm_targeted", "attack_lvlm_untargeted", "build_lvlm_inputs", "lm_loss_fn",
+__all__ = ["EnsemblePass", "LVLMEnsembleRecord", "attack_lvlm_ensemble", "LVLMAttackRecord", "attack_lvlm_targeted", "attack_lvlm_untargeted", "build_lvlm_inputs", "lm_loss_fn",
            "targeted_success", "VisionConversion", "check_convertible", "convert_clip_vision", "hf_to_openclip_vision",
            "hf_vision_config", "hf_vision_model", "image_processor_settings", "load_hf_vision",
            "openclip_to_hf_vision", "resize_position_embedding", "swap_and_save", "swap_vision_tower",

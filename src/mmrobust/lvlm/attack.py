@@ -10,19 +10,20 @@ resolution (resize once before attacking; nothing is resized inside). The proces
 (``image_mean`` / ``image_std``) is applied inside the loss closure.
 
 - untargeted: maximize the LM loss (mean CE over the answer tokens) of the reference answer(s). Several
-  references per image form an *ensemble*: the loss is the mean over the references (one pass; RobustVLM
-  instead runs one pass per reference and keeps the worst, which is not done here).
+  references per image form an *ensemble*: :func:`attack_lvlm_untargeted` maximizes the mean over the
+  references in one pass; :func:`attack_lvlm_ensemble` is RobustVLM's ensemble (one low-precision pass per
+  reference, keep the worst case, then one full-precision pass from it; stop an image once it is broken).
 - targeted: minimize the LM loss of a target string; success = the string appears in the greedy output.
 
 Labels cover the answer tokens and the end-of-turn token the chat template writes right after the answer (the
 tokenizer's EOS, e.g. LLaVA-1.5's ``</s>``): the attack should also move where the answer stops. Tokens after
-it (a trailing newline) and the prompt and image tokens are -100. Not done: the fp16 first pass of RobustVLM,
-LLaVA-NeXT any-res tiling (one ``pixel_values`` tile per image is assumed), per-reference passes.
+it (a trailing newline) and the prompt and image tokens are -100. Not done: LLaVA-NeXT any-res tiling (one
+``pixel_values`` tile per image is assumed).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmrobust.attacks.apgd import apgd
+from mmrobust.attacks.apgd import APGDLossFn, APGDOutput, apgd
 from mmrobust.attacks.ops import check_eps, check_images, make_generator
 from mmrobust.errors import ConfigError
 
@@ -319,3 +320,194 @@ def attack_lvlm_targeted(
         hit = targeted_success(model, processor, x_adv, prompts, target_text, max_new_tokens)
     return x_adv, LVLMAttackRecord("targeted", eps, norm, steps, seed, clean.cpu().tolist(), final.cpu().tolist(),
                                    hit.tolist(), target=target_text)
+
+
+# --- RobustVLM's ensemble: one reference at a time, low precision first, full precision from the worst case ---
+
+LOW_PRECISIONS = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class EnsemblePass:
+    """One APGD pass of :func:`attack_lvlm_ensemble` on one image (one reference)."""
+
+    reference: int  # index into the image's references
+    precision: str  # "bfloat16" / "float16" (autocast) or "full" (the model's own dtype)
+    start: str  # "random" (APGD's random start around the clean image) or "kept" (the worst case so far)
+    pass_loss: float  # APGD's best loss of the reference, in the pass's precision
+    loss: float  # full-precision loss of the reference at the pass's result (what the keep rule compares)
+    kept: bool  # the result replaced the image's worst case (its loss is higher)
+    broken: bool  # ``is_broken`` held at the image's worst case after this pass
+
+
+@dataclass(frozen=True)
+class LVLMEnsembleRecord(LVLMAttackRecord):
+    """:class:`LVLMAttackRecord` plus, per image, the reference and passes behind the kept image.
+
+    ``clean_loss`` / ``final_loss``: the kept reference's loss at the clean / returned image (NaN where the
+    image was broken on the clean input and not attacked); ``stopped``: broken (``is_broken``).
+    ``broken_after``: the number of passes run on the image when it was found broken (0 = on the clean image),
+    None if never.
+    """
+
+    low_precision: str | None = None
+    reference_clean_loss: list[list[float]] = field(default_factory=list)  # per image, per reference
+    kept_reference: list[int | None] = field(default_factory=list)
+    passes: list[list[EnsemblePass]] = field(default_factory=list)
+    broken_after: list[int | None] = field(default_factory=list)
+
+
+def _apgd_from(loss_fn: APGDLossFn, x: Tensor, x0: Tensor, *, eps: float, norm: str, steps: int) -> APGDOutput:
+    """APGD around ``x`` started at ``x0`` (RobustVLM's ``pert_init``) instead of a random point; no restarts."""
+    return apgd(loss_fn, x, eps=eps, norm=norm, steps=steps, x_init=x0)
+
+
+def _single_reference_loss(model: Any, processor: Any, x: Tensor, prompts: Sequence[str],
+                           refs: Sequence[str]) -> Callable[[Tensor], Tensor]:
+    """(B,) full-precision LM loss closure of one reference per image."""
+    inputs = build_lvlm_inputs(processor, prompts, [[r] for r in refs], image_size=x.shape[-1])
+    return lm_loss_fn(model, processor, inputs, like=x)
+
+
+def _autocast(loss_fn: Callable[[Tensor], Tensor], dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+    """The closure with its forward under autocast to ``dtype`` (no weight is cast, so nothing to restore)."""
+
+    def closure(x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            return loss_fn(x).float()
+
+    return closure
+
+
+def _ensemble_pass(model: Any, processor: Any, x: Tensor, prompts: Sequence[str], refs: Sequence[str], *,
+                   start: Tensor | None, low_precision: torch.dtype | None, eps: float, norm: str, steps: int,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One APGD pass on one reference per image -> (best iterate, its loss in the pass's precision, full loss).
+
+    Low precision is autocast around the forward (weights untouched); the best iterate by the pass's own loss
+    is re-scored in full precision, which is what the ensemble compares and records.
+    """
+    loss_fn = _single_reference_loss(model, processor, x, prompts, refs)
+    closure = loss_fn if low_precision is None else _autocast(loss_fn, low_precision)
+    if start is None:
+        out = apgd(closure, x, eps=eps, norm=norm, steps=steps, generator=generator)
+    else:
+        out = _apgd_from(closure, x, start, eps=eps, norm=norm, steps=steps)
+    if low_precision is None:
+        return out.x_best, out.loss_best, out.loss_best
+    with torch.no_grad():
+        return out.x_best, out.loss_best, loss_fn(out.x_best)
+
+
+@dataclass
+class _EnsembleState:
+    """Per-image bookkeeping of :func:`attack_lvlm_ensemble` (private, mutated by its stages)."""
+
+    x_adv: Tensor
+    loss: list[float]
+    reference: list[int | None]
+    broken: list[bool]
+    broken_after: list[int | None]
+    passes: list[list[EnsemblePass]]
+
+
+def _ensemble_stage(model: Any, processor: Any, images: Tensor, prompts: Sequence[str], groups: list[list[str]],
+                    st: _EnsembleState, todo: list[int], ref_of: list[int], *, from_kept: bool,
+                    low_precision: torch.dtype | None, is_broken: IsBroken | None, max_new_tokens: int,
+                    **apgd_kw: Any) -> None:
+    """Attack images ``todo`` on their reference ``ref_of``; keep higher-loss results; check those for breaking."""
+    sub_prompts = [prompts[i] for i in todo]
+    x, pass_loss, loss = _ensemble_pass(
+        model, processor, images[todo], sub_prompts, [groups[i][r] for i, r in zip(todo, ref_of)],
+        start=st.x_adv[todo] if from_kept else None, low_precision=low_precision, **apgd_kw)
+    kept = [float(loss[k]) > st.loss[i] for k, i in enumerate(todo)]
+    for k, i in enumerate(todo):
+        if kept[k]:
+            st.x_adv[i], st.loss[i], st.reference[i] = x[k].to(st.x_adv.dtype), float(loss[k]), ref_of[k]
+    changed = [i for i, c in zip(todo, kept) if c]
+    if is_broken is not None and changed:
+        outs = greedy_outputs(model, processor, st.x_adv[changed], [prompts[i] for i in changed],
+                              max_new_tokens=max_new_tokens)
+        for i, o in zip(changed, outs):
+            st.broken[i] = bool(is_broken(i, o))
+    precision = "full" if low_precision is None else str(low_precision).removeprefix("torch.")
+    for k, i in enumerate(todo):
+        st.passes[i].append(EnsemblePass(ref_of[k], precision, "kept" if from_kept else "random",
+                                         float(pass_loss[k]), float(loss[k]), kept[k], st.broken[i]))
+        if st.broken[i] and st.broken_after[i] is None:
+            st.broken_after[i] = len(st.passes[i])
+
+
+def _reference_clean_losses(model: Any, processor: Any, images: Tensor, prompts: Sequence[str],
+                            groups: list[list[str]]) -> list[list[float]]:
+    """Full-precision loss of every reference at the clean images: per image, per reference."""
+    out: list[list[float]] = [[] for _ in groups]
+    for j in range(max(len(g) for g in groups)):
+        todo = [i for i, g in enumerate(groups) if j < len(g)]
+        loss_fn = _single_reference_loss(model, processor, images, [prompts[i] for i in todo],
+                                         [groups[i][j] for i in todo])
+        with torch.no_grad():
+            loss = loss_fn(images[todo])
+        for k, i in enumerate(todo):
+            out[i].append(float(loss[k]))
+    return out
+
+
+def attack_lvlm_ensemble(
+    model: Any, processor: Any, images: Tensor, prompts: Sequence[str], references: Sequence[str | Sequence[str]],
+    *, eps: float, steps: int = 100, seed: int = 0, low_precision: torch.dtype | None = torch.float16,
+    norm: str = "linf", is_broken: IsBroken | None = None, max_new_tokens: int = 20,
+) -> tuple[Tensor, LVLMEnsembleRecord]:
+    """RobustVLM's untargeted ensemble attack on the LM loss of reference answers (Schlarmann et al. 2024).
+
+    Per image (batched across images), as in chs20/RobustVLM ``attack="ensemble"``:
+      1. images already broken on the clean input (``is_broken(i, greedy_text)``) are not attacked;
+      2. for each reference in turn: APGD (``steps``, random start around the clean image) on that reference's
+         loss alone, the model run in ``low_precision`` (autocast; weights and dtype untouched); the result is
+         re-scored in full precision and kept if its loss beats the image's worst case so far (RobustVLM keeps
+         the lowest CIDEr; here the highest loss of the attacked reference). An image whose kept image breaks
+         skips its remaining references;
+      3. one full-precision APGD pass (``steps``) on the kept reference, started from the kept image.
+    With ``low_precision=None`` step 2 runs in full precision and step 3 is skipped. Full precision = the
+    model's own dtype. Returns the kept images (clean where not attacked) and an :class:`LVLMEnsembleRecord`.
+
+    Example::
+
+        >>> x_adv, rec = attack_lvlm_ensemble(model, processor, x, ["Describe the image."],
+        ...                                   [["a dog on grass", "a puppy", "a brown dog"]], eps=4/255, steps=100,
+        ...                                   is_broken=lambda i, text: cider(text, refs[i]) < 0.1)
+    """
+    eps = _check(model, images, prompts, eps, steps, 1)
+    if low_precision is not None and low_precision not in LOW_PRECISIONS:
+        raise ConfigError(f"low_precision must be torch.bfloat16, torch.float16 or None, got {low_precision!r}")
+    _flatten_references(references)  # fail on empty references before any model call
+    groups = [[r] if isinstance(r, str) else list(r) for r in references]
+    images, n = images.detach(), len(prompts)
+    st = _EnsembleState(images.clone(), [float("-inf")] * n, [None] * n, [False] * n, [None] * n,
+                        [[] for _ in range(n)])
+    apgd_kw = dict(eps=eps, norm=norm, steps=steps, generator=make_generator(seed, images.device))
+    stage_kw = dict(is_broken=is_broken, max_new_tokens=max_new_tokens, **apgd_kw)
+    with frozen(model):
+        ref_clean = _reference_clean_losses(model, processor, images, prompts, groups)
+        if is_broken is not None:
+            outs = greedy_outputs(model, processor, images, prompts, max_new_tokens=max_new_tokens)
+            st.broken = [bool(is_broken(i, o)) for i, o in enumerate(outs)]
+            st.broken_after = [0 if b else None for b in st.broken]
+        for j in range(max(len(g) for g in groups)):
+            todo = [i for i in range(n) if not st.broken[i] and j < len(groups[i])]
+            if todo:
+                _ensemble_stage(model, processor, images, prompts, groups, st, todo, [j] * len(todo),
+                                from_kept=False, low_precision=low_precision, **stage_kw)
+        todo = [i for i in range(n) if not st.broken[i]]
+        if low_precision is not None and todo:
+            _ensemble_stage(model, processor, images, prompts, groups, st, todo, [st.reference[i] for i in todo],
+                            from_kept=True, low_precision=None, **stage_kw)
+    nan = float("nan")
+    clean = [nan if r is None else ref_clean[i][r] for i, r in enumerate(st.reference)]
+    final = [nan if r is None else st.loss[i] for i, r in enumerate(st.reference)]
+    precision = None if low_precision is None else str(low_precision).removeprefix("torch.")
+    return st.x_adv, LVLMEnsembleRecord(
+        "untargeted", eps, norm, steps, seed, clean, final, list(st.broken), low_precision=precision,
+        reference_clean_loss=ref_clean, kept_reference=list(st.reference), passes=st.passes,
+        broken_after=list(st.broken_after))
+
