@@ -1,0 +1,326 @@
+"""The MMR story with a trained tiny LLaVA (Liu et al. 2024, "Seeing Clearly, Answering Incorrectly"):
+
+world -> the world's CLIP image tower (the adversarial story's clean CLIP, converted exactly into a
+CLIPVisionModel and frozen) -> tiny LLaVA -> baseline SFT of projector + Llama on what web data
+teaches (captions, short-answer VQA, multiple-choice questions, all premises true) -> held-out
+accuracy -> two finetunes of the same length from the baseline: the MMR-tuned twin (paired data,
+straightforward + leading twins with false premises) and a control (the straightforward rows
+only) -> MMR on the offline MMR world (never the training questions) for all three through the
+real ``hf`` adapter -> RA / MR / POS accuracy with CIs -> table, chart, record.
+
+Every stage is resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mmrobust.pipelines.parallel import torch_threads
+from mmrobust.pipelines.stages import run_stage, stamp, train_stage
+from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.tables import format_table
+
+MODELS = ("baseline", "control", "MMR-tuned")
+
+
+@dataclass(frozen=True)
+class MMRTrainedDemo:
+    """Settings of the story (32 px images, a ~1M-parameter LLaVA, minutes on 2 CPU cores)."""
+
+    mix_images: int = 1500  # baseline mix: 4 rows per image (caption, short VQA, 2 multiple-choice)
+    heldout_images: int = 200  # fresh images for the held-out straightforward accuracy
+    pair_images: int = 800  # MMR training set: one straightforward row per image, a leading twin for a share
+    leading_share: float = 0.5
+    mmr_pairs_per_category: int = 25  # MMR world: 4 categories x this many POS/NEG pairs
+    image_size: int = 32
+    hidden_size: int = 128  # Llama width
+    num_layers: int = 3  # Llama layers
+    base_steps: int = 420
+    base_lr: float = 4e-3
+    tune_steps: int = 100  # the twin's and the control's extra steps (the same for both)
+    tune_lr: float = 1e-3
+    batch: int = 64
+    weight_decay: float = 0.0
+    max_new_tokens: int = 4  # the answer letter comes first; the official parser reads it
+    eval_batch: int = 50
+    n_boot: int = 1000
+    clip_model: str = ""  # a trained CLIP folder; "" = the adversarial story's clean CLIP (trained if absent)
+    clip_steps: int = 0  # > 0: train a CLIP of this many steps under this story instead (tests)
+    clip_world_images: int = 2000  # its world's size, with clip_steps > 0
+    seed: int = 0
+    threads: int = 2
+
+
+def run_mmr_trained_demo(out_dir: str | Path, settings: MMRTrainedDemo = MMRTrainedDemo(), *,
+                         progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Run the whole story into ``out_dir``; returns {"table", "plot", "rows", "record"}."""
+    with torch_threads(settings.threads):
+        return _run(Path(out_dir), settings, progress, log)
+
+
+class _Clock:
+    """Seconds per stage, in the order they ran (a reused stage takes ~0 s)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        return out
+
+
+def _run(out: Path, s: MMRTrainedDemo, progress: bool, log: Any) -> dict[str, Any]:
+    clock = _Clock()
+    data = clock("data", lambda: _data(out, s))
+    clip = clock("clip", lambda: _clip(out, s, progress))
+    init = clock("llava", lambda: _llava(out, s, clip, data))
+    log(f"[mmr-trained] tiny LLaVA with the world's CLIP tower: {init['n_params']:,} parameters")
+    base = clock("train baseline", lambda: _sft(out / "baseline", s, init["model_dir"], data["mix"],
+                                                 steps=s.base_steps, lr=s.base_lr, progress=progress))
+    tuned = {"baseline": base}
+    tuned["control"] = clock("train control", lambda: _sft(out / "control", s, base["model_dir"], data["control"],
+                                                            steps=s.tune_steps, lr=s.tune_lr, progress=progress))
+    tuned["MMR-tuned"] = clock("train MMR-tuned", lambda: _sft(out / "mmr-tuned", s, base["model_dir"], data["paired"],
+                                                                steps=s.tune_steps, lr=s.tune_lr, progress=progress))
+    rows = []
+    for label in MODELS:
+        model_dir = tuned[label]["model_dir"]
+        held = clock(f"held-out {label}", lambda: _heldout(Path(model_dir).parent / "heldout", s, model_dir,
+                                                           data["heldout"]))
+        mmr = clock(f"MMR {label}", lambda: _mmr(Path(model_dir).parent / "mmr", s, model_dir, data["world"]))
+        rows.append(_row(label, tuned[label], held, mmr))
+        log(f"[mmr-trained] {label}: held-out {held['accuracy']:.1%}, RA {rows[-1]['RA']:.1%}, "
+            f"MR {_pct(rows[-1]['MR'])}, POS acc {rows[-1]['POS']:.1%}")
+    return _summarise(out, s, rows, init, clock.seconds, log)
+
+
+def _data(out: Path, s: MMRTrainedDemo) -> dict[str, str]:
+    """The four data sets: baseline mix, held-out mix, paired + control MMR training sets, the MMR world."""
+    from mmrobust.world.mmr import generate_mmr_world
+    from mmrobust.world.mmr_train import generate_mmr_training_set
+    from mmrobust.world.vqa_mix import generate_vqa_mix
+
+    size = s.image_size
+
+    def make() -> dict[str, str]:
+        paired = generate_mmr_training_set(out / "data" / "paired", n_images=s.pair_images, seed=s.seed,
+                                           image_size=size, leading_share=s.leading_share)
+        control = generate_mmr_training_set(out / "data" / "control", n_images=s.pair_images, seed=s.seed,
+                                            image_size=size, leading_share=0.0)
+        return {
+            "mix": str(generate_vqa_mix(out / "data" / "mix", n_images=s.mix_images, seed=s.seed, image_size=size)),
+            # another seed of the mix's stream: fresh scenes, never trained on
+            "heldout": str(generate_vqa_mix(out / "data" / "heldout", n_images=s.heldout_images, seed=s.seed + 1,
+                                            image_size=size, kinds=("mc",))),
+            "paired": str(_with_instruction(paired)), "control": str(_with_instruction(control)),
+            "world": str(generate_mmr_world(out / "data" / "mmr-world", pairs_per_category=s.mmr_pairs_per_category,
+                                            seed=s.seed, image_size=size)),
+        }
+
+    cfg = {k: getattr(s, k) for k in ("mix_images", "heldout_images", "pair_images", "leading_share",
+                                      "mmr_pairs_per_category", "image_size", "seed")}
+    return run_stage(out / "data", cfg, make)
+
+
+def _with_instruction(path: Path) -> Path:
+    """``train.jsonl`` of the MMR training set with MMR's official instruction after each question (as the
+    mix and the benchmark prompt have it), written beside it as ``train_prompted.jsonl``."""
+    from mmrobust.data.instructions import load_instructions, to_record, write_instructions
+    from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
+
+    rows = []
+    for item in load_instructions(path):
+        rec = to_record(item)
+        rec["question"] = rec["question"] + OFFICIAL_SUFFIX
+        rows.append(rec)
+    return write_instructions(path.parent / "train_prompted.jsonl", rows)
+
+
+def _clip(out: Path, s: MMRTrainedDemo, progress: bool) -> str:
+    """The world's clean CLIP: ``clip_model``, else the adversarial story's (same world, same settings,
+    so either story reuses the other's), else, with ``clip_steps``, a small one trained here."""
+    from mmrobust.pipelines.demo_adversarial import AdversarialDemo
+    from mmrobust.world.shapes import generate_world
+
+    if s.clip_model:
+        return s.clip_model
+    if s.clip_steps:
+        a = AdversarialDemo(n_train=s.clip_world_images, n_test=100, pretrain_steps=s.clip_steps, seed=s.seed)
+        world, clip_out = out / "clip-world", out / "clip"
+    else:
+        a, world, clip_out = AdversarialDemo(), out.parent / "world", out.parent / "adversarial" / "clip"
+    run_stage(world, {"n_train": a.n_train, "n_test": a.n_test, "seed": a.world_seed},
+              lambda: {"root": str(generate_world(world, n_train=a.n_train, n_test=a.n_test, seed=a.world_seed).root)})
+    return train_stage(clip_out, task="clip", model=a.model, manifest=world / "train.csv", classes=world / "classes.json",
+                       steps=a.pretrain_steps, batch=a.pretrain_batch, lr=a.pretrain_lr, weight_decay=0.1, seed=a.seed,
+                       opts={}, progress=progress)
+
+
+def _llava(out: Path, s: MMRTrainedDemo, clip: str, data: dict[str, str]) -> dict[str, Any]:
+    """A tiny LLaVA whose vision tower is ``clip``'s image tower (exact conversion, normalization included)."""
+    from mmrobust.data.instructions import load_instructions
+    from mmrobust.eval.mmr import load_mmr
+    from mmrobust.lvlm.swap import swap_and_save
+    from mmrobust.models.clip import create_clip
+    from mmrobust.world.llava import build_tiny_llava
+
+    def make() -> dict[str, Any]:
+        tower = create_clip(clip).visual  # the tower's shape decides the LLaVA's vision config
+        width, layers = tower.transformer.width, tower.transformer.layers
+        heads = tower.transformer.resblocks[0].attn.num_heads
+        mlp = tower.transformer.resblocks[0].mlp.c_fc.out_features
+        patch = tower.conv1.kernel_size[0]
+        texts = [t for key in ("mix", "heldout", "paired") for i in load_instructions(data[key])
+                 for t in (i.question, i.answer)] + [i.question for i in load_mmr(data["world"]).items]
+        raw = build_tiny_llava(out / "llava" / "raw", seed=s.seed, image_size=s.image_size, patch_size=patch,
+                               hidden_size=s.hidden_size, num_layers=s.num_layers, extra_words=texts,
+                               vision_hidden_size=width, vision_layers=layers, vision_heads=heads,
+                               vision_intermediate_size=mlp, vision_act="gelu")
+        model = swap_and_save(raw, clip, out_dir=out / "llava" / "model", overwrite=True)
+        return {"model_dir": str(model), "n_params": _n_params(model), "tower": {"width": width, "layers": layers,
+                                                                                "heads": heads, "patch": patch}}
+
+    cfg = {"clip": clip, "clip_stamp": stamp(clip), "data": stamp(data["mix"]), "hidden": s.hidden_size,
+           "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed}
+    return run_stage(out / "llava", cfg, make)
+
+
+def _n_params(model_dir: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(model_dir) / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def _sft(out: Path, s: MMRTrainedDemo, model: str, manifest: str, *, steps: int, lr: float,
+         progress: bool) -> dict[str, Any]:
+    """One resumable ``mllm-sft`` run (tower frozen; projector + Llama train); returns its model dir and losses."""
+    from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
+    from mmrobust.training.loop import TrainConfig
+
+    optim = TrainConfig(steps=steps, batch_size=s.batch, lr=lr, weight_decay=s.weight_decay,
+                        warmup_steps=max(1, steps // 10), ckpt_every=max(25, steps // 4), log_every=5, seed=s.seed)
+    job = TrainJob(task="mllm-sft", model=ModelSpec(name=model, seed=s.seed), data=DataSpec(manifest=manifest),
+                   optim=optim, out_dir=str(out), task_options={"train_vision": False})
+
+    def make() -> dict[str, Any]:
+        start = time.perf_counter()
+        model_dir, _ = run_train(job, resume=True, progress=progress)
+        losses = [r["loss"] for r in map(_json_line, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+        k = max(1, len(losses) // 5)  # first and last fifth of the logged steps
+        return {"model_dir": str(model_dir), "seconds": round(time.perf_counter() - start, 1),
+                "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k}
+
+    cfg = {"model": model, "manifest": manifest, "optim": asdict(optim), "inputs": [stamp(Path(model) / "model.safetensors"),
+                                                                                   stamp(manifest)]}
+    return run_stage(out, cfg, make)
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    import json
+
+    return json.loads(line) if line.strip() else {}
+
+
+def _adapter(model_dir: str, s: MMRTrainedDemo):
+    from mmrobust.models.mllm import build_adapter
+
+    return build_adapter("hf", model=model_dir, options={"device": "cpu", "dtype": "float32", "batch_size": s.eval_batch})
+
+
+def _heldout(out: Path, s: MMRTrainedDemo, model_dir: str, manifest: str) -> dict[str, Any]:
+    """Accuracy on held-out straightforward multiple-choice questions (fresh images), the official parser."""
+    from mmrobust.data.instructions import load_instructions
+    from mmrobust.eval.mmr import parse_official
+    from mmrobust.models.mllm import GenerationParams, GenRequest
+
+    def make() -> dict[str, Any]:
+        items = load_instructions(manifest)
+        reqs = [GenRequest(uid=i.id, prompt=i.question, image_path=str(i.image_path)) for i in items]
+        replies = dict(_adapter(model_dir, s).generate(reqs, GenerationParams(max_new_tokens=s.max_new_tokens)))
+        right = [replies[k].ok and parse_official(replies[k].text) == i.meta["letter"] for k, i in enumerate(items)]
+        n, acc = len(right), sum(right) / len(right)
+        return {"n": n, "accuracy": acc, "ci": wilson(sum(right), n),
+                "unparseable": sum(replies[k].ok and parse_official(replies[k].text) is None for k in range(n))}
+
+    return run_stage(out, {"model": stamp(Path(model_dir) / "model.safetensors"), "manifest": manifest,
+                           "max_new_tokens": s.max_new_tokens}, make)
+
+
+def _mmr(out: Path, s: MMRTrainedDemo, model_dir: str, questions: str) -> dict[str, Any]:
+    """The MMR run on the MMR world through the ``hf`` adapter: the overall metrics."""
+    from mmrobust.eval.mmr import RunSettings, load_mmr, run_mmr
+    from mmrobust.models.mllm import GenerationParams
+
+    def make() -> dict[str, Any]:
+        settings = RunSettings(n_boot=s.n_boot, seed=s.seed, params=GenerationParams(max_new_tokens=s.max_new_tokens))
+        record = run_mmr(load_mmr(questions), _adapter(model_dir, s), out_dir=out, settings=settings)
+        return {"overall": record["metrics"]["overall"], "per_category": record["metrics"]["per_category"]}
+
+    return run_stage(out, {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": questions,
+                           "n_boot": s.n_boot, "max_new_tokens": s.max_new_tokens}, make)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson score interval of a proportion k/n."""
+    if not n:
+        return [0.0, 1.0]
+    p = k / n
+    mid, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, (mid - half) / (1 + z * z / n)), min(1.0, (mid + half) / (1 + z * z / n))]
+
+
+def _row(label: str, train: dict[str, Any], held: dict[str, Any], mmr: dict[str, Any]) -> dict[str, Any]:
+    o = mmr["overall"]
+    return {"model": label, "heldout": held["accuracy"], "heldout_ci": held["ci"], "RA": o["ra"], "RA_ci": o["ra_ci"],
+            "MR": o["mr"], "MR_ci": o["mr_ci"], "POS": o["pos_acc"], "POS_ci": wilson(o["n_pos_right"], o["n_pairs"]),
+            "NEG": o["neg_acc"], "pairs": o["n_pairs"], "unparseable": o["n_unparseable"],
+            "loss_first": train["loss_first"], "loss_last": train["loss_last"], "train_s": train["seconds"]}
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def _ci(v: float | None, ci: list[float] | None) -> str:
+    return "n/a" if v is None else f"{v:.1%} [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else f"{v:.1%}"
+
+
+def _summarise(out: Path, s: MMRTrainedDemo, rows: list[dict[str, Any]], init: dict[str, Any],
+               seconds: dict[str, float], log: Any) -> dict[str, Any]:
+    from mmrobust.reports.plots import grouped_bars
+
+    shown = [{"model": r["model"], "heldout": _ci(r["heldout"], r["heldout_ci"]), "RA": _ci(r["RA"], r["RA_ci"]),
+              "MR": _ci(r["MR"], r["MR_ci"]), "POS": _ci(r["POS"], r["POS_ci"]), "pairs": r["pairs"]} for r in rows]
+    cols = [("model", "model"), ("heldout", "held-out acc"), ("RA", "RA"), ("MR", "MR"), ("POS", "POS acc"),
+            ("pairs", "pairs")]
+    table = format_table(shown, cols, markdown=True)
+    total = round(sum(seconds.values()), 1)
+    story_s = round(total - seconds.get("clip", 0.0), 1)
+    (out / "summary.md").write_text(f"# MMR story, trained tiny LLaVA ({init['n_params']:,} parameters)\n\n{table}\n\n"
+                                    f"95% CIs in brackets. Story {story_s} s (+ {seconds.get('clip', 0.0)} s CLIP).\n")
+    grouped_bars(out / "mmr_trained.png", groups=[r["model"] for r in rows],
+                 series={"held-out acc": [r["heldout"] for r in rows], "RA": [r["RA"] for r in rows],
+                         "MR": [r["MR"] or 0.0 for r in rows], "POS acc": [r["POS"] for r in rows]},
+                 title=f"trained tiny LLaVA on the MMR world ({rows[0]['pairs']} pairs)",
+                 colors=["#8e5bd8", "#3b7dd8", "#d8453b", "#4caf50"])
+    story = Table.of(f"MMR story: a tiny LLaVA trained on the world, then MMR-tuned ({rows[0]['pairs']} pairs)",
+                     [("model", "model"), ("heldout", "held-out acc", "%"), ("RA", "RA", "%"), ("MR", "MR", "%"),
+                      ("POS", "POS acc", "%"), ("NEG", "NEG acc", "%"), ("pairs", "pairs", "count"),
+                      ("train_s", "train time", "s")], rows,
+                     f"Baseline: {s.base_steps} SFT steps on captions, short VQA and multiple-choice questions whose "
+                     f"premises are all true. MMR-tuned: {s.tune_steps} more steps on paired straightforward + leading "
+                     f"questions (false premises, share {s.leading_share:g}); control: the same {s.tune_steps} steps on "
+                     "the straightforward rows only. RA: pairs with both right; MR: pairs misled by the leading question "
+                     "over pairs whose straightforward question is right (bootstrap 95% CIs); POS acc with Wilson CIs.")
+    metrics = {"models": rows, "n_params": init["n_params"], "seconds": seconds, "story_seconds": story_s,
+               "total_seconds": total}
+    write_record(out, Record(kind="story.mmr-trained", metrics=metrics, tables=[story], plots=["mmr_trained.png"],
+                             config=asdict(s), seeds={"demo": s.seed}), name="story")
+    log(f"[mmr-trained] story {story_s} s (CLIP stage {seconds.get('clip', 0.0)} s)")
+    return {"table": table, "plot": str(out / "mmr_trained.png"), "rows": rows, "record": metrics}

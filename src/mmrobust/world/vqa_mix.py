@@ -1,0 +1,158 @@
+"""The baseline MLLM training mix: what web data teaches, over fresh synthetic scenes.
+
+Per image (a coloured-shape scene from :mod:`mmrobust.world.shapes`) the mix holds, in the instruction
+JSONL format of :mod:`mmrobust.data.instructions` (``train.jsonl`` + ``images/NNNNNN.png``):
+
+- ``caption``: "Describe the picture." -> one of the world's captions;
+- ``vqa``: a short-answer question about the image's category attribute ("What shape is in the
+  picture? Answer with one word." -> "circle");
+- ``mc``: a straightforward multiple-choice question (the MMR POS form, "What colour is the circle in
+  the picture?" with options "It is red." ...);
+- ``mc-premise``: a multiple-choice question that names another attribute in its stem, as leading
+  questions do, but whose premise is TRUE ("What colour is the circle in the picture?" asked of a
+  circle, options "The circle is red." ...). Web data carries true premises: nothing here ever asks
+  the model to reject one, which is what the MMR leading questions then exploit.
+
+Multiple-choice questions end with MMR's official instruction (``OFFICIAL_SUFFIX``), so they read
+like the benchmark's prompts; answers are ``"X."`` (``answer_format="letter"``, the default: all of the
+row's loss falls on choosing the letter) or ``"X. text"`` (``"letter+text"``); the official parser reads ``X``. Right
+letters follow a shuffled, exactly balanced A-D schedule per kind. ``id``: ``mix/NNNNNN/<kind>``;
+``meta``: ``kind``, ``category``, ``scene`` and, on multiple-choice rows, ``letter`` and ``options``.
+Scenes come from ``SeedSequence([seed, MIX_STREAM])``, apart from the MMR evaluation world's
+``default_rng(seed)`` and the MMR training set's stream.
+
+Example::
+
+    path = generate_vqa_mix("runs/mix", n_images=2000, seed=0)   # runs/mix/train.jsonl
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmrobust.errors import DataError
+from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
+from mmrobust.values import SEED_MAX, check_int
+from mmrobust.world.mmr import pick_others, plural, with_article
+from mmrobust.world.mmr_train import CATEGORIES, NUMBER_WORDS, QA, balanced_letters, scene_facts
+from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for, render_scene, sample_scene
+
+MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
+KINDS = ("caption", "vqa", "mc", "mc-premise")
+ANSWER_FORMATS = ("letter", "letter+text")
+LETTERS = "ABCD"
+SHORT = {  # category -> (short question, scene attribute answered)
+    "attribute/shape": ("What shape is in the picture? Answer with one word.", "shape"),
+    "attribute/color&texture": ("What colour is the {shape} in the picture? Answer with one word.", "color"),
+    "attribute/number": ("How many {shapes} are in the picture? Answer with one word.", "count"),
+    "attribute/position": ("Where is the {shape} in the picture? Answer with a few words.", "position"),
+}
+
+
+def straightforward(category: str, s: Scene, rng: np.random.Generator) -> QA:
+    """The MMR POS question of ``category`` for scene ``s``; the right option first."""
+    if category == "attribute/shape":
+        return QA(f"What shape is the {s.color} object in the picture?",
+                  tuple(f"It is {with_article(x)}." for x in [s.shape] + pick_others(rng, SHAPES, {s.shape}, 3)))
+    if category == "attribute/color&texture":
+        return QA(f"What colour is the {s.shape} in the picture?",
+                  tuple(f"It is {c}." for c in [s.color] + pick_others(rng, COLORS, {s.color}, 3)))
+    if category == "attribute/number":
+        others = [int(k) for k in rng.choice([k for k in range(1, 5) if k != s.count], size=3, replace=False)]
+        return QA(f"How many {plural(s.shape)} are in the picture?",
+                  tuple(f"There {'is' if k == 1 else 'are'} {NUMBER_WORDS[k]}." for k in [s.count] + others))
+    return QA(f"Where is the {s.shape} in the picture?",
+              tuple(f"It is in the {p}." for p in [s.position] + pick_others(rng, POSITIONS, {s.position}, 3)))
+
+
+def with_true_premise(category: str, s: Scene, rng: np.random.Generator) -> QA:
+    """The leading form of ``category``'s question (its stem names another attribute), premise true."""
+    colours = [s.color] + pick_others(rng, COLORS, {s.color}, 3)
+    if category == "attribute/shape":  # the premise names the shape, the question asks the colour
+        return QA(f"What colour is the {s.shape} in the picture?", tuple(f"The {s.shape} is {c}." for c in colours))
+    if category == "attribute/color&texture":  # names the colour, asks the shape
+        shapes = [s.shape] + pick_others(rng, SHAPES, {s.shape}, 3)
+        return QA(f"What shape is the {s.color} object in the picture?",
+                  tuple(f"The {s.color} object is {with_article(x)}." for x in shapes))
+    if category == "attribute/number":  # names the count, asks the colour
+        things = f"{NUMBER_WORDS[s.count]} {plural(s.shape) if s.count > 1 else s.shape}"
+        verb = "are" if s.count > 1 else "is"
+        return QA(f"What colour {verb} the {things} in the picture?", tuple(f"The {things} {verb} {c}." for c in colours))
+    return QA(f"What colour is the {s.shape} in the {s.position} of the picture?",  # names the position
+              tuple(f"The {s.shape} in the {s.position} is {c}." for c in colours))
+
+
+def lettered(q: QA, letter: str, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """Question text (stem, ``X. text`` lines, the official instruction) with the right option at ``letter``."""
+    rest = [q.options[int(j)] for j in rng.permutation(np.arange(1, len(q.options)))]
+    slot = LETTERS.index(letter)
+    options = dict(zip(LETTERS, rest[:slot] + [q.options[0]] + rest[slot:]))
+    return q.stem + "\n" + "\n".join(f"{k}. {t}" for k, t in options.items()) + OFFICIAL_SUFFIX, options
+
+
+def _short_answer(category: str, s: Scene) -> tuple[str, str]:
+    question, attr = SHORT[category]
+    value = getattr(s, attr)
+    answer = NUMBER_WORDS[value] if attr == "count" else value
+    return question.format(shape=s.shape, shapes=plural(s.shape)), f"{answer}."
+
+
+def _rows(i: int, category: str, s: Scene, image: str, kinds: tuple[str, ...], letters: dict[str, str],
+          rng: np.random.Generator, with_text: bool) -> list[dict[str, Any]]:
+    base = f"mix/{i + 1:06d}"
+    meta = {"category": category, "scene": scene_facts(s)}
+    rows = []
+    for kind in kinds:
+        if kind == "caption":
+            q, a, extra = "Describe the picture.", caption_for(s, rng), {}
+        elif kind == "vqa":
+            (q, a), extra = _short_answer(category, s), {}
+        else:
+            build = straightforward if kind == "mc" else with_true_premise
+            q, options = lettered(build(category, s, rng), letters[kind], rng)
+            letter = letters[kind]
+            a, extra = f"{letter}. {options[letter]}" if with_text else f"{letter}.", {"letter": letter, "options": options}
+        rows.append({"id": f"{base}/{kind}", "image": image, "question": q, "answer": a,
+                     "meta": {**meta, "kind": kind, **extra}})
+    return rows
+
+
+def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32,
+                     kinds: tuple[str, ...] = KINDS, categories: tuple[str, ...] = CATEGORIES,
+                     answer_format: str = "letter") -> Path:
+    """Write ``images/``, ``train.jsonl`` and ``vqa_mix.json`` under ``out_dir``; returns ``train.jsonl``.
+    Same arguments, same bytes. Categories cycle over the images; every image gets one row per kind."""
+    check_int("n_images", n_images, low=1, fix="ask for at least one image")
+    check_int("seed", seed, low=0, high=SEED_MAX)
+    check_int("image_size", image_size, low=8, high=1024)
+    bad = [k for k in kinds if k not in KINDS] + [c for c in categories if c not in CATEGORIES]
+    if bad or not kinds or not categories:
+        raise DataError(f"unknown or no kinds/categories {bad}; kinds from {', '.join(KINDS)}, categories from "
+                        f"{', '.join(CATEGORIES)}")
+    if answer_format not in ANSWER_FORMATS:
+        raise DataError(f"unknown answer_format {answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+    root = Path(out_dir)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng_scene, rng_q, rng_letters = (np.random.default_rng(s) for s in
+                                     np.random.SeedSequence([seed, MIX_STREAM]).spawn(3))
+    schedule = {k: balanced_letters(n_images, rng_letters) for k in ("mc", "mc-premise")}
+    rows: list[dict[str, Any]] = []
+    for i in range(n_images):
+        cat = categories[i % len(categories)]
+        scene = sample_scene(rng_scene)
+        scene = replace(scene, count=int(rng_scene.integers(1, 4)) if cat == "attribute/number" else 1)
+        image = f"images/{i + 1:06d}.png"
+        render_scene(scene, image_size=image_size, rng=rng_scene).save(root / image, optimize=False, compress_level=1)
+        rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q,
+                      answer_format == "letter+text")
+    out = root / "train.jsonl"
+    out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    meta = {"generator": "mmrobust.world.vqa_mix", "seed": seed, "stream": MIX_STREAM, "n_images": n_images,
+            "image_size": image_size, "kinds": list(kinds), "categories": list(categories),
+            "answer_format": answer_format, "premises": "true"}
+    (root / "vqa_mix.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
