@@ -60,3 +60,10 @@ def test_story_end_to_end(tmp_path):
     # resumable: a second run with the same settings reuses every stage and gives the same numbers
     again = run_mmr_trained_demo(out, TINY, progress=False, log=lambda m: None)
     assert again["rows"] == result["rows"]
+
+
+def test_the_mix_asks_with_mmrs_official_instruction():
+    from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
+    from mmrobust.world import vqa_mix
+
+    assert vqa_mix.OFFICIAL_SUFFIX == OFFICIAL_SUFFIX

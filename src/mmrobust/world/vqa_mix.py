@@ -35,13 +35,15 @@ from typing import Any
 import numpy as np
 
 from mmrobust.errors import DataError
-from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
 from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.mmr import pick_others, plural, with_article
 from mmrobust.world.mmr_train import CATEGORIES, NUMBER_WORDS, QA, balanced_letters, scene_facts
 from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for, render_scene, sample_scene
 
 MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
+# MMR's official instruction (eval.mmr.prompts.OFFICIAL_SUFFIX; the world sits below eval, so it is
+# spelled out here and a test checks that the two agree)
+OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 KINDS = ("caption", "vqa", "mc", "mc-premise")
 ANSWER_FORMATS = ("letter", "letter+text")
 LETTERS = "ABCD"
