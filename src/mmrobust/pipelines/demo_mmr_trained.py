@@ -30,7 +30,11 @@ MODELS = ("baseline", "control", "MMR-tuned")
 class MMRTrainedDemo:
     """Settings of the story (32 px images, a ~1M-parameter LLaVA, minutes on 2 CPU cores)."""
 
-    mix_images: int = 1500  # baseline mix: 4 rows per image (caption, short VQA, 2 multiple-choice)
+    mix_images: int = 1500  # baseline mix: one row per kind per image (+ extra multiple-choice rows)
+    mix_kinds: tuple[str, ...] = ("vqa", "mc")  # vqa_mix.KINDS; no captions: more of the loss on letters
+    mix_answer_format: str = "letter"  # "letter" ("X.") or "letter+text" ("X. text"); the letter comes first
+    mix_mc_per_image: int = 3  # straightforward multiple-choice rows per image (each another category)
+    letter_bias: float = 0.3  # build_tiny_llava's A-D prior of the random model
     heldout_images: int = 200  # fresh images for the held-out straightforward accuracy
     pair_images: int = 800  # MMR training set: one straightforward row per image, a leading twin for a share
     leading_share: float = 0.5
@@ -113,7 +117,9 @@ def _data(out: Path, s: MMRTrainedDemo) -> dict[str, str]:
         control = generate_mmr_training_set(out / "data" / "control", n_images=s.pair_images, seed=s.seed,
                                             image_size=size, leading_share=0.0)
         return {
-            "mix": str(generate_vqa_mix(out / "data" / "mix", n_images=s.mix_images, seed=s.seed, image_size=size)),
+            "mix": str(generate_vqa_mix(out / "data" / "mix", n_images=s.mix_images, seed=s.seed, image_size=size,
+                                        kinds=tuple(s.mix_kinds), answer_format=s.mix_answer_format,
+                                        mc_per_image=s.mix_mc_per_image)),
             # another seed of the mix's stream: fresh scenes, never trained on
             "heldout": str(generate_vqa_mix(out / "data" / "heldout", n_images=s.heldout_images, seed=s.seed + 1,
                                             image_size=size, kinds=("mc",))),
@@ -122,7 +128,7 @@ def _data(out: Path, s: MMRTrainedDemo) -> dict[str, str]:
                                             seed=s.seed, image_size=size)),
         }
 
-    cfg = {k: getattr(s, k) for k in ("mix_images", "heldout_images", "pair_images", "leading_share",
+    cfg = {k: getattr(s, k) for k in ("mix_images", "mix_kinds", "mix_answer_format", "mix_mc_per_image", "heldout_images", "pair_images", "leading_share",
                                       "mmr_pairs_per_category", "image_size", "seed")}
     return run_stage(out / "data", cfg, make)
 
@@ -179,6 +185,7 @@ def _llava(out: Path, s: MMRTrainedDemo, clip: str, data: dict[str, str]) -> dic
                  for t in (i.question, i.answer)] + [i.question for i in load_mmr(data["world"]).items]
         raw = build_tiny_llava(out / "llava" / "raw", seed=s.seed, image_size=s.image_size, patch_size=patch,
                                hidden_size=s.hidden_size, num_layers=s.num_layers, extra_words=texts,
+                               letter_bias=s.letter_bias,
                                vision_hidden_size=width, vision_layers=layers, vision_heads=heads,
                                vision_intermediate_size=mlp, vision_act="gelu")
         model = swap_and_save(raw, clip, out_dir=out / "llava" / "model", overwrite=True)
@@ -186,7 +193,7 @@ def _llava(out: Path, s: MMRTrainedDemo, clip: str, data: dict[str, str]) -> dic
                                                                                 "heads": heads, "patch": patch}}
 
     cfg = {"clip": clip, "clip_stamp": stamp(clip), "data": stamp(data["mix"]), "hidden": s.hidden_size,
-           "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed}
+           "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed, "letter_bias": s.letter_bias}
     return run_stage(out / "llava", cfg, make)
 
 

@@ -103,12 +103,28 @@ def _short_answer(category: str, s: Scene) -> tuple[str, str]:
     return question.format(shape=s.shape, shapes=plural(s.shape)), f"{answer}."
 
 
+def _extra_categories(category: str, s: Scene, n: int) -> list[str]:
+    """Up to ``n`` categories other than ``category`` that scene ``s`` answers unambiguously (no position
+    question when the scene holds several objects), in CATEGORIES order after ``category``."""
+    k = CATEGORIES.index(category)
+    others = [CATEGORIES[(k + j) % len(CATEGORIES)] for j in range(1, len(CATEGORIES))]
+    return [c for c in others if not (c == "attribute/position" and s.count > 1)][:n]
+
+
 def _rows(i: int, category: str, s: Scene, image: str, kinds: tuple[str, ...], letters: dict[str, str],
-          rng: np.random.Generator, with_text: bool) -> list[dict[str, Any]]:
+          rng: np.random.Generator, with_text: bool, mc_per_image: int = 1) -> list[dict[str, Any]]:
     base = f"mix/{i + 1:06d}"
     meta = {"category": category, "scene": scene_facts(s)}
     rows = []
     for kind in kinds:
+        if kind == "mc" and mc_per_image > 1:  # extra straightforward rows in other categories: mc2, mc3, ...
+            for j, cat in enumerate(_extra_categories(category, s, mc_per_image - 1), start=2):
+                q, options = lettered(straightforward(cat, s, rng), letters[f"mc{j}"], rng)
+                letter = letters[f"mc{j}"]
+                rows.append({"id": f"{base}/mc{j}", "image": image, "question": q,
+                             "answer": f"{letter}. {options[letter]}" if with_text else f"{letter}.",
+                             "meta": {"category": cat, "scene": scene_facts(s), "kind": "mc", "letter": letter,
+                                      "options": options}})
         if kind == "caption":
             q, a, extra = "Describe the picture.", caption_for(s, rng), {}
         elif kind == "vqa":
@@ -125,9 +141,11 @@ def _rows(i: int, category: str, s: Scene, image: str, kinds: tuple[str, ...], l
 
 def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32,
                      kinds: tuple[str, ...] = KINDS, categories: tuple[str, ...] = CATEGORIES,
-                     answer_format: str = "letter") -> Path:
+                     answer_format: str = "letter", mc_per_image: int = 1) -> Path:
     """Write ``images/``, ``train.jsonl`` and ``vqa_mix.json`` under ``out_dir``; returns ``train.jsonl``.
-    Same arguments, same bytes. Categories cycle over the images; every image gets one row per kind."""
+    Same arguments, same bytes. Categories cycle over the images; every image gets one row per kind.
+    ``mc_per_image`` > 1 (with ``"mc"`` in ``kinds``) adds up to that many - 1 more straightforward
+    multiple-choice rows per image, each in another category (ids ``.../mc2``, ``.../mc3``, ...)."""
     check_int("n_images", n_images, low=1, fix="ask for at least one image")
     check_int("seed", seed, low=0, high=SEED_MAX)
     check_int("image_size", image_size, low=8, high=1024)
@@ -137,11 +155,13 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
                         f"{', '.join(CATEGORIES)}")
     if answer_format not in ANSWER_FORMATS:
         raise DataError(f"unknown answer_format {answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+    check_int("mc_per_image", mc_per_image, low=1, high=len(CATEGORIES))
     root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng_scene, rng_q, rng_letters = (np.random.default_rng(s) for s in
                                      np.random.SeedSequence([seed, MIX_STREAM]).spawn(3))
     schedule = {k: balanced_letters(n_images, rng_letters) for k in ("mc", "mc-premise")}
+    schedule.update({f"mc{j}": balanced_letters(n_images, rng_letters) for j in range(2, mc_per_image + 1)})
     rows: list[dict[str, Any]] = []
     for i in range(n_images):
         cat = categories[i % len(categories)]
@@ -150,11 +170,11 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
         image = f"images/{i + 1:06d}.png"
         render_scene(scene, image_size=image_size, rng=rng_scene).save(root / image, optimize=False, compress_level=1)
         rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q,
-                      answer_format == "letter+text")
+                      answer_format == "letter+text", mc_per_image)
     out = root / "train.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     meta = {"generator": "mmrobust.world.vqa_mix", "seed": seed, "stream": MIX_STREAM, "n_images": n_images,
             "image_size": image_size, "kinds": list(kinds), "categories": list(categories),
-            "answer_format": answer_format, "premises": "true"}
+            "answer_format": answer_format, "mc_per_image": mc_per_image, "premises": "true"}
     (root / "vqa_mix.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
