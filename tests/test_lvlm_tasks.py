@@ -248,3 +248,16 @@ def test_caption_under_attack(tmp_path: Path, llava) -> None:
     assert rec.kind == "caption-attack" and rec.samples[0]["references"] == CAP_ROWS[0]["captions"]
     assert {"clean_cider", "adv_cider"} <= set(rec.samples[0]) and rec.metrics["inside_eps"]
     assert [c.key for c in rec.tables[0].columns] == ["group", "clean_cider", "adv_cider", "n"]
+
+
+@pytest.mark.parametrize("content", ['{"id": "1"}\n'.encode("utf-16"), b"\xff\xfe\x00garbage\n"])
+def test_non_utf8_question_and_caption_files_are_one_line_errors(tmp_path, content):
+    from mmrobust.eval.lvlm.caption import load_captions
+    from mmrobust.eval.lvlm.vqa import load_vqa
+
+    f = tmp_path / "q.jsonl"
+    f.write_bytes(content)
+    for load in (load_vqa, load_captions):
+        with pytest.raises(DataError, match="not UTF-8 text") as e:
+            load(f)
+        assert "\n" not in str(e.value)

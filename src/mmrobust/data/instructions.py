@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mmrobust.data.manifest import read_jsonl_objects
 from mmrobust.errors import DataError
 from mmrobust.safety import ensure_regular_file, resolve_inside
 
@@ -125,27 +126,11 @@ def parse_record(rec: Any, loc: str, root: Path | None = None, *, allow_outside:
     return Instruction(id=iid, image=image, conversations=turns, meta=meta, image_path=path)
 
 
-def _lines(path: Path) -> list[str]:
-    ensure_regular_file(path, "instruction file")
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 JSONL") from None
-
-
 def load_instructions(path: str | Path, *, allow_outside: bool = False) -> list[Instruction]:
     """Every line of the JSONL file at ``path``, validated (see the module docstring)."""
     path = Path(path)
     root, items, seen = path.parent, [], {}
-    for n, line in enumerate(_lines(path), start=1):
-        if not line.strip():
-            continue
-        loc = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{loc}: not valid JSON ({e.msg} at column {e.colno}); "
-                            "write one JSON object per line") from None
+    for loc, n, rec in read_jsonl_objects(path, "instruction file"):
         item = parse_record(rec, loc, root, allow_outside=allow_outside)
         if item.id in seen:
             raise DataError(f"{loc}: duplicate id {item.id!r} (first on line {seen[item.id]}); make ids unique")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.safety import is_inside
+from mmrobust.safety import ensure_regular_file, is_inside
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,28 @@ class PathPolicy:
             raise DataError(f"image path {str(path)!r} points outside the data root {self.root}; pass --data-root "
                             "with a folder that holds the images, or --allow-outside-paths")
         return path
+
+
+def read_jsonl_objects(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(file:line, line number, object)`` per non-blank line of a UTF-8 JSONL file (a BOM tolerated);
+    the one JSONL reader of user files, with one-line DataErrors for a missing or non-regular file,
+    text that is not UTF-8, a line that is not JSON and a line that is not an object."""
+    p = ensure_regular_file(path, what)
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); save it as UTF-8 JSONL") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
+                            "write one JSON object per line") from None
+        except RecursionError:
+            raise DataError(f"{where}: nested too deeply; write one flat JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}; write one object per line")
+        yield where, n, obj

@@ -26,7 +26,8 @@ import numpy as np
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.contract import evaluation
-from mmrobust.eval.lvlm.vqa import field_strings, item_basics, read_jsonl_objects, scored_groups
+from mmrobust.data.manifest import read_jsonl_objects
+from mmrobust.eval.lvlm.vqa import field_strings, item_basics, scored_groups
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.reports.contract import Record, Table
@@ -68,7 +69,7 @@ class CaptionItem:
 def load_captions(path: str | Path, *, allow_outside: bool = False) -> list[CaptionItem]:
     """The images and reference captions of a caption JSONL file, checked line by line."""
     root, seen, items = Path(path).resolve().parent, set(), []
-    for where, obj in read_jsonl_objects(path):
+    for where, _, obj in read_jsonl_objects(path, "caption file"):
         uid, image, group = item_basics(obj, where, root, seen, allow_outside=allow_outside)
         captions = field_strings(obj, "captions", where, single="caption")
         if any(not tokenize_caption(c) for c in captions):

@@ -29,21 +29,21 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mmrobust.data.manifest import read_jsonl_objects
 from mmrobust.errors import DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask, Question, bootstrap_mean, group_seed
 from mmrobust.reports.contract import Record, Table
-from mmrobust.safety import ensure_regular_file, resolve_inside
+from mmrobust.safety import resolve_inside
 
 VQA_PROMPT = "{question}\nAnswer the question using a single word or phrase."
 
@@ -113,23 +113,6 @@ def extract_free_form(text: str, parser: str) -> str | None:
 
 # --- reading the JSONL (shared with the caption task) ---
 
-def read_jsonl_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(where, object)`` per non-blank line of a JSONL file; ``where`` is ``file:line`` for errors."""
-    p = ensure_regular_file(path, "question file")
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg}); write one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
-
-
 def field_str(obj: Mapping[str, Any], key: str, where: str, *, allow_int: bool = False) -> str:
     """``obj[key]`` as a non-empty string (an int too when ``allow_int``); a one-line DataError otherwise."""
     v = obj.get(key)
@@ -178,7 +161,7 @@ class VQAItem:
 def load_vqa(path: str | Path, *, allow_outside: bool = False) -> list[VQAItem]:
     """The questions of a VQA JSONL file (see the module docstring), checked line by line."""
     root, seen, items = Path(path).resolve().parent, set(), []
-    for where, obj in read_jsonl_objects(path):
+    for where, _, obj in read_jsonl_objects(path, "question file"):
         uid, image, group = item_basics(obj, where, root, seen, allow_outside=allow_outside)
         items.append(VQAItem(uid, image, field_str(obj, "question", where),
                              tuple(field_strings(obj, "answers", where, single="answer")), group))
