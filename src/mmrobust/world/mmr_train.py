@@ -175,6 +175,16 @@ def _leading_mask(n: int, share: float, rng: np.random.Generator) -> list[bool]:
     return [i in chosen for i in range(n)]
 
 
+def draw_scene(i: int, category: str, rng: np.random.Generator, root: Path, image_size: int) -> tuple[Scene, str]:
+    """Scene ``i`` of a training set (one object, or 1-3 for counting questions), rendered to
+    ``root/images/NNNNNN.png``; returns the scene and the image path relative to ``root``."""
+    scene = sample_scene(rng)
+    scene = replace(scene, count=int(rng.integers(1, 4)) if category == "attribute/number" else 1)
+    image = f"images/{i + 1:06d}.png"
+    render_scene(scene, image_size=image_size, rng=rng).save(root / image, optimize=False, compress_level=1)
+    return scene, image
+
+
 def generate_mmr_training_set(
     out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32, leading_share: float = 0.5,
     categories: tuple[str, ...] = CATEGORIES,
@@ -195,10 +205,7 @@ def generate_mmr_training_set(
     items = []
     for i in range(n_images):
         cat = categories[i % len(categories)]
-        scene = sample_scene(rng_scene)
-        scene = replace(scene, count=int(rng_scene.integers(1, 4)) if cat == "attribute/number" else 1)
-        image = f"images/{i + 1:06d}.png"
-        render_scene(scene, image_size=image_size, rng=rng_scene).save(root / image, optimize=False, compress_level=1)
+        scene, image = draw_scene(i, cat, rng_scene, root, image_size)
         facts = scene_facts(scene)
         items.append((f"train/{i + 1:06d}", image, facts, BUILDERS[cat](facts, rng_q), lead[i]))
     out = root / "train.jsonl"

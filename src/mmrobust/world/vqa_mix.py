@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,8 @@ import numpy as np
 from mmrobust.errors import DataError
 from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.mmr import pick_others, plural, with_article
-from mmrobust.world.mmr_train import CATEGORIES, NUMBER_WORDS, QA, balanced_letters, scene_facts
-from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for, render_scene, sample_scene
+from mmrobust.world.mmr_train import CATEGORIES, draw_scene, NUMBER_WORDS, QA, balanced_letters, scene_facts
+from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for
 
 MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
 # MMR's official instruction (eval.mmr.prompts.OFFICIAL_SUFFIX; the world sits below eval, so it is
@@ -165,10 +164,7 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
     rows: list[dict[str, Any]] = []
     for i in range(n_images):
         cat = categories[i % len(categories)]
-        scene = sample_scene(rng_scene)
-        scene = replace(scene, count=int(rng_scene.integers(1, 4)) if cat == "attribute/number" else 1)
-        image = f"images/{i + 1:06d}.png"
-        render_scene(scene, image_size=image_size, rng=rng_scene).save(root / image, optimize=False, compress_level=1)
+        scene, image = draw_scene(i, cat, rng_scene, root, image_size)
         rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q,
                       answer_format == "letter+text", mc_per_image)
     out = root / "train.jsonl"
