@@ -18,7 +18,7 @@ keeps the first non-empty line and drops a ``Caption:`` prefix.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -146,9 +146,6 @@ class CaptionSettings(HarnessSettings):
     """The harness settings, plus ``allow_outside``: accept image paths outside the caption file's folder."""
 
     allow_outside: bool = False
-
-    def harness(self) -> HarnessSettings:
-        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
 
 @evaluation("caption", settings=CaptionSettings)

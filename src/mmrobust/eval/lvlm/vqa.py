@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -249,9 +249,6 @@ class VQASettings(HarnessSettings):
     """The harness settings, plus ``allow_outside``: accept image paths outside the question file's folder."""
 
     allow_outside: bool = False
-
-    def harness(self) -> HarnessSettings:
-        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
 
 @evaluation("vqa", settings=VQASettings)

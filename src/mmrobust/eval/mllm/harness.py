@@ -11,7 +11,7 @@ any parser without calling a model.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -41,6 +41,10 @@ class HarnessSettings:
 
     def __post_init__(self) -> None:
         check_run_settings(params=self.params, n_boot=self.n_boot, seed=self.seed)
+
+    def harness(self) -> "HarnessSettings":
+        """Just the harness part of a task's settings (a subclass adds its own fields)."""
+        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
 
 def check_run_settings(*, params: Any, n_boot: Any, seed: Any) -> None:

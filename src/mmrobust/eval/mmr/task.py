@@ -12,7 +12,7 @@ denominator; see ``reference``); it is recorded in ``metrics["pairing"]`` and th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,6 @@ class RunSettings(HarnessSettings):
         super().__post_init__()
         get_prompt(self.prompt)
         check_pairing(self.pairing)
-
-    def harness(self) -> HarnessSettings:
-        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
 
 _ASKED = {"id": MMRDataset.paired_items, "reference": MMRDataset.file_order_items}  # pairing -> items asked
