@@ -10,11 +10,12 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.safety import ensure_regular_file, is_inside
+from mmrobust.safety import ensure_regular_file
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,16 @@ class PathPolicy:
         p = Path(value).expanduser()
         return self.check(p if p.is_absolute() else base / p)
 
+    @cached_property
+    def _resolved_roots(self) -> tuple[Path, ...]:
+        return tuple(r.resolve() for r in self.roots)  # once, not once per image
+
     def check(self, path: Path) -> Path:
         """``path`` if it may be read; DataError naming the options otherwise."""
-        if not self.allow_outside and not any(is_inside(r, path) for r in self.roots):
+        if self.allow_outside:
+            return path
+        full = path.resolve()  # symlinks and .. resolved, as safety.is_inside does
+        if not any(full == r or r in full.parents for r in self._resolved_roots):
             raise DataError(f"image path {str(path)!r} points outside the data root {self.root}; pass --data-root "
                             "with a folder that holds the images, or --allow-outside-paths")
         return path
