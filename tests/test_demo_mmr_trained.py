@@ -62,8 +62,51 @@ def test_story_end_to_end(tmp_path):
     assert again["rows"] == result["rows"]
 
 
-def test_the_mix_asks_with_mmrs_official_instruction():
-    from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
+def test_the_mix_asks_with_mmrs_instructions():
+    from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX, TEXT_SUFFIX, get_prompt
     from mmrobust.world import vqa_mix
 
-    assert vqa_mix.OFFICIAL_SUFFIX == OFFICIAL_SUFFIX
+    assert vqa_mix.OFFICIAL_SUFFIX == OFFICIAL_SUFFIX and vqa_mix.TEXT_SUFFIX == TEXT_SUFFIX
+    assert get_prompt("option-text").template.endswith(TEXT_SUFFIX)
+    from mmrobust.eval.lvlm.vqa import VQA_PROMPT
+
+    assert VQA_PROMPT == "{question}" + vqa_mix.VQA_SUFFIX
+
+
+def test_text_answers_are_the_right_options_text_and_parse_back(tmp_path):
+    from mmrobust.eval.mllm.parsing import parse_lenient
+    from mmrobust.eval.mmr.prompts import TEXT_SUFFIX
+    from mmrobust.world.mmr_train import generate_mmr_training_set
+
+    mix = load_instructions(generate_vqa_mix(tmp_path / "mix", n_images=8, seed=1, answer_format="text"))
+    pairs = load_instructions(generate_mmr_training_set(tmp_path / "pairs", n_images=8, seed=1, answer_format="text"))
+    mc = [i for i in mix if i.meta["kind"].startswith("mc")] + list(pairs)
+    assert len(mc) == 8 * 2 + 8 + 4  # mix: mc + mc-premise per image; pairs: 8 POS + 4 NEG (share 0.5)
+    for i in mc:
+        assert i.answer == i.meta["options"][i.meta["letter"]]  # the text alone, no letter
+        assert parse_lenient(i.answer, i.meta["options"]) == i.meta["letter"]
+    assert all(i.question.endswith(TEXT_SUFFIX) for i in mix if i.meta["kind"].startswith("mc"))
+
+
+def test_training_set_rejects_premises_in_the_mmr_worlds_words(tmp_path):
+    """The leading twins' right options follow the MMR world's wording, category by category."""
+    import re
+
+    from mmrobust.eval.mmr import load_mmr
+    from mmrobust.world.mmr import generate_mmr_world
+    from mmrobust.world.mmr_train import generate_mmr_training_set
+
+    forms = {"attribute/shape": r"There is no \w+; the picture shows an? \w+ \w+\.",
+             "attribute/color&texture": r"There is no \w+ object; the \w+ is \w+\.",
+             "attribute/number": r"There (is|are) \w+ \w+, not \w+\.",
+             "attribute/position": r"The \w+ is in the [\w ]+, not the [\w ]+\."}
+    pairs = [i for i in load_instructions(generate_mmr_training_set(tmp_path / "t", n_images=16, seed=0,
+                                                                       leading_share=1.0))
+             if i.meta["question_type"] == "NEG"]
+    world = [i for i in load_mmr(generate_mmr_world(tmp_path / "w", pairs_per_category=4, seed=0)).items
+             if i.question_type == "NEG"]
+    for cat, form in forms.items():
+        train_right = [i.meta["options"][i.meta["letter"]] for i in pairs if i.meta["category"] == cat]
+        world_right = [dict(i.options)[i.ground_truth] for i in world if i.category == cat]
+        assert train_right and world_right
+        assert all(re.fullmatch(form, t) for t in train_right + world_right), (cat, train_right[:2], world_right[:2])

@@ -173,3 +173,32 @@ def test_batch_collates_images_and_dialogues(sft_world):
     batch = collate([ds[(0, i)] for i in range(3)])
     assert batch["image"].shape == (3, 3, 32, 32) and 0 <= batch["image"].min() and batch["image"].max() <= 1
     assert len(batch["messages"]) == 3 and batch["messages"][0][0]["content"][0] == {"type": "image"}
+
+
+def test_cached_features_give_the_same_loss_gradients_and_training(sft_world, tmp_path):
+    """cache_features=True: the loss and its gradients equal the uncached forward's, before and after the
+    cache fills, and six steps of training end with the same weights (tower frozen)."""
+    path, jsonl = sft_world
+    plain, cached = _task(path), _task(path, cache_features=True)
+    ds = InstructionDataset(jsonl, image_size=plain.image_size)
+    batch = collate([ds[i] for i in range(len(ds))])
+    for _ in range(2):  # first call fills the cache, the second reads it
+        losses = [t.forward(batch)["loss"] for t in (plain, cached)]
+        assert torch.allclose(losses[0], losses[1], atol=1e-6), losses
+    grads = []
+    for t in (plain, cached):
+        t.model.zero_grad()
+        t.forward(batch)["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in t.trainable_named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+    a, b = _task(path), _task(path, cache_features=True)
+    for task, name in ((a, "plain"), (b, "cached")):
+        train(task, ds, _cfg(), tmp_path / name, progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-5, rtol=0) for k in sa)
+
+
+def test_cached_features_refuse_a_training_tower():
+    with pytest.raises(ConfigError, match="cache_features"):
+        build_task("mllm-sft", None, cache_features=True, train_vision=True)

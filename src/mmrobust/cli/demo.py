@@ -13,7 +13,8 @@ from mmrobust.reports.contract import Record, write_record
 STORIES = {  # name -> (module, function, settings class) of a library story taking (out_dir, [settings,] progress, log)
     "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo", "BackdoorDemo"),
     "adversarial": ("mmrobust.pipelines.demo_adversarial", "run_adversarial_demo", "AdversarialDemo"),
-    "mmr": ("mmrobust.pipelines.demo_mmr", "run_mmr_demo", None),
+    "mmr": ("mmrobust.pipelines.demo_mmr_trained", "run_mmr_trained_demo", "MMRTrainedDemo"),
+    "lvlm": ("mmrobust.pipelines.demo_lvlm", "run_lvlm_demo", "LVLMDemo"),
 }
 
 
@@ -29,7 +30,7 @@ def available() -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the embedded stories (backdoor, adversarial, MMR) on synthetic data",
+    p = sub.add_parser("demo", help="run the embedded stories (backdoor, adversarial, MMR, LVLM) on synthetic data",
                        description="Generate a synthetic world, then attack, defend and measure a tiny CLIP (and a "
                                    "tiny LLaVA for MMR). Finished stages are reused when re-run with the same settings.")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="STORY.KEY=VALUE",
                    help="override a story setting, e.g. backdoor.finetune_lr=1e-3 or "
                         "backdoor.trigger_params.pattern=random_noise (repeatable; see the settings classes "
-                        "BackdoorDemo and AdversarialDemo)")
+                        "BackdoorDemo, AdversarialDemo, MMRTrainedDemo and LVLMDemo)")
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,9 @@ Loss: next-token cross-entropy on the answer tokens only — every assistant tur
 end-of-turn EOS the chat template writes right after each (as :func:`mmrobust.lvlm.build_lvlm_inputs`);
 prompt, image and padding tokens are -100. Per row: mean over its answer tokens; batch: mean over rows.
 Prompts come from the processor's chat template; images arrive in [0,1] at the tower's size and are
-normalized here with the processor's mean/std. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
+normalized here with the processor's mean/std. With the tower frozen, ``cache_features=True`` keeps each
+row's tower features and token ids after their first use (memory: rows x image tokens x tower width), so
+later epochs skip the tower and the tokenizer; the loss is the same as without the cache. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
 "LoRA: Low-Rank Adaptation of Large Language Models", through ``peft``) on the language model's
 attention and MLP projections. Defaults: vision tower frozen, projector and LM train.
 
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from mmrobust.defenses.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
+from mmrobust.lvlm.convert import vision_feature
 from mmrobust.registry import TASKS
 from mmrobust.values import SEED_MAX
 
@@ -83,7 +86,8 @@ def answer_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image_s
         if msg["role"] != "assistant":
             continue
         pre = _token_ids(processor, tmpl(list(messages[:k]), tokenize=False, add_generation_prompt=True), image_size)
-        upto = _token_ids(processor, tmpl(list(messages[:k + 1]), tokenize=False), image_size)
+        upto = ids if k == len(messages) - 1 else _token_ids(processor, tmpl(list(messages[:k + 1]), tokenize=False),
+                                                             image_size)  # the last turn: the whole dialogue
         start, stop = len(pre), len(upto)
         if stop <= start or not torch.equal(upto[:start], pre) or not torch.equal(ids[:stop], upto):
             raise ConfigError(f"the chat template does not render turn {k} of the dialogue as a prefix of the whole "
@@ -118,9 +122,10 @@ class MLLMSFTTask(Task):
 
     def __init__(self, model: HFMLLM, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_seed: int = 0,
                  lora_merge: bool = True, train_vision: bool = False, train_projector: bool = True,
-                 train_lm: bool = True) -> None:
+                 train_lm: bool = True, cache_features: bool = False) -> None:
         opts = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_seed=lora_seed, lora_merge=lora_merge,
-                    train_vision=train_vision, train_projector=train_projector, train_lm=train_lm)
+                    train_vision=train_vision, train_projector=train_projector, train_lm=train_lm,
+                    cache_features=cache_features)
         self.check_options(opts)
         net = model.model
         if lora_r:
@@ -129,6 +134,7 @@ class MLLMSFTTask(Task):
         self.processor = model.processor
         self.image_size = tower_size(model.model)
         self.options = opts
+        self._rows: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # index -> (features, ids, labels)
         train_part = {"vision": train_vision, "projector": train_projector, "lm": train_lm and not lora_r}
         for pname, p in self.model.named_parameters():
             is_lora = "lora_" in pname
@@ -143,13 +149,16 @@ class MLLMSFTTask(Task):
             check_option(cls.name, "lora_alpha", options["lora_alpha"], low=0, low_open=True, hint=", e.g. 16")
         if "lora_seed" in options:
             check_option(cls.name, "lora_seed", options["lora_seed"], low=0, high=SEED_MAX, integer=True)
-        flags = ("lora_merge", "train_vision", "train_projector", "train_lm")
+        flags = ("lora_merge", "train_vision", "train_projector", "train_lm", "cache_features")
         for flag in (f for f in flags if f in options):
             if not isinstance(options[flag], bool):
                 raise ConfigError(f"{cls.name} option {flag}={options[flag]!r} must be true or false")
         if options.get("lora_r", 0) and options.get("train_lm") is False:
             raise ConfigError(f"{cls.name}: lora_r={options['lora_r']} adapts the language model but train_lm=false; "
                               "drop train_lm=false or use lora_r=0")
+        if options.get("cache_features") and options.get("train_vision"):
+            raise ConfigError(f"{cls.name}: cache_features=true keeps tower features, but train_vision=true changes the "
+                              "tower; drop one of them")
         if not any(options.get(f, default) for f, default in
                    (("train_vision", False), ("train_projector", True), ("train_lm", True))):
             raise ConfigError(f"{cls.name}: train_vision, train_projector and train_lm are all false, nothing would "
@@ -157,12 +166,41 @@ class MLLMSFTTask(Task):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         x = batch["image"]  # (B, 3, H, W) in [0, 1]
+        if self.options["cache_features"] and "index" in batch:
+            return self._cached_forward(batch)
         ids, mask, labels = (t.to(x.device) for t in sft_batch(self.processor, batch["messages"],
                                                                image_size=self.image_size))
         pixels = normalizer(self.processor, x)(x)
         logits = self.model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        return self._loss(logits, labels)
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         per_row = answer_ce(logits, labels)  # (B,) mean CE over each row's answer tokens
         return {"loss": per_row.mean(), "n_answer_tokens": (labels != IGNORE_INDEX).sum().float()}
+
+    def _cached_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The same loss, from cached tower features and token ids (computed on a row's first use)."""
+        x, keys = batch["image"], [int(i) for i in batch["index"]]
+        new = [k for k, key in enumerate(keys) if key not in self._rows]
+        if new:
+            net = _llava(self.model)
+            with torch.no_grad():
+                feats = vision_feature(net.model.vision_tower, normalizer(self.processor, x)(x[new]),
+                                       layer=net.config.vision_feature_layer,
+                                       select=net.config.vision_feature_select_strategy)
+            for j, k in enumerate(new):
+                ids, labels = answer_labels(self.processor, batch["messages"][k], image_size=self.image_size)
+                self._rows[keys[k]] = (feats[j].cpu(), ids, labels)
+        rows = [self._rows[key] for key in keys]
+        width = max(len(r[1]) for r in rows)
+        pad = self.processor.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), self.processor.tokenizer.eos_token_id if pad is None else pad)
+        mask, labels = torch.zeros_like(ids), torch.full_like(ids, IGNORE_INDEX)
+        for r, (_, row_ids, row_labels) in enumerate(rows):
+            ids[r, :len(row_ids)], mask[r, :len(row_ids)], labels[r, :len(row_ids)] = row_ids, 1, row_labels
+        feats = torch.stack([r[0] for r in rows]).to(x.device)
+        logits = _logits_from_features(_llava(self.model), feats, ids.to(x.device), mask.to(x.device))
+        return self._loss(logits, labels.to(x.device))
 
     def after_step(self) -> None:
         """No logit scale to clamp."""
@@ -194,6 +232,25 @@ class MLLMSFTTask(Task):
         record = {"task": self.name, "options": self.options, **(extra or {})}
         (out / "mmrobust_task.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         return out
+
+
+def _llava(model: nn.Module) -> nn.Module:
+    """The LlavaForConditionalGeneration inside ``model`` (a peft wrapper keeps its adapters in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _logits_from_features(net: nn.Module, feats: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """LLaVA's forward from tower features: projector, image tokens replaced by its output, LM, head."""
+    inner = net.model
+    embeds = inner.get_input_embeddings()(ids)
+    image = inner.multi_modal_projector(feats).to(embeds.dtype)  # (B, image tokens, hidden)
+    where = (ids == net.config.image_token_id).unsqueeze(-1)
+    if int(where.sum()) != image.shape[0] * image.shape[1]:
+        raise ConfigError(f"the prompt has {int(where.sum()) // max(1, image.shape[0])} image tokens per row but the "
+                          f"tower gives {image.shape[1]}; rebuild the processor with the tower's patch size")
+    embeds = embeds.masked_scatter(where, image.reshape(-1, image.shape[-1]))
+    hidden = inner.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    return net.lm_head(hidden)
 
 
 def _with_lora(model: nn.Module, *, r: int, alpha: float, seed: int) -> nn.Module:

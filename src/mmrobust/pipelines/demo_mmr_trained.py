@@ -2,7 +2,7 @@
 
 world -> the world's CLIP image tower (the adversarial story's clean CLIP, converted exactly into a
 CLIPVisionModel and frozen) -> tiny LLaVA -> baseline SFT of projector + Llama on what web data
-teaches (captions, short-answer VQA, multiple-choice questions, all premises true) -> held-out
+teaches (short-answer VQA and multiple-choice questions, all premises true) -> held-out
 accuracy -> two finetunes of the same length from the baseline: the MMR-tuned twin (paired data,
 straightforward + leading twins with false premises) and a control (the straightforward rows
 only) -> MMR on the offline MMR world (never the training questions) for all three through the
@@ -24,31 +24,38 @@ from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
 MODELS = ("baseline", "control", "MMR-tuned")
+# The tiny LLaVA answers a multiple-choice question with the right option's text, and the lenient parser maps
+# that text to its letter: choosing a letter means finding the option line that holds the answer in the prompt
+# (an induction circuit), which a 3-layer Llama trained from scratch learns only after some 3,000 steps,
+# beyond this story's budget. The paired POS/NEG scoring is MMR's; only the answer form differs.
+PROMPT, PARSER = "option-text", "lenient"
 
 
 @dataclass(frozen=True)
 class MMRTrainedDemo:
     """Settings of the story (32 px images, a ~1M-parameter LLaVA, minutes on 2 CPU cores)."""
 
-    mix_images: int = 1500  # baseline mix: one row per kind per image (+ extra multiple-choice rows)
-    mix_kinds: tuple[str, ...] = ("vqa", "mc")  # vqa_mix.KINDS; no captions: more of the loss on letters
-    mix_answer_format: str = "letter"  # "letter" ("X.") or "letter+text" ("X. text"); the letter comes first
-    mix_mc_per_image: int = 3  # straightforward multiple-choice rows per image (each another category)
-    letter_bias: float = 0.3  # build_tiny_llava's A-D prior of the random model
+    mix_images: int = 2500  # baseline mix: one row per kind per image (+ extra multiple-choice rows)
+    mix_kinds: tuple[str, ...] = ("vqa", "mc", "mc-premise")  # vqa_mix.KINDS
+    mix_answer_format: str = "text"  # multiple-choice answers: the right option's text (see ANSWERS)
+    mix_mc_per_image: int = 2  # straightforward multiple-choice rows per image (each another category)
+    mix_vqa_per_image: int = 1  # short-answer rows per image (each another category)
+    vision_feature_layer: int = -2  # the tower layer the projector reads (LLaVA-1.5's penultimate)
+    letter_bias: float = 0.0  # build_tiny_llava's A-D prior of the random model (no letters to emit here)
     heldout_images: int = 200  # fresh images for the held-out straightforward accuracy
     pair_images: int = 800  # MMR training set: one straightforward row per image, a leading twin for a share
-    leading_share: float = 0.5
+    leading_share: float = 1.0  # MMR's training set pairs every straightforward question
     mmr_pairs_per_category: int = 25  # MMR world: 4 categories x this many POS/NEG pairs
     image_size: int = 32
     hidden_size: int = 128  # Llama width
     num_layers: int = 3  # Llama layers
-    base_steps: int = 420
+    base_steps: int = 600
     base_lr: float = 4e-3
-    tune_steps: int = 100  # the twin's and the control's extra steps (the same for both)
-    tune_lr: float = 1e-3
+    tune_steps: int = 200  # the twin's and the control's extra steps (the same for both)
+    tune_lr: float = 2e-3
     batch: int = 64
     weight_decay: float = 0.0
-    max_new_tokens: int = 4  # the answer letter comes first; the official parser reads it
+    max_new_tokens: int = 16  # the longest option text ("There is no square; the picture shows ...")
     eval_batch: int = 50
     n_boot: int = 1000
     clip_model: str = ""  # a trained CLIP folder; "" = the adversarial story's clean CLIP (trained if absent)
@@ -113,36 +120,37 @@ def _data(out: Path, s: MMRTrainedDemo) -> dict[str, str]:
 
     def make() -> dict[str, str]:
         paired = generate_mmr_training_set(out / "data" / "paired", n_images=s.pair_images, seed=s.seed,
-                                           image_size=size, leading_share=s.leading_share)
+                                           image_size=size, leading_share=s.leading_share, answer_format="text")
         control = generate_mmr_training_set(out / "data" / "control", n_images=s.pair_images, seed=s.seed,
-                                            image_size=size, leading_share=0.0)
+                                            image_size=size, leading_share=0.0, answer_format="text")
         return {
             "mix": str(generate_vqa_mix(out / "data" / "mix", n_images=s.mix_images, seed=s.seed, image_size=size,
                                         kinds=tuple(s.mix_kinds), answer_format=s.mix_answer_format,
-                                        mc_per_image=s.mix_mc_per_image)),
+                                        mc_per_image=s.mix_mc_per_image, vqa_per_image=s.mix_vqa_per_image)),
             # another seed of the mix's stream: fresh scenes, never trained on
             "heldout": str(generate_vqa_mix(out / "data" / "heldout", n_images=s.heldout_images, seed=s.seed + 1,
-                                            image_size=size, kinds=("mc",))),
+                                            image_size=size, kinds=("mc",), answer_format=s.mix_answer_format)),
             "paired": str(_with_instruction(paired)), "control": str(_with_instruction(control)),
             "world": str(generate_mmr_world(out / "data" / "mmr-world", pairs_per_category=s.mmr_pairs_per_category,
                                             seed=s.seed, image_size=size)),
         }
 
-    cfg = {k: getattr(s, k) for k in ("mix_images", "mix_kinds", "mix_answer_format", "mix_mc_per_image", "heldout_images", "pair_images", "leading_share",
+    cfg = {k: getattr(s, k) for k in ("mix_images", "mix_kinds", "mix_answer_format", "mix_mc_per_image",
+                                      "mix_vqa_per_image", "heldout_images", "pair_images", "leading_share",
                                       "mmr_pairs_per_category", "image_size", "seed")}
     return run_stage(out / "data", cfg, make)
 
 
 def _with_instruction(path: Path) -> Path:
-    """``train.jsonl`` of the MMR training set with MMR's official instruction after each question (as the
-    mix and the benchmark prompt have it), written beside it as ``train_prompted.jsonl``."""
+    """``train.jsonl`` of the MMR training set with the instruction of the ``option-text`` prompt after each
+    question (as the mix and the benchmark prompt have it), written beside it as ``train_prompted.jsonl``."""
     from mmrobust.data.instructions import load_instructions, to_record, write_instructions
-    from mmrobust.eval.mmr.prompts import OFFICIAL_SUFFIX
+    from mmrobust.eval.mmr.prompts import TEXT_SUFFIX
 
     rows = []
     for item in load_instructions(path):
         rec = to_record(item)
-        rec["question"] = rec["question"] + OFFICIAL_SUFFIX
+        rec["question"] = rec["question"] + TEXT_SUFFIX
         rows.append(rec)
     return write_instructions(path.parent / "train_prompted.jsonl", rows)
 
@@ -187,13 +195,15 @@ def _llava(out: Path, s: MMRTrainedDemo, clip: str, data: dict[str, str]) -> dic
                                hidden_size=s.hidden_size, num_layers=s.num_layers, extra_words=texts,
                                letter_bias=s.letter_bias,
                                vision_hidden_size=width, vision_layers=layers, vision_heads=heads,
-                               vision_intermediate_size=mlp, vision_act="gelu")
+                               vision_intermediate_size=mlp, vision_act="gelu",
+                               vision_feature_layer=s.vision_feature_layer)
         model = swap_and_save(raw, clip, out_dir=out / "llava" / "model", overwrite=True)
         return {"model_dir": str(model), "n_params": _n_params(model), "tower": {"width": width, "layers": layers,
                                                                                 "heads": heads, "patch": patch}}
 
     cfg = {"clip": clip, "clip_stamp": stamp(clip), "data": stamp(data["mix"]), "hidden": s.hidden_size,
-           "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed, "letter_bias": s.letter_bias}
+           "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed, "letter_bias": s.letter_bias,
+           "vision_feature_layer": s.vision_feature_layer}
     return run_stage(out / "llava", cfg, make)
 
 
@@ -213,7 +223,7 @@ def _sft(out: Path, s: MMRTrainedDemo, model: str, manifest: str, *, steps: int,
     optim = TrainConfig(steps=steps, batch_size=s.batch, lr=lr, weight_decay=s.weight_decay,
                         warmup_steps=max(1, steps // 10), ckpt_every=max(25, steps // 4), log_every=5, seed=s.seed)
     job = TrainJob(task="mllm-sft", model=ModelSpec(name=model, seed=s.seed), data=DataSpec(manifest=manifest),
-                   optim=optim, out_dir=str(out), task_options={"train_vision": False})
+                   optim=optim, out_dir=str(out), task_options={"train_vision": False, "cache_features": True})
 
     def make() -> dict[str, Any]:
         start = time.perf_counter()
@@ -241,19 +251,20 @@ def _adapter(model_dir: str, s: MMRTrainedDemo):
 
 
 def _heldout(out: Path, s: MMRTrainedDemo, model_dir: str, manifest: str) -> dict[str, Any]:
-    """Accuracy on held-out straightforward multiple-choice questions (fresh images), the official parser."""
+    """Accuracy on held-out straightforward multiple-choice questions (fresh images), the MMR run's parser."""
     from mmrobust.data.instructions import load_instructions
-    from mmrobust.eval.mmr import parse_official
+    from mmrobust.eval.mllm.parsing import get_parser
     from mmrobust.models.mllm import GenerationParams, GenRequest
 
     def make() -> dict[str, Any]:
         items = load_instructions(manifest)
         reqs = [GenRequest(uid=i.id, prompt=i.question, image_path=str(i.image_path)) for i in items]
         replies = dict(_adapter(model_dir, s).generate(reqs, GenerationParams(max_new_tokens=s.max_new_tokens)))
-        right = [replies[k].ok and parse_official(replies[k].text) == i.meta["letter"] for k, i in enumerate(items)]
+        parse = get_parser(PARSER)
+        letters = [parse(replies[k].text, i.meta["options"]) if replies[k].ok else None for k, i in enumerate(items)]
+        right = [got == i.meta["letter"] for got, i in zip(letters, items)]
         n, acc = len(right), sum(right) / len(right)
-        return {"n": n, "accuracy": acc, "ci": wilson(sum(right), n),
-                "unparseable": sum(replies[k].ok and parse_official(replies[k].text) is None for k in range(n))}
+        return {"n": n, "accuracy": acc, "ci": wilson(sum(right), n), "unparseable": letters.count(None)}
 
     return run_stage(out, {"model": stamp(Path(model_dir) / "model.safetensors"), "manifest": manifest,
                            "max_new_tokens": s.max_new_tokens}, make)
@@ -265,12 +276,24 @@ def _mmr(out: Path, s: MMRTrainedDemo, model_dir: str, questions: str) -> dict[s
     from mmrobust.models.mllm import GenerationParams
 
     def make() -> dict[str, Any]:
-        settings = RunSettings(n_boot=s.n_boot, seed=s.seed, params=GenerationParams(max_new_tokens=s.max_new_tokens))
+        settings = RunSettings(n_boot=s.n_boot, seed=s.seed, params=GenerationParams(max_new_tokens=s.max_new_tokens),
+                               prompt=PROMPT, parser=PARSER)
         record = run_mmr(load_mmr(questions), _adapter(model_dir, s), out_dir=out, settings=settings)
-        return {"overall": record["metrics"]["overall"], "per_category": record["metrics"]["per_category"]}
+        return {"overall": record["metrics"]["overall"], "per_category": record["metrics"]["per_category"],
+                "neg_answers": _neg_answers(out / "samples_mmr.jsonl")}
 
     return run_stage(out, {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": questions,
                            "n_boot": s.n_boot, "max_new_tokens": s.max_new_tokens}, make)
+
+
+def _neg_answers(samples: Path) -> dict[str, float]:
+    """How the leading (NEG) questions were answered: the right (premise-rejecting) option, a misleading
+    option, or text that matches no option (the lenient parser found none); shares of the NEG rows."""
+    rows = [r for r in map(_json_line, samples.read_text().splitlines()) if r.get("question_type") == "NEG"]
+    n = max(1, len(rows))
+    right = sum(r.get("pred") == r.get("ground_truth") for r in rows)
+    none = sum(r.get("pred") is None for r in rows)
+    return {"n": len(rows), "right": right / n, "misleading_option": (len(rows) - right - none) / n, "no_option": none / n}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -287,7 +310,14 @@ def _row(label: str, train: dict[str, Any], held: dict[str, Any], mmr: dict[str,
     return {"model": label, "heldout": held["accuracy"], "heldout_ci": held["ci"], "RA": o["ra"], "RA_ci": o["ra_ci"],
             "MR": o["mr"], "MR_ci": o["mr_ci"], "POS": o["pos_acc"], "POS_ci": wilson(o["n_pos_right"], o["n_pairs"]),
             "NEG": o["neg_acc"], "pairs": o["n_pairs"], "unparseable": o["n_unparseable"],
+            "NEG_misleading": mmr["neg_answers"]["misleading_option"], "NEG_no_option": mmr["neg_answers"]["no_option"],
             "loss_first": train["loss_first"], "loss_last": train["loss_last"], "train_s": train["seconds"]}
+
+
+def _kinds(kinds: tuple[str, ...]) -> str:
+    names = {"caption": "captions", "vqa": "short-answer VQA", "mc": "multiple-choice questions",
+             "mc-premise": "multiple-choice questions naming an attribute in the stem"}
+    return ", ".join(names[k] for k in kinds)
 
 
 def _pct(v: float | None) -> str:
@@ -318,13 +348,17 @@ def _summarise(out: Path, s: MMRTrainedDemo, rows: list[dict[str, Any]], init: d
                  colors=["#8e5bd8", "#3b7dd8", "#d8453b", "#4caf50"])
     story = Table.of(f"MMR story: a tiny LLaVA trained on the world, then MMR-tuned ({rows[0]['pairs']} pairs)",
                      [("model", "model"), ("heldout", "held-out acc", "%"), ("RA", "RA", "%"), ("MR", "MR", "%"),
-                      ("POS", "POS acc", "%"), ("NEG", "NEG acc", "%"), ("pairs", "pairs", "count"),
+                      ("POS", "POS acc", "%"), ("NEG", "NEG acc", "%"),
+                      ("NEG_misleading", "NEG: misleading option", "%"), ("NEG_no_option", "NEG: no option", "%"),
+                      ("pairs", "pairs", "count"),
                       ("train_s", "train time", "s")], rows,
-                     f"Baseline: {s.base_steps} SFT steps on captions, short VQA and multiple-choice questions whose "
-                     f"premises are all true. MMR-tuned: {s.tune_steps} more steps on paired straightforward + leading "
+                     f"Baseline: {s.base_steps} SFT steps on {_kinds(s.mix_kinds)} over {s.mix_images} images, "
+                     f"premises all true. MMR-tuned: {s.tune_steps} more steps on paired straightforward + leading "
                      f"questions (false premises, share {s.leading_share:g}); control: the same {s.tune_steps} steps on "
                      "the straightforward rows only. RA: pairs with both right; MR: pairs misled by the leading question "
-                     "over pairs whose straightforward question is right (bootstrap 95% CIs); POS acc with Wilson CIs.")
+                     "over pairs whose straightforward question is right (bootstrap 95% CIs); POS acc with Wilson CIs. "
+                     "NEG answers split into the right option, a misleading option and text matching no option. "
+                     "The model answers with an option's text; the lenient parser maps it to the letter.")
     metrics = {"models": rows, "n_params": init["n_params"], "seconds": seconds, "story_seconds": story_s,
                "total_seconds": total}
     write_record(out, Record(kind="story.mmr-trained", metrics=metrics, tables=[story], plots=["mmr_trained.png"],

@@ -82,6 +82,7 @@ def build_tiny_llava(
     vision_heads: int = 4,
     vision_intermediate_size: int | None = None,
     vision_act: str = "quick_gelu",
+    vision_feature_layer: int = -2,
 ) -> Path:
     """Build and save a tiny random LLaVA (model + processor) to ``out_dir``; returns the path.
 
@@ -93,6 +94,7 @@ def build_tiny_llava(
     ``vision_*``: the CLIP tower's width (default ``hidden_size``), layers (``num_layers``), heads, MLP width
     (2 x width) and activation, e.g. to match an open_clip tower that is later swapped in
     (:func:`mmrobust.lvlm.swap_vision_tower`); the projector maps the tower's width to ``hidden_size``.
+    ``vision_feature_layer``: the tower hidden state the projector reads (LLaVA-1.5: -2, the penultimate).
     """
     import torch
     from transformers import (
@@ -118,7 +120,7 @@ def build_tiny_llava(
     n_patches = (image_size // patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=image_token_id, image_seq_length=n_patches,
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        vision_feature_select_strategy="default", vision_feature_layer=vision_feature_layer,
     )
     model = _seeded_init(config, seed, LlavaForConditionalGeneration, torch)
     if letter_bias:

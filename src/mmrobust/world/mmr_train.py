@@ -4,7 +4,7 @@ Training-side sibling of :mod:`mmrobust.world.mmr` (the offline evaluation set).
 straightforward multiple-choice question (shape, colour, count or position; the true answer among
 options A-D) and, for a ``leading_share`` of the images, a leading twin whose premise is false
 ("What colour is the *square*?" when the picture shows a circle) and whose right answer rejects the
-premise ("There is no square in the picture; it shows a red circle."). ``leading_share=0`` gives the
+premise ("There is no square; the picture shows a red circle.", worded as the MMR world words it). ``leading_share=0`` gives the
 control set: the same images and straightforward rows, no leading twins.
 
 Written in the instruction JSONL format of :mod:`mmrobust.data.instructions` (``train.jsonl`` +
@@ -68,7 +68,7 @@ def _shape_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
     pos = QA(f"What shape is the {colour} object in the picture?", tuple(f"It is {with_article(x)}." for x in [shape] + wrong))
     colours = [colour] + pick_others(rng, COLORS, {colour}, 2)
     neg = QA(f"What colour is the {wrong[0]} in the picture?",
-             (f"There is no {wrong[0]} in the picture; it shows {with_article(colour)} {shape}.",
+             (f"There is no {wrong[0]}; the picture shows {with_article(colour)} {shape}.",
               *(f"The {wrong[0]} is {c}." for c in colours)))
     return PairSpec("attribute/shape", "shape", pos, neg, ("shape", wrong[0]))
 
@@ -79,7 +79,7 @@ def _colour_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
     pos = QA(f"What colour is the {shape} in the picture?", tuple(f"It is {c}." for c in [colour] + wrong))
     shapes = [shape] + pick_others(rng, SHAPES, {shape}, 2)
     neg = QA(f"What shape is the {wrong[0]} object in the picture?",
-             (f"There is no {wrong[0]} object in the picture; the {shape} is {colour}.",
+             (f"There is no {wrong[0]} object; the {shape} is {colour}.",
               *(f"The {wrong[0]} object is {with_article(x)}." for x in shapes)))
     return PairSpec("attribute/color&texture", "colour", pos, neg, ("colour", wrong[0]))
 
@@ -94,7 +94,7 @@ def _count_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
     colours = [f.get("colour") or "red"] + pick_others(rng, COLORS, {f.get("colour") or "red"}, 2)
     have = f"{w[n]} {shape if n == 1 else plural(shape)}"
     neg = QA(f"What colour are the {w[wn]} {plural(shape)} in the picture?",
-             (f"There {'is' if n == 1 else 'are'} {have} in the picture, not {w[wn]}.",
+             (f"There {'is' if n == 1 else 'are'} {have}, not {w[wn]}.",
               *(f"The {w[wn]} {plural(shape)} are {c}." for c in colours)))
     return PairSpec("attribute/number", "count", pos, neg, ("count", wn))
 
@@ -105,7 +105,7 @@ def _position_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
     pos = QA(f"Where is the {shape} in the picture?", tuple(f"It is in the {p}." for p in [where] + wrong))
     colours = [f.get("colour") or "red"] + pick_others(rng, COLORS, {f.get("colour") or "red"}, 2)
     neg = QA(f"What colour is the {shape} in the {wrong[0]} of the picture?",
-             (f"There is no {shape} in the {wrong[0]}; the {shape} is in the {where}.",
+             (f"The {shape} is in the {where}, not the {wrong[0]}.",
               *(f"The {shape} in the {wrong[0]} is {c}." for c in colours)))
     return PairSpec("attribute/position", "position", pos, neg, ("position", wrong[0]))
 
@@ -137,26 +137,26 @@ def _lettered(q: QA, letter: str, rng: np.random.Generator) -> tuple[str, dict[s
 
 
 def _row(pid: str, qtype: str, q: QA, spec: PairSpec, image: str, facts: Facts, letter: str,
-         rng: np.random.Generator) -> dict[str, Any]:
+         rng: np.random.Generator, answer_format: str) -> dict[str, Any]:
     text, options = _lettered(q, letter, rng)
     meta: dict[str, Any] = {"pair": pid, "question_type": qtype, "category": spec.category, "asks": spec.asks,
                             "letter": letter, "options": options, "scene": dict(facts)}
     if qtype == "NEG":
         meta["premise"] = {"attribute": spec.premise[0], "value": spec.premise[1]}
     return {"id": f"{pid}/{qtype.lower()}", "image": image, "question": text,
-            "answer": f"{letter}. {options[letter]}", "meta": meta}
+            "answer": options[letter] if answer_format == "text" else f"{letter}. {options[letter]}", "meta": meta}
 
 
 def _emit(items: Sequence[tuple[str, str, Facts, PairSpec, bool]], rng_pos: np.random.Generator,
-          rng_neg: np.random.Generator) -> list[dict[str, Any]]:
+          rng_neg: np.random.Generator, answer_format: str = "letter+text") -> list[dict[str, Any]]:
     """Rows for (pair id, image, facts, spec, leading?) items: POS always, NEG where leading; balanced letters."""
     pos_letters = balanced_letters(len(items), rng_pos)
     neg_letters = iter(balanced_letters(sum(lead for *_, lead in items), rng_neg))
     rows = []
     for (pid, image, facts, spec, lead), letter in zip(items, pos_letters):
-        rows.append(_row(pid, "POS", spec.pos, spec, image, facts, letter, rng_pos))
+        rows.append(_row(pid, "POS", spec.pos, spec, image, facts, letter, rng_pos, answer_format))
         if lead:
-            rows.append(_row(pid, "NEG", spec.neg, spec, image, facts, next(neg_letters), rng_neg))
+            rows.append(_row(pid, "NEG", spec.neg, spec, image, facts, next(neg_letters), rng_neg, answer_format))
     return rows
 
 
@@ -187,14 +187,16 @@ def draw_scene(i: int, category: str, rng: np.random.Generator, root: Path, imag
 
 def generate_mmr_training_set(
     out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32, leading_share: float = 0.5,
-    categories: tuple[str, ...] = CATEGORIES,
+    categories: tuple[str, ...] = CATEGORIES, answer_format: str = "letter+text",
 ) -> Path:
     """Write ``images/``, ``train.jsonl`` and ``mmr_train.json`` under ``out_dir``; returns ``train.jsonl``.
-    Same arguments, same bytes. Categories cycle over the images, so each gets an equal share."""
+    Same arguments, same bytes. Categories cycle over the images, so each gets an equal share.
+    ``answer_format``: ``"letter+text"`` (``"X. text"``) or ``"text"`` (the right option's text alone)."""
     check_int("n_images", n_images, low=1, fix="ask for at least one image")
     check_int("seed", seed, low=0, high=SEED_MAX)
     check_int("image_size", image_size, low=8, high=1024)
     check_number("leading_share", leading_share, low=0.0, high=1.0, fix="0 = control set, 1 = a twin for every image")
+    _check_format(answer_format)
     unknown = [c for c in categories if c not in BUILDERS]
     if unknown or not categories:
         raise DataError(f"unknown or no categories {unknown}; choose from {', '.join(CATEGORIES)}")
@@ -209,12 +211,20 @@ def generate_mmr_training_set(
         facts = scene_facts(scene)
         items.append((f"train/{i + 1:06d}", image, facts, BUILDERS[cat](facts, rng_q), lead[i]))
     out = root / "train.jsonl"
-    _write_jsonl(out, _emit(items, rng_pos, rng_neg))
+    _write_jsonl(out, _emit(items, rng_pos, rng_neg, answer_format))
     meta = {"generator": "mmrobust.world.mmr_train", "seed": seed, "stream": TRAIN_STREAM, "n_images": n_images,
             "image_size": image_size, "leading_share": leading_share, "categories": list(categories),
-            "answer_format": "X. text"}
+            "answer_format": "X. text" if answer_format == "letter+text" else "text"}
     (root / "mmr_train.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+ANSWER_FORMATS = ("letter+text", "text")
+
+
+def _check_format(answer_format: str) -> None:
+    if answer_format not in ANSWER_FORMATS:
+        raise DataError(f"unknown answer_format {answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
 
 
 FACT_KEYS = frozenset({"shape", "colour", "color", "count", "position", "size", "background"})

@@ -4,8 +4,8 @@ Per image (a coloured-shape scene from :mod:`mmrobust.world.shapes`) the mix hol
 JSONL format of :mod:`mmrobust.data.instructions` (``train.jsonl`` + ``images/NNNNNN.png``):
 
 - ``caption``: "Describe the picture." -> one of the world's captions;
-- ``vqa``: a short-answer question about the image's category attribute ("What shape is in the
-  picture? Answer with one word." -> "circle");
+- ``vqa``: a short-answer question about the image's category attribute, with LLaVA-1.5's short-answer
+  instruction ("What shape is in the picture?\nAnswer the question using a single word or phrase." -> "circle");
 - ``mc``: a straightforward multiple-choice question (the MMR POS form, "What colour is the circle in
   the picture?" with options "It is red." ...);
 - ``mc-premise``: a multiple-choice question that names another attribute in its stem, as leading
@@ -43,14 +43,17 @@ MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
 # MMR's official instruction (eval.mmr.prompts.OFFICIAL_SUFFIX; the world sits below eval, so it is
 # spelled out here and a test checks that the two agree)
 OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+TEXT_SUFFIX = "\nAnswer with the text of the right option."  # eval.mmr.prompts' "option-text" prompt
 KINDS = ("caption", "vqa", "mc", "mc-premise")
-ANSWER_FORMATS = ("letter", "letter+text")
+ANSWER_FORMATS = ("letter", "letter+text", "text")
 LETTERS = "ABCD"
+# LLaVA-1.5's short-answer instruction (eval.lvlm.vqa.VQA_PROMPT), so the VQA evaluation asks as the mix does
+VQA_SUFFIX = "\nAnswer the question using a single word or phrase."
 SHORT = {  # category -> (short question, scene attribute answered)
-    "attribute/shape": ("What shape is in the picture? Answer with one word.", "shape"),
-    "attribute/color&texture": ("What colour is the {shape} in the picture? Answer with one word.", "color"),
-    "attribute/number": ("How many {shapes} are in the picture? Answer with one word.", "count"),
-    "attribute/position": ("Where is the {shape} in the picture? Answer with a few words.", "position"),
+    "attribute/shape": ("What shape is in the picture?", "shape"),
+    "attribute/color&texture": ("What colour is the {shape} in the picture?", "color"),
+    "attribute/number": ("How many {shapes} are in the picture?", "count"),
+    "attribute/position": ("Where is the {shape} in the picture?", "position"),
 }
 
 
@@ -87,19 +90,19 @@ def with_true_premise(category: str, s: Scene, rng: np.random.Generator) -> QA:
               tuple(f"The {s.shape} in the {s.position} is {c}." for c in colours))
 
 
-def lettered(q: QA, letter: str, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
-    """Question text (stem, ``X. text`` lines, the official instruction) with the right option at ``letter``."""
+def lettered(q: QA, letter: str, rng: np.random.Generator, suffix: str = OFFICIAL_SUFFIX) -> tuple[str, dict[str, str]]:
+    """Question text (stem, ``X. text`` lines, the instruction ``suffix``) with the right option at ``letter``."""
     rest = [q.options[int(j)] for j in rng.permutation(np.arange(1, len(q.options)))]
     slot = LETTERS.index(letter)
     options = dict(zip(LETTERS, rest[:slot] + [q.options[0]] + rest[slot:]))
-    return q.stem + "\n" + "\n".join(f"{k}. {t}" for k, t in options.items()) + OFFICIAL_SUFFIX, options
+    return q.stem + "\n" + "\n".join(f"{k}. {t}" for k, t in options.items()) + suffix, options
 
 
 def _short_answer(category: str, s: Scene) -> tuple[str, str]:
     question, attr = SHORT[category]
     value = getattr(s, attr)
     answer = NUMBER_WORDS[value] if attr == "count" else value
-    return question.format(shape=s.shape, shapes=plural(s.shape)), f"{answer}."
+    return question.format(shape=s.shape, shapes=plural(s.shape)) + VQA_SUFFIX, answer
 
 
 def _extra_categories(category: str, s: Scene, n: int) -> list[str]:
@@ -110,41 +113,53 @@ def _extra_categories(category: str, s: Scene, n: int) -> list[str]:
     return [c for c in others if not (c == "attribute/position" and s.count > 1)][:n]
 
 
+def _mc_answer(letter: str, options: dict[str, str], answer_format: str) -> str:
+    """The answer of a multiple-choice row: ``X.``, ``X. text`` or the option's text alone."""
+    return {"letter": f"{letter}.", "letter+text": f"{letter}. {options[letter]}", "text": options[letter]}[answer_format]
+
+
+def _mc_row(rid: str, image: str, qa: QA, letter: str, rng: np.random.Generator, answer_format: str,
+            meta: dict[str, Any]) -> dict[str, Any]:
+    suffix = TEXT_SUFFIX if answer_format == "text" else OFFICIAL_SUFFIX
+    q, options = lettered(qa, letter, rng, suffix)
+    return {"id": rid, "image": image, "question": q, "answer": _mc_answer(letter, options, answer_format),
+            "meta": {**meta, "letter": letter, "options": options}}
+
+
 def _rows(i: int, category: str, s: Scene, image: str, kinds: tuple[str, ...], letters: dict[str, str],
-          rng: np.random.Generator, with_text: bool, mc_per_image: int = 1) -> list[dict[str, Any]]:
+          rng: np.random.Generator, answer_format: str, mc_per_image: int = 1,
+          vqa_per_image: int = 1) -> list[dict[str, Any]]:
     base = f"mix/{i + 1:06d}"
     meta = {"category": category, "scene": scene_facts(s)}
     rows = []
     for kind in kinds:
         if kind == "mc" and mc_per_image > 1:  # extra straightforward rows in other categories: mc2, mc3, ...
             for j, cat in enumerate(_extra_categories(category, s, mc_per_image - 1), start=2):
-                q, options = lettered(straightforward(cat, s, rng), letters[f"mc{j}"], rng)
-                letter = letters[f"mc{j}"]
-                rows.append({"id": f"{base}/mc{j}", "image": image, "question": q,
-                             "answer": f"{letter}. {options[letter]}" if with_text else f"{letter}.",
-                             "meta": {"category": cat, "scene": scene_facts(s), "kind": "mc", "letter": letter,
-                                      "options": options}})
-        if kind == "caption":
-            q, a, extra = "Describe the picture.", caption_for(s, rng), {}
-        elif kind == "vqa":
-            (q, a), extra = _short_answer(category, s), {}
-        else:
+                rows.append(_mc_row(f"{base}/mc{j}", image, straightforward(cat, s, rng), letters[f"mc{j}"], rng,
+                                    answer_format, {"category": cat, "scene": scene_facts(s), "kind": "mc"}))
+        if kind in ("mc", "mc-premise"):
             build = straightforward if kind == "mc" else with_true_premise
-            q, options = lettered(build(category, s, rng), letters[kind], rng)
-            letter = letters[kind]
-            a, extra = f"{letter}. {options[letter]}" if with_text else f"{letter}.", {"letter": letter, "options": options}
-        rows.append({"id": f"{base}/{kind}", "image": image, "question": q, "answer": a,
-                     "meta": {**meta, "kind": kind, **extra}})
+            rows.append(_mc_row(f"{base}/{kind}", image, build(category, s, rng), letters[kind], rng, answer_format,
+                                {**meta, "kind": kind}))
+            continue
+        q, a = ("Describe the picture.", caption_for(s, rng)) if kind == "caption" else _short_answer(category, s)
+        rows.append({"id": f"{base}/{kind}", "image": image, "question": q, "answer": a, "meta": {**meta, "kind": kind}})
+        if kind == "vqa":  # extra short-answer rows in other categories: vqa2, vqa3, ...
+            for j, cat in enumerate(_extra_categories(category, s, vqa_per_image - 1), start=2):
+                q, a = _short_answer(cat, s)
+                rows.append({"id": f"{base}/vqa{j}", "image": image, "question": q, "answer": a,
+                             "meta": {"category": cat, "scene": scene_facts(s), "kind": "vqa"}})
     return rows
 
 
 def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32,
                      kinds: tuple[str, ...] = KINDS, categories: tuple[str, ...] = CATEGORIES,
-                     answer_format: str = "letter", mc_per_image: int = 1) -> Path:
+                     answer_format: str = "letter", mc_per_image: int = 1, vqa_per_image: int = 1) -> Path:
     """Write ``images/``, ``train.jsonl`` and ``vqa_mix.json`` under ``out_dir``; returns ``train.jsonl``.
     Same arguments, same bytes. Categories cycle over the images; every image gets one row per kind.
     ``mc_per_image`` > 1 (with ``"mc"`` in ``kinds``) adds up to that many - 1 more straightforward
-    multiple-choice rows per image, each in another category (ids ``.../mc2``, ``.../mc3``, ...)."""
+    multiple-choice rows per image, each in another category (ids ``.../mc2``, ``.../mc3``, ...);
+    ``vqa_per_image`` likewise for short-answer rows (``.../vqa2``, ...)."""
     check_int("n_images", n_images, low=1, fix="ask for at least one image")
     check_int("seed", seed, low=0, high=SEED_MAX)
     check_int("image_size", image_size, low=8, high=1024)
@@ -155,6 +170,7 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
     if answer_format not in ANSWER_FORMATS:
         raise DataError(f"unknown answer_format {answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
     check_int("mc_per_image", mc_per_image, low=1, high=len(CATEGORIES))
+    check_int("vqa_per_image", vqa_per_image, low=1, high=len(CATEGORIES))
     root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng_scene, rng_q, rng_letters = (np.random.default_rng(s) for s in
@@ -165,12 +181,40 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
     for i in range(n_images):
         cat = categories[i % len(categories)]
         scene, image = draw_scene(i, cat, rng_scene, root, image_size)
-        rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q,
-                      answer_format == "letter+text", mc_per_image)
+        rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q, answer_format,
+                      mc_per_image, vqa_per_image)
     out = root / "train.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     meta = {"generator": "mmrobust.world.vqa_mix", "seed": seed, "stream": MIX_STREAM, "n_images": n_images,
             "image_size": image_size, "kinds": list(kinds), "categories": list(categories),
-            "answer_format": answer_format, "mc_per_image": mc_per_image, "premises": "true"}
+            "answer_format": answer_format, "mc_per_image": mc_per_image, "vqa_per_image": vqa_per_image,
+            "premises": "true"}
     (root / "vqa_mix.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+VQA_STREAM = 0x76716176  # "vqav": the VQA evaluation questions' seed stream
+
+
+def generate_vqa_questions(out_dir: str | Path, *, per_category: int, seed: int, image_size: int = 32,
+                           categories: tuple[str, ...] = CATEGORIES) -> Path:
+    """Held-out short-answer questions over fresh scenes in the VQA JSONL format of
+    :mod:`mmrobust.eval.lvlm.vqa` (``id``, ``image``, ``question`` without the instruction, ``answers``,
+    ``group``): ``per_category`` per category, the mix's questions and answers. Writes ``questions.jsonl``
+    + ``images/``; returns the file. Same arguments, same bytes."""
+    check_int("per_category", per_category, low=1, fix="ask for at least one question per category")
+    check_int("seed", seed, low=0, high=SEED_MAX)
+    check_int("image_size", image_size, low=8, high=1024)
+    root = Path(out_dir)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, VQA_STREAM]))
+    rows = []
+    for i in range(per_category * len(categories)):
+        cat = categories[i % len(categories)]
+        scene, image = draw_scene(i, cat, rng, root, image_size)
+        question, answer = _short_answer(cat, scene)
+        rows.append({"id": f"vqa/{i + 1:06d}", "image": image, "question": question.removesuffix(VQA_SUFFIX),
+                     "answers": [answer] * 10, "group": cat.split("/")[-1]})  # ten agreeing "humans", as VQAv2 has ten
+    out = root / "questions.jsonl"
+    out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     return out

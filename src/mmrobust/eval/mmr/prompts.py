@@ -12,6 +12,7 @@ from mmrobust.eval.mmr.dataset import MMRItem
 from mmrobust.errors import ConfigError
 
 OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+TEXT_SUFFIX = "\nAnswer with the text of the right option."
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ PROMPTS: dict[str, PromptVariant] = {
     "plain": PromptVariant("plain", "{question}", False, "question only, no instruction"),
     "letter-only": PromptVariant("letter-only", "{question}\nReply with a single letter (A, B, C or D) and nothing else.",
                                  True, "stricter instruction for chatty models"),
+    "option-text": PromptVariant("option-text", "{question}" + TEXT_SUFFIX, False,
+                                 "asks for the right option's text, not its letter (score with the lenient parser, "
+                                 "which maps an option's text to its letter)"),
 }
 
 

@@ -1,0 +1,205 @@
+"""The LVLM story (Schlarmann et al. 2024, FARE's headline result, on the embedded world):
+
+the MMR story's baseline tiny LLaVA (trained with the adversarial story's clean CLIP tower, frozen) ->
+the same LLaVA with the adversarial story's FARE and TeCoA towers swapped in, no retraining
+(:func:`mmrobust.lvlm.swap_and_save`) -> short-answer VQA on held-out scenes, clean and under an
+untargeted l-inf APGD attack on the LM loss of the right answer (:func:`mmrobust.eval.lvlm.evaluate_under_attack`)
+-> a targeted attack that makes the model answer ``target`` to "What shape is in the picture?" (success =
+the target in the greedy reply, :func:`mmrobust.lvlm.attack_lvlm_targeted`) -> table, chart, record.
+
+The LLaVA and the towers come from the stories before it (run first if absent). Every stage is
+resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mmrobust.pipelines.parallel import torch_threads
+from mmrobust.pipelines.stages import run_stage, stamp
+from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.tables import format_table
+
+TOWERS = ("CLIP", "FARE", "TeCoA")  # the adversarial story's clip / fare / tecoa models
+
+
+@dataclass(frozen=True)
+class LVLMDemo:
+    """Settings of the story (the tiny LLaVA of the MMR story; APGD on 2 CPU cores)."""
+
+    per_category: int = 25  # held-out VQA questions per category (shape, colour, count, position)
+    eps: float = 4 / 255
+    steps: int = 10  # untargeted APGD steps (the adversarial story evaluates with PGD-10)
+    target: str = "star"  # the targeted attack's answer to the shape question
+    targeted_steps: int = 20
+    batch: int = 50
+    max_new_tokens: int = 6
+    n_boot: int = 1000
+    seed: int = 0
+    threads: int = 2
+    llava_model: str = ""  # a trained LLaVA folder; "" = the MMR story's baseline (run if absent)
+    tower_models: tuple[str, ...] = ()  # CLIP, FARE, TeCoA model folders; () = the adversarial story's
+
+
+def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progress: bool = True,
+                  log: Any = print) -> dict[str, Any]:
+    """Run the story into ``out_dir`` (beside the ``mmr`` and ``adversarial`` stories' folders)."""
+    out = Path(out_dir)
+    with torch_threads(settings.threads):
+        start = time.perf_counter()
+        sources = _sources(out, settings, progress, log)
+        questions = run_stage(out / "data", {"per_category": settings.per_category, "seed": settings.seed},
+                              lambda: {"questions": str(_questions(out / "data", settings))})["questions"]
+        rows = []
+        for label in TOWERS:
+            model_dir = _model(out, label, sources)
+            vqa = _vqa(out / label.lower(), settings, model_dir, questions)
+            hit = _targeted(out / label.lower() / "targeted", settings, model_dir, questions)
+            rows.append(_row(label, vqa, hit))
+            log(f"[lvlm] {label} tower: VQA clean {rows[-1]['clean']:.1%}, under {vqa['eps_label']} "
+                f"{rows[-1]['adv']:.1%}; targeted '{settings.target}' {rows[-1]['targeted']:.1%}")
+        return _summarise(out, settings, rows, round(time.perf_counter() - start, 1), log)
+
+
+def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]:
+    """The baseline LLaVA of the MMR story and the adversarial story's towers (those stories run if absent),
+    or the folders the settings name."""
+    from mmrobust.errors import ConfigError
+    from mmrobust.pipelines.demo_adversarial import run_adversarial_demo
+    from mmrobust.pipelines.demo_mmr_trained import run_mmr_trained_demo
+
+    if s.tower_models and len(s.tower_models) != len(TOWERS):
+        raise ConfigError(f"tower_models needs {len(TOWERS)} folders ({', '.join(TOWERS)}), got {len(s.tower_models)}")
+    adv, mmr = out.parent / "adversarial", out.parent / "mmr"
+    towers = dict(zip(TOWERS, map(Path, s.tower_models))) if s.tower_models else {
+        "CLIP": adv / "clip" / "model", "FARE": adv / "fare" / "model", "TeCoA": adv / "tecoa" / "model"}
+    if s.llava_model:
+        return {"llava": s.llava_model, **{k: str(v) for k, v in towers.items()}}
+    if not all((p / "open_clip_config.json").is_file() for p in towers.values()):
+        log("[lvlm] running the adversarial story first (its towers are swapped in here)")
+        run_adversarial_demo(adv, progress=progress, log=log)
+    llava = mmr / "baseline" / "model"
+    if not (llava / "config.json").is_file():
+        log("[lvlm] running the MMR story first (its baseline LLaVA is the model here)")
+        run_mmr_trained_demo(mmr, progress=progress, log=log)
+    return {"llava": str(llava), **{k: str(v) for k, v in towers.items()}}
+
+
+def _questions(root: Path, s: LVLMDemo) -> Path:
+    from mmrobust.world.vqa_mix import generate_vqa_questions
+
+    return generate_vqa_questions(root, per_category=s.per_category, seed=s.seed, image_size=32)
+
+
+def _model(out: Path, label: str, sources: dict[str, str]) -> str:
+    """The baseline LLaVA itself (its tower is the clean CLIP), or a copy with ``label``'s tower swapped in."""
+    from mmrobust.lvlm.swap import swap_and_save
+
+    if label == "CLIP":
+        return sources["llava"]
+    target = out / f"llava-{label.lower()}"
+    cfg = {"llava": stamp(Path(sources["llava"]) / "model.safetensors"), "tower": stamp(Path(sources[label]))}
+    return run_stage(target, cfg, lambda: {"model_dir": str(swap_and_save(
+        sources["llava"], sources[label], out_dir=target / "model", overwrite=True))})["model_dir"]
+
+
+def _load(model_dir: str):
+    from mmrobust.defenses.mllm_sft import load_hf_mllm
+
+    m = load_hf_mllm(model_dir)
+    return m.model.eval(), m.processor
+
+
+def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[str, Any]:
+    """Clean and attacked VQA accuracy (record written to ``out/vqa``)."""
+    from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
+    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+
+    def make() -> dict[str, Any]:
+        model, processor = _load(model_dir)
+        rec = evaluate_under_attack(model, processor, VQATask(load_vqa(questions)), eps=s.eps, steps=s.steps,
+                                    seed=s.seed, out_dir=out / "vqa", batch_size=s.batch, n_boot=s.n_boot,
+                                    max_new_tokens=s.max_new_tokens)
+        write_record(out / "vqa", rec, name="vqa-attack")
+        m = rec.metrics
+        return {"clean": m["clean"], "adversarial": m["adversarial"], "eps_label": m["eps_label"],
+                "inside_eps": m["inside_eps"], "per_group": m["per_group"]}
+
+    cfg = {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": stamp(questions), "eps": s.eps,
+           "steps": s.steps, "seed": s.seed, "batch": s.batch, "max_new_tokens": s.max_new_tokens, "n_boot": s.n_boot}
+    return run_stage(out / "vqa", cfg, make)
+
+
+def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[str, Any]:
+    """Targeted APGD on the shape questions whose answer is not the target: success rate, clean and attacked."""
+    import torch
+
+    from mmrobust.eval.lvlm.under_attack import load_pixels
+    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.lvlm.attack import attack_lvlm_targeted, targeted_success, tower_size
+
+    def make() -> dict[str, Any]:
+        model, processor = _load(model_dir)
+        asked = [q for q in VQATask(load_vqa(questions)).questions()
+                 if q.group == "shape" and q.ground_truth != s.target]
+        clean_hits, hits, linf = [], [], 0.0
+        for b in range(0, len(asked), s.batch):
+            batch = asked[b:b + s.batch]
+            x = load_pixels(batch, tower_size(model), torch.device("cpu"))
+            prompts = [q.prompt for q in batch]
+            clean_hits += targeted_success(model, processor, x, prompts, s.target, s.max_new_tokens).tolist()
+            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, s.target, eps=s.eps,
+                                              steps=s.targeted_steps, seed=s.seed, max_new_tokens=s.max_new_tokens)
+            hits += rec.stopped
+            linf = max(linf, float((x_adv - x).abs().max()))
+        n = len(hits)
+        return {"n": n, "success": sum(hits) / max(1, n), "clean_success": sum(clean_hits) / max(1, n),
+                "max_linf": linf, "inside_eps": linf <= s.eps + 1e-6}
+
+    cfg = {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": stamp(questions), "eps": s.eps,
+           "steps": s.targeted_steps, "target": s.target, "seed": s.seed, "batch": s.batch,
+           "max_new_tokens": s.max_new_tokens}
+    return run_stage(out, cfg, make)
+
+
+def _row(label: str, vqa: dict[str, Any], hit: dict[str, Any]) -> dict[str, Any]:
+    return {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
+            "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
+            "n": vqa["clean"]["n"], "targeted": hit["success"], "targeted_clean": hit["clean_success"],
+            "n_targeted": hit["n"], "inside_eps": bool(vqa["inside_eps"] and hit["inside_eps"])}
+
+
+def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: float, log: Any) -> dict[str, Any]:
+    from mmrobust.eval.lvlm.under_attack import eps_label
+    from mmrobust.reports.plots import grouped_bars
+
+    eps = eps_label(s.eps)
+    cols = [("tower", "vision tower"), ("clean", "VQA clean %"), ("adv", f"VQA at {eps} %"),
+            ("targeted", f"targeted '{s.target}' %"), ("n", "questions")]
+    shown = [{**r, "clean": 100 * r["clean"], "adv": 100 * r["adv"], "targeted": 100 * r["targeted"]} for r in rows]
+    table = format_table(shown, cols, markdown=True)
+    (out / "summary.md").write_text(f"# LVLM story: robust towers swapped into the tiny LLaVA\n\n{table}\n\n"
+                                    f"Story {seconds} s.\n")
+    grouped_bars(out / "lvlm.png", groups=[r["tower"] for r in rows],
+                 series={"VQA clean": [r["clean"] for r in rows], f"VQA at {eps}": [r["adv"] for r in rows],
+                         f"targeted '{s.target}'": [r["targeted"] for r in rows]},
+                 title=f"tiny LLaVA, towers swapped in without retraining (APGD, eps {eps})",
+                 colors=["#3b7dd8", "#d8453b", "#8e5bd8"])
+    story = Table.of(f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})",
+                     [("tower", "vision tower"), ("clean", "VQA clean", "%"), ("adv", f"VQA at {eps}", "%"),
+                      ("targeted", f"targeted '{s.target}' success", "%"),
+                      ("targeted_clean", f"'{s.target}' without attack", "%"), ("n", "questions", "count"),
+                      ("n_targeted", "targeted images", "count")], rows,
+                     f"VQA: VQAv2 soft accuracy of greedy short answers on {rows[0]['n']} held-out questions, clean "
+                     f"and after untargeted APGD ({s.steps} steps, l-inf {eps}) on the LM loss of the right answer. "
+                     f"Targeted: APGD ({s.targeted_steps} steps, same eps) minimizing the LM loss of '{s.target}' as "
+                     f"the answer to 'What shape is in the picture?' on shapes that are not a {s.target}; success = "
+                     "the target in the greedy reply. The LLaVA (projector + Llama) was trained once with the CLIP "
+                     "tower; FARE and TeCoA towers are swapped in with no retraining.")
+    metrics = {"towers": rows, "seconds": seconds, "eps": s.eps}
+    write_record(out, Record(kind="story.lvlm", metrics=metrics, tables=[story], plots=["lvlm.png"],
+                             config=asdict(s), seeds={"attack": s.seed}), name="story")
+    log(f"[lvlm] story {seconds} s")
+    return {"table": table, "plot": str(out / "lvlm.png"), "rows": rows, "record": metrics}
