@@ -92,6 +92,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     world = generate_mmr_world(tmp_path / "world", pairs_per_category=1, seed=0, image_size=32).parent
     words = [item.question for item in load_mmr(world).items]  # stems + options: no <unk> in prompts
     model = build_tiny_llava(tmp_path / "tiny-llava", seed=0, image_size=32, extra_words=words)
+    yield from _serving(cmd, world, model, tmp_path)
+
+
+def _serving(cmd: list[str], world: Path, model: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     log = tmp_path / "serve.log"
@@ -129,3 +133,30 @@ def test_transformers_serve_gives_the_hf_adapters_answers(served: tuple[Path, Pa
     assert got == want  # same text, same parsed letter, question by question
     assert len({text for text, _ in want.values()}) > 1  # the answers depend on the input: not a vacuous match
     assert served_rec["metrics"]["overall"] == local_rec["metrics"]["overall"]
+
+
+def test_transformers_serve_gives_the_trained_llavas_answers(tmp_path: Path) -> None:
+    """The MMR story's trained tiny LLaVA (MMR-tuned, tiny settings), served: the same answers as in process."""
+    from mmrobust.pipelines.demo_mmr_trained import PARSER, PROMPT, run_mmr_trained_demo
+    from tests.test_demo_mmr_trained import TINY
+
+    cmd = _serve_command()
+    run_mmr_trained_demo(tmp_path / "story", TINY, progress=False, log=lambda m: None)
+    world, model = tmp_path / "story" / "data" / "mmr-world", tmp_path / "story" / "mmr-tuned" / "model"
+    settings = RunSettings(n_boot=0, prompt=PROMPT, parser=PARSER,
+                           params=GenerationParams(max_new_tokens=16, temperature=0.0))
+    serving = _serving(cmd, world, model, tmp_path)
+    _, _, base_url = next(serving)
+    try:
+        remote = build_adapter("openai", model=str(model), options={"base_url": base_url, "timeout_s": 120,
+                                                                    "max_retries": 0, "concurrency": 2})
+        local = build_adapter("hf", model=str(model), options={"device": "cpu", "dtype": "float32", "batch_size": 1})
+        data = load_mmr(world)
+        served_rec = run_mmr(data, remote, out_dir=tmp_path / "served", settings=settings)
+        local_rec = run_mmr(data, local, out_dir=tmp_path / "local", settings=settings)
+    finally:
+        serving.close()
+    assert served_rec["calls"]["n_errors"] == 0 and local_rec["calls"]["n_errors"] == 0
+    got, want = _responses(tmp_path / "served"), _responses(tmp_path / "local")
+    assert got == want and len(want) == 16
+    assert len({text for text, _ in want.values()}) > 1

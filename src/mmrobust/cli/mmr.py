@@ -1,4 +1,4 @@
-"""`mmrobust mmr run|score|make-data|make-tiny-llava`: the MMR leading-question benchmark.
+"""`mmrobust mmr run|score|make-data|make-train|make-tiny-llava`: the MMR leading-question benchmark.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
         --adapter-arg base_url=http://127.0.0.1:8000/v1 --adapter-arg concurrency=16 --out runs/mmr-qwen
     mmrobust mmr score runs/mmr-qwen/samples_mmr.jsonl --parser lenient --out runs/mmr-qwen/lenient
     mmrobust mmr run --version v1 ... --pairing reference   # the leaderboard's 300 pairs, by file position
+    mmrobust mmr make-train --facts data/facts.jsonl --out data/train_pairs.jsonl   # paired training data
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run(sub)
     _add_score(sub)
     _add_make_data(sub)
+    _add_make_train(sub)
     _add_make_tiny(sub)
     p.set_defaults(func=run, mmr_parser=p)
 
@@ -87,6 +89,27 @@ def _add_make_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--quirks", action="store_true", help="reproduce the real files' quirks (for testing loaders)")
     p.set_defaults(mmr_action=_make_data)
+
+
+def _add_make_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-train", help="write MMR-style paired training data (straightforward + leading twins)",
+                       description="One source: fresh world scenes (--images), a JSONL of image facts (--facts), "
+                                   "or a JSONL of image captions written up by an LLM (--captions, cached).")
+    p.add_argument("--out", required=True, help="folder (--images) or .jsonl file beside the input (--facts, --captions)")
+    p.add_argument("--images", type=positive_int, help="number of fresh world scenes")
+    p.add_argument("--facts", help='JSONL of {"image": ..., "facts": {"shape": ..., "colour": ..., ...}} lines')
+    p.add_argument("--captions", help='JSONL of {"image": ..., "caption": ...} lines for the writer LLM')
+    p.add_argument("--leading-share", type=number(0.0, 1.0), default=1.0,
+                   help="share of straightforward questions that get a leading twin (0 = control set; default 1)")
+    p.add_argument("--answer-format", choices=("letter+text", "text"), default="letter+text",
+                   help="answers as 'X. text' (default) or the option's text (--images only)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--adapter", default="openai", help="writer adapter for --captions (default: openai)")
+    p.add_argument("--writer-model", default="", help="writer model name for --captions (e.g. gpt-4o)")
+    p.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
+                   help="writer adapter option, repeatable (openai: base_url, api_key_env, ...)")
+    p.add_argument("--cache", help="writer reply cache JSONL (default: beside --out); reuse it to rerun offline")
+    p.set_defaults(mmr_action=_make_train)
 
 
 def _add_make_tiny(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +190,23 @@ def _make_data(args: argparse.Namespace) -> int:
     qfile = generate_mmr_world(args.out, pairs_per_category=args.pairs_per_category, seed=args.seed,
                                image_size=args.image_size, inject_quirks=args.quirks)
     print(f"wrote {qfile} and {qfile.parent / 'images'}")
+    return 0
+
+
+def _make_train(args: argparse.Namespace) -> int:
+    from mmrobust.pipelines.llm_pairs import PairsJob, run_pairs_job
+
+    job = PairsJob(out=args.out, images=args.images or 0, facts=args.facts, captions=args.captions,
+                   leading_share=args.leading_share, seed=args.seed, answer_format=args.answer_format,
+                   writer=args.adapter, writer_model=args.writer_model, writer_options=key_values(args.adapter_arg),
+                   cache=args.cache)
+    result = run_pairs_job(job)
+    print(f"wrote {result['n_rows']} rows to {result['path']}")
+    if "calls" in result:
+        c = result["calls"]
+        print(f"writer: {c['n_requests']} captions, {c['n_cached_before']} from cache, {c['n_new_calls']} new calls, "
+              f"{len(result['skipped'])} replies refused" + (f" (first: {result['skipped'][0]['why']})"
+                                                           if result["skipped"] else ""))
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.pipelines.parallel import torch_threads
-from mmrobust.pipelines.stages import run_stage, stamp
+from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
@@ -47,6 +47,8 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
                   log: Any = print) -> dict[str, Any]:
     """Run the story into ``out_dir`` (beside the ``mmr`` and ``adversarial`` stories' folders)."""
     out = Path(out_dir)
+    if not progress:
+        quiet_hf_progress()
     with torch_threads(settings.threads):
         start = time.perf_counter()
         sources = _sources(out, settings, progress, log)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmrobust.pipelines.parallel import torch_threads
-from mmrobust.pipelines.stages import run_stage, stamp, train_stage
+from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp, train_stage
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
@@ -41,6 +41,7 @@ class MMRTrainedDemo:
     mix_mc_per_image: int = 2  # straightforward multiple-choice rows per image (each another category)
     mix_vqa_per_image: int = 1  # short-answer rows per image (each another category)
     vision_feature_layer: int = -2  # the tower layer the projector reads (LLaVA-1.5's penultimate)
+    vision_feature_select: str = "default"  # "default" drops the class token (LLaVA-1.5), "full" keeps it
     letter_bias: float = 0.0  # build_tiny_llava's A-D prior of the random model (no letters to emit here)
     heldout_images: int = 200  # fresh images for the held-out straightforward accuracy
     pair_images: int = 800  # MMR training set: one straightforward row per image, a leading twin for a share
@@ -68,6 +69,8 @@ class MMRTrainedDemo:
 def run_mmr_trained_demo(out_dir: str | Path, settings: MMRTrainedDemo = MMRTrainedDemo(), *,
                          progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Run the whole story into ``out_dir``; returns {"table", "plot", "rows", "record"}."""
+    if not progress:
+        quiet_hf_progress()
     with torch_threads(settings.threads):
         return _run(Path(out_dir), settings, progress, log)
 
@@ -196,14 +199,15 @@ def _llava(out: Path, s: MMRTrainedDemo, clip: str, data: dict[str, str]) -> dic
                                letter_bias=s.letter_bias,
                                vision_hidden_size=width, vision_layers=layers, vision_heads=heads,
                                vision_intermediate_size=mlp, vision_act="gelu",
-                               vision_feature_layer=s.vision_feature_layer)
+                               vision_feature_layer=s.vision_feature_layer,
+                               vision_feature_select=s.vision_feature_select)
         model = swap_and_save(raw, clip, out_dir=out / "llava" / "model", overwrite=True)
         return {"model_dir": str(model), "n_params": _n_params(model), "tower": {"width": width, "layers": layers,
                                                                                 "heads": heads, "patch": patch}}
 
     cfg = {"clip": clip, "clip_stamp": stamp(clip), "data": stamp(data["mix"]), "hidden": s.hidden_size,
            "layers": s.num_layers, "image_size": s.image_size, "seed": s.seed, "letter_bias": s.letter_bias,
-           "vision_feature_layer": s.vision_feature_layer}
+           "vision_feature_layer": s.vision_feature_layer, "vision_feature_select": s.vision_feature_select}
     return run_stage(out / "llava", cfg, make)
 
 

@@ -80,3 +80,12 @@ def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Pa
            "inputs": [stamp(model), stamp(manifest)]}
     output = run_stage(out, cfg, lambda: {"model_dir": str(run_train(job, resume=True, progress=progress)[0])})
     return output["model_dir"]
+
+
+def quiet_hf_progress() -> None:
+    """Turn off transformers' weight-loading and saving bars (for ``--quiet`` runs)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()

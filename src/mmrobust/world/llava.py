@@ -83,6 +83,7 @@ def build_tiny_llava(
     vision_intermediate_size: int | None = None,
     vision_act: str = "quick_gelu",
     vision_feature_layer: int = -2,
+    vision_feature_select: str = "default",
 ) -> Path:
     """Build and save a tiny random LLaVA (model + processor) to ``out_dir``; returns the path.
 
@@ -94,7 +95,8 @@ def build_tiny_llava(
     ``vision_*``: the CLIP tower's width (default ``hidden_size``), layers (``num_layers``), heads, MLP width
     (2 x width) and activation, e.g. to match an open_clip tower that is later swapped in
     (:func:`mmrobust.lvlm.swap_vision_tower`); the projector maps the tower's width to ``hidden_size``.
-    ``vision_feature_layer``: the tower hidden state the projector reads (LLaVA-1.5: -2, the penultimate).
+    ``vision_feature_layer``: the tower hidden state the projector reads (LLaVA-1.5: -2, the penultimate);
+    ``vision_feature_select``: ``"default"`` drops the class token (LLaVA-1.5), ``"full"`` keeps it.
     """
     import torch
     from transformers import (
@@ -117,10 +119,10 @@ def build_tiny_llava(
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    n_patches = (image_size // patch_size) ** 2
+    n_patches = (image_size // patch_size) ** 2 + (vision_feature_select == "full")
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=image_token_id, image_seq_length=n_patches,
-        vision_feature_select_strategy="default", vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select, vision_feature_layer=vision_feature_layer,
     )
     model = _seeded_init(config, seed, LlavaForConditionalGeneration, torch)
     if letter_bias:
@@ -131,7 +133,7 @@ def build_tiny_llava(
     )
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,  # CLIP has a CLS token
+        vision_feature_select_strategy=vision_feature_select, num_additional_image_tokens=1,  # CLIP's CLS token
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
