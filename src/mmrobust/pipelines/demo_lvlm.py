@@ -32,8 +32,8 @@ class LVLMDemo:
     per_category: int = 25  # held-out VQA questions per category (shape, colour, count, position)
     eps: float = 4 / 255
     steps: int = 10  # untargeted APGD steps (the adversarial story evaluates with PGD-10)
-    target: str = "star"  # the targeted attack's answer to the shape question
-    targeted_steps: int = 20
+    targets: tuple[str, ...] = ("star", "circle")  # the targeted attack's answers to the shape question
+    targeted_steps: int = 50
     batch: int = 50
     max_new_tokens: int = 6
     n_boot: int = 1000
@@ -58,10 +58,11 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
         for label in TOWERS:
             model_dir = _model(out, label, sources)
             vqa = _vqa(out / label.lower(), settings, model_dir, questions)
-            hit = _targeted(out / label.lower() / "targeted", settings, model_dir, questions)
-            rows.append(_row(label, vqa, hit))
+            hits = {t: _targeted(out / label.lower() / f"targeted-{_slug(t)}", settings, model_dir, questions, t)
+                    for t in settings.targets}
+            rows.append(_row(label, vqa, hits))
             log(f"[lvlm] {label} tower: VQA clean {rows[-1]['clean']:.1%}, under {vqa['eps_label']} "
-                f"{rows[-1]['adv']:.1%}; targeted '{settings.target}' {rows[-1]['targeted']:.1%}")
+                f"{rows[-1]['adv']:.1%}; targeted " + ", ".join(f"'{t}' {h['success']:.1%}" for t, h in hits.items()))
         return _summarise(out, settings, rows, round(time.perf_counter() - start, 1), log)
 
 
@@ -134,8 +135,12 @@ def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[str, An
     return run_stage(out / "vqa", cfg, make)
 
 
-def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[str, Any]:
-    """Targeted APGD on the shape questions whose answer is not the target: success rate, clean and attacked."""
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:40]
+
+
+def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: str) -> dict[str, Any]:
+    """Targeted APGD on the shape questions whose answer is not ``target``: success rate, clean and attacked."""
     import torch
 
     from mmrobust.eval.lvlm.under_attack import load_pixels
@@ -145,14 +150,14 @@ def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[st
     def make() -> dict[str, Any]:
         model, processor = _load(model_dir)
         asked = [q for q in VQATask(load_vqa(questions)).questions()
-                 if q.group == "shape" and q.ground_truth != s.target]
+                 if q.group == "shape" and q.ground_truth != target]
         clean_hits, hits, linf = [], [], 0.0
         for b in range(0, len(asked), s.batch):
             batch = asked[b:b + s.batch]
             x = load_pixels(batch, tower_size(model), torch.device("cpu"))
             prompts = [q.prompt for q in batch]
-            clean_hits += targeted_success(model, processor, x, prompts, s.target, s.max_new_tokens).tolist()
-            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, s.target, eps=s.eps,
+            clean_hits += targeted_success(model, processor, x, prompts, target, s.max_new_tokens).tolist()
+            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=s.eps,
                                               steps=s.targeted_steps, seed=s.seed, max_new_tokens=s.max_new_tokens)
             hits += rec.stopped
             linf = max(linf, float((x_adv - x).abs().max()))
@@ -161,16 +166,18 @@ def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[st
                 "max_linf": linf, "inside_eps": linf <= s.eps + 1e-6}
 
     cfg = {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": stamp(questions), "eps": s.eps,
-           "steps": s.targeted_steps, "target": s.target, "seed": s.seed, "batch": s.batch,
+           "steps": s.targeted_steps, "target": target, "seed": s.seed, "batch": s.batch,
            "max_new_tokens": s.max_new_tokens}
     return run_stage(out, cfg, make)
 
 
-def _row(label: str, vqa: dict[str, Any], hit: dict[str, Any]) -> dict[str, Any]:
-    return {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
-            "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
-            "n": vqa["clean"]["n"], "targeted": hit["success"], "targeted_clean": hit["clean_success"],
-            "n_targeted": hit["n"], "inside_eps": bool(vqa["inside_eps"] and hit["inside_eps"])}
+def _row(label: str, vqa: dict[str, Any], hits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    row = {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
+           "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
+           "n": vqa["clean"]["n"], "inside_eps": bool(vqa["inside_eps"] and all(h["inside_eps"] for h in hits.values()))}
+    for t, h in hits.items():
+        row.update({f"targeted_{t}": h["success"], f"targeted_clean_{t}": h["clean_success"], f"n_targeted_{t}": h["n"]})
+    return row
 
 
 def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: float, log: Any) -> dict[str, Any]:
@@ -179,25 +186,27 @@ def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: floa
 
     eps = eps_label(s.eps)
     cols = [("tower", "vision tower"), ("clean", "VQA clean %"), ("adv", f"VQA at {eps} %"),
-            ("targeted", f"targeted '{s.target}' %"), ("n", "questions")]
-    shown = [{**r, "clean": 100 * r["clean"], "adv": 100 * r["adv"], "targeted": 100 * r["targeted"]} for r in rows]
+            *[(f"targeted_{t}", f"targeted '{t}' %") for t in s.targets], ("n", "questions")]
+    shown = [{k: 100 * v if k in ("clean", "adv") or k.startswith("targeted_") and "clean" not in k else v
+              for k, v in r.items()} for r in rows]
     table = format_table(shown, cols, markdown=True)
     (out / "summary.md").write_text(f"# LVLM story: robust towers swapped into the tiny LLaVA\n\n{table}\n\n"
                                     f"Story {seconds} s.\n")
     grouped_bars(out / "lvlm.png", groups=[r["tower"] for r in rows],
                  series={"VQA clean": [r["clean"] for r in rows], f"VQA at {eps}": [r["adv"] for r in rows],
-                         f"targeted '{s.target}'": [r["targeted"] for r in rows]},
+                         **{f"targeted '{t}'": [r[f"targeted_{t}"] for r in rows] for t in s.targets}},
                  title=f"tiny LLaVA, towers swapped in without retraining (APGD, eps {eps})",
-                 colors=["#3b7dd8", "#d8453b", "#8e5bd8"])
+                 colors=["#3b7dd8", "#d8453b", "#8e5bd8", "#c38bf0", "#e0b0ff"][:2 + len(s.targets)])
+    targeted_cols = [c for t in s.targets for c in
+                     ((f"targeted_{t}", f"targeted '{t}' success", "%"), (f"targeted_clean_{t}", f"'{t}' without attack", "%"),
+                      (f"n_targeted_{t}", f"images for '{t}'", "count"))]
     story = Table.of(f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})",
                      [("tower", "vision tower"), ("clean", "VQA clean", "%"), ("adv", f"VQA at {eps}", "%"),
-                      ("targeted", f"targeted '{s.target}' success", "%"),
-                      ("targeted_clean", f"'{s.target}' without attack", "%"), ("n", "questions", "count"),
-                      ("n_targeted", "targeted images", "count")], rows,
-                     f"VQA: VQAv2 soft accuracy of greedy short answers on {rows[0]['n']} held-out questions, clean "
+                      *targeted_cols, ("n", "questions", "count")], rows,
+                     f"VQA: VQAv2 accuracy of greedy short answers on {rows[0]['n']} held-out questions, clean "
                      f"and after untargeted APGD ({s.steps} steps, l-inf {eps}) on the LM loss of the right answer. "
-                     f"Targeted: APGD ({s.targeted_steps} steps, same eps) minimizing the LM loss of '{s.target}' as "
-                     f"the answer to 'What shape is in the picture?' on shapes that are not a {s.target}; success = "
+                     f"Targeted: APGD ({s.targeted_steps} steps, same eps) minimizing the LM loss of the target as "
+                     "the answer to 'What shape is in the picture?' on shapes that are not the target; success = "
                      "the target in the greedy reply. The LLaVA (projector + Llama) was trained once with the CLIP "
                      "tower; FARE and TeCoA towers are swapped in with no retraining.")
     metrics = {"towers": rows, "seconds": seconds, "eps": s.eps}

@@ -41,7 +41,7 @@ class MMRTrainedDemo:
     mix_mc_per_image: int = 2  # straightforward multiple-choice rows per image (each another category)
     mix_vqa_per_image: int = 1  # short-answer rows per image (each another category)
     vision_feature_layer: int = -2  # the tower layer the projector reads (LLaVA-1.5's penultimate)
-    vision_feature_select: str = "default"  # "default" drops the class token (LLaVA-1.5), "full" keeps it
+    vision_feature_select: str = "full"  # keep the class token (LLaVA-1.5 drops it: "default"); see the README
     letter_bias: float = 0.0  # build_tiny_llava's A-D prior of the random model (no letters to emit here)
     heldout_images: int = 200  # fresh images for the held-out straightforward accuracy
     pair_images: int = 800  # MMR training set: one straightforward row per image, a leading twin for a share
