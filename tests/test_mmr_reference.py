@@ -224,3 +224,27 @@ def test_reference_format_answer_file_is_paired_in_file_order(tmp_path: Path) ->
     _check(ref["metrics"]["overall"], BY_POSITION)
     by_id = score_responses(path, out_dir=tmp_path / "id", n_boot=0)
     _check(by_id["metrics"]["overall"], BY_ID)
+
+
+def test_300_pair_file_with_v1s_quirk_gives_the_leaderboard_denominator() -> None:
+    """300 pairs, one tagged POS/POS like v1's attribute/number/04. Pair k: POS right always; its leading
+    question right when k % 3 == 0 (100 pairs), wrong otherwise. The quirk pair (k = 37): first row right,
+    second (the real leading one, tagged POS) wrong. Hand count:
+      by id: the quirk pair is left out -> 299 pairs, both right 100, misled 199: RA 100/299, MR 199/299;
+      by position: 300 pairs, both right 100, misled 200 (quirk pair: one right, one wrong): RA 1/3, MR 2/3."""
+    rows = []
+    for k in range(300):
+        pid = f"attribute/number/{k:03d}"
+        neg_type = "POS" if k == 37 else "NEG"
+        neg_reply = "B" if k % 3 == 0 else "C"
+        for qtype, gt, reply in (("POS", "A", "A"), (neg_type, "B", neg_reply)):
+            uid = f"{pid}|{qtype}" + ("#1" if k == 37 and reply != "A" else "")
+            rows.append({"uid": uid, "id": pid, "question_type": qtype, "category": "attribute/number",
+                         "level": "attribute", "ground_truth": gt, "response": reply, "error": None, "options": {}})
+    parsed = parse_records(rows, "official")
+    by_id = compute_metrics(parsed, n_boot=0)
+    _check(by_id["overall"], {"n_pairs": 299, "ra": Fraction(100, 299), "mr": Fraction(199, 299)})
+    assert [a["id"] for a in by_id["pairing_anomalies"]] == ["attribute/number/037"]
+    ref = compute_metrics(parsed, n_boot=0, pairing="reference")
+    _check(ref["overall"], {"n_pairs": 300, "ra": Fraction(1, 3), "mr": Fraction(2, 3)})
+    assert [c["id"] for c in ref["reference_corrections"]] == ["attribute/number/037"]
