@@ -4,11 +4,12 @@ Loss: next-token cross-entropy on the answer tokens only — every assistant tur
 end-of-turn EOS the chat template writes right after each (as :func:`mmrobust.lvlm.build_lvlm_inputs`);
 prompt, image and padding tokens are -100. Per row: mean over its answer tokens; batch: mean over rows.
 Prompts come from the processor's chat template; images arrive in [0,1] at the tower's size and are
-normalized here with the processor's mean/std. With the tower frozen, ``cache_features=True`` keeps each
-row's tower features and token ids after their first use (memory: rows x image tokens x tower width), so
-later epochs skip the tower and the tokenizer; the loss is the same as without the cache. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
+normalized here with the processor's mean/std. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
 "LoRA: Low-Rank Adaptation of Large Language Models", through ``peft``) on the language model's
-attention and MLP projections. Defaults: vision tower frozen, projector and LM train.
+attention and MLP projections. Defaults: vision tower frozen, projector and LM train. With the tower
+frozen, ``cache_features=True`` keeps each row's tower features and token ids after their first use
+(memory: rows x image tokens x tower width), so later epochs skip the tower and the tokenizer; the
+loss is the same as without the cache.
 
 Example::
 

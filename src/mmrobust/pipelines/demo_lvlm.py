@@ -78,13 +78,11 @@ def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]
     adv, mmr = out.parent / "adversarial", out.parent / "mmr"
     towers = dict(zip(TOWERS, map(Path, s.tower_models))) if s.tower_models else {
         "CLIP": adv / "clip" / "model", "FARE": adv / "fare" / "model", "TeCoA": adv / "tecoa" / "model"}
-    if s.llava_model:
-        return {"llava": s.llava_model, **{k: str(v) for k, v in towers.items()}}
-    if not all((p / "open_clip_config.json").is_file() for p in towers.values()):
+    if not s.tower_models and not all((p / "open_clip_config.json").is_file() for p in towers.values()):
         log("[lvlm] running the adversarial story first (its towers are swapped in here)")
         run_adversarial_demo(adv, progress=progress, log=log)
-    llava = mmr / "baseline" / "model"
-    if not (llava / "config.json").is_file():
+    llava = Path(s.llava_model) if s.llava_model else mmr / "baseline" / "model"
+    if not s.llava_model and not (llava / "config.json").is_file():
         log("[lvlm] running the MMR story first (its baseline LLaVA is the model here)")
         run_mmr_trained_demo(mmr, progress=progress, log=log)
     return {"llava": str(llava), **{k: str(v) for k, v in towers.items()}}

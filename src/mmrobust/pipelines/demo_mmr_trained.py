@@ -37,7 +37,7 @@ class MMRTrainedDemo:
 
     mix_images: int = 2500  # baseline mix: one row per kind per image (+ extra multiple-choice rows)
     mix_kinds: tuple[str, ...] = ("vqa", "mc", "mc-premise")  # vqa_mix.KINDS
-    mix_answer_format: str = "text"  # multiple-choice answers: the right option's text (see ANSWERS)
+    mix_answer_format: str = "text"  # multiple-choice answers: the right option's text (see PROMPT, PARSER)
     mix_mc_per_image: int = 2  # straightforward multiple-choice rows per image (each another category)
     mix_vqa_per_image: int = 1  # short-answer rows per image (each another category)
     vision_feature_layer: int = -2  # the tower layer the projector reads (LLaVA-1.5's penultimate)

@@ -15,8 +15,9 @@ JSONL format of :mod:`mmrobust.data.instructions` (``train.jsonl`` + ``images/NN
 
 Multiple-choice questions end with MMR's official instruction (``OFFICIAL_SUFFIX``), so they read
 like the benchmark's prompts; answers are ``"X."`` (``answer_format="letter"``, the default: all of the
-row's loss falls on choosing the letter) or ``"X. text"`` (``"letter+text"``); the official parser reads ``X``. Right
-letters follow a shuffled, exactly balanced A-D schedule per kind. ``id``: ``mix/NNNNNN/<kind>``;
+row's loss falls on choosing the letter) or ``"X. text"`` (``"letter+text"``), which the official parser
+reads as ``X``; or, with ``"text"``, the right option's text alone after the ``option-text`` prompt's
+instruction (``TEXT_SUFFIX``), which the lenient parser maps to its letter. Right letters follow a shuffled, exactly balanced A-D schedule per kind. ``id``: ``mix/NNNNNN/<kind>``;
 ``meta``: ``kind``, ``category``, ``scene`` and, on multiple-choice rows, ``letter`` and ``options``.
 Scenes come from ``SeedSequence([seed, MIX_STREAM])``, apart from the MMR evaluation world's
 ``default_rng(seed)`` and the MMR training set's stream.
