@@ -6,7 +6,7 @@ import json
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
                                  positive_int, seed)
-from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_retrieval, eval_zeroshot
+from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_data, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
 
@@ -15,9 +15,10 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     p.add_argument("--model", required=True, help="open_clip name, hf-hub:org/repo, or a model directory")
     p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
     p.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
-    p.add_argument("--data", required=True, help="CSV manifest (image + label columns for labelled evals)")
+    p.add_argument("--data", required=True, help="CSV manifest (image + label columns for labelled evals)"
+                   + (", or imagenet:PATH / folder:PATH (one sub-folder per class)" if labelled else ""))
     if labelled:
-        p.add_argument("--classes", required=True, help="classes.json: classnames + templates")
+        p.add_argument("--classes", help="classes.json: classnames + templates (with a CSV manifest)")
         p.add_argument("--label-col", default="label")
     p.add_argument("--image-col", default="image")
     p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
@@ -57,8 +58,8 @@ def _weights(args: argparse.Namespace) -> dict:
 
 
 def _data(args: argparse.Namespace) -> EvalData:
-    return EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,
-                    delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
+    return eval_data(args.data, args.classes, out_dir=args.out, image_col=args.image_col, label_col=args.label_col,
+                     delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from mmrobust.cli.common import apply_config, eps_list, key_values, parse_eps, positive_int, seed
 from mmrobust.errors import ConfigError
 from mmrobust.values import parse_value
-from mmrobust.pipelines.evaluate import EvalData, eval_robust
+from mmrobust.pipelines.evaluate import eval_data, eval_robust
 from mmrobust.registry import ATTACKS
 
 DEFAULT_EPS = (4 / 255,)  # not an argparse list default: config files would add to it, not replace it
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     opts = {k: parse_value(v) for k, v in key_values(args.attack_opt).items()}
     if args.steps:
         opts["steps"] = args.steps
-    data = EvalData(manifest=args.data, classes=args.classes, image_col=args.image_col, label_col=args.label_col,
-                    delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
+    data = eval_data(args.data, args.classes, out_dir=args.out, image_col=args.image_col, label_col=args.label_col,
+                     delimiter=args.delimiter, data_root=args.data_root, allow_outside=args.allow_outside_paths)
     m = eval_robust(model=args.model, weights={"pretrained": args.pretrained, "checkpoint": args.checkpoint},
                     data=data, out_dir=args.out, attack=args.attack, eps=eps, n_samples=args.n_samples,
                     seed=args.seed, norm=args.norm, attack_options=opts, reference=args.reference,

@@ -33,6 +33,28 @@ class EvalData:
         return PathPolicy.of(self.manifest, self.data_root, self.allow_outside)
 
 
+def eval_data(data: str, classes: str | None, *, out_dir: str | Path, image_col: str = "image",
+              label_col: str = "label", delimiter: str = ",", data_root: str | None = None,
+              allow_outside: bool = False) -> EvalData:
+    """The split ``data`` names: a CSV manifest with its ``classes`` JSON, or an image folder
+    (``imagenet:PATH``, ``folder:PATH``; :mod:`mmrobust.data.image_folder`) whose manifest and classes.json
+    are written under ``out_dir/data`` with the folder as the data root."""
+    from mmrobust.data.image_folder import folder_split, parse_folder_spec
+    from mmrobust.errors import ConfigError
+
+    if parse_folder_spec(data) is None:
+        if not classes:
+            raise ConfigError(f"--data {data!r} is a CSV manifest and needs --classes classes.json (or give "
+                              "imagenet:PATH or folder:PATH for a class-folder tree)")
+        return EvalData(manifest=data, classes=classes, image_col=image_col, label_col=label_col,
+                        delimiter=delimiter, data_root=data_root, allow_outside=allow_outside)
+    if classes:
+        raise ConfigError(f"--classes is not used with --data {data!r}: its class names come from the folder "
+                          "(imagenet: the OpenAI CLIP names and templates); drop --classes")
+    manifest, class_file, root = folder_split(data, Path(out_dir) / "data")
+    return EvalData(manifest=str(manifest), classes=str(class_file), data_root=str(root), allow_outside=allow_outside)
+
+
 def load_model(name: str, *, pretrained: str | None = None, checkpoint: str | None = None,
                device: str = "cpu") -> CLIPModel:
     """A CLIP to evaluate; refuses a stock open_clip architecture without weights (a random model)."""
