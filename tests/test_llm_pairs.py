@@ -101,9 +101,11 @@ def test_make_train_cli_world_facts_and_refusals(tmp_path, capsys):
     assert main(["mmr", "make-train", "--facts", str(facts), "--out", str(out)]) == 0
     assert {i.meta["question_type"] for i in load_instructions(out)} == {"POS", "NEG"}
     capsys.readouterr()
+    (tmp_path / "train.jsonl").write_text("the user's own file\n")
     for argv, msg in ((["--facts", str(facts), "--out", str(out)], "exists"),
                       (["--facts", str(facts), "--out", str(tmp_path / "sub" / "p.jsonl")], "must sit in"),
                       (["--out", str(tmp_path / "x")], "exactly one source"),
+                      (["--images", "2", "--out", str(tmp_path)], "did not write"),
                       (["--captions", str(facts), "--out", str(tmp_path / "c.jsonl")], "caption")):
         rc = main(["mmr", "make-train", *argv])
         err = capsys.readouterr().err.strip()

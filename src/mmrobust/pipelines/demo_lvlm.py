@@ -32,7 +32,7 @@ class LVLMDemo:
     per_category: int = 25  # held-out VQA questions per category (shape, colour, count, position)
     eps: float = 4 / 255
     steps: int = 10  # untargeted APGD steps (the adversarial story evaluates with PGD-10)
-    targets: tuple[str, ...] = ("star", "circle")  # the targeted attack's answers to the shape question
+    targets: tuple[str, ...] = ("star", "square")  # answers to the shape question (no shape name holds another)
     targeted_steps: int = 50
     batch: int = 50
     max_new_tokens: int = 6

@@ -179,6 +179,8 @@ def run_pairs_job(job: PairsJob) -> dict[str, Any]:
     if sum(sources) != 1:
         raise DataError("give exactly one source: --images N (world scenes), --facts FILE or --captions FILE")
     if job.images:
+        if (Path(job.out) / "train.jsonl").exists() and not (Path(job.out) / "mmr_train.json").exists():
+            raise DataError(f"{job.out} holds a train.jsonl that mmrobust did not write; choose a new --out folder")
         path = generate_mmr_training_set(job.out, n_images=job.images, seed=job.seed, leading_share=job.leading_share,
                                          answer_format=job.answer_format)
         return {"path": str(path), "n_rows": sum(1 for _ in path.open(encoding="utf-8"))}
