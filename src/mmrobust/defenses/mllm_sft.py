@@ -102,7 +102,11 @@ def answer_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image_s
 def sft_batch(processor: Any, dialogues: Sequence[Sequence[dict[str, Any]]], *,
               image_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded (input_ids, attention_mask, labels), each (B, T); padding is -100 in labels."""
-    rows = [answer_labels(processor, d, image_size=image_size) for d in dialogues]
+    return _pad(processor, [answer_labels(processor, d, image_size=image_size) for d in dialogues])
+
+
+def _pad(processor: Any, rows: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, labels) rows right-padded into (B, T) input_ids, attention_mask and labels."""
     width = max(len(ids) for ids, _ in rows)
     pad = processor.tokenizer.pad_token_id
     pad = processor.tokenizer.eos_token_id if pad is None else pad
@@ -193,12 +197,7 @@ class MLLMSFTTask(Task):
                 ids, labels = answer_labels(self.processor, batch["messages"][k], image_size=self.image_size)
                 self._rows[keys[k]] = (feats[j].cpu(), ids, labels)
         rows = [self._rows[key] for key in keys]
-        width = max(len(r[1]) for r in rows)
-        pad = self.processor.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), self.processor.tokenizer.eos_token_id if pad is None else pad)
-        mask, labels = torch.zeros_like(ids), torch.full_like(ids, IGNORE_INDEX)
-        for r, (_, row_ids, row_labels) in enumerate(rows):
-            ids[r, :len(row_ids)], mask[r, :len(row_ids)], labels[r, :len(row_ids)] = row_ids, 1, row_labels
+        ids, mask, labels = _pad(self.processor, [(row_ids, row_labels) for _, row_ids, row_labels in rows])
         feats = torch.stack([r[0] for r in rows]).to(x.device)
         logits = _logits_from_features(_llava(self.model), feats, ids.to(x.device), mask.to(x.device))
         return self._loss(logits, labels.to(x.device))

@@ -39,7 +39,8 @@ from mmrobust.eval.mllm.task import Question
 from mmrobust.models.mllm.base import MLLM, GenerationParams
 from mmrobust.safety import ensure_regular_file, resolve_inside
 from mmrobust.values import SEED_MAX, check_int
-from mmrobust.world.mmr_train import QA, balanced_letters
+from mmrobust.world.mmr import QA
+from mmrobust.world.mmr_train import balanced_letters
 from mmrobust.world.vqa_mix import lettered
 
 MAX_CHARS = 300  # longest question or option kept from a reply

@@ -10,9 +10,9 @@ loadable with ``load_mmr``. ``inject_quirks`` reproduces the real files' quirks 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,24 +36,76 @@ def plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("x") else "s")
 
 
+# --- the question pairs the evaluation world and the training set share (mmr_train builds its own count
+# pairs: its options come from a seeded window, the world's are the four counts in order) ---
+
+Facts = dict[str, Any]  # shape, colour, count, position (+ size, background)
+
+
+@dataclass(frozen=True)
+class QA:
+    """A question stem and option texts; the right one first (letters are assigned later)."""
+
+    stem: str
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One straightforward question, its leading twin, what it asks and the twin's false premise."""
+
+    category: str
+    asks: str
+    pos: QA
+    neg: QA
+    premise: tuple[str, Any]
+
+
+def scene_facts(scene: Scene) -> Facts:
+    """A scene's attributes under the facts names (``colour``, not ``color``)."""
+    return {"shape": scene.shape, "colour": scene.color, "count": scene.count, "size": scene.size,
+            "position": scene.position, "background": scene.background}
+
+
+def shape_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
+    shape, colour = f["shape"], f["colour"]
+    wrong = pick_others(rng, SHAPES, {shape}, 3)
+    pos = QA(f"What shape is the {colour} object in the picture?", tuple(f"It is {with_article(x)}." for x in [shape] + wrong))
+    colours = [colour] + pick_others(rng, COLORS, {colour}, 2)
+    neg = QA(f"What colour is the {wrong[0]} in the picture?",
+             (f"There is no {wrong[0]}; the picture shows {with_article(colour)} {shape}.",
+              *(f"The {wrong[0]} is {c}." for c in colours)))
+    return PairSpec("attribute/shape", "shape", pos, neg, ("shape", wrong[0]))
+
+
+def colour_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
+    shape, colour = f["shape"], f["colour"]
+    wrong = pick_others(rng, COLORS, {colour}, 3)
+    pos = QA(f"What colour is the {shape} in the picture?", tuple(f"It is {c}." for c in [colour] + wrong))
+    shapes = [shape] + pick_others(rng, SHAPES, {shape}, 2)
+    neg = QA(f"What shape is the {wrong[0]} object in the picture?",
+             (f"There is no {wrong[0]} object; the {shape} is {colour}.",
+              *(f"The {wrong[0]} object is {with_article(x)}." for x in shapes)))
+    return PairSpec("attribute/color&texture", "colour", pos, neg, ("colour", wrong[0]))
+
+
+def position_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
+    shape, where = f["shape"], f["position"]
+    wrong = pick_others(rng, POSITIONS, {where}, 3)
+    pos = QA(f"Where is the {shape} in the picture?", tuple(f"It is in the {p}." for p in [where] + wrong))
+    colours = [f.get("colour") or "red"] + pick_others(rng, COLORS, {f.get("colour") or "red"}, 2)
+    neg = QA(f"What colour is the {shape} in the {wrong[0]} of the picture?",
+             (f"The {shape} is in the {where}, not the {wrong[0]}.",
+              *(f"The {shape} in the {wrong[0]} is {c}." for c in colours)))
+    return PairSpec("attribute/position", "position", pos, neg, ("position", wrong[0]))
+
+
 def _shape_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = pick_others(rng, SHAPES, {s.shape}, 3)
-    pos = (f"What shape is the {s.color} object in the picture?", [f"It is {with_article(x)}." for x in [s.shape] + wrong], 0)
-    colors = [s.color] + pick_others(rng, COLORS, {s.color}, 2)
-    neg = (f"What colour is the {wrong[0]} in the picture?",
-           [f"There is no {wrong[0]}; the picture shows {with_article(s.color)} {s.shape}."]
-           + [f"The {wrong[0]} is {c}." for c in colors], 0)
-    return pos, neg
+    return _questions(shape_pair(scene_facts(s), rng))
 
 
 def _color_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = pick_others(rng, COLORS, {s.color}, 3)
-    pos = (f"What colour is the {s.shape} in the picture?", [f"It is {c}." for c in [s.color] + wrong], 0)
-    shapes = [s.shape] + pick_others(rng, SHAPES, {s.shape}, 2)
-    neg = (f"What shape is the {wrong[0]} object in the picture?",
-           [f"There is no {wrong[0]} object; the {s.shape} is {s.color}."]
-           + [f"The {wrong[0]} object is {with_article(x)}." for x in shapes], 0)
-    return pos, neg
+    return _questions(colour_pair(scene_facts(s), rng))
 
 
 def _count_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
@@ -71,13 +123,12 @@ def _count_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
 
 
 def _position_q(s: Scene, rng: np.random.Generator) -> tuple[Question, Question]:
-    wrong = pick_others(rng, POSITIONS, {s.position}, 3)
-    pos = (f"Where is the {s.shape} in the picture?", [f"It is in the {p}." for p in [s.position] + wrong], 0)
-    colors = [s.color] + pick_others(rng, COLORS, {s.color}, 2)
-    neg = (f"What colour is the {s.shape} in the {wrong[0]} of the picture?",
-           [f"The {s.shape} is in the {s.position}, not the {wrong[0]}."]
-           + [f"The {s.shape} in the {wrong[0]} is {c}." for c in colors], 0)
-    return pos, neg
+    return _questions(position_pair(scene_facts(s), rng))
+
+
+def _questions(spec: PairSpec) -> tuple[Question, Question]:
+    """A shared pair as (POS, NEG) questions, the right option first."""
+    return (spec.pos.stem, list(spec.pos.options), 0), (spec.neg.stem, list(spec.neg.options), 0)
 
 
 BUILDERS: dict[str, Callable[[Scene, np.random.Generator], tuple[Question, Question]]] = {

@@ -24,7 +24,7 @@ Right letters follow a shuffled, exactly balanced A-D schedule. Scenes come from
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,55 +33,14 @@ import numpy as np
 from mmrobust.errors import DataError
 from mmrobust.safety import ensure_regular_file, resolve_inside
 from mmrobust.values import SEED_MAX, check_int, check_number
-from mmrobust.world.mmr import pick_others, plural, with_article
-from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, render_scene, sample_scene
+from mmrobust.world.mmr import (QA, Facts, PairSpec, colour_pair, pick_others, plural, position_pair,
+                                scene_facts, shape_pair)
+from mmrobust.world.shapes import COLORS, POSITIONS, Scene, render_scene, sample_scene
 
 TRAIN_STREAM = 0x6D6D7274  # "mmrt": the training set's seed stream, apart from world/mmr.py's default_rng(seed)
 LETTERS = "ABCD"
 CATEGORIES = ("attribute/shape", "attribute/color&texture", "attribute/number", "attribute/position")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
-Facts = dict[str, Any]  # shape, colour, count, position (+ size, background)
-
-
-@dataclass(frozen=True)
-class QA:
-    """A question stem and option texts; the right one first (letters are assigned later)."""
-
-    stem: str
-    options: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PairSpec:
-    """One straightforward question, its leading twin, what it asks and the twin's false premise."""
-
-    category: str
-    asks: str
-    pos: QA
-    neg: QA
-    premise: tuple[str, Any]
-
-
-def _shape_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
-    shape, colour = f["shape"], f["colour"]
-    wrong = pick_others(rng, SHAPES, {shape}, 3)
-    pos = QA(f"What shape is the {colour} object in the picture?", tuple(f"It is {with_article(x)}." for x in [shape] + wrong))
-    colours = [colour] + pick_others(rng, COLORS, {colour}, 2)
-    neg = QA(f"What colour is the {wrong[0]} in the picture?",
-             (f"There is no {wrong[0]}; the picture shows {with_article(colour)} {shape}.",
-              *(f"The {wrong[0]} is {c}." for c in colours)))
-    return PairSpec("attribute/shape", "shape", pos, neg, ("shape", wrong[0]))
-
-
-def _colour_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
-    shape, colour = f["shape"], f["colour"]
-    wrong = pick_others(rng, COLORS, {colour}, 3)
-    pos = QA(f"What colour is the {shape} in the picture?", tuple(f"It is {c}." for c in [colour] + wrong))
-    shapes = [shape] + pick_others(rng, SHAPES, {shape}, 2)
-    neg = QA(f"What shape is the {wrong[0]} object in the picture?",
-             (f"There is no {wrong[0]} object; the {shape} is {colour}.",
-              *(f"The {wrong[0]} object is {with_article(x)}." for x in shapes)))
-    return PairSpec("attribute/color&texture", "colour", pos, neg, ("colour", wrong[0]))
 
 
 def _count_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
@@ -99,27 +58,10 @@ def _count_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
     return PairSpec("attribute/number", "count", pos, neg, ("count", wn))
 
 
-def _position_pair(f: Facts, rng: np.random.Generator) -> PairSpec:
-    shape, where = f["shape"], f["position"]
-    wrong = pick_others(rng, POSITIONS, {where}, 3)
-    pos = QA(f"Where is the {shape} in the picture?", tuple(f"It is in the {p}." for p in [where] + wrong))
-    colours = [f.get("colour") or "red"] + pick_others(rng, COLORS, {f.get("colour") or "red"}, 2)
-    neg = QA(f"What colour is the {shape} in the {wrong[0]} of the picture?",
-             (f"The {shape} is in the {where}, not the {wrong[0]}.",
-              *(f"The {shape} in the {wrong[0]} is {c}." for c in colours)))
-    return PairSpec("attribute/position", "position", pos, neg, ("position", wrong[0]))
-
-
 BUILDERS: dict[str, Callable[[Facts, np.random.Generator], PairSpec]] = {
-    "attribute/shape": _shape_pair, "attribute/color&texture": _colour_pair,
-    "attribute/number": _count_pair, "attribute/position": _position_pair,
+    "attribute/shape": shape_pair, "attribute/color&texture": colour_pair,
+    "attribute/number": _count_pair, "attribute/position": position_pair,
 }
-
-
-def scene_facts(scene: Scene) -> Facts:
-    """A scene's attributes under the facts names (``colour``, not ``color``)."""
-    return {"shape": scene.shape, "colour": scene.color, "count": scene.count, "size": scene.size,
-            "position": scene.position, "background": scene.background}
 
 
 def balanced_letters(n: int, rng: np.random.Generator) -> list[str]:

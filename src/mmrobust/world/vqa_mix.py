@@ -36,8 +36,8 @@ import numpy as np
 
 from mmrobust.errors import DataError
 from mmrobust.values import SEED_MAX, check_int
-from mmrobust.world.mmr import pick_others, plural, with_article
-from mmrobust.world.mmr_train import CATEGORIES, draw_scene, NUMBER_WORDS, QA, balanced_letters, scene_facts
+from mmrobust.world.mmr import QA, pick_others, plural, scene_facts, with_article
+from mmrobust.world.mmr_train import CATEGORIES, draw_scene, NUMBER_WORDS, balanced_letters
 from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for
 
 MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
