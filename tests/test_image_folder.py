@@ -59,6 +59,10 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys):
     bad = _tree(tmp_path / "bad", ["n01440764", "n09999999"], per_class=1)
     with pytest.raises(DataError, match="n09999999"):
         folder_split(f"imagenet:{bad}", tmp_path / "s1")
+    good = _tree(tmp_path / "good", ["n01440764"], per_class=1)
+    with pytest.raises(DataError, match="inside the image folder"):
+        folder_split(f"imagenet:{good}", good / "eval" / "data")
+    assert not (good / "eval").exists()  # nothing written into the user's tree
     with pytest.raises(DataError, match="does not exist"):
         folder_split(f"folder:{tmp_path / 'missing'}", tmp_path / "s2")
     (tmp_path / "empty" / "a").mkdir(parents=True)

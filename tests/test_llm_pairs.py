@@ -91,6 +91,19 @@ def test_hostile_writer_replies_are_refused_with_a_reason(reply, why):
     assert obj is None and why in reason
 
 
+def test_caption_images_outside_the_folder_need_the_flag(captions, tmp_path):
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
+    render_scene(sample_scene(__import__("numpy").random.default_rng(2)), image_size=32).save(outside)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    path = sub / "captions.jsonl"
+    path.write_text(json.dumps({"image": f"../../{outside.name}", "caption": "a red circle"}) + "\n")
+    with pytest.raises(Exception, match="points outside"):
+        write_pairs_with_llm(path, FakeWriter(), cache=tmp_path / "c1.jsonl")
+    result = write_pairs_with_llm(path, FakeWriter(), cache=tmp_path / "c2.jsonl", allow_outside=True)
+    assert len(result.rows) == 2
+
+
 def test_make_train_cli_world_facts_and_refusals(tmp_path, capsys):
     assert main(["mmr", "make-train", "--images", "8", "--out", str(tmp_path / "world"), "--leading-share", "0.5"]) == 0
     assert len(load_instructions(tmp_path / "world" / "train.jsonl")) == 12

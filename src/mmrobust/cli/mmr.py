@@ -109,6 +109,9 @@ def _add_make_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
                    help="writer adapter option, repeatable (openai: base_url, api_key_env, ...)")
     p.add_argument("--cache", help="writer reply cache JSONL (default: beside --out); reuse it to rerun offline")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let image paths in --facts / --captions be absolute or leave the file's folder (refused by "
+                        "default: the images are read, and sent to the writer)")
     p.set_defaults(mmr_action=_make_train)
 
 
@@ -199,7 +202,7 @@ def _make_train(args: argparse.Namespace) -> int:
     job = PairsJob(out=args.out, images=args.images or 0, facts=args.facts, captions=args.captions,
                    leading_share=args.leading_share, seed=args.seed, answer_format=args.answer_format,
                    writer=args.adapter, writer_model=args.writer_model, writer_options=key_values(args.adapter_arg),
-                   cache=args.cache)
+                   cache=args.cache, allow_outside=args.allow_outside_paths)
     result = run_pairs_job(job)
     print(f"wrote {result['n_rows']} rows to {result['path']}")
     if "calls" in result:

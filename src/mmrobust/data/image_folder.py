@@ -83,10 +83,13 @@ def folder_split(spec: str, out_dir: str | Path) -> tuple[Path, Path, Path]:
     if parsed is None:
         raise DataError(f"{spec!r} is not imagenet:PATH or folder:PATH")
     kind, root = parsed
-    folders = _class_folders(root)
+    folders, inside, out = _class_folders(root), root.resolve(), Path(out_dir)
+    if out.resolve() == inside or inside in out.resolve().parents:
+        raise DataError(f"the output folder {out} is inside the image folder {root}; choose an --out outside it")
     if kind == "imagenet":
         wnids, names, templates = imagenet_classes()
-        unknown = [f.name for f in folders if f.name not in set(wnids)]
+        known = set(wnids)
+        unknown = [f.name for f in folders if f.name not in known]
         if unknown:
             raise DataError(f"{root}: folder {unknown[0]!r} is not an ImageNet-1k WordNet id (like n01440764); use "
                             "the validation set's class folders, or folder:PATH for another class-folder tree")
@@ -95,11 +98,9 @@ def folder_split(spec: str, out_dir: str | Path) -> tuple[Path, Path, Path]:
     else:
         names, templates = [f.name.replace("_", " ") for f in folders], ["a photo of a {}."]
         labels = list(range(len(folders)))
-    inside = root.resolve()
     rows = [(str(_inside(p, inside)), y) for f, y in zip(folders, labels) for p in _images(f)]
     if not rows:
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest, classes = out / "manifest.csv", out / "classes.json"
     with manifest.open("w", newline="", encoding="utf-8") as f:
@@ -107,4 +108,4 @@ def folder_split(spec: str, out_dir: str | Path) -> tuple[Path, Path, Path]:
         w.writerow(["image", "label"])
         w.writerows(rows)
     classes.write_text(json.dumps({"classnames": names, "templates": templates, "source": spec}, indent=1) + "\n")
-    return manifest, classes, root.resolve()
+    return manifest, classes, inside

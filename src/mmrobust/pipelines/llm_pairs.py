@@ -169,6 +169,7 @@ class PairsJob:
     writer_model: str = ""
     writer_options: dict[str, Any] = field(default_factory=dict)
     cache: str | None = None
+    allow_outside: bool = False  # image paths in the facts / captions file may leave its folder
 
 
 def run_pairs_job(job: PairsJob) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def run_pairs_job(job: PairsJob) -> dict[str, Any]:
     out = _output_file(Path(job.out), source)
     extra: dict[str, Any] = {}
     if job.facts is not None:
-        rows = facts_to_pairs(source, seed=job.seed, leading_share=job.leading_share)
+        rows = facts_to_pairs(source, seed=job.seed, leading_share=job.leading_share, allow_outside=job.allow_outside)
     else:
         from mmrobust.models.mllm import build_adapter
 
@@ -197,7 +198,7 @@ def run_pairs_job(job: PairsJob) -> dict[str, Any]:
             raise DataError("--captions needs a writer model: --writer-model NAME (and --adapter-arg base_url=...)")
         writer = build_adapter(job.writer, model=job.writer_model, options=job.writer_options)
         result = write_pairs_with_llm(source, writer, cache=job.cache or out.with_suffix(".writer_cache.jsonl"),
-                                      seed=job.seed)
+                                      seed=job.seed, allow_outside=job.allow_outside)
         rows, extra = result.rows, {"skipped": result.skipped, "calls": result.calls}
         if not rows:
             raise DataError(f"the writer gave no usable reply for {len(result.skipped)} captions (first: "
