@@ -16,7 +16,8 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
     p.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     p.add_argument("--data", required=True, help="CSV manifest (image + label columns for labelled evals)"
-                   + (", or imagenet:PATH / folder:PATH (one sub-folder per class)" if labelled else ""))
+                   + (", imagenet:PATH / folder:PATH (one sub-folder per class), or clip_benchmark:NAME "
+                      "(with --data-root)" if labelled else ""))
     if labelled:
         p.add_argument("--classes", help="classes.json: classnames + templates (with a CSV manifest)")
         p.add_argument("--label-col", default="label")

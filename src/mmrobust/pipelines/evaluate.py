@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmrobust.data.clip_benchmark import BenchmarkSplit
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.errors import ConfigError
@@ -28,6 +29,8 @@ class EvalData:
     delimiter: str = ","
     data_root: str | None = None  # image paths must lie inside it (default: the manifest's folder)
     allow_outside: bool = False
+    benchmark: str | None = None  # a clip-benchmark dataset name (clip_benchmark:NAME) read from data_root
+    split: str = "test"
 
     def paths(self) -> PathPolicy:
         return PathPolicy.of(self.manifest, self.data_root, self.allow_outside)
@@ -36,12 +39,22 @@ class EvalData:
 def eval_data(data: str, classes: str | None, *, out_dir: str | Path, image_col: str = "image",
               label_col: str = "label", delimiter: str = ",", data_root: str | None = None,
               allow_outside: bool = False) -> EvalData:
-    """The split ``data`` names: a CSV manifest with its ``classes`` JSON, or an image folder
+    """The split ``data`` names: a CSV manifest with its ``classes`` JSON, an image folder
     (``imagenet:PATH``, ``folder:PATH``; :mod:`mmrobust.data.image_folder`) whose manifest and classes.json
-    are written under ``out_dir/data`` with the folder as the data root."""
+    are written under ``out_dir/data`` with the folder as the data root, or a clip-benchmark dataset
+    (``clip_benchmark:NAME``; :mod:`mmrobust.data.clip_benchmark`) read from ``data_root``."""
+    from mmrobust.data.clip_benchmark import parse_benchmark_spec
     from mmrobust.data.image_folder import folder_split, parse_folder_spec
-    from mmrobust.errors import ConfigError
 
+    name = parse_benchmark_spec(data)
+    if name is not None:
+        if classes:
+            raise ConfigError(f"--classes is not used with --data {data!r}: clip-benchmark gives the class names "
+                              "and templates; drop --classes")
+        if not data_root:
+            raise ConfigError(f"--data {data!r} needs --data-root, the folder clip-benchmark keeps its datasets in "
+                              "(its --dataset_root)")
+        return EvalData(manifest=data, classes="", data_root=data_root, benchmark=name)
     if parse_folder_spec(data) is None:
         if not classes:
             raise ConfigError(f"--data {data!r} is a CSV manifest and needs --classes classes.json (or give "
@@ -66,7 +79,9 @@ def load_model(name: str, *, pretrained: str | None = None, checkpoint: str | No
     return create_clip(name, pretrained=pretrained, checkpoint=checkpoint, device=device)
 
 
-def labelled(data: EvalData, model: CLIPModel) -> LabelledDataset:
+def labelled(data: EvalData, model: CLIPModel) -> LabelledDataset | BenchmarkSplit:
+    if data.benchmark:
+        return BenchmarkSplit(data.benchmark, root=data.data_root or ".", image_size=model.image_size, split=data.split)
     classes = ClassInfo.load(data.classes)
     return LabelledDataset(data.manifest, classes=classes, image_size=model.image_size, image_col=data.image_col,
                            label_col=data.label_col, delimiter=data.delimiter, preload=True, paths=data.paths())
