@@ -17,7 +17,8 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     p.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     p.add_argument("--data", required=True, help="CSV manifest (image + label columns for labelled evals)"
                    + (", imagenet:PATH / folder:PATH (one sub-folder per class), or clip_benchmark:NAME "
-                      "(with --data-root)" if labelled else ""))
+                      "(with --data-root)" if labelled else
+                      ", or karpathy:PATH (a COCO / Flickr30k Karpathy-split JSON; images below --data-root)"))
     if labelled:
         p.add_argument("--classes", help="classes.json: classnames + templates (with a CSV manifest)")
         p.add_argument("--label-col", default="label")
@@ -43,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--target", help="target class name (default: the record's)")
     b.add_argument("--seed", type=seed, default=0, help="seed for per-image trigger randomness")
     b.set_defaults(func=run_backdoor, _parser=b)
-    r = es.add_parser("retrieval", help="image<->text recall@1/5/10 over a manifest of pairs")
+    r = es.add_parser("retrieval", help="image<->text recall@1/5/10 over images and their captions")
     _common(r, labelled=False)
     r.add_argument("--caption-col", default="caption")
+    r.add_argument("--split", default="test", help="with --data karpathy:PATH: train, restval, val or test")
     r.set_defaults(func=run_retrieval, _parser=r)
     try:
         from mmrobust.cli.eval_robust import register_robust
@@ -87,6 +89,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     m = eval_retrieval(model=args.model, weights=_weights(args), manifest=args.data, out_dir=args.out,
                        image_col=args.image_col,
                        caption_col=args.caption_col, delimiter=args.delimiter, batch_size=args.batch_size,
-                       device=args.device, data_root=args.data_root, allow_outside=args.allow_outside_paths)
+                       device=args.device, data_root=args.data_root, allow_outside=args.allow_outside_paths,
+                       split=args.split)
     print(json.dumps(m))
     return 0

@@ -26,7 +26,8 @@ from mmrobust.data.datasets import ClassInfo, SkipLog
 from mmrobust.errors import ConfigError, DataError
 
 PREFIX = "clip_benchmark"
-_FETCH = "fetch it once with clip-benchmark (`clip_benchmark eval --dataset {name} --dataset_root {root} ...` downloads)"
+_FETCH = ("fetch it once with clip-benchmark (`clip_benchmark eval --dataset {name} --dataset_root {root} ...` "
+          "downloads)")
 
 
 def parse_benchmark_spec(text: str) -> str | None:

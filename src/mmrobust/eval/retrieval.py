@@ -1,4 +1,4 @@
-"""Image-text retrieval recall@K on a manifest of (image, caption) pairs (as CLIP_benchmark)."""
+"""Image-text retrieval recall@K over images and their captions, one or several each (as CLIP_benchmark)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,18 +6,25 @@ from typing import Any, Sequence
 
 import torch
 
+from mmrobust.errors import DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import batches
 from mmrobust.models.clip import CLIPModel
 from mmrobust.reports.contract import Record, Table
 
 
-def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """``similarity`` (N images, N texts) with pair i <-> i. Image->text and text->image R@K."""
-    n = similarity.shape[0]
-    target = torch.arange(n)
-    rank_i2t = (similarity > similarity[target, target][:, None]).sum(dim=1)  # texts scoring above the true one
-    rank_t2i = (similarity.T > similarity[target, target][:, None]).sum(dim=1)
+def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+                caption_image: torch.Tensor | None = None) -> dict[str, float]:
+    """``similarity`` (N images, M texts); text j belongs to image ``caption_image[j]`` (default: pair
+    i <-> i). Image->text R@K: some caption of the image ranks in the top K; text->image R@K: its image
+    ranks in the top K (CLIP_benchmark's definitions)."""
+    n, m = similarity.shape
+    owner = torch.arange(m) if caption_image is None else caption_image
+    cols = torch.arange(m)
+    positive = owner[None, :] == torch.arange(n)[:, None]  # (N, M)
+    best_positive = similarity.masked_fill(~positive, float("-inf")).max(dim=1).values
+    rank_i2t = (similarity > best_positive[:, None]).sum(dim=1)  # texts scoring above its best caption
+    rank_t2i = (similarity > similarity[owner, cols][None, :]).sum(dim=0)  # images above the true one
     out = {}
     for k in ks:
         out[f"image_to_text_R@{k}"] = float((rank_i2t < k).float().mean())
@@ -25,23 +32,34 @@ def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dic
     return out
 
 
+def _encode_texts(model: CLIPModel, texts: Sequence[str], batch_size: int, device: str) -> torch.Tensor:
+    return torch.cat([model.encode_text(model.tokenize(list(texts[s:s + batch_size])).to(device),
+                                        normalize=True).cpu() for s in range(0, len(texts), batch_size)])
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: CLIPModel, dataset: Any, *, batch_size: int = 256, device: str = "cpu",
                        ks: Sequence[int] = (1, 5, 10)) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Recall@K both ways over a dataset of image-caption pairs (``ImageTextDataset``)."""
-    img, txt, idx = [], [], []
+    """Recall@K both ways over distinct images and all their captions
+    (:class:`mmrobust.data.captions.RetrievalSplit`); captions of unreadable images are left out."""
+    img, idx = [], []
     for batch in batches(dataset, batch_size):
         if "image" not in batch:
             continue
         img.append(model.encode_image(batch["image"].to(device), normalize=True).cpu())
-        txt.append(model.encode_text(model.tokenize(batch["caption"]), normalize=True).cpu())
         idx.append(batch["index"])
-    sim = torch.cat(img) @ torch.cat(txt).T
-    metrics: dict[str, Any] = recall_at_k(sim, ks)
-    metrics.update(n=sim.shape[0], n_skipped=len(dataset.skips.skipped))
+    if not img:
+        raise DataError("no image of the retrieval split could be read; check the image paths and --data-root")
+    kept = torch.cat(idx)
+    position = {int(i): k for k, i in enumerate(kept)}
+    texts = [(c, position[i]) for c, i in zip(dataset.captions, dataset.caption_image) if i in position]
+    owner = torch.tensor([k for _, k in texts])
+    sim = torch.cat(img) @ _encode_texts(model, [c for c, _ in texts], batch_size, device).T
+    metrics: dict[str, Any] = recall_at_k(sim, ks, owner)
+    metrics.update(n=sim.shape[0], n_captions=sim.shape[1], n_skipped=len(dataset.skips.skipped))
     best = sim.argmax(dim=1)
-    rows = [{"index": int(i), "best_text": int(b), "correct": bool(int(b) == k)}
-            for k, (i, b) in enumerate(zip(torch.cat(idx), best))]
+    rows = [{"index": int(i), "best_text": int(b), "correct": bool(int(owner[b]) == k)}
+            for k, (i, b) in enumerate(zip(kept, best))]
     return metrics, rows
 
 
@@ -63,7 +81,7 @@ def retrieval_record(model: CLIPModel, data: Any, settings: RetrievalSettings) -
                   for name, key in (("image to text", "image_to_text"), ("text to image", "text_to_image"))]
     table = Table.of("Retrieval recall", [("direction", "direction")] + [(f"R@{k}", f"recall@{k}", "%")
                                                                          for k in settings.ks], table_rows,
-                     f"Share of the {metrics['n']} queries whose true pair ranks among the top K of all "
-                     "candidates.")
+                     f"Share of the queries ({metrics['n']} images, {metrics['n_captions']} captions) whose "
+                     "true match ranks among the top K of all candidates (an image matches any of its captions).")
     return Record(kind="retrieval", metrics=metrics, samples=rows, tables=[table],
                   extra={"skipped_images": data.skips.summary()["skipped"]})

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.data.clip_benchmark import BenchmarkSplit
-from mmrobust.data.datasets import ClassInfo, ImageTextDataset, LabelledDataset
+from mmrobust.data.datasets import ClassInfo, LabelledDataset
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.errors import ConfigError
 from mmrobust.eval.backdoor import BackdoorSettings
@@ -143,15 +143,25 @@ def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: A
 def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: dict | None = None,
                    image_col: str = "image",
                    caption_col: str = "caption", delimiter: str = ",", batch_size: int = 256, device: str = "cpu",
-                   clip: CLIPModel | None = None, data_root: str | None = None, allow_outside: bool = False
-                   ) -> dict[str, Any]:
-    """Image->text and text->image recall@1/5/10 over a manifest of pairs."""
+                   clip: CLIPModel | None = None, data_root: str | None = None, allow_outside: bool = False,
+                   split: str = "test") -> dict[str, Any]:
+    """Image->text and text->image recall@1/5/10 over a manifest of image,caption rows (rows sharing an
+    image are one image with several captions) or a Karpathy-split JSON (``karpathy:PATH``, its ``split``
+    written as a manifest under ``out_dir/data``; images below ``data_root``, default the JSON's folder)."""
+    from mmrobust.data.captions import RetrievalSplit, karpathy_split, parse_caption_spec
+
+    source = manifest
+    karpathy = parse_caption_spec(manifest)
+    if karpathy is not None:
+        data_root = data_root or str(karpathy.parent)
+        manifest = str(karpathy_split(manifest, Path(out_dir) / "data", split=split, image_root=data_root))
+        image_col, caption_col, delimiter = "image", "caption", ","
     clip = clip or load_model(model, device=device, **(weights or {}))
-    ds = ImageTextDataset(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
-                          delimiter=delimiter, preload=True, paths=PathPolicy.of(manifest, data_root, allow_outside))
+    ds = RetrievalSplit(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
+                        delimiter=delimiter, preload=True, paths=PathPolicy.of(manifest, data_root, allow_outside))
     record = run_evaluation("retrieval", model=clip, data=ds,
                             settings=RetrievalSettings(batch_size=batch_size, device=device))
-    return _write(out_dir, record, {"model": model, "manifest": manifest})
+    return _write(out_dir, record, {"model": model, "manifest": source, "split": split if karpathy else None})
 
 
 def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
