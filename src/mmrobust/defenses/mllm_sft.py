@@ -202,6 +202,14 @@ class MLLMSFTTask(Task):
         logits = _logits_from_features(_llava(self.model), feats, ids.to(x.device), mask.to(x.device))
         return self._loss(logits, labels.to(x.device))
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Hugging Face gradient checkpointing of the whole model (same loss, less activation memory)."""
+        net = _llava(self.model)
+        if enable:
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            net.gradient_checkpointing_disable()
+
     def after_step(self) -> None:
         """No logit scale to clamp."""
 
