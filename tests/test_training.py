@@ -99,6 +99,8 @@ def _main(argv, capsys):
     (dict(steps=10**23), "steps"), (dict(batch_size=0), "batch_size"), (dict(ckpt_every=-1), "ckpt_every"),
     (dict(log_every=0), "log_every"), (dict(num_workers=-2), "num_workers"), (dict(betas=(1.0, 0.9)), "betas"),
     (dict(adam_eps=0.0), "adam_eps"), (dict(precision="fp8"), "precision"), (dict(device="gpu9"), "device"),
+    (dict(accum_steps=0), "accum_steps"), (dict(batch_size=10, accum_steps=3), "not divisible by accum steps 3"),
+    (dict(tf32="yes"), "tf32"), (dict(grad_checkpointing=1), "grad_checkpointing"),
 ])
 def test_train_config_refuses_out_of_range_values(kw, msg):
     with pytest.raises(ConfigError, match=msg) as e:
