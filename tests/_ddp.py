@@ -113,6 +113,29 @@ def run_training(run: str, manifest: str, out: Path, *, resume: bool = False, st
     return {k: v.detach().clone() for k, v in task.trainable_named_parameters()}
 
 
+def drop_error(manifest: str, out: Path) -> str:
+    """Train on 8 rows, one of them unreadable, with batch size 8: the rank holding it has a short slice.
+    Returns the error every rank must stop with (a shorter slice would break the gathers)."""
+    from mmrobust.data.datasets import ImageTextDataset
+    from mmrobust.data.manifest import PathPolicy
+    from mmrobust.errors import DataError
+    from mmrobust.training import TrainConfig, train
+
+    root = Path(manifest).parent
+    lines = Path(manifest).read_text().splitlines()[:9]
+    rows = [lines[0]] + [f"{root / line.split(',', 1)[0]},{line.split(',', 1)[1]}" for line in lines[1:]]
+    rows[1] = "missing.png," + rows[1].split(",", 1)[1]
+    broken = out / "broken.csv"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("\n".join(rows) + "\n")
+    ds = ImageTextDataset(broken, image_size=16, preload=True, paths=PathPolicy.of(broken, root))
+    try:
+        train(tiny_task("clip"), ds, TrainConfig(steps=2, batch_size=8), out / "run", progress=False)
+    except DataError as e:
+        return str(e)
+    return "no error"
+
+
 def _worker(out: Path, manifest: str) -> None:
     from mmrobust.training import loop
     from mmrobust.training.distributed import init_from_env, world
@@ -137,6 +160,7 @@ def _worker(out: Path, manifest: str) -> None:
     except Interrupted:
         results["resumed_ckpt_step"] = torch.load(out / "resumed" / "checkpoints" / "last.pt")["step"]
     results["resumed"] = run_training("cleanclip", manifest, out / "resumed", resume=True)
+    results["drop_error"] = drop_error(manifest, out / f"drop{rank}")
     torch.save(results, out / f"rank{rank}.pt")
 
 

@@ -105,6 +105,12 @@ def test_resume_under_ddp_matches_uninterrupted(ddp):
     assert steps == list(range(1, 7))
 
 
+def test_an_unreadable_image_stops_every_rank_with_one_line(ddp):
+    for rank in ddp[1]:
+        assert rank["drop_error"].startswith("an image of step 0's batch could not be read; under torchrun")
+        assert "\n" not in rank["drop_error"]
+
+
 def test_world_size_must_divide_the_batch():
     from mmrobust.errors import ConfigError
     from mmrobust.training.sampler import EpochBatches, rank_share

@@ -206,3 +206,23 @@ def test_sampler_takes_any_64_bit_seed():
 
     batches = list(EpochBatches(10, batch_size=4, seed=2**63 - 1, total_steps=3))
     assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+
+
+def test_run_of_an_earlier_version_still_resumes(tmp_path, micro_world, capsys):
+    """config.yaml and checkpoints written before accum_steps, tf32 and grad_checkpointing existed."""
+    import yaml
+
+    from mmrobust.training.loop import _fingerprint
+
+    assert not {"accum_steps", "tf32", "grad_checkpointing"} & set(json.loads(
+        _fingerprint(CLIPTask(create_clip("mmrobust-micro")), TrainConfig(steps=2)))["optim"])
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--data", micro_world.train_manifest, "--out", out]
+    assert _main(argv, capsys)[0] == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("accum_steps", "tf32", "grad_checkpointing"):
+        del saved["optim"][key]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    rc, err = _main([*argv[:argv.index("--steps")], "--steps", "3", *argv[argv.index("--steps") + 2:], "--resume"],
+                    capsys)
+    assert rc == 0, err
