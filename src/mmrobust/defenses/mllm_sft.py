@@ -203,12 +203,16 @@ class MLLMSFTTask(Task):
         return self._loss(logits, labels.to(x.device))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Hugging Face gradient checkpointing of the whole model (same loss, less activation memory)."""
+        """Hugging Face activation (gradient) checkpointing of the whole model (same loss, less memory).
+        Non-reentrant, so a frozen embedding layer (LoRA) needs no input gradients."""
         net = _llava(self.model)
-        if enable:
+        new_api = hasattr(net, "activation_checkpointing_enable")  # transformers >= 5.x; the old names warn
+        if enable and new_api:
+            net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif enable:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            net.gradient_checkpointing_disable()
+            (net.activation_checkpointing_disable if new_api else net.gradient_checkpointing_disable)()
 
     def after_step(self) -> None:
         """No logit scale to clamp."""
