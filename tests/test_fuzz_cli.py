@@ -16,7 +16,8 @@ from _fuzz import FUZZ, HOSTILE, assert_clean_failure, run_cli
 pytestmark = pytest.mark.timeout(900)
 
 TRAIN_OPTS = ["--steps", "--batch-size", "--lr", "--weight-decay", "--warmup", "--grad-clip", "--ckpt-every",
-              "--seed", "--init-seed", "--workers", "--delimiter", "--image-col", "--precision"]
+              "--seed", "--init-seed", "--workers", "--delimiter", "--image-col", "--precision",
+              "--accum-steps"]
 TASK_OPTS = ["par:tau", "par:view", "cleanclip:l1", "cleanclip:l2", "fare:eps", "fare:attack_steps",
              "fare:step_size", "clip:nosuch"]
 

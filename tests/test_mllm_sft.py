@@ -202,3 +202,18 @@ def test_cached_features_give_the_same_loss_gradients_and_training(sft_world, tm
 def test_cached_features_refuse_a_training_tower():
     with pytest.raises(ConfigError, match="cache_features"):
         build_task("mllm-sft", None, cache_features=True, train_vision=True)
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_grad_checkpointing_gives_the_same_loss_and_gradients(sft_world, lora):
+    path, jsonl = sft_world
+    results = []
+    for enable in (False, True):
+        task = _task(path, lora_r=lora).train()
+        task.set_grad_checkpointing(enable)
+        batch = collate([InstructionDataset(jsonl, image_size=task.image_size)[i] for i in range(4)])
+        loss = task.forward(batch)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in task.trainable_named_parameters()}))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(results[0][1][n], g, atol=1e-6) for n, g in results[1][1].items())

@@ -99,6 +99,8 @@ def _main(argv, capsys):
     (dict(steps=10**23), "steps"), (dict(batch_size=0), "batch_size"), (dict(ckpt_every=-1), "ckpt_every"),
     (dict(log_every=0), "log_every"), (dict(num_workers=-2), "num_workers"), (dict(betas=(1.0, 0.9)), "betas"),
     (dict(adam_eps=0.0), "adam_eps"), (dict(precision="fp8"), "precision"), (dict(device="gpu9"), "device"),
+    (dict(accum_steps=0), "accum_steps"), (dict(batch_size=10, accum_steps=3), "not divisible by accum steps 3"),
+    (dict(tf32="yes"), "tf32"), (dict(grad_checkpointing=1), "grad_checkpointing"),
 ])
 def test_train_config_refuses_out_of_range_values(kw, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -204,3 +206,23 @@ def test_sampler_takes_any_64_bit_seed():
 
     batches = list(EpochBatches(10, batch_size=4, seed=2**63 - 1, total_steps=3))
     assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+
+
+def test_run_of_an_earlier_version_still_resumes(tmp_path, micro_world, capsys):
+    """config.yaml and checkpoints written before accum_steps, tf32 and grad_checkpointing existed."""
+    import yaml
+
+    from mmrobust.training.loop import _fingerprint
+
+    assert not {"accum_steps", "tf32", "grad_checkpointing"} & set(json.loads(
+        _fingerprint(CLIPTask(create_clip("mmrobust-micro")), TrainConfig(steps=2)))["optim"])
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--data", micro_world.train_manifest, "--out", out]
+    assert _main(argv, capsys)[0] == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("accum_steps", "tf32", "grad_checkpointing"):
+        del saved["optim"][key]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    rc, err = _main([*argv[:argv.index("--steps")], "--steps", "3", *argv[argv.index("--steps") + 2:], "--resume"],
+                    capsys)
+    assert rc == 0, err

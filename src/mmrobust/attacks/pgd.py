@@ -35,6 +35,7 @@ def pgd(
     generator: torch.Generator | None = None,
     return_best: bool = False,
     momentum: float | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """PGD (Madry et al. 2018): maximize ``loss_fn`` inside the ``norm`` ball of radius eps around x.
 
@@ -52,6 +53,8 @@ def pgd(
         return_best: return the highest-loss iterate per sample (one extra forward), not the last.
         momentum: if set (e.g. 0.9), sign-momentum as in the FARE reference: v <- normalize(m * v +
             normalize(grad)), step along v, with normalize = sign (l-inf) or unit l2 norm.
+        start: a starting perturbation (B, ...) inside the eps-ball drawn by the caller (e.g. seeded per
+            sample), used instead of ``random_start``.
 
     Returns detached adversarial images. Only input gradients are computed, so parameter
     ``.grad`` fields and the model's train/eval mode are left alone.
@@ -65,7 +68,10 @@ def pgd(
     if steps < 0 or step_size < 0:
         raise ConfigError(f"PGD needs steps >= 0 and step_size >= 0, got {steps} and {step_size}")
     x = x.detach()
-    x_adv = clamp_box(x + random_delta(x, eps, norm, generator)) if random_start else x.clone()
+    if start is not None:
+        x_adv = clamp_box(x + start.to(x.device, x.dtype))
+    else:
+        x_adv = clamp_box(x + random_delta(x, eps, norm, generator)) if random_start else x.clone()
     velocity = torch.zeros_like(x) if momentum is not None else None
     best_x, best_loss = x_adv.clone(), None
     for _ in range(steps):

@@ -10,13 +10,16 @@ from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
 from mmrobust.registry import TASKS
+from mmrobust.training.distributed import distributed_from_env
 from mmrobust.training.loop import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or finetune a CLIP with a task (clip, cleanclip, par, supervised, ...)",
                        description="Train with one registered task in the generic loop. Writes RUN_DIR/config.yaml, "
-                                   "checkpoints/last.pt, train_log.jsonl, model/ (open_clip hub layout), results.json.")
+                                   "checkpoints/last.pt, train_log.jsonl, model/ (open_clip hub layout), results.json. "
+                                   "Under torchrun (torchrun --nproc_per_node N -m mmrobust.cli.main train ...) "
+                                   "each rank takes batch-size / N rows of every batch; rank 0 writes the files.")
     add_config_option(p)
     p.add_argument("--task", help="(required) " + f"one of: {', '.join(TASKS.list())}")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
@@ -46,7 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW weight decay (>= 0)")
     o.add_argument("--warmup", type=non_negative_int, default=50, help="warmup steps (>= 0)")
     o.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max grad norm (0 disables)")
-    o.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    o.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    o.add_argument("--accum-steps", type=positive_int, default=1,
+                   help="micro-batches per optimizer step (gradient accumulation; divides --batch-size)")
+    o.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on CUDA (TF32 is on by default)")
+    o.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute the trained towers' blocks in backward: less memory for large models")
     o.add_argument("--ckpt-every", type=non_negative_int, default=100, help="checkpoint every N steps (0: only at the end)")
     o.add_argument("--seed", type=seed, default=0, help="data order and augmentation seed")
     o.add_argument("--device", type=device, default="cpu")
@@ -62,7 +71,9 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
     optim = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=float(args.lr),
                         weight_decay=float(args.weight_decay), warmup_steps=args.warmup,
                         grad_clip=float(args.grad_clip) or None, precision=args.precision,
-                        ckpt_every=args.ckpt_every, seed=args.seed, num_workers=args.workers, device=args.device)
+                        ckpt_every=args.ckpt_every, seed=args.seed, num_workers=args.workers, device=args.device,
+                        accum_steps=args.accum_steps, tf32=not args.no_tf32,
+                        grad_checkpointing=args.grad_checkpointing)
     return TrainJob(
         task=args.task,
         model=ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, seed=args.init_seed),
@@ -82,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"missing {', '.join(missing)}; give them on the command line or in --config")
     TASKS.get(args.task)  # unknown task -> one-line error before any work
     job = job_from_args(args)
-    replaced = check_run_dir(job, resume=args.resume, overwrite=args.overwrite)
-    if replaced:
-        print(f"mmrobust train: --overwrite: replacing {', '.join(replaced)} in {args.out}", file=sys.stderr)
-    model_dir, result = run_train(job, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    with distributed_from_env(args.device) as (rank, _):  # under torchrun: join its process group
+        replaced = check_run_dir(job, resume=args.resume, overwrite=args.overwrite)
+        if replaced and rank == 0:
+            print(f"mmrobust train: --overwrite: replacing {', '.join(replaced)} in {args.out}", file=sys.stderr)
+        model_dir, result = run_train(job, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if rank != 0:
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"trained {args.task} for {result.steps_done} steps (resumed from {result.resumed_from}); "
           f"final loss {last.get('loss', float('nan')):.4f}; model -> {model_dir}")

@@ -77,6 +77,12 @@ class Task(nn.Module):
             getattr(self, name).eval()
         return self
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the trained towers' transformer blocks in backward instead of storing activations
+        (:meth:`CLIPModel.set_grad_checkpointing`; same loss and gradients, less memory, ~30% more compute).
+        Frozen references are not touched: they run without gradients."""
+        self.model.set_grad_checkpointing(enable, visual_only=self.trains == "visual")
+
     def after_step(self) -> None:
         """Called after each optimizer step: clamp the logit scale to 100 (CLIP)."""
         self.model.clamp_logit_scale(100.0)

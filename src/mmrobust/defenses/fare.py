@@ -20,12 +20,14 @@ from mmrobust.registry import TASKS
 @TASKS.register("fare")
 class FARETask(AdversarialTask):
     """L = mean_i ||f(x_i + d_i) - f_orig(x_i)||_2^2 (unnormalized embeddings), d from l-inf PGD on
-    the same loss; f_orig is a frozen copy of the starting vision encoder.
+    the same loss; f_orig is a frozen copy of the starting vision encoder. Per step: one no-grad forward of
+    f_orig on the clean images, the attack, one forward of f on x + d (unlike the reference code, no
+    unused clean forward of f and no per-step ``torch.cuda.empty_cache``).
 
     Threat model: l-inf, eps (default 4/255), images in [0,1]. Example::
 
         task = FARETask(create_clip("ViT-B-32", pretrained="openai"), eps=4/255)
-        out = task({"image": x})     # out["loss"], out["clean_loss"]
+        out = task({"image": x, "index": ids})     # out["loss"]; ids seed each sample's random start
     """
 
     name = "fare"
@@ -47,6 +49,6 @@ class FARETask(AdversarialTask):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x = batch["image"]
         target = self.reference_embedding(x)
-        x_adv = self.perturb(lambda xa: fare_loss(self.model.encode_image(xa), target), x)
+        x_adv = self.perturb(lambda xa: fare_loss(self.model.encode_image(xa), target), x, batch.get("index"))
         loss = fare_loss(self.model.encode_image(x_adv), target).mean()
         return {"loss": loss}

@@ -202,6 +202,18 @@ class MLLMSFTTask(Task):
         logits = _logits_from_features(_llava(self.model), feats, ids.to(x.device), mask.to(x.device))
         return self._loss(logits, labels.to(x.device))
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Hugging Face activation (gradient) checkpointing of the whole model (same loss, less memory).
+        Non-reentrant, so a frozen embedding layer (LoRA) needs no input gradients."""
+        net = _llava(self.model)
+        new_api = hasattr(net, "activation_checkpointing_enable")  # transformers >= 5.x; the old names warn
+        if enable and new_api:
+            net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif enable:
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            (net.activation_checkpointing_disable if new_api else net.gradient_checkpointing_disable)()
+
     def after_step(self) -> None:
         """No logit scale to clamp."""
 

@@ -16,6 +16,7 @@ import torch
 from mmrobust.defenses.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import clip_loss
+from mmrobust.losses.distributed import global_mean
 from mmrobust.losses.embedding import squared_l2, threshold_push
 from mmrobust.registry import TASKS
 
@@ -56,6 +57,7 @@ class PARTask(Task):
             txt0 = self.reference.encode_text(tokens, normalize=True)
         # the temperature stays fixed during PAR (as in the reference implementation)
         contrastive = clip_loss(img, txt, self.model.logit_scale.detach()).mean()
-        d_img, d_txt = squared_l2(img, img0).mean(), squared_l2(txt, txt0).mean()
+        # batch means over the global batch under torchrun: the threshold acts on the same D on every rank
+        d_img, d_txt = global_mean(squared_l2(img, img0)), global_mean(squared_l2(txt, txt0))
         push = 0.5 * (threshold_push(d_img, self.tau) + threshold_push(d_txt, self.tau))
         return {"loss": contrastive - push, "contrastive": contrastive, "dist_image": d_img, "dist_text": d_txt}

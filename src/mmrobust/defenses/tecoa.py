@@ -45,6 +45,7 @@ class TeCoATask(AdversarialTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, y = batch["image"], batch["label"]
-        x_adv = self.perturb(lambda xa: tecoa_loss(self.model.encode_image(xa), self.class_embeddings, y), x)
+        x_adv = self.perturb(lambda xa: tecoa_loss(self.model.encode_image(xa), self.class_embeddings, y), x,
+                             batch.get("index"))
         loss = tecoa_loss(self.model.encode_image(x_adv), self.class_embeddings, y).mean()
         return {"loss": loss}

@@ -31,3 +31,19 @@ def local_targets(batch: int, device: torch.device) -> torch.Tensor:
     """Indices of this rank's rows inside the gathered global batch."""
     rank, _ = world()
     return torch.arange(batch, device=device) + rank * batch
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of per-sample values ``x`` (B,) over the global batch, with gradients to every rank's rows.
+
+    With one process this is ``x.mean()``. Each rank gets the same value; since the all-reduce's backward
+    sums over ranks too, averaging the ranks' gradients gives the gradient of this global mean (needed
+    where a loss is not linear in the batch mean, e.g. PAR's threshold on the mean distance).
+    """
+    rank, size = world()
+    if size == 1:
+        return x.mean()
+    import torch.distributed.nn as dist_nn
+
+    total = dist_nn.all_reduce(torch.stack([x.sum(), x.new_tensor(float(x.shape[0]))]))
+    return total[0] / total[1]

@@ -18,7 +18,8 @@ from mmrobust.models.clip import create_clip
 from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
 from mmrobust.values import check_seed
-from mmrobust.training.loop import CKPT_NAME, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
+from mmrobust.training.distributed import barrier, is_main, world
+from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
 
 CONFIG_FILE = "config.yaml"
 # Every file a run writes into its directory: all that --overwrite may delete, and nothing else.
@@ -105,6 +106,7 @@ def _check_resume(out: Path, job: TrainJob) -> None:
                         "directory, or use a new --out")
     free = {"out_dir", "data.preload", *(f"optim.{k}" for k in RESUME_FREE)}
     old, new = _flat(saved), _flat(yaml.safe_load(yaml.safe_dump(job_dict(job))))
+    old.update({f"optim.{k}": v for k, v in LATER_DEFAULTS.items() if f"optim.{k}" not in old})  # older runs
     diff = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
@@ -183,18 +185,30 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
 
     An ``out_dir`` holding an earlier run is an error unless ``resume`` (same settings: continue from its
     checkpoint) or ``overwrite`` (delete that run's files first). config.yaml is written only once the
-    run starts, so a refused resume leaves it as it was. Returns (exported model directory, result)."""
+    run starts, so a refused resume leaves it as it was. Returns (exported model directory, result).
+    Under torchrun every rank calls it; rank 0 alone deletes, writes and exports."""
     out = Path(job.out_dir)
     replace = check_run_dir(job, resume=resume, overwrite=overwrite)
     setup = _mllm_setup if getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm" else _clip_setup
     task, dataset = setup(job)
-    _remove_run(out, replace)
+    barrier()  # under torchrun: every rank has checked out_dir before rank 0 deletes anything
+    if is_main():
+        _remove_run(out, replace)
+    barrier()
     result = train(task, dataset, job.optim, out, resume=resume, progress=progress, desc=f"train {job.task}",
                    on_start=lambda _start: _write_config(out, job))
-    model_dir = task.export(out / "model")
+    model_dir = out / "model"
+    if is_main():
+        model_dir = task.export(model_dir)
+        _write_train_results(out, job, result, dataset)
+    barrier()  # the model directory and results.json exist when any rank returns
+    return model_dir, result
+
+
+def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any) -> None:
     last = result.history[-1] if result.history else {}
     write_results(out, kind="train", metrics={"steps": result.steps_done, "final": last,
                                               "n_skipped_images": len(dataset.skips.skipped)},
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
-                  extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from})
-    return model_dir, result
+                  extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
+                         "world_size": world()[1]})
