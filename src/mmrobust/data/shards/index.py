@@ -122,7 +122,7 @@ def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
             try:
                 info = tf.next()
             except tarfile.TarError as e:
-                raise DataError(f"shard {path} is damaged ({e}); rewrite or drop it") from None
+                raise DataError(f"shard {path} is damaged or truncated ({e}); copy it again or drop it") from None
             if info is None:
                 return
             tf.members.clear()  # headers only: no list of millions of TarInfo objects
