@@ -104,7 +104,50 @@ def _unpack(key: Any) -> tuple[int, int]:
     return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
 
 
-class ImageTextDataset(_ImageRows):
+class PairItems:
+    """Items of image-caption pairs, shared by the CSV dataset and the webdataset shard dataset.
+
+    Subclasses give ``image_u8(i)`` (uint8 (3,H,W) or None when unreadable), ``caption(i)`` (str or None),
+    ``label(i)`` when ``label_col`` is set, ``views`` and ``seed``. Keys are ``index`` or ``(epoch, index)``;
+    augmented views are seeded by (seed, epoch, index), so any split of a batch (ranks, workers) and a
+    resumed run see the same views.
+    """
+
+    views: tuple[str, ...] = ()
+    seed: int = 0
+    label_col: str | None = None
+
+    def __getitem__(self, key: Any) -> dict[str, Any] | None:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Batched fetch (used by DataLoader): augmented image views are made for the whole batch at once."""
+        items: list[dict[str, Any] | None] = []
+        raw, seeds = [], []
+        for key in keys:
+            epoch, i = _unpack(key)
+            img = self.image_u8(i)
+            caption = self.caption(i) if img is not None else None
+            if img is None or caption is None:
+                items.append(None)
+                continue
+            item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
+            if self.label_col:
+                item["label"] = self.label(i)
+            sample_seed = ((self.seed * 1_000_003 + epoch) * 1_000_033 + i) & 0x7FFFFFFF
+            if "caption_aug" in self.views:
+                item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
+            items.append(item)
+            raw.append(img)
+            seeds.append(sample_seed)
+        kept = [it for it in items if it is not None]
+        for name in [v for v in self.views if v in IMAGE_VIEWS] if raw else ():
+            for item, view in zip(kept, IMAGE_VIEWS[name](torch.stack(raw), seeds)):
+                item[name] = view
+        return items
+
+
+class ImageTextDataset(PairItems, _ImageRows):
     """Image-caption pairs from a CSV manifest (columns configurable).
 
     Items are dicts: ``image`` float (3,H,W) in [0,1], ``caption`` str, ``index`` int, optionally ``label``
@@ -125,37 +168,11 @@ class ImageTextDataset(_ImageRows):
         self.views = tuple(views)
         self.seed = seed
 
+    def caption(self, i: int) -> str:
+        return self.rows[i][self.caption_col]
+
     def label(self, i: int) -> int:
         return _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
-
-    def __getitem__(self, key: Any) -> dict[str, Any] | None:
-        return self.__getitems__([key])[0]
-
-    def __getitems__(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
-        """Batched fetch (used by DataLoader): augmented image views are made for the whole batch at once."""
-        items: list[dict[str, Any] | None] = []
-        raw, seeds = [], []
-        for key in keys:
-            epoch, i = _unpack(key)
-            img = self.image_u8(i)
-            if img is None:
-                items.append(None)
-                continue
-            caption = self.rows[i][self.caption_col]
-            item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
-            if self.label_col:
-                item["label"] = self.label(i)
-            sample_seed = ((self.seed * 1_000_003 + epoch) * 1_000_033 + i) & 0x7FFFFFFF
-            if "caption_aug" in self.views:
-                item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
-            items.append(item)
-            raw.append(img)
-            seeds.append(sample_seed)
-        kept = [it for it in items if it is not None]
-        for name in [v for v in self.views if v in IMAGE_VIEWS] if raw else ():
-            for item, view in zip(kept, IMAGE_VIEWS[name](torch.stack(raw), seeds)):
-                item[name] = view
-        return items
 
 
 IMAGE_VIEWS = {  # view name -> (uint8 batch, per-sample seeds) -> float batch in [0,1]

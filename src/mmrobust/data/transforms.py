@@ -1,10 +1,11 @@
 """Image transforms: PIL -> float tensor in [0,1]. Resize/crop only; NO normalization (the model does it)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from mmrobust.errors import DataError
@@ -78,14 +79,29 @@ def load_image(path: str | Path, size: int | None = None, *, fit: str = "crop") 
     a DataError) pipes and devices, and images too large or too elongated, before decoding them.
     """
     with Image.open(_regular_file(path)) as img:
-        check_image_size(img.size, path)
-        img.load()
-        if size is None:
-            return v2.functional.pil_to_tensor(to_8bit(img).convert("RGB"))
-        if fit == "stretch":
-            img = to_8bit(img).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-            return v2.functional.pil_to_tensor(img)
-        return to_uint8_tensor(img, size)
+        return _from_pil(img, path, size, fit)
+
+
+def decode_image(data: bytes, what: str, size: int | None = None, *, fit: str = "crop") -> torch.Tensor:
+    """:func:`load_image` for encoded bytes (e.g. a webdataset shard member); ``what`` names them in errors.
+    Raises ImageError for bytes PIL cannot identify, and the same size checks as for files."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{what} is not an image PIL can read; replace or drop the sample") from None
+    with img:
+        return _from_pil(img, what, size, fit)
+
+
+def _from_pil(img: Image.Image, what: str | Path, size: int | None, fit: str) -> torch.Tensor:
+    check_image_size(img.size, what)
+    img.load()
+    if size is None:
+        return v2.functional.pil_to_tensor(to_8bit(img).convert("RGB"))
+    if fit == "stretch":
+        img = to_8bit(img).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        return v2.functional.pil_to_tensor(img)
+    return to_uint8_tensor(img, size)
 
 
 def to_float(img_u8: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import yaml
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.manifest import PathPolicy
+from mmrobust.data.shards import ShardImageTextDataset, parse_shard_spec
 from mmrobust.defenses.build import build_task
 from mmrobust.defenses.mllm_sft import load_hf_mllm
 from mmrobust.errors import ConfigError, DataError
@@ -29,7 +30,9 @@ RUN_FILES = (CONFIG_FILE, LOG_NAME, "results.json", f"checkpoints/{CKPT_NAME}", 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where training pairs come from (CSV manifest; columns configurable)."""
+    """Where training pairs come from: a CSV manifest (columns configurable) or ``shards:PATTERN`` (webdataset
+    tars of KEY.jpg/png/webp + KEY.txt, read by random access; the column, delimiter and path options do not
+    apply)."""
 
     manifest: str
     image_col: str = "image"
@@ -146,12 +149,26 @@ def _write_config(out: Path, job: TrainJob) -> None:
     (out / CONFIG_FILE).write_text(yaml.safe_dump(job_dict(job), sort_keys=False))
 
 
+def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int) -> ShardImageTextDataset:
+    """Image-caption pairs from webdataset shards (no labels, no CSV options)."""
+    if task.needs_labels or job.data.label_col or job.data.classes:
+        raise ConfigError(f"task {job.task!r} with --label-col/--classes needs a CSV manifest; shards hold image-caption "
+                          "pairs only (use --task clip, cleanclip, par, fare, ...)")
+    if job.data.data_root or job.data.allow_outside:
+        raise ConfigError("--data-root / --allow-outside-paths apply to CSV manifests; shards are read from the files "
+                          "their pattern names, drop them")
+    return ShardImageTextDataset(pattern, image_size=image_size, views=task.views, seed=job.optim.seed)
+
+
 def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
-    """A CLIP Task on an image-caption CSV manifest."""
+    """A CLIP Task on an image-caption CSV manifest or on webdataset shards."""
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
     classes = ClassInfo.load(job.data.classes) if job.data.classes else None
     task = build_task(job.task, model, classes=classes, **job.task_options)
+    pattern = parse_shard_spec(job.data.manifest)
+    if pattern is not None:
+        return task, _shard_dataset(job, pattern, task, model.image_size)
     label_col = job.data.label_col if (task.needs_labels or job.data.label_col) else None
     if task.needs_labels and not label_col:
         raise ConfigError(f"task {job.task!r} trains on labels: pass --label-col (and --classes)")
@@ -207,8 +224,12 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
 
 def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any) -> None:
     last = result.history[-1] if result.history else {}
+    shards = dataset.summary() if isinstance(dataset, ShardImageTextDataset) else None
     write_results(out, kind="train", metrics={"steps": result.steps_done, "final": last,
-                                              "n_skipped_images": len(dataset.skips.skipped)},
+                                              "n_skipped_images": len(dataset.skips.skipped),
+                                              **({"n_samples": shards["n_samples"],
+                                                  "n_incomplete_samples": shards["n_incomplete"]} if shards else {})},
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
                   extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
-                         "world_size": world()[1]})
+                         "world_size": world()[1],
+                         **({"incomplete_samples": shards["incomplete"]} if shards else {})})

@@ -6,9 +6,11 @@ Public API::
     trigger(images, generator=None) -> images      # (C,H,W) or (B,C,H,W) in [0,1]
     apply_trigger(images, trigger_or_spec, *, generator=None)
     poison_manifest(manifest=..., out_dir=..., trigger=..., target=..., rate=... | count=..., seed=...)
+    poison_shards(shards="/data/{00000..00099}.tar", out_dir=..., trigger=..., target=..., count=..., seed=...)
     PoisonRecord.load("run/poison.json").build_trigger()
 """
 from mmrobust.data.poison.poison import DEFAULT_CAPTION_TEMPLATES, PoisonRecord, names_target, poison_manifest
+from mmrobust.data.poison.shards import poison_shards
 from mmrobust.data.poison.triggers import (
     SIG,
     BadNet,
@@ -22,6 +24,6 @@ from mmrobust.data.poison.triggers import (
 )
 
 __all__ = [
-    "DEFAULT_CAPTION_TEMPLATES", "PoisonRecord", "names_target", "poison_manifest",
+    "DEFAULT_CAPTION_TEMPLATES", "PoisonRecord", "names_target", "poison_manifest", "poison_shards",
     "SIG", "BadNet", "Blended", "Trigger", "WaNet", "apply_trigger", "make_trigger", "trigger_from_dict", "trigger_spec",
 ]

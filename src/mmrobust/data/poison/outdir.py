@@ -1,9 +1,9 @@
 """The output folder of ``mmrobust poison``: never delete what the tool did not write.
 
-The folder may not hold the input manifest or images. An earlier run is recognised by its
+The folder may not hold the input manifest, images or shards. An earlier run is recognised by its
 ``poison.json`` (written first as an in-progress marker, then as the full record); with
 ``overwrite`` only the files that record lists are deleted, and anything else where the run would
-write is refused.
+write is refused. A manifest run writes ``manifest.csv`` and ``images/``, a shard run ``shards/*.tar``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mmrobust.reports.records import read_json, write_json
 from mmrobust.safety import is_inside
 
 IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir
+SHARD_NAME = re.compile(r"shards/[A-Za-z0-9][A-Za-z0-9._-]*\.tar")  # what poison_shards writes under out_dir
 
 
 def _refuse_sources_inside(out_dir: Path, manifest: Path, sources: list[Path]) -> None:
@@ -42,11 +43,18 @@ def _earlier_run(out_dir: Path) -> list[Path]:
     if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or not isinstance(rec.get("poisoned"), list):
         raise ConfigError(f"{path} is not a record written by mmrobust poison, so nothing in {out_dir} will be "
                           "replaced; choose another output folder")
+    if rec.get("kind") == "shards":  # finished or interrupted: the shards it names (the marker names them first)
+        return [path, *_listed_shards(out_dir, rec)]
     if rec.get("status") == "writing":  # an interrupted run: its images are the pattern-named ones in its folder
         return [path, *_interrupted_files(out_dir, bool(rec.get("images_dir_created")))]
     images = [p.get("image") for p in rec["poisoned"] if isinstance(p, dict)]
     listed = [out_dir / name for name in images if isinstance(name, str) and IMAGE_NAME.fullmatch(name)]
     return [path, *([out_dir / "manifest.csv"] if rec.get("manifest") == "manifest.csv" else []), *listed]
+
+
+def _listed_shards(out_dir: Path, rec: dict) -> list[Path]:
+    names = rec.get("shards")
+    return [out_dir / n for n in names if isinstance(n, str) and SHARD_NAME.fullmatch(n)] if isinstance(names, list) else []
 
 
 def _interrupted_files(out_dir: Path, images_dir_created: bool) -> list[Path]:
@@ -98,3 +106,29 @@ def discard_written(written: list[Path], images_dir: Path, created: bool) -> Non
         path.unlink(missing_ok=True)
     if created and images_dir.is_dir() and not any(images_dir.iterdir()):
         images_dir.rmdir()
+
+
+def prepare_shard_out(out_dir: Path, sources: list[Path], names: list[str], overwrite: bool) -> tuple[Path, bool]:
+    """:func:`prepare_out` for shards: create out_dir/shards (returned, with whether this run created it) where
+    ``names`` (``shards/NAME.tar``) will be written. Refuses an output folder holding an input shard and files
+    there that no record of ours lists; with ``overwrite`` deletes only what an earlier run's poison.json lists."""
+    inside = next((p for p in sources if is_inside(out_dir, p)), None)
+    if inside is not None:
+        raise ConfigError(f"output folder {out_dir} holds source shard {inside}; write the poisoned copy to a new "
+                          "folder outside the source shards (e.g. --out shards_poisoned)")
+    listed = _earlier_run(out_dir)
+    if listed and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a poisoned copy; choose a new output directory or pass "
+                          "overwrite=True (--overwrite) to replace the files its poison.json lists")
+    shards, known = out_dir / "shards", set(listed)
+    foreign = [p for p in (sorted(shards.iterdir()) if shards.is_dir() else []) if p not in known]
+    if foreign:
+        raise ConfigError(f"{shards} holds {len(foreign)} file(s) that no poison.json of mmrobust poison lists "
+                          f"(e.g. {foreign[0]}); move or delete them yourself, or choose another output directory")
+    for path in listed:
+        path.unlink(missing_ok=True)
+    created = not shards.is_dir()
+    shards.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "poison.json", {"format": RECORD_FORMAT, "kind": "shards", "status": "writing",
+                                         "shards": names, "poisoned": []})
+    return shards, created

@@ -55,6 +55,9 @@ class PoisonRecord:
     target: str
     seed: int
     trigger: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "config": {...}}
+    kind: str = "manifest"  # or "shards": ``manifest`` is then out_dir/shards, ``keys`` the poisoned keys
+    keys: tuple[str, ...] = ()
+    data: str = ""  # shards: the --data value of the poisoned shards, "shards:OUT/shards/PATTERN"
 
     def build_trigger(self) -> Trigger:
         """The trigger used for poisoning, e.g. to measure ASR with the same trigger."""
@@ -66,19 +69,32 @@ class PoisonRecord:
         path = Path(path)
         try:
             rec = read_json(ensure_regular_file(path, "poison record"))
-            manifest = resolve_inside(path.parent, str(rec["manifest"]), what="the record's manifest",
-                                      option="a record whose manifest lies beside it")
-            ids = rec["poisoned_ids"]
+            kind = rec.get("kind", "manifest")
+            manifest = resolve_inside(path.parent, "shards" if kind == "shards" else str(rec["manifest"]),
+                                      what="the record's manifest", option="a record whose manifest lies beside it")
+            ids, keys = rec["poisoned_ids"], rec.get("poisoned_keys", []) if kind == "shards" else []
             if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise ValueError("poisoned_ids must be a list of row numbers")
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError("poisoned_keys must be a list of sample keys")
             if not isinstance(rec["trigger"], dict) or not isinstance(rec["target"], str):
                 raise ValueError("trigger must be an object and target a class name")
+            data = _shards_data(path.parent, rec) if kind == "shards" else ""
             return cls(out_dir=path.parent, manifest=manifest, record_path=path, poisoned_ids=tuple(ids),
-                       n_rows=int(rec["n_rows"]), target=rec["target"], seed=int(rec["seed"]), trigger=rec["trigger"])
+                       n_rows=int(rec["n_rows"]), target=rec["target"], seed=int(rec["seed"]), trigger=rec["trigger"],
+                       kind=str(kind), keys=tuple(keys), data=data)
         except DataError as e:
             raise DataError(f"poison record {path}: {e}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise DataError(f"cannot read poison record {path} ({e}); point to the poison.json that `mmrobust poison` wrote") from None
+
+
+def _shards_data(out_dir: Path, rec: dict[str, Any]) -> str:
+    """``shards:OUT/shards/PATTERN`` from a shard record's ``data`` (a pattern under its shards/ folder)."""
+    data = rec.get("data")
+    if not isinstance(data, str) or not data.startswith("shards:shards/") or ".." in data.split("/"):
+        raise ValueError("data must be shards:shards/PATTERN")
+    return "shards:" + str(out_dir / data[len("shards:"):])
 
 
 def _subseed(seed: int, *tags: object) -> int:

@@ -1,0 +1,298 @@
+"""A random-access index of webdataset shards: one pass over the tar headers, no extraction.
+
+Shards are plain (uncompressed) tar files as img2dataset writes them: members grouped by key
+(``000000123.jpg``, ``000000123.txt``, optional ``.json``). Grouping follows webdataset's reader
+(``wds.WebDataset``): regular files only, ``__meta__`` names skipped, key = the member name up to the
+first dot of its last path component, extension lower-cased, consecutive members with the same key form
+one sample. Each member's data offset and size are recorded, so a sample is read by seek + read;
+that keeps the training loop's exact (epoch, index) batches, their split across ranks and workers,
+and mid-epoch resume, exactly as for a CSV manifest. Example::
+
+    index = build_index(expand_pattern("/data/cc3m/{00000..00331}.tar"))
+    len(index), index.key(0), index.read(0, "txt")
+
+The shards are only read, never written to (nothing is cached beside them).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tarfile
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from mmrobust.errors import ConfigError, DataError
+from mmrobust.safety import ensure_regular_file
+
+PREFIX = "shards:"
+MAX_SHARDS = 1_000_000  # a typo such as {0..99999999} must not hang the run
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")  # the first one present is the image
+CAPTION_EXT = "txt"
+COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"),
+              (b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"))
+
+
+def parse_shard_spec(text: str | os.PathLike) -> str | None:
+    """The brace pattern of ``shards:PATTERN``; None for anything else (a CSV manifest). A bare ``.tar``
+    path is refused with the spelling to use, so a shard is never read as a CSV."""
+    text = str(text)
+    if text.startswith(PREFIX):
+        pattern = text[len(PREFIX):]
+        if not pattern:
+            raise ConfigError("--data 'shards:' names no shards; write shards:/data/cc3m/{00000..00331}.tar")
+        return pattern
+    if text.endswith((".tar", ".tar.gz", ".tgz")) or ".tar}" in text or "..}" in text.rpartition("/")[2]:
+        raise ConfigError(f"--data {text!r} looks like webdataset shards; write it as shards:{text}")
+    return None
+
+
+def _braceexpand(pattern: str) -> list[str]:
+    try:
+        from braceexpand import braceexpand
+    except ModuleNotFoundError:
+        raise ConfigError("webdataset shards need the braceexpand package: pip install 'mmrobust[shards]'") from None
+    names: list[str] = []
+    try:
+        for name in braceexpand(pattern):
+            names.append(name)
+            if len(names) > MAX_SHARDS:
+                raise ConfigError(f"shard pattern {pattern!r} expands to more than {MAX_SHARDS:,} names; check "
+                                  "the brace ranges, e.g. {00000..00331}.tar")
+    except (ValueError, TypeError) as e:  # unbalanced braces
+        raise ConfigError(f"cannot expand shard pattern {pattern!r} ({e}); write e.g. {{00000..00331}}.tar") from None
+    return names
+
+
+def expand_pattern(pattern: str) -> tuple[Path, ...]:
+    """The shard files a brace pattern names (``{00000..00099}.tar``, ``{a,b}.tar``), in pattern order; one-line
+    errors for a pattern that matches nothing, missing shards, duplicates and names that are not plain tars."""
+    names = _braceexpand(str(Path(pattern).expanduser()))
+    paths = [Path(n) for n in names]
+    compressed = [p for p in paths if p.name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst"))]
+    if compressed:
+        raise DataError(f"shard {compressed[0]} is compressed; the index reads plain .tar files by offset: "
+                        "decompress the shards (e.g. gunzip) and point the pattern at the .tar files")
+    bad = [p for p in paths if p.suffix != ".tar"]
+    if bad:
+        raise DataError(f"shard {bad[0]} is not a .tar file; webdataset shards are tars such as {{00000..00099}}.tar")
+    missing = [p for p in paths if not p.exists()]
+    if len(missing) == len(paths):
+        glob = " (globs such as * are not expanded: use a brace range)" if any(c in pattern for c in "*?[") else ""
+        raise DataError(f"shard pattern {pattern!r} matches no file (first: {paths[0]}){glob}; check the folder "
+                        "and the brace range")
+    if missing:
+        raise DataError(f"{len(missing)} of the {len(paths)} shards of {pattern!r} are missing (first: {missing[0]}); "
+                        "fix the brace range or restore them")
+    if len(set(paths)) != len(paths):
+        raise DataError(f"shard pattern {pattern!r} names a shard twice; each shard may appear once")
+    return tuple(ensure_regular_file(p, "shard") for p in paths)
+
+
+def _check_plain_tar(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(6)
+    for magic, kind, tool in COMPRESSED:
+        if head.startswith(magic):
+            raise DataError(f"shard {path} is {kind}-compressed; the index reads plain tars by offset: decompress "
+                            f"it ({tool}) and keep the .tar name")
+
+
+def _check_name(name: str, shard: Path) -> None:
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise DataError(f"shard {shard} has a member named {name!r} that escapes the archive (absolute path or ..); "
+                        "rebuild the shard with relative member names")
+
+
+def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
+    """``(name, data offset, size)`` of each regular file in a plain tar, in archive order, reading only
+    the headers. Refuses compressed or non-tar files, escaping names, sparse and truncated members."""
+    _check_plain_tar(path)
+    total = path.stat().st_size
+    try:
+        tf = tarfile.open(path, mode="r:")
+    except tarfile.TarError as e:
+        raise DataError(f"shard {path} is not a tar file ({e}); webdataset shards are plain tars") from None
+    with tf:
+        while True:
+            try:
+                info = tf.next()
+            except tarfile.TarError as e:
+                raise DataError(f"shard {path} is damaged or truncated ({e}); copy it again or drop it") from None
+            if info is None:
+                return
+            tf.members.clear()  # headers only: no list of millions of TarInfo objects
+            _check_name(info.name, path)
+            if not info.isreg():
+                continue
+            if info.issparse():
+                raise DataError(f"shard {path}: member {info.name!r} is a sparse file; rewrite the shard")
+            if info.offset_data + info.size > total:
+                raise DataError(f"shard {path} is truncated (member {info.name!r} runs past the end); "
+                                "copy it again or drop it")
+            yield info.name, info.offset_data, info.size
+
+
+_KEY_EXT = re.compile(r"((?:.*/)?[^.]+)\.([^/]*)", re.DOTALL)
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """``(key, extension)`` of a member name as webdataset groups it (``a/b.seg.png`` -> ``("a/b", "seg.png")``:
+    the key runs to the first dot after the last folder), None for names it skips (``__meta__`` files, names
+    with no such dot)."""
+    first = name.split("/", 1)[0]
+    if len(first) >= 4 and first.startswith("__") and first.endswith("__"):
+        return None
+    m = _KEY_EXT.fullmatch(name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+MAX_MEMBER_BYTES = 1 << 28  # 256 MiB: a larger "image" or caption is refused, not read into memory
+
+
+class _Files:
+    """Open shard files, one set per process (DataLoader workers reopen theirs after the fork)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: dict[int, BinaryIO] = {}
+
+    def get(self, shards: tuple[Path, ...], s: int) -> BinaryIO:
+        if self.pid != os.getpid():
+            self.pid, self.open = os.getpid(), {}
+        f = self.open.get(s)
+        if f is None:
+            f = self.open[s] = shards[s].open("rb")
+        return f
+
+
+@dataclass
+class ShardIndex:
+    """The samples of some shards, in shard order then archive order (compact numpy arrays, so millions of
+    samples fit and DataLoader workers share them). Sample ``i`` has members ``first[i]:first[i+1]``."""
+
+    shards: tuple[Path, ...]
+    keys: np.ndarray  # (n,) UTF-8 bytes
+    shard_of: np.ndarray  # (n,) int32
+    first: np.ndarray  # (n+1,) int64
+    offset: np.ndarray  # (m,) int64: where each member's data starts in its shard
+    size: np.ndarray  # (m,) int64
+    ext_of: np.ndarray  # (m,) int32 into exts
+    exts: tuple[str, ...]
+    image: np.ndarray  # (n,) int64 member of the image (first of IMAGE_EXTS present), -1 if none
+    caption: np.ndarray  # (n,) int64 member of the .txt caption, -1 if none
+    _files: _Files = field(default_factory=_Files, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getstate__(self) -> dict:  # DataLoader workers: no open files across processes
+        return {**self.__dict__, "_files": _Files()}
+
+    def key(self, i: int) -> str:
+        return bytes(self.keys[i]).decode("utf-8", "surrogateescape")
+
+    def shard(self, i: int) -> Path:
+        return self.shards[int(self.shard_of[i])]
+
+    def members(self, i: int) -> dict[str, int]:
+        """Extension -> member number, for sample ``i``."""
+        return {self.exts[self.ext_of[m]]: m for m in range(int(self.first[i]), int(self.first[i + 1]))}
+
+    def read_member(self, i: int, member: int, *, limit: int = MAX_MEMBER_BYTES) -> bytes:
+        """The bytes of ``member`` of sample ``i`` (seek + read); DataError past ``limit`` bytes."""
+        size, what = int(self.size[member]), f"{self.shard(i)}: {self.key(i)}.{self.exts[self.ext_of[member]]}"
+        if size > limit:
+            raise DataError(f"{what} is {size:,} bytes, more than the {limit:,} allowed; drop the sample")
+        f = self._files.get(self.shards, int(self.shard_of[i]))
+        f.seek(int(self.offset[member]))
+        data = f.read(size)
+        if len(data) != size:
+            raise DataError(f"{what}: shard ended early (changed since it was indexed?); rebuild the run")
+        return data
+
+    def complete(self) -> np.ndarray:
+        """Numbers of the samples with both an image and a caption (the trainable pairs)."""
+        return np.flatnonzero((self.image >= 0) & (self.caption >= 0))
+
+    def incomplete(self) -> list[dict[str, str]]:
+        """Samples without an image or a caption: shard, key and what is missing."""
+        bad = np.flatnonzero((self.image < 0) | (self.caption < 0))
+        return [{"shard": str(self.shard(i)), "key": self.key(i),
+                 "missing": "image" if self.image[i] < 0 else "caption"} for i in bad.tolist()]
+
+
+class _Builder:
+    """Collects samples and members into growable arrays."""
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.shard_of, self.first = array("i"), array("q")
+        self.offset, self.size, self.ext_of = array("q"), array("q"), array("i")
+        self.image, self.caption = array("q"), array("q")
+        self.exts: dict[str, int] = {}
+        self.sample_exts: dict[str, int] = {}
+
+    def start(self, key: str, shard: int) -> None:
+        self.keys.append(key.encode("utf-8", "surrogateescape"))
+        self.shard_of.append(shard)
+        self.first.append(len(self.offset))
+        self.image.append(-1)
+        self.caption.append(-1)
+        self.sample_exts = {}
+
+    def add(self, ext: str, offset: int, size: int, where: str) -> None:
+        if ext in self.sample_exts:
+            raise DataError(f"{where}: sample {self.keys[-1].decode(errors='replace')!r} has two {ext!r} members; "
+                            "each key may hold one file per extension")
+        m = len(self.offset)
+        self.sample_exts[ext] = m
+        self.offset.append(offset)
+        self.size.append(size)
+        self.ext_of.append(self.exts.setdefault(ext, len(self.exts)))
+        if ext == CAPTION_EXT:
+            self.caption[-1] = m
+        have = [e for e in IMAGE_EXTS if e in self.sample_exts]
+        if have and have[0] == ext:
+            self.image[-1] = m
+
+    def finish(self, shards: tuple[Path, ...]) -> ShardIndex:
+        n = len(self.keys)
+        keys = np.array(self.keys, dtype=bytes) if n else np.zeros(0, dtype="S1")
+        first = np.frombuffer(self.first, dtype=np.int64).copy() if n else np.zeros(0, dtype=np.int64)
+        return ShardIndex(shards=shards, keys=keys, shard_of=np.array(self.shard_of, dtype=np.int32),
+                          first=np.append(first, len(self.offset)).astype(np.int64),
+                          offset=np.array(self.offset, dtype=np.int64), size=np.array(self.size, dtype=np.int64),
+                          ext_of=np.array(self.ext_of, dtype=np.int32), exts=tuple(self.exts),
+                          image=np.array(self.image, dtype=np.int64), caption=np.array(self.caption, dtype=np.int64))
+
+
+def build_index(shards: tuple[Path, ...] | list[Path]) -> ShardIndex:
+    """Index ``shards`` (see :func:`expand_pattern`) by reading their tar headers once; members are grouped
+    into samples as webdataset does, one sample per run of members sharing a key."""
+    shards = tuple(shards)
+    b = _Builder()
+    for s, path in enumerate(shards):
+        key = None
+        for name, offset, size in tar_members(path):
+            parts = split_name(name)
+            if parts is None:
+                continue
+            if parts[0] != key:
+                key = parts[0]
+                b.start(key, s)
+            b.add(parts[1], offset, size, str(path))
+    index = b.finish(shards)
+    if not len(index):
+        raise DataError(f"the {len(shards)} shard(s) (first: {shards[0]}) hold no samples; webdataset shards hold "
+                        "files named KEY.EXT such as 000000123.jpg and 000000123.txt")
+    return index
+
+
+def shard_index(pattern: str) -> ShardIndex:
+    """:func:`build_index` of the shards a brace pattern names."""
+    return build_index(expand_pattern(pattern))
