@@ -37,7 +37,7 @@ def test_imagenet_folder_keeps_standard_indices_and_evaluates_through_the_cli(tm
     root = _tree(tmp_path / "val", ["n01443537", "n01440764"])
     manifest, classes, data_root = folder_split(f"imagenet:{root}", tmp_path / "split")
     rows = manifest.read_text().splitlines()[1:]
-    assert len(rows) == 6 and sorted({int(r.rsplit(",", 1)[1]) for r in rows}) == [0, 1]  # tench 0, goldfish 1
+    assert len(rows) == 6 and sorted({int(r.split(",")[1]) for r in rows}) == [0, 1]  # tench 0, goldfish 1
     info = json.loads(classes.read_text())
     assert len(info["classnames"]) == 1000 and len(info["templates"]) == 80 and data_root == root.resolve()
     out = tmp_path / "eval"
@@ -85,3 +85,32 @@ def test_a_symlink_out_of_the_tree_is_refused(tmp_path, capsys):
                "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "points outside" in err and len(err.splitlines()) == 1
+
+
+def test_fare_and_tecoa_train_on_a_class_folder_tree(tmp_path, capsys):
+    """`mmrobust train --data imagenet:PATH` (FARE on ImageNet's layout): labels, names and the caption come
+    from the folders; TeCoA's classifier gets the shipped 1000 names; the weights move."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mmrobust.models import create_clip
+
+    start = {k: v.clone() for k, v in create_clip("mmrobust-micro").model.visual.state_dict().items()}
+    root = _tree(tmp_path / "train", ["n01443537", "n01440764"], per_class=4)
+    for task in ("fare", "tecoa"):
+        out = tmp_path / task
+        rc = main(["train", "--task", task, "--model", "mmrobust-micro", "--data", f"imagenet:{root}", "--out", str(out),
+                   "--steps", "2", "--batch-size", "4", "--lr", "1e-3", "--warmup", "0", "--quiet",
+                   "--opt", "attack_steps=1"])
+        assert rc == 0, capsys.readouterr().err
+        rows = (out / "data" / "manifest.csv").read_text().splitlines()
+        assert rows[0] == "image,label,caption" and rows[1].endswith(",0,a photo of a tench.") and len(rows) == 9
+        results = json.loads((out / "results.json").read_text())
+        assert results["metrics"]["steps"] == 2 and results["metrics"]["n_skipped_images"] == 0
+        weights = load_file(out / "model" / "open_clip_model.safetensors")
+        moved = [k for k, v in start.items() if not torch.equal(weights[f"visual.{k}"], v)]
+        assert all(torch.isfinite(v).all() for v in weights.values()) and len(moved) > len(start) // 2
+    rc = main(["train", "--task", "tecoa", "--model", "mmrobust-micro", "--data", f"folder:{root}", "--out",
+               str(tmp_path / "x"), "--steps", "1", "--classes", "c.json"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--classes not used" in err and len(err.splitlines()) == 1

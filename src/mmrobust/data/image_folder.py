@@ -9,7 +9,8 @@ them). A folder holding only some classes keeps their standard indices. ``folder
 class-folder tree: classes in sorted folder order, names from the folder names (``_`` as spaces), the
 template ``"a photo of a {}."``.
 
-:func:`folder_split` writes ``manifest.csv`` (absolute image paths, integer labels) and ``classes.json``
+:func:`folder_split` writes ``manifest.csv`` (absolute image paths, integer labels, a caption
+"a photo of a {class}." for training) and ``classes.json``
 into a folder the tool owns and returns them with the tree as the data root, so every evaluation that
 takes a CSV + classes.json reads the tree unchanged; an image that a symlink points out of the tree is
 refused.
@@ -27,6 +28,7 @@ from pathlib import Path
 from mmrobust.errors import DataError
 
 KINDS = ("imagenet", "folder")
+CAPTION = "a photo of a {}."  # the caption column, for training on a class-folder tree (FARE, TeCoA, clip)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
@@ -76,9 +78,10 @@ def _inside(path: Path, root: Path) -> Path:
     return full
 
 
-def folder_split(spec: str, out_dir: str | Path) -> tuple[Path, Path, Path]:
+def folder_split(spec: str, out_dir: str | Path, *, write: bool = True) -> tuple[Path, Path, Path]:
     """Write ``manifest.csv`` + ``classes.json`` for the folder ``spec`` into ``out_dir``; returns
-    (manifest, classes, data root). Class folders without images are skipped; no image at all is an error."""
+    (manifest, classes, data root). Class folders without images are skipped; no image at all is an error.
+    ``write=False`` checks the tree and returns the paths only (ranks other than 0 under torchrun)."""
     parsed = parse_folder_spec(spec)
     if parsed is None:
         raise DataError(f"{spec!r} is not imagenet:PATH or folder:PATH")
@@ -98,14 +101,16 @@ def folder_split(spec: str, out_dir: str | Path) -> tuple[Path, Path, Path]:
     else:
         names, templates = [f.name.replace("_", " ") for f in folders], ["a photo of a {}."]
         labels = list(range(len(folders)))
-    rows = [(str(_inside(p, inside)), y) for f, y in zip(folders, labels) for p in _images(f)]
+    rows = [(str(_inside(p, inside)), y, CAPTION.format(names[y])) for f, y in zip(folders, labels) for p in _images(f)]
     if not rows:
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
-    out.mkdir(parents=True, exist_ok=True)
     manifest, classes = out / "manifest.csv", out / "classes.json"
+    if not write:
+        return manifest, classes, inside
+    out.mkdir(parents=True, exist_ok=True)
     with manifest.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["image", "label"])
+        w.writerow(["image", "label", "caption"])
         w.writerows(rows)
     classes.write_text(json.dumps({"classnames": names, "templates": templates, "source": spec}, indent=1) + "\n")
     return manifest, classes, inside

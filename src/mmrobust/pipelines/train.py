@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
+from mmrobust.data.image_folder import folder_split, parse_folder_spec
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.shards import ShardImageTextDataset, parse_shard_spec
@@ -160,15 +161,38 @@ def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int) -> S
     return ShardImageTextDataset(pattern, image_size=image_size, views=task.views, seed=job.optim.seed)
 
 
+def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:
+    """(manifest, classes.json, root) of a class-folder tree (``imagenet:PATH`` / ``folder:PATH``) as image,
+    label and caption rows under ``out_dir/data``; rank 0 writes them, every rank reads them."""
+    given = [flag for flag, value in (("--classes", job.data.classes), ("--label-col", job.data.label_col),
+                                      ("--data-root", job.data.data_root)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} not used with --data {job.data.manifest!r}: the class folders give the "
+                          "labels, names and root; drop them")
+    if is_main():
+        folder_split(job.data.manifest, Path(job.out_dir) / "data")
+    barrier()
+    return folder_split(job.data.manifest, Path(job.out_dir) / "data", write=False)
+
+
 def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
-    """A CLIP Task on an image-caption CSV manifest or on webdataset shards."""
+    """A CLIP Task on an image-caption CSV manifest, a class-folder tree (imagenet:PATH, folder:PATH: labels
+    and the caption "a photo of a {class}.") or webdataset shards."""
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
-    classes = ClassInfo.load(job.data.classes) if job.data.classes else None
+    folder = _folder_split(job) if parse_folder_spec(job.data.manifest) is not None else None
+    class_file = str(folder[1]) if folder else job.data.classes
+    classes = ClassInfo.load(class_file) if class_file else None
     task = build_task(job.task, model, classes=classes, **job.task_options)
     pattern = parse_shard_spec(job.data.manifest)
     if pattern is not None:
         return task, _shard_dataset(job, pattern, task, model.image_size)
+    if folder:
+        manifest, _, root = folder
+        return task, ImageTextDataset(manifest, image_size=model.image_size, label_col="label" if task.needs_labels
+                                      else None, classnames=classes.classnames, preload=job.data.preload,
+                                      views=task.views, seed=job.optim.seed,
+                                      paths=PathPolicy.of(manifest, str(root), job.data.allow_outside))
     label_col = job.data.label_col if (task.needs_labels or job.data.label_col) else None
     if task.needs_labels and not label_col:
         raise ConfigError(f"task {job.task!r} trains on labels: pass --label-col (and --classes)")
