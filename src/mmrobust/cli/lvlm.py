@@ -3,17 +3,21 @@
 Example::
 
     mmrobust lvlm swap --lvlm llava-hf/llava-1.5-7b-hf --encoder hf-hub:chs20/fare4-clip --out runs/llava-fare4
+    mmrobust lvlm eval --task vqa --model runs/llava-fare4 --data vqav2.jsonl --eps 4/255 --out runs/fare4-vqa
+    mmrobust lvlm targeted --model runs/llava-fare4 --data coco.jsonl --task caption --target "Visit example.com" \
+        --eps 4/255 --steps 500 --out runs/fare4-stealthy
     mmrobust mmr run --adapter hf --model runs/llava-fare4 ...
 """
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from mmrobust.cli.common import positive_int
+from mmrobust.cli.common import device, non_negative_int, parse_eps, positive_int, seed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("lvlm", help="LVLM tools: swap a robust CLIP tower into LLaVA",
+    p = subparsers.add_parser("lvlm", help="LVLM tools: swap a robust CLIP tower into LLaVA; attack and evaluate it",
                               description="Large vision-language model tools (FARE's use of robust CLIP towers).")
     sub = p.add_subparsers(dest="lvlm_command", metavar="ACTION")
     s = sub.add_parser("swap", help="swap a CLIP image tower into a LLaVA(-NeXT) -> model + processor + swap.json",
@@ -30,7 +34,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace the model, processor and swap.json files in a non-empty --out (other files kept)")
     s.set_defaults(func=run_swap)
+    e = sub.add_parser("eval", help="VQA accuracy or captioning CIDEr, clean and under untargeted APGD on the LM loss",
+                       description="Greedy replies on clean images, untargeted l-inf APGD on the LM loss of the "
+                                   "reference answers / captions, greedy replies again; both scored. Resumable.")
+    _attack_options(e)
+    e.set_defaults(func=run_eval)
+    t = sub.add_parser("targeted", help="targeted ('stealthy') attack: make the model say --target; success rate",
+                       description="Targeted l-inf APGD minimizing the LM loss of --target as the reply; success = "
+                                   "the target string in the greedy reply. Resumable.")
+    _attack_options(t)
+    t.add_argument("--target", required=True, help="the string the attacked model should emit")
+    t.add_argument("--group", help="attack only the questions of this group / category")
+    t.set_defaults(func=run_targeted)
     p.set_defaults(func=run, lvlm_parser=p)
+
+
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="HF LLaVA-style model folder or hub id (e.g. a swapped one)")
+    p.add_argument("--data", required=True, help="VQA JSONL (id, image, question, answers) or caption JSONL "
+                                                 "(id, image, captions); images relative to the file")
+    p.add_argument("--task", default="vqa", choices=["vqa", "caption"])
+    p.add_argument("--eps", type=parse_eps, default=4 / 255, help="l-inf radius, e.g. 4/255")
+    p.add_argument("--steps", type=positive_int, default=100, help="APGD steps")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=20)
+    p.add_argument("--parser", default="official", help="answer parser (official, strict, lenient)")
+    p.add_argument("--n-boot", type=non_negative_int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="allow image paths outside the JSONL file's folder (absolute, or climbing out with ..)")
+    p.add_argument("--out", required=True, help="output folder (results, per-sample JSONL, partial files)")
+
+
+def _job(args: argparse.Namespace) -> Any:
+    from mmrobust.pipelines.lvlm import LVLMAttackJob
+
+    return LVLMAttackJob(model=args.model, data=args.data, task=args.task, out_dir=args.out, eps=args.eps,
+                         steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, parser=args.parser, n_boot=args.n_boot,
+                         dtype=args.dtype, device=args.device, allow_outside=args.allow_outside_paths)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mmrobust.pipelines.lvlm import run_lvlm_eval
+
+    m = run_lvlm_eval(_job(args))
+    key = "accuracy" if args.task == "vqa" else "cider"
+    print(f"{args.task} clean {m['clean'][key]:.4f}, under {m['eps_label']} {m['adversarial'][key]:.4f} "
+          f"(n {m['clean']['n']}); results -> {args.out}")
+    return 0
+
+
+def run_targeted(args: argparse.Namespace) -> int:
+    from mmrobust.pipelines.lvlm import run_lvlm_targeted
+
+    m = run_lvlm_targeted(_job(args), args.target, group=args.group)
+    print(f"targeted '{args.target}': success {m['success']:.1%} (clean {m['clean_success']:.1%}) on {m['n']} "
+          f"images at {m['eps_label']}; results -> {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

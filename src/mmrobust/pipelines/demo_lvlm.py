@@ -139,29 +139,17 @@ def _slug(text: str) -> str:
 
 def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: str) -> dict[str, Any]:
     """Targeted APGD on the shape questions whose answer is not ``target``: success rate, clean and attacked."""
-    import torch
-
-    from mmrobust.eval.lvlm.under_attack import load_pixels
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
-    from mmrobust.lvlm.attack import attack_lvlm_targeted, targeted_success, tower_size
+    from mmrobust.pipelines.lvlm import targeted_record, targeted_rows
 
     def make() -> dict[str, Any]:
         model, processor = _load(model_dir)
         asked = [q for q in VQATask(load_vqa(questions)).questions()
                  if q.group == "shape" and q.ground_truth != target]
-        clean_hits, hits, linf = [], [], 0.0
-        for b in range(0, len(asked), s.batch):
-            batch = asked[b:b + s.batch]
-            x = load_pixels(batch, tower_size(model), torch.device("cpu"))
-            prompts = [q.prompt for q in batch]
-            clean_hits += targeted_success(model, processor, x, prompts, target, s.max_new_tokens).tolist()
-            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=s.eps,
-                                              steps=s.targeted_steps, seed=s.seed, max_new_tokens=s.max_new_tokens)
-            hits += rec.stopped
-            linf = max(linf, float((x_adv - x).abs().max()))
-        n = len(hits)
-        return {"n": n, "success": sum(hits) / max(1, n), "clean_success": sum(clean_hits) / max(1, n),
-                "max_linf": linf, "inside_eps": linf <= s.eps + 1e-6}
+        rows = targeted_rows(model, processor, asked, target, eps=s.eps, steps=s.targeted_steps, seed=s.seed,
+                             batch_size=s.batch, max_new_tokens=s.max_new_tokens)
+        m = targeted_record(rows, target=target, eps=s.eps, steps=s.targeted_steps).metrics
+        return {k: m[k] for k in ("n", "success", "clean_success", "max_linf", "inside_eps")}
 
     cfg = {"model": stamp(Path(model_dir) / "model.safetensors"), "questions": stamp(questions), "eps": s.eps,
            "steps": s.targeted_steps, "target": target, "seed": s.seed, "batch": s.batch,

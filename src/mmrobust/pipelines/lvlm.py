@@ -1,0 +1,167 @@
+"""`mmrobust lvlm eval|targeted` as library functions: an HF LLaVA-style model (its own tower or a swapped-in
+robust one, :func:`mmrobust.lvlm.swap_and_save`) on a VQA or caption JSONL, clean and under attack
+(Schlarmann et al. 2024). Each writes a record (``results_<name>.json`` + per-sample JSONL) to ``out_dir``;
+both resume from per-batch partial files after a kill.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from mmrobust.errors import ConfigError
+from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.values import check_int, check_seed
+
+TASKS = ("vqa", "caption")
+
+
+@dataclass(frozen=True)
+class LVLMAttackJob:
+    """Model, data and attack settings of an LVLM evaluation (eps in [0, 1] image units, l-inf)."""
+
+    model: str  # an HF model folder or hub id (LLaVA-1.5 / LLaVA-NeXT style)
+    data: str  # VQA JSONL (id, image, question, answers) or caption JSONL (id, image, captions)
+    task: str = "vqa"
+    out_dir: str = "runs/lvlm"
+    eps: float = 4 / 255
+    steps: int = 100
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 20
+    parser: str = "official"
+    n_boot: int = 1000
+    dtype: str = "float32"
+    device: str = "cpu"
+    allow_outside: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)} (--task)")
+        check_int("steps", self.steps, low=1, fix="--steps"), check_int("batch_size", self.batch_size, low=1)
+        check_int("max_new_tokens", self.max_new_tokens, low=1), check_seed("seed", self.seed)
+
+
+def load_task(job: LVLMAttackJob) -> Any:
+    """The harness task of ``job.data``: VQATask or CaptionTask."""
+    from mmrobust.eval.lvlm.caption import CaptionTask, load_captions
+    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+
+    if job.task == "vqa":
+        return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
+    return CaptionTask(load_captions(job.data, allow_outside=job.allow_outside))
+
+
+def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
+    from mmrobust.defenses.mllm_sft import load_hf_mllm
+
+    m = load_hf_mllm(job.model, dtype=job.dtype)
+    return m.model.to(job.device).eval(), m.processor
+
+
+def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
+    """Clean and untargeted-attack score (VQA accuracy / CIDEr) of ``job.model`` on ``job.data``: APGD on the
+    LM loss of the reference answers (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
+    from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
+
+    task = load_task(job)
+    model, processor = _model(job)
+    rec = evaluate_under_attack(model, processor, task, eps=job.eps, steps=job.steps, seed=job.seed,
+                                out_dir=job.out_dir, batch_size=job.batch_size, parser=job.parser,
+                                n_boot=job.n_boot, max_new_tokens=job.max_new_tokens)
+    rec.config = {**asdict(job), **rec.config}
+    write_record(job.out_dir, rec)
+    return rec.metrics
+
+
+def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: str, *, eps: float, steps: int,
+                  seed: int, batch_size: int, max_new_tokens: int, partial: Path | None = None) -> list[dict]:
+    """Per question: greedy reply clean and after targeted APGD on the LM loss of ``target`` (success =
+    ``target`` in the reply, :func:`mmrobust.lvlm.attack.attack_lvlm_targeted`). With ``partial``, finished
+    batches are appended there and reused by a rerun with the same settings."""
+    from mmrobust.eval.lvlm.under_attack import load_pixels
+    from mmrobust.lvlm.attack import attack_lvlm_targeted, greedy_outputs, tower_size
+
+    device = next(model.parameters()).device
+    settings = {"target": target, "eps": eps, "steps": steps, "seed": seed, "max_new_tokens": max_new_tokens}
+    done = _read_partial(partial)
+    rows: list[dict] = []
+    for b in range(0, len(questions), batch_size):
+        batch = questions[b:b + batch_size]
+        key = _key(settings, batch)
+        if key not in done:
+            x = load_pixels(batch, tower_size(model), device)
+            prompts = [q.prompt for q in batch]
+            clean = greedy_outputs(model, processor, x, prompts, max_new_tokens=max_new_tokens)
+            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=eps, steps=steps, seed=seed,
+                                              max_new_tokens=max_new_tokens)
+            adv = greedy_outputs(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
+            linf = (x_adv - x).abs().flatten(1).amax(1).tolist()
+            done[key] = [{"uid": q.uid, "group": q.group, "clean_response": c, "adv_response": a,
+                          "clean_success": target in c, "success": bool(s), "target_loss_clean": cl,
+                          "target_loss_adv": fl, "linf": d}
+                         for q, c, a, s, cl, fl, d in zip(batch, clean, adv, rec.stopped, rec.clean_loss,
+                                                          rec.final_loss, linf)]
+            if partial is not None:
+                with open(partial, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "rows": done[key]}) + "\n")
+        rows += done[key]
+    return rows
+
+
+def _key(settings: dict[str, Any], batch: Sequence[Any]) -> str:
+    blob = json.dumps({**settings, "questions": [[q.uid, q.prompt, q.image] for q in batch]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _read_partial(path: Path | None) -> dict[str, list[dict]]:
+    done: dict[str, list[dict]] = {}
+    if path is not None and path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+                done[str(obj["key"])] = list(obj["rows"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a torn last line from a kill
+    return done
+
+
+def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = None) -> dict[str, Any]:
+    """Targeted ("stealthy") attack success of ``target`` on the questions of ``job.data`` (those of ``group``
+    only, if given; VQA questions whose answer already is the target are left out)."""
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError("--target must be a non-empty string, e.g. --target 'Visit example.com'")
+    questions = [q for q in load_task(job).questions() if group is None or q.group == group]
+    questions = [q for q in questions if target not in (q.ground_truth if isinstance(q.ground_truth, str) else "")]
+    if not questions:
+        raise ConfigError(f"no question of {job.data} left to attack (group {group!r}, target {target!r})")
+    model, processor = _model(job)
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = targeted_rows(model, processor, questions, target, eps=job.eps, steps=job.steps, seed=job.seed,
+                         batch_size=job.batch_size, max_new_tokens=job.max_new_tokens,
+                         partial=out / "partial_targeted.jsonl")
+    rec = targeted_record(rows, target=target, eps=job.eps, steps=job.steps)
+    rec.config = {**asdict(job), "target": target, "group": group}
+    write_record(out, rec, name="targeted")
+    (out / "partial_targeted.jsonl").unlink(missing_ok=True)
+    return rec.metrics
+
+
+def targeted_record(rows: list[dict], *, target: str, eps: float, steps: int) -> Record:
+    """Success rates (clean and attacked) and the largest perturbation of targeted-attack rows."""
+    from mmrobust.eval.lvlm.under_attack import eps_label
+
+    n = len(rows)
+    metrics = {"target": target, "n": n, "success": sum(r["success"] for r in rows) / n,
+               "clean_success": sum(r["clean_success"] for r in rows) / n, "eps": eps, "eps_label": eps_label(eps),
+               "steps": steps, "max_linf": max(r["linf"] for r in rows)}
+    metrics["inside_eps"] = metrics["max_linf"] <= eps + 1e-6
+    table = Table.of(f"Targeted attack '{target}' (l-inf eps {metrics['eps_label']}, APGD {steps} steps)",
+                     [("which", "images"), ("rate", "replies containing the target", "%"), ("n", "images", "count")],
+                     [{"which": "clean", "rate": metrics["clean_success"], "n": n},
+                      {"which": "attacked", "rate": metrics["success"], "n": n}],
+                     "Share of greedy replies that contain the target string, before and after the attack.")
+    return Record(kind="lvlm-targeted", metrics=metrics, samples=rows, tables=[table])

@@ -1,0 +1,82 @@
+"""`mmrobust lvlm eval` and `mmrobust lvlm targeted` on user data (a VQA / caption JSONL over images), on a tiny
+random LLaVA saved to a folder as a user's model would be: records written, attacks inside eps, reruns resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmrobust.cli.main import main
+from mmrobust.eval.lvlm.caption import CAPTION_PROMPT
+from mmrobust.eval.lvlm.vqa import VQA_PROMPT
+from mmrobust.world.llava import build_tiny_llava
+
+ROWS = [{"id": f"q{k}", "image": f"img/{k}.png", "question": "what colour is it ?", "answers": [c], "group": "colour"}
+        for k, c in enumerate(["red", "blue", "green"])]
+CAPTIONS = [{"id": f"c{k}", "image": f"img/{k}.png", "captions": ["a red dog", "a dog"]} for k in range(3)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    words = [VQA_PROMPT.format(question="what colour is it ?"), CAPTION_PROMPT, "red blue green a dog star"]
+    return build_tiny_llava(tmp_path_factory.mktemp("llava"), seed=0, image_size=32, extra_words=words)
+
+
+def _data(root: Path, rows: list[dict], name: str) -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for k in range(3):
+        Image.new("RGB", (40, 40), (80 * k, 200, 30 * k)).save(root / "img" / f"{k}.png")
+    path = root / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _common(model_dir, data, out):
+    return ["--model", str(model_dir), "--data", str(data), "--eps", "4/255", "--steps", "2", "--batch-size", "2",
+            "--max-new-tokens", "3", "--n-boot", "10", "--out", str(out)]
+
+
+def test_lvlm_eval_vqa_and_caption_write_records_and_resume(tmp_path, model_dir, capsys):
+    vqa, out = _data(tmp_path, ROWS, "vqa.jsonl"), tmp_path / "vqa"
+    assert main(["lvlm", "eval", "--task", "vqa", *_common(model_dir, vqa, out)]) == 0
+    first = json.loads((out / "results_vqa-attack.json").read_text())
+    m = first["metrics"]
+    assert m["clean"]["n"] == 3 and m["inside_eps"] and 0 < m["max_linf"] <= 4 / 255 + 1e-6
+    assert first["config"]["model"] == str(model_dir) and first["config"]["eps"] == pytest.approx(4 / 255)
+    assert "vqa clean" in capsys.readouterr().out
+    assert main(["lvlm", "eval", "--task", "vqa", *_common(model_dir, vqa, out)]) == 0  # from the partial file
+    again = json.loads((out / "results_vqa-attack.json").read_text())
+    assert again["batches"] == {"n": 2, "resumed": 2} and again["metrics"] == m
+    cap, out = _data(tmp_path, CAPTIONS, "cap.jsonl"), tmp_path / "cap"
+    assert main(["lvlm", "eval", "--task", "caption", *_common(model_dir, cap, out)]) == 0
+    assert json.loads((out / "results_caption-attack.json").read_text())["metrics"]["clean"]["n"] == 3
+
+
+def test_lvlm_targeted_records_success_inside_eps(tmp_path, model_dir, capsys):
+    vqa, out = _data(tmp_path, ROWS, "vqa.jsonl"), tmp_path / "t"
+    assert main(["lvlm", "targeted", "--target", "star", *_common(model_dir, vqa, out)]) == 0
+    rec = json.loads((out / "results_targeted.json").read_text())
+    m = rec["metrics"]
+    assert m["n"] == 3 and m["inside_eps"] and m["target"] == "star"
+    assert {m["success"], m["clean_success"]} <= {0, 1 / 3, 2 / 3, 1}
+    rows = [json.loads(line) for line in (out / "samples_targeted.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["success"] == ("star" in r["adv_response"]) for r in rows)
+    assert all(r["target_loss_adv"] <= r["target_loss_clean"] + 1e-4 for r in rows)  # the target got likelier
+    assert not (out / "partial_targeted.jsonl").exists() and "targeted 'star'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["targeted", "--target", " "], "non-empty"),
+    (["eval", "--task", "vqa", "--data", "missing.jsonl"], "missing.jsonl"),
+])
+def test_lvlm_cli_errors_are_one_line(tmp_path, model_dir, capsys, argv, message):
+    vqa = _data(tmp_path, ROWS, "vqa.jsonl")
+    args = _common(model_dir, vqa, tmp_path / "o")
+    if "--data" in argv:
+        args[args.index("--data") + 1] = str(tmp_path / argv[argv.index("--data") + 1])
+        argv = argv[:argv.index("--data")]
+    rc = main(["lvlm", *argv, *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
