@@ -55,7 +55,7 @@ class MMRTrainedDemo:
     tune_steps: int = 200  # the twin's and the control's extra steps (the same for both)
     tune_lr: float = 2e-3
     batch: int = 64
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1  # AdamW (no decay on norms and biases): held-out 87.5% with it, 81% without
     max_new_tokens: int = 16  # the longest option text ("There is no square; the picture shows ...")
     eval_batch: int = 50
     n_boot: int = 1000
