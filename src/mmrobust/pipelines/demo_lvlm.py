@@ -31,7 +31,7 @@ class LVLMDemo:
 
     per_category: int = 25  # held-out VQA questions per category (shape, colour, count, position)
     eps: float = 4 / 255
-    steps: int = 10  # untargeted APGD steps (the adversarial story evaluates with PGD-10)
+    steps: int = 20  # untargeted APGD steps (10 steps leave the original tower at 20%, 20 steps at 16%)
     targets: tuple[str, ...] = ("star", "square")  # answers to the shape question (no shape name holds another)
     targeted_steps: int = 50
     batch: int = 50
