@@ -45,7 +45,7 @@ def test_lvlm_eval_vqa_and_caption_write_records_and_resume(tmp_path, model_dir,
     m = first["metrics"]
     assert m["clean"]["n"] == 3 and m["inside_eps"] and 0 < m["max_linf"] <= 4 / 255 + 1e-6
     assert first["config"]["model"] == str(model_dir) and first["config"]["eps"] == pytest.approx(4 / 255)
-    assert "vqa clean" in capsys.readouterr().out
+    assert "vqa: accuracy clean" in capsys.readouterr().out
     assert main(["lvlm", "eval", "--task", "vqa", *_common(model_dir, vqa, out)]) == 0  # from the partial file
     again = json.loads((out / "results_vqa-attack.json").read_text())
     assert again["batches"] == {"n": 2, "resumed": 2} and again["metrics"] == m
@@ -80,3 +80,28 @@ def test_lvlm_cli_errors_are_one_line(tmp_path, model_dir, capsys, argv, message
     rc = main(["lvlm", *argv, *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_lvlm_eval_mmr_scores_pairs_clean_and_attacked(tmp_path, capsys):
+    """MMR under attack: POS and NEG images attacked on the LM loss of the right option's text, both sides
+    scored with RA / MR over the same pairs."""
+    from mmrobust.eval.lvlm.mmr_attack import MMRAttackTask
+    from mmrobust.eval.mmr import load_mmr
+    from mmrobust.world.mmr import generate_mmr_world
+
+    world = generate_mmr_world(tmp_path / "mmr", pairs_per_category=1, seed=0, image_size=32)
+    task = MMRAttackTask(load_mmr(world), prompt="option-text")
+    qs = task.questions()
+    assert len(qs) == 8 and all(task.references(q) == [q.options[q.ground_truth]] for q in qs)
+    assert MMRAttackTask(load_mmr(world)).references(qs[0]) == [qs[0].ground_truth]  # letters for the official prompt
+    words = [q.prompt for q in qs] + [o for q in qs for o in q.options.values()]
+    model = build_tiny_llava(tmp_path / "llava", seed=0, image_size=32, extra_words=words)
+    out = tmp_path / "run"
+    assert main(["lvlm", "eval", "--task", "mmr", "--prompt", "option-text", *_common(model, world, out)]) == 0
+    rec = json.loads((out / "results_mmr-attack.json").read_text())
+    m = rec["metrics"]
+    assert m["clean"]["n"] == m["adversarial"]["n"] == 4 and m["inside_eps"] and len(m["per_group"]) == 4
+    assert all(0 <= m[side]["ra"] <= 1 for side in ("clean", "adversarial"))
+    rows = [json.loads(line) for line in (out / "samples_mmr-attack.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["adv_loss"] >= r["clean_loss"] - 1e-4 for r in rows)  # pushed away
+    assert {"clean_correct", "adv_correct"} <= set(rows[0]) and "mmr: ra clean" in capsys.readouterr().out

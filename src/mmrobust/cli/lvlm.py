@@ -53,7 +53,9 @@ def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF LLaVA-style model folder or hub id (e.g. a swapped one)")
     p.add_argument("--data", required=True, help="VQA JSONL (id, image, question, answers) or caption JSONL "
                                                  "(id, image, captions); images relative to the file")
-    p.add_argument("--task", default="vqa", choices=["vqa", "caption"])
+    p.add_argument("--task", default="vqa", choices=["vqa", "caption", "mmr"],
+                   help="vqa (accuracy), caption (CIDEr) or mmr (RA / MR of an MMR question file or folder)")
+    p.add_argument("--prompt", default="official", help="MMR prompt variant with --task mmr (official, option-text)")
     p.add_argument("--eps", type=parse_eps, default=4 / 255, help="l-inf radius, e.g. 4/255")
     p.add_argument("--steps", type=positive_int, default=100, help="APGD steps")
     p.add_argument("--seed", type=seed, default=0)
@@ -74,17 +76,23 @@ def _job(args: argparse.Namespace) -> Any:
     return LVLMAttackJob(model=args.model, data=args.data, task=args.task, out_dir=args.out, eps=args.eps,
                          steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, parser=args.parser, n_boot=args.n_boot,
-                         dtype=args.dtype, device=args.device, allow_outside=args.allow_outside_paths)
+                         dtype=args.dtype, device=args.device, allow_outside=args.allow_outside_paths,
+                         prompt=args.prompt)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from mmrobust.pipelines.lvlm import run_lvlm_eval
 
     m = run_lvlm_eval(_job(args))
-    key = "accuracy" if args.task == "vqa" else "cider"
-    print(f"{args.task} clean {m['clean'][key]:.4f}, under {m['eps_label']} {m['adversarial'][key]:.4f} "
-          f"(n {m['clean']['n']}); results -> {args.out}")
+    keys = {"vqa": ("accuracy",), "caption": ("cider",), "mmr": ("ra", "mr")}[args.task]
+    shown = ", ".join(f"{k} clean {_num(m['clean'][k])}, under {m['eps_label']} {_num(m['adversarial'][k])}"
+                      for k in keys)
+    print(f"{args.task}: {shown} (n {m['clean']['n']}); results -> {args.out}")
     return 0
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def run_targeted(args: argparse.Namespace) -> int:

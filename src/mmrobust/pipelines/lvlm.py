@@ -15,7 +15,7 @@ from mmrobust.errors import ConfigError
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.values import check_int, check_seed
 
-TASKS = ("vqa", "caption")
+TASKS = ("vqa", "caption", "mmr")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class LVLMAttackJob:
     """Model, data and attack settings of an LVLM evaluation (eps in [0, 1] image units, l-inf)."""
 
     model: str  # an HF model folder or hub id (LLaVA-1.5 / LLaVA-NeXT style)
-    data: str  # VQA JSONL (id, image, question, answers) or caption JSONL (id, image, captions)
+    data: str  # VQA JSONL (id, image, question, answers), caption JSONL (id, image, captions) or MMR questions
     task: str = "vqa"
     out_dir: str = "runs/lvlm"
     eps: float = 4 / 255
@@ -36,6 +36,7 @@ class LVLMAttackJob:
     dtype: str = "float32"
     device: str = "cpu"
     allow_outside: bool = False
+    prompt: str = "official"  # MMR's prompt variant (mmrobust.eval.mmr.prompts), with task "mmr"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -45,12 +46,16 @@ class LVLMAttackJob:
 
 
 def load_task(job: LVLMAttackJob) -> Any:
-    """The harness task of ``job.data``: VQATask or CaptionTask."""
+    """The harness task of ``job.data``: VQATask, CaptionTask or MMRAttackTask (RA / MR under attack)."""
     from mmrobust.eval.lvlm.caption import CaptionTask, load_captions
+    from mmrobust.eval.lvlm.mmr_attack import MMRAttackTask
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.eval.mmr import load_mmr
 
     if job.task == "vqa":
         return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
+    if job.task == "mmr":
+        return MMRAttackTask(load_mmr(job.data, allow_outside=job.allow_outside), prompt=job.prompt)
     return CaptionTask(load_captions(job.data, allow_outside=job.allow_outside))
 
 
@@ -62,8 +67,8 @@ def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
 
 
 def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
-    """Clean and untargeted-attack score (VQA accuracy / CIDEr) of ``job.model`` on ``job.data``: APGD on the
-    LM loss of the reference answers (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
+    """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
+    ``job.data``: APGD on the LM loss of the reference answers (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
 
     task = load_task(job)

@@ -156,6 +156,7 @@ def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: fl
 def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict], settings: dict[str, Any], *,
             parser: str, n_boot: int, seed: int, n_batches: int, n_resumed: int, partial: Path) -> Record:
     keys = tuple(task.metric_keys)  # type: ignore[attr-defined]
+    per_sample = tuple(getattr(task, "sample_keys", keys))  # MMR scores pairs, its samples are right or wrong
     clean_rows, clean_v, clean_m = _scored(task, questions, rows, "clean", parser=parser, n_boot=n_boot, seed=seed)
     adv_rows, adv_v, adv_m = _scored(task, questions, rows, "adv", parser=parser, n_boot=n_boot, seed=seed)
     samples = []
@@ -164,8 +165,8 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
         samples.append({"uid": q.uid, "group": q.group, "references": r["references"],
                         "clean_response": r["clean_response"], "adv_response": r["adv_response"],
                         "clean_pred": c["pred"], "adv_pred": a["pred"],
-                        **{f"clean_{k}": float(cv[j]) for j, k in enumerate(keys)},
-                        **{f"adv_{k}": float(av[j]) for j, k in enumerate(keys)},
+                        **{f"clean_{k}": float(cv[j]) for j, k in enumerate(per_sample)},
+                        **{f"adv_{k}": float(av[j]) for j, k in enumerate(per_sample)},
                         "clean_loss": r["clean_loss"], "adv_loss": r["adv_loss"], "linf": r["linf"]})
     label = eps_label(settings["eps"])
     max_linf = max((s["linf"] for s in samples), default=0.0)
@@ -179,7 +180,7 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
                    **{f"adv_{k}": m["adversarial"][k] for k in keys}}
                   for g, m in [*metrics["per_group"].items(), ("all", {"clean": metrics["clean"],
                                                                       "adversarial": metrics["adversarial"]})]]
-    unit = "" if keys == ("cider",) else "%"
+    unit = "" if keys == ("cider",) else "%"  # CIDEr is not a share
     sides = (("clean", "clean"), ("adv", f"eps {label}"))
     cols = [("group", "group"), *[(f"{s}_{k}", f"{k.replace('_', ' ')} ({name})", unit)
                                   for k in keys for s, name in sides], ("n", "items", "count")]
