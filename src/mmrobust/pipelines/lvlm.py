@@ -5,7 +5,6 @@ both resume from per-batch partial files after a kill.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,16 +85,16 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
     """Per question: greedy reply clean and after targeted APGD on the LM loss of ``target`` (success =
     ``target`` in the reply, :func:`mmrobust.lvlm.attack.attack_lvlm_targeted`). With ``partial``, finished
     batches are appended there and reused by a rerun with the same settings."""
-    from mmrobust.eval.lvlm.under_attack import load_pixels
+    from mmrobust.eval.lvlm.under_attack import batch_key, load_pixels, read_partial
     from mmrobust.lvlm.attack import attack_lvlm_targeted, greedy_outputs, tower_size
 
     device = next(model.parameters()).device
     settings = {"target": target, "eps": eps, "steps": steps, "seed": seed, "max_new_tokens": max_new_tokens}
-    done = _read_partial(partial)
+    done = read_partial(partial) if partial is not None else {}
     rows: list[dict] = []
     for b in range(0, len(questions), batch_size):
         batch = questions[b:b + batch_size]
-        key = _key(settings, batch)
+        key = batch_key(settings, batch)
         if key not in done:
             x = load_pixels(batch, tower_size(model), device)
             prompts = [q.prompt for q in batch]
@@ -114,23 +113,6 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
                     f.write(json.dumps({"key": key, "rows": done[key]}) + "\n")
         rows += done[key]
     return rows
-
-
-def _key(settings: dict[str, Any], batch: Sequence[Any]) -> str:
-    blob = json.dumps({**settings, "questions": [[q.uid, q.prompt, q.image] for q in batch]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _read_partial(path: Path | None) -> dict[str, list[dict]]:
-    done: dict[str, list[dict]] = {}
-    if path is not None and path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                obj = json.loads(line)
-                done[str(obj["key"])] = list(obj["rows"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a torn last line from a kill
-    return done
 
 
 def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = None) -> dict[str, Any]:

@@ -65,12 +65,13 @@ def load_pixels(questions: Sequence[Question], size: int, device: torch.device) 
     return torch.stack(out).to(device)
 
 
-def _batch_key(settings: dict[str, Any], batch: Sequence[Question]) -> str:
+def batch_key(settings: dict[str, Any], batch: Sequence[Question]) -> str:
+    """A key of the settings and the batch's questions: a partial file's rows are reused only under it."""
     blob = json.dumps({**settings, "questions": [[q.uid, q.prompt, q.image] for q in batch]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _read_partial(path: Path) -> dict[str, list[dict]]:
+def read_partial(path: Path) -> dict[str, list[dict]]:
     """Finished batches (key -> rows) of a partial file; lines that do not parse (a torn write) are skipped."""
     done: dict[str, list[dict]] = {}
     if path.is_file():
@@ -135,12 +136,12 @@ def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: fl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"partial_{task.name}_attack.jsonl"
-    done = _read_partial(partial)
+    done = read_partial(partial)
     rows: dict[str, dict] = {}
     n_resumed = 0
     for b in range(0, len(questions), batch_size):
         batch = questions[b:b + batch_size]
-        key = _batch_key(settings, batch)
+        key = batch_key(settings, batch)
         if key in done:
             n_resumed += 1
         else:
