@@ -40,6 +40,17 @@ _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".web
 _ERROR_CHARS = 300  # how much of a server's error body an error message keeps
 
 
+
+def _next(done: queue.SimpleQueue) -> Any:
+    """The next finished request. Waits in short slices: Ctrl-C (SIGINT) may be delivered to a worker
+    thread blocked in a socket read, and Python runs its handler only when the main thread wakes, so a
+    wait without a timeout could outlast a hung server."""
+    while True:
+        try:
+            return done.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
 class OpenAIAdapter:
     """Chat-completions client with bounded concurrency, per-attempt deadlines and retries."""
 
@@ -98,7 +109,7 @@ class OpenAIAdapter:
                              daemon=True).start()
         try:
             for _ in range(len(requests)):
-                yield done.get()
+                yield _next(done)
         finally:  # interrupted or finished: drop queued calls, cut the ones in flight now
             ctl.cancel()
 
