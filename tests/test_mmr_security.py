@@ -297,8 +297,10 @@ def test_ctrl_c_stops_a_run_at_once_keeps_its_cache_and_a_rerun_resumes(world: P
                 "--adapter-arg", f"base_url={srv.url}", "--adapter-arg", "timeout_s=120", "--adapter-arg",
                 "concurrency=2", "--bootstrap", "0", "--max-new-tokens", "8"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        # as in a terminal: a suite run as a background job (nohup, `&`) would hand the child an ignored SIGINT
         proc = subprocess.Popen([sys.executable, "-m", "mmrobust.cli.main", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 120
             while (sum(srv.hits().values()) < SLOW_AFTER + 2 or _lines(out / "cache.jsonl") < SLOW_AFTER) \
