@@ -40,7 +40,6 @@ _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".web
 _ERROR_CHARS = 300  # how much of a server's error body an error message keeps
 
 
-
 def _next(done: queue.SimpleQueue) -> Any:
     """The next finished request. Waits in short slices: Ctrl-C (SIGINT) may be delivered to a worker
     thread blocked in a socket read, and Python runs its handler only when the main thread wakes, so a
