@@ -32,9 +32,9 @@ def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
     return out
 
 
-def _encode_texts(model: CLIPModel, texts: Sequence[str], batch_size: int, device: str) -> torch.Tensor:
-    return torch.cat([model.encode_text(model.tokenize(list(texts[s:s + batch_size])).to(device),
-                                        normalize=True).cpu() for s in range(0, len(texts), batch_size)])
+def _encode_texts(model: CLIPModel, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    return torch.cat([model.encode_text(model.tokenize(list(texts[s:s + batch_size])), normalize=True).cpu()
+                      for s in range(0, len(texts), batch_size)])
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def evaluate_retrieval(model: CLIPModel, dataset: Any, *, batch_size: int = 256,
     position = {int(i): k for k, i in enumerate(kept)}
     texts = [(c, position[i]) for c, i in zip(dataset.captions, dataset.caption_image) if i in position]
     owner = torch.tensor([k for _, k in texts])
-    sim = torch.cat(img) @ _encode_texts(model, [c for c, _ in texts], batch_size, device).T
+    sim = torch.cat(img) @ _encode_texts(model, [c for c, _ in texts], batch_size).T
     metrics: dict[str, Any] = recall_at_k(sim, ks, owner)
     metrics.update(n=sim.shape[0], n_captions=sim.shape[1], n_skipped=len(dataset.skips.skipped))
     best = sim.argmax(dim=1)

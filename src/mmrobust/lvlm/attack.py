@@ -62,6 +62,7 @@ class LVLMAttackRecord:
     final_loss: list[float]
     stopped: list[bool]  # untargeted: broken (by is_broken); targeted: target in the greedy output
     target: str | None = None
+    outputs: tuple[str, ...] = ()  # targeted: greedy replies at the returned images (``stopped`` read off them)
 
 
 def _messages(prompt: str, answer: str | None = None) -> list[dict[str, Any]]:
@@ -317,9 +318,9 @@ def attack_lvlm_targeted(
                                        eps=eps, norm=norm, steps=steps, seed=seed, check_every=check_every,
                                        stop=stop if stop_on_success else None)
     with frozen(model):
-        hit = targeted_success(model, processor, x_adv, prompts, target_text, max_new_tokens)
+        outs = greedy_outputs(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
     return x_adv, LVLMAttackRecord("targeted", eps, norm, steps, seed, clean.cpu().tolist(), final.cpu().tolist(),
-                                   hit.tolist(), target=target_text)
+                                   [target_text in o for o in outs], target=target_text, outputs=tuple(outs))
 
 
 # --- RobustVLM's ensemble: one reference at a time, low precision first, full precision from the worst case ---

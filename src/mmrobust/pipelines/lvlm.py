@@ -67,7 +67,8 @@ def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
 
 def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
     """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
-    ``job.data``: APGD on the LM loss of the reference answers (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
+    ``job.data``: APGD on the LM loss of the reference answers
+    (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
 
     task = load_task(job)
@@ -89,7 +90,8 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
     from mmrobust.lvlm.attack import attack_lvlm_targeted, greedy_outputs, tower_size
 
     device = next(model.parameters()).device
-    settings = {"target": target, "eps": eps, "steps": steps, "seed": seed, "max_new_tokens": max_new_tokens}
+    settings = {"target": target, "eps": eps, "steps": steps, "seed": seed, "max_new_tokens": max_new_tokens,
+                "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__}
     done = read_partial(partial) if partial is not None else {}
     rows: list[dict] = []
     for b in range(0, len(questions), batch_size):
@@ -101,7 +103,7 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
             clean = greedy_outputs(model, processor, x, prompts, max_new_tokens=max_new_tokens)
             x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=eps, steps=steps, seed=seed,
                                               max_new_tokens=max_new_tokens)
-            adv = greedy_outputs(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
+            adv = rec.outputs  # the attack's own greedy replies at x_adv (its success is read off them)
             linf = (x_adv - x).abs().flatten(1).amax(1).tolist()
             done[key] = [{"uid": q.uid, "group": q.group, "clean_response": c, "adv_response": a,
                           "clean_success": target in c, "success": bool(s), "target_loss_clean": cl,

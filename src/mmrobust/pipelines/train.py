@@ -169,10 +169,9 @@ def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:
     if given:
         raise ConfigError(f"{', '.join(given)} not used with --data {job.data.manifest!r}: the class folders give the "
                           "labels, names and root; drop them")
-    if is_main():
-        folder_split(job.data.manifest, Path(job.out_dir) / "data")
+    split = folder_split(job.data.manifest, Path(job.out_dir) / "data", write=is_main())  # a bad tree fails every rank
     barrier()
-    return folder_split(job.data.manifest, Path(job.out_dir) / "data", write=False)
+    return split
 
 
 def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
