@@ -105,3 +105,19 @@ def test_lvlm_eval_mmr_scores_pairs_clean_and_attacked(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "samples_mmr-attack.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["adv_loss"] >= r["clean_loss"] - 1e-4 for r in rows)  # pushed away
     assert {"clean_correct", "adv_correct"} <= set(rows[0]) and "mmr: ra clean" in capsys.readouterr().out
+
+
+def test_targeted_partial_rows_are_reused_only_for_the_same_model(tmp_path, model_dir):
+    """A killed `lvlm targeted` resumes from its partial file, but never with another model's rows."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.pipelines.lvlm import targeted_rows
+
+    questions = VQATask(load_vqa(_data(tmp_path, ROWS, "vqa.jsonl"))).questions()
+    other = build_tiny_llava(tmp_path / "other", seed=1, image_size=32, extra_words=["what colour is it ? red star"])
+    partial, kw = tmp_path / "partial.jsonl", dict(eps=4 / 255, steps=2, seed=0, batch_size=3, max_new_tokens=3)
+    for path in (model_dir, model_dir, other):
+        model = AutoModelForImageTextToText.from_pretrained(path).eval()
+        targeted_rows(model, AutoProcessor.from_pretrained(path), questions, "star", partial=partial, **kw)
+    assert len(partial.read_text().splitlines()) == 2  # the same model's rerun reused its batch; the other did not
