@@ -24,8 +24,12 @@ def test_lvlm_story_swaps_attacks_and_records(tmp_path):
     # the same tower swapped back in (exact conversion): the same clean answers, so the same clean accuracy
     assert rows["FARE"]["clean"] == rows["CLIP"]["clean"] == rows["TeCoA"]["clean"]
     for r in rows.values():
-        assert r["inside_eps"] and r["n"] == 8 and r["n_targeted_star"] >= 1
-        assert 0 <= r["adv"] <= 1 and all(0 <= r[f"targeted_{t}"] <= 1 for t in settings.targets)
+        assert r["inside_eps"] and r["n"] == 8 and r["n_targeted"] >= 1 and set(r["per_target"]) == set(settings.targets)
+        assert 0 <= r["adv"] <= 1 and 0 <= r["targeted_min"] <= r["targeted"] <= r["targeted_max"] <= 1
+        # pooled over the targets: the share of all attacked images, weighted by each target's count
+        per = r["per_target"].values()
+        assert r["n_targeted"] == sum(p["n"] for p in per)
+        assert r["targeted"] == pytest.approx(sum(p["success"] * p["n"] for p in per) / r["n_targeted"])
     swap = json.loads((tmp_path / "lvlm" / "llava-fare" / "model" / "swap.json").read_text())
     assert swap["sources"]["encoder"] == str(clip)
     record = json.loads((tmp_path / "lvlm" / "results_story.json").read_text())

@@ -4,8 +4,9 @@ the MMR story's baseline tiny LLaVA (trained with the adversarial story's clean 
 the same LLaVA with the adversarial story's FARE and TeCoA towers swapped in, no retraining
 (:func:`mmrobust.lvlm.swap_and_save`) -> short-answer VQA on held-out scenes, clean and under an
 untargeted l-inf APGD attack on the LM loss of the right answer (:func:`mmrobust.eval.lvlm.evaluate_under_attack`)
--> a targeted attack that makes the model answer ``target`` to "What shape is in the picture?" (success =
-the target in the greedy reply, :func:`mmrobust.lvlm.attack_lvlm_targeted`) -> table, chart, record.
+-> a targeted attack that makes the model answer a chosen shape name to "What shape is in the picture?", once
+per name in ``targets`` (success = the name in the greedy reply, :func:`mmrobust.lvlm.attack_lvlm_targeted`),
+pooled over the names -> table, chart, record.
 
 The LLaVA and the towers come from the stories before it (run first if absent). Every stage is
 resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers.
@@ -23,6 +24,9 @@ from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.tables import format_table
 
 TOWERS = ("CLIP", "FARE", "TeCoA")  # the adversarial story's clip / fare / tecoa models
+# Targets of the targeted attack: every shape name of the world but "circle", which a "semicircle" reply
+# holds (success is the target as a substring of the reply, as in Schlarmann et al. 2024)
+TARGETS = ("square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "semicircle", "bar")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class LVLMDemo:
     per_category: int = 25  # held-out VQA questions per category (shape, colour, count, position)
     eps: float = 4 / 255
     steps: int = 20  # untargeted APGD steps (10 steps leave the original tower at 20%, 20 steps at 16%)
-    targets: tuple[str, ...] = ("star", "square")  # answers to the shape question (no shape name holds another)
+    targets: tuple[str, ...] = TARGETS
     targeted_steps: int = 50
     batch: int = 50
     max_new_tokens: int = 6
@@ -52,8 +56,10 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
     with torch_threads(settings.threads):
         start = time.perf_counter()
         sources = _sources(out, settings, progress, log)
-        questions = run_stage(out / "data", {"per_category": settings.per_category, "seed": settings.seed},
-                              lambda: {"questions": str(_questions(out / "data", settings))})["questions"]
+        size = _tower_px(sources["llava"])
+        questions = run_stage(out / "data", {"per_category": settings.per_category, "seed": settings.seed,
+                                             "image_size": size},
+                              lambda: {"questions": str(_questions(out / "data", settings, size))})["questions"]
         rows = []
         for label in TOWERS:
             model_dir = _model(out, label, sources)
@@ -61,8 +67,10 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
             hits = {t: _targeted(out / label.lower() / f"targeted-{_slug(t)}", settings, model_dir, questions, t)
                     for t in settings.targets}
             rows.append(_row(label, vqa, hits))
-            log(f"[lvlm] {label} tower: VQA clean {rows[-1]['clean']:.1%}, under {vqa['eps_label']} "
-                f"{rows[-1]['adv']:.1%}; targeted " + ", ".join(f"'{t}' {h['success']:.1%}" for t, h in hits.items()))
+            r = rows[-1]
+            log(f"[lvlm] {label} tower: VQA clean {r['clean']:.1%}, under {vqa['eps_label']} {r['adv']:.1%}; "
+                f"targeted {r['targeted']:.1%} of {r['n_targeted']} ({len(hits)} targets, "
+                f"{r['targeted_min']:.0%}-{r['targeted_max']:.0%} per target)")
         return _summarise(out, settings, rows, round(time.perf_counter() - start, 1), log)
 
 
@@ -88,10 +96,17 @@ def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]
     return {"llava": str(llava), **{k: str(v) for k, v in towers.items()}}
 
 
-def _questions(root: Path, s: LVLMDemo) -> Path:
+def _tower_px(llava: str) -> int:
+    """The LLaVA's vision-tower resolution: the held-out scenes are drawn at it, so none is resized."""
+    import json
+
+    return int(json.loads((Path(llava) / "config.json").read_text())["vision_config"]["image_size"])
+
+
+def _questions(root: Path, s: LVLMDemo, size: int) -> Path:
     from mmrobust.world.vqa_mix import generate_vqa_questions
 
-    return generate_vqa_questions(root, per_category=s.per_category, seed=s.seed, image_size=32)
+    return generate_vqa_questions(root, per_category=s.per_category, seed=s.seed, image_size=size)
 
 
 def _model(out: Path, label: str, sources: dict[str, str]) -> str:
@@ -146,6 +161,8 @@ def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: st
         model, processor = _load(model_dir)
         asked = [q for q in VQATask(load_vqa(questions)).questions()
                  if q.group == "shape" and q.ground_truth != target]
+        if not asked:  # every shape question's answer is the target (tiny settings): nothing to attack
+            return {"n": 0, "success": 0.0, "clean_success": 0.0, "max_linf": 0.0, "inside_eps": True}
         rows = targeted_rows(model, processor, asked, target, eps=s.eps, steps=s.targeted_steps, seed=s.seed,
                              batch_size=s.batch, max_new_tokens=s.max_new_tokens)
         m = targeted_record(rows, target=target, eps=s.eps, steps=s.targeted_steps).metrics
@@ -158,12 +175,20 @@ def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: st
 
 
 def _row(label: str, vqa: dict[str, Any], hits: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    row = {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
-           "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
-           "n": vqa["clean"]["n"], "inside_eps": bool(vqa["inside_eps"] and all(h["inside_eps"] for h in hits.values()))}
-    for t, h in hits.items():
-        row.update({f"targeted_{t}": h["success"], f"targeted_clean_{t}": h["clean_success"], f"n_targeted_{t}": h["n"]})
-    return row
+    """One tower's row: VQA clean / attacked, and the targeted attack pooled over its targets (Wilson CI)."""
+    from mmrobust.pipelines.demo_mmr_trained import wilson
+
+    n = sum(h["n"] for h in hits.values())
+    k = sum(round(h["success"] * h["n"]) for h in hits.values())
+    k_clean = sum(round(h["clean_success"] * h["n"]) for h in hits.values())
+    rates = [h["success"] for h in hits.values() if h["n"]] or [0.0]
+    return {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
+            "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
+            "n": vqa["clean"]["n"], "targeted": k / max(n, 1), "targeted_ci": wilson(k, n), "targeted_clean": k_clean / max(n, 1),
+            "targeted_min": min(rates), "targeted_max": max(rates), "n_targeted": n,
+            "per_target": {t: {"success": h["success"], "clean_success": h["clean_success"], "n": h["n"]}
+                           for t, h in hits.items()},
+            "inside_eps": bool(vqa["inside_eps"] and all(h["inside_eps"] for h in hits.values()))}
 
 
 def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: float, log: Any) -> dict[str, Any]:
@@ -172,31 +197,43 @@ def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: floa
 
     eps = eps_label(s.eps)
     cols = [("tower", "vision tower"), ("clean", "VQA clean %"), ("adv", f"VQA at {eps} %"),
-            *[(f"targeted_{t}", f"targeted '{t}' %") for t in s.targets], ("n", "questions")]
-    shown = [{k: 100 * v if k in ("clean", "adv") or k.startswith("targeted_") and "clean" not in k else v
-              for k, v in r.items()} for r in rows]
+            ("targeted", f"targeted ({len(s.targets)} targets) %"), ("spread", "per target %"),
+            ("n_targeted", "targeted images"), ("n", "questions")]
+    shown = [{**r, **{k: 100 * r[k] for k in ("clean", "adv", "targeted")},
+              "spread": f"{r['targeted_min']:.0%}-{r['targeted_max']:.0%}"} for r in rows]
     table = format_table(shown, cols, markdown=True)
     (out / "summary.md").write_text(f"# LVLM story: robust towers swapped into the tiny LLaVA\n\n{table}\n\n"
                                     f"Story {seconds} s.\n")
     grouped_bars(out / "lvlm.png", groups=[r["tower"] for r in rows],
                  series={"VQA clean": [r["clean"] for r in rows], f"VQA at {eps}": [r["adv"] for r in rows],
-                         **{f"targeted '{t}'": [r[f"targeted_{t}"] for r in rows] for t in s.targets}},
+                         f"targeted ({len(s.targets)} targets)": [r["targeted"] for r in rows]},
                  title=f"tiny LLaVA, towers swapped in without retraining (APGD, eps {eps})",
-                 colors=["#3b7dd8", "#d8453b", "#8e5bd8", "#c38bf0", "#e0b0ff"][:2 + len(s.targets)])
-    targeted_cols = [c for t in s.targets for c in
-                     ((f"targeted_{t}", f"targeted '{t}' success", "%"), (f"targeted_clean_{t}", f"'{t}' without attack", "%"),
-                      (f"n_targeted_{t}", f"images for '{t}'", "count"))]
-    story = Table.of(f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})",
-                     [("tower", "vision tower"), ("clean", "VQA clean", "%"), ("adv", f"VQA at {eps}", "%"),
-                      *targeted_cols, ("n", "questions", "count")], rows,
-                     f"VQA: VQAv2 accuracy of greedy short answers on {rows[0]['n']} held-out questions, clean "
-                     f"and after untargeted APGD ({s.steps} steps, l-inf {eps}) on the LM loss of the right answer. "
-                     f"Targeted: APGD ({s.targeted_steps} steps, same eps) minimizing the LM loss of the target as "
-                     "the answer to 'What shape is in the picture?' on shapes that are not the target; success = "
-                     "the target in the greedy reply. The LLaVA (projector + Llama) was trained once with the CLIP "
-                     "tower; FARE and TeCoA towers are swapped in with no retraining.")
+                 colors=["#3b7dd8", "#d8453b", "#8e5bd8"])
     metrics = {"towers": rows, "seconds": seconds, "eps": s.eps}
-    write_record(out, Record(kind="story.lvlm", metrics=metrics, tables=[story], plots=["lvlm.png"],
+    write_record(out, Record(kind="story.lvlm", metrics=metrics, tables=_tables(s, rows, eps), plots=["lvlm.png"],
                              config=asdict(s), seeds={"attack": s.seed}), name="story")
     log(f"[lvlm] story {seconds} s")
     return {"table": table, "plot": str(out / "lvlm.png"), "rows": rows, "record": metrics}
+
+
+def _tables(s: LVLMDemo, rows: list[dict[str, Any]], eps: str) -> list[Table]:
+    """The story's table (one row per tower) and the targeted attack's success per target."""
+    story = Table.of(f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})",
+                     [("tower", "vision tower"), ("clean", "VQA clean", "%"), ("adv", f"VQA at {eps}", "%"),
+                      ("targeted", "targeted success", "%"), ("targeted_clean", "target without attack", "%"),
+                      ("n_targeted", "targeted images", "count"), ("n", "questions", "count")], rows,
+                     f"VQA: VQAv2 accuracy of greedy short answers on {rows[0]['n']} held-out questions, clean "
+                     f"and after untargeted APGD ({s.steps} steps, l-inf {eps}) on the LM loss of the right answer. "
+                     f"Targeted: APGD ({s.targeted_steps} steps, same eps) minimizing the LM loss of a target as "
+                     "the answer to 'What shape is in the picture?' on the shapes that are not the target, once per "
+                     f"target ({', '.join(s.targets)}), pooled; success = the target in the greedy reply. The LLaVA "
+                     "(projector + Llama) was trained once with the CLIP tower; FARE and TeCoA towers are swapped "
+                     "in with no retraining.")
+    per = [{"target": t, **{r["tower"]: r["per_target"][t]["success"] for r in rows},
+            "n": rows[0]["per_target"][t]["n"]} for t in s.targets]
+    per_target = Table.of(f"Targeted success per target (APGD {s.targeted_steps} steps, l-inf {eps})",
+                          [("target", "target"), *[(r["tower"], f"{r['tower']} tower", "%") for r in rows],
+                           ("n", "images", "count")], per,
+                          "Share of the shapes that are not the target whose greedy reply holds the target after "
+                          "the attack.")
+    return [story, per_target]
