@@ -121,3 +121,34 @@ def test_targeted_partial_rows_are_reused_only_for_the_same_model(tmp_path, mode
         model = AutoModelForImageTextToText.from_pretrained(path).eval()
         targeted_rows(model, AutoProcessor.from_pretrained(path), questions, "star", partial=partial, **kw)
     assert len(partial.read_text().splitlines()) == 2  # the same model's rerun reused its batch; the other did not
+
+
+def _karpathy(root: Path, images: Path) -> Path:
+    """The caption rows as a Karpathy-split JSON whose images lie below ``images`` (another folder)."""
+    entries = [{"filepath": "img", "filename": f"{k}.png", "split": "test", "cocoid": f"c{k}",
+                "sentences": [{"raw": c} for c in row["captions"]]} for k, row in enumerate(CAPTIONS)]
+    entries.append({"filepath": "img", "filename": "0.png", "split": "train", "cocoid": 99,
+                    "sentences": [{"raw": "left out"}]})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries}))
+    return root / "dataset_coco.json"
+
+
+def test_lvlm_caption_eval_reads_a_karpathy_split_like_the_same_jsonl(tmp_path, model_dir, capsys):
+    cap = _data(tmp_path / "jsonl", CAPTIONS, "cap.jsonl")
+    assert main(["lvlm", "eval", "--task", "caption", *_common(model_dir, cap, tmp_path / "a")]) == 0
+    spec = f"karpathy:{_karpathy(tmp_path / 'ann', tmp_path / 'jsonl')}"
+    argv = ["lvlm", "eval", "--task", "caption", *_common(model_dir, spec, tmp_path / "b"), "--split", "test",
+            "--data-root", str(tmp_path / "jsonl")]
+    assert main(argv) == 0
+    a, b = (json.loads((tmp_path / d / "results_caption-attack.json").read_text()) for d in "ab")
+    assert b["metrics"]["clean"]["n"] == 3  # the train image is left out
+    assert a["metrics"]["clean"] == b["metrics"]["clean"] and a["metrics"]["adversarial"] == b["metrics"]["adversarial"]
+    rows = [[json.loads(line) for line in (tmp_path / d / "samples_caption-attack.jsonl").read_text().splitlines()]
+            for d in "ab"]
+    assert rows[0] == rows[1]  # same ids (the cocoids), references, replies, losses
+    capsys.readouterr()
+    # the images are below --data-root, not beside the JSON: without it, one line naming the image
+    assert main(argv[:-2]) == 2 and "point --data-root at the folder" in capsys.readouterr().err
+    assert main(["lvlm", "eval", "--task", "vqa", *_common(model_dir, spec, tmp_path / "c")]) == 2
+    assert "add --task caption" in capsys.readouterr().err

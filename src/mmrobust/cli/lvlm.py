@@ -51,8 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF LLaVA-style model folder or hub id (e.g. a swapped one)")
-    p.add_argument("--data", required=True, help="VQA JSONL (id, image, question, answers) or caption JSONL "
-                                                 "(id, image, captions); images relative to the file")
+    p.add_argument("--data", required=True, help="VQA JSONL (id, image, question, answers), caption JSONL "
+                                                 "(id, image, captions; images relative to the file) or, with "
+                                                 "--task caption, karpathy:PATH (a COCO / Flickr30k "
+                                                 "Karpathy-split JSON)")
+    p.add_argument("--split", default="test", help="with --data karpathy:PATH: train, restval, val or test")
+    p.add_argument("--data-root", help="with --data karpathy:PATH: the folder its filepath/filename paths are "
+                                       "below (default: the JSON's folder)")
     p.add_argument("--task", default="vqa", choices=["vqa", "caption", "mmr"],
                    help="vqa (accuracy), caption (CIDEr) or mmr (RA / MR of an MMR question file or folder)")
     p.add_argument("--prompt", default="official", help="MMR prompt variant with --task mmr (official, option-text)")
@@ -77,7 +82,7 @@ def _job(args: argparse.Namespace) -> Any:
                          steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, parser=args.parser, n_boot=args.n_boot,
                          dtype=args.dtype, device=args.device, allow_outside=args.allow_outside_paths,
-                         prompt=args.prompt)
+                         prompt=args.prompt, split=args.split, data_root=args.data_root)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -63,24 +63,36 @@ def _rows(entry: Any, path: Path, k: int) -> list[tuple[str, str]]:
     return [(image, " ".join(c.split())) for c in caps]
 
 
-def karpathy_split(spec: str, out_dir: str | Path, *, split: str = "test", image_root: str | Path | None = None
-                   ) -> Path:
-    """Write the ``split`` of the Karpathy file ``spec`` names as ``out_dir/manifest.csv`` (image,caption);
-    returns its path. Image paths are ``image_root/filepath/filename`` (default root: the JSON's folder);
-    reading them still checks that they stay inside the data root."""
+def karpathy_images(spec: str, *, split: str = "test") -> list[tuple[str, str, list[str]]]:
+    """(id, image path below the data root, captions) per image of the ``split`` of the Karpathy file
+    ``spec`` names, in file order. The id is the entry's ``cocoid`` / ``imgid`` if it has one, else the path."""
     path = parse_caption_spec(spec)
     if path is None:
         raise DataError(f"{spec!r} is not karpathy:PATH")
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)} (--split)")
     entries = _entries(path)
-    root = Path(image_root).expanduser().resolve() if image_root else path.parent.resolve()
-    chosen = [(k, e) for k, e in enumerate(entries) if isinstance(e, dict) and e.get("split") == split]
-    rows = [(str(root / image), caption) for k, e in chosen for image, caption in _rows(e, path, k)]
-    if not rows:
+    out = []
+    for k, e in enumerate(entries):
+        if isinstance(e, dict) and e.get("split") == split:
+            rows = _rows(e, path, k)
+            uid = next((str(e[f]) for f in ("cocoid", "imgid") if isinstance(e.get(f), (int, str))), rows[0][0])
+            out.append((uid, rows[0][0], [c for _, c in rows]))
+    if not out:
         found = sorted({str(e.get("split")) for e in entries if isinstance(e, dict)})
         raise DataError(f"{path} has no images in split {split!r} (it has: {', '.join(found) or 'none'}); "
                         "pick one with --split")
+    return out
+
+
+def karpathy_split(spec: str, out_dir: str | Path, *, split: str = "test", image_root: str | Path | None = None
+                   ) -> Path:
+    """Write the ``split`` of the Karpathy file ``spec`` names as ``out_dir/manifest.csv`` (image,caption);
+    returns its path. Image paths are ``image_root/filepath/filename`` (default root: the JSON's folder);
+    reading them still checks that they stay inside the data root."""
+    images = karpathy_images(spec, split=split)
+    root = Path(image_root).expanduser().resolve() if image_root else parse_caption_spec(spec).parent.resolve()
+    rows = [(str(root / image), caption) for _, image, captions in images for caption in captions]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.csv"

@@ -36,6 +36,8 @@ class LVLMAttackJob:
     device: str = "cpu"
     allow_outside: bool = False
     prompt: str = "official"  # MMR's prompt variant (mmrobust.eval.mmr.prompts), with task "mmr"
+    split: str = "test"  # with data karpathy:PATH (task "caption"): the Karpathy split
+    data_root: str | None = None  # with data karpathy:PATH: the image folder (default: the JSON's folder)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -46,16 +48,21 @@ class LVLMAttackJob:
 
 def load_task(job: LVLMAttackJob) -> Any:
     """The harness task of ``job.data``: VQATask, CaptionTask or MMRAttackTask (RA / MR under attack)."""
-    from mmrobust.eval.lvlm.caption import CaptionTask, load_captions
+    from mmrobust.data.captions import parse_caption_spec
+    from mmrobust.eval.lvlm.caption import CaptionTask, load_caption_data
     from mmrobust.eval.lvlm.mmr_attack import MMRAttackTask
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
     from mmrobust.eval.mmr import load_mmr
 
+    if job.task != "caption" and (parse_caption_spec(job.data) is not None or job.data_root is not None):
+        raise ConfigError(f"--data karpathy:PATH and --data-root are for captions; add --task caption (got --task "
+                          f"{job.task})")
     if job.task == "vqa":
         return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
     if job.task == "mmr":
         return MMRAttackTask(load_mmr(job.data, allow_outside=job.allow_outside), prompt=job.prompt)
-    return CaptionTask(load_captions(job.data, allow_outside=job.allow_outside))
+    return CaptionTask(load_caption_data(job.data, split=job.split, image_root=job.data_root,
+                                         allow_outside=job.allow_outside))
 
 
 def _model(job: LVLMAttackJob) -> tuple[Any, Any]:

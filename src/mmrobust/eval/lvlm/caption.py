@@ -31,6 +31,7 @@ from mmrobust.eval.lvlm.vqa import field_strings, item_basics, scored_groups
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.reports.contract import Record, Table
+from mmrobust.safety import resolve_inside
 
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -78,6 +79,44 @@ def load_captions(path: str | Path, *, allow_outside: bool = False) -> list[Capt
     if not items:
         raise DataError(f"{path}: no images; write one JSON object per line")
     return items
+
+
+def load_karpathy_captions(spec: str, *, split: str = "test", image_root: str | Path | None = None,
+                           allow_outside: bool = False) -> list[CaptionItem]:
+    """The images and captions of one split of a Karpathy-split JSON (``karpathy:PATH``: COCO's 5k test
+    images, Flickr30k's 1k; :func:`mmrobust.data.captions.karpathy_images`). Images are ``filepath/filename``
+    below ``image_root`` (default: the JSON's folder) and must stay inside it unless ``allow_outside``."""
+    from mmrobust.data.captions import karpathy_images, parse_caption_spec
+
+    images = karpathy_images(spec, split=split)
+    root = Path(image_root).expanduser().resolve() if image_root else parse_caption_spec(spec).parent.resolve()
+    items, seen = [], set()
+    for uid, image, captions in images:
+        if uid in seen:
+            raise DataError(f"{spec}: two images of split {split!r} have the id {uid!r}; ids must be unique")
+        seen.add(uid)
+        path = resolve_inside(root, image, allow_outside=allow_outside, what=f"{spec}: image",
+                              option="--allow-outside-paths")
+        if not path.is_file():  # before any model loads: the usual slip is the image folder
+            raise DataError(f"image {image!r} of {spec} not found below {root}; point --data-root at the folder "
+                            "that holds the JSON's filepath/filename paths (COCO: the folder with val2014/)")
+        if any(not tokenize_caption(c) for c in captions):
+            raise DataError(f"{spec}: image {image!r} has a caption without words; fix the file")
+        items.append(CaptionItem(uid, str(path), tuple(captions)))
+    return items
+
+
+def load_caption_data(data: str | Path, *, split: str = "test", image_root: str | Path | None = None,
+                      allow_outside: bool = False) -> list[CaptionItem]:
+    """A caption JSONL (:func:`load_captions`) or ``karpathy:PATH`` (:func:`load_karpathy_captions`, its
+    ``split``; images below ``image_root``)."""
+    from mmrobust.data.captions import parse_caption_spec
+
+    if parse_caption_spec(str(data)) is not None:
+        return load_karpathy_captions(str(data), split=split, image_root=image_root, allow_outside=allow_outside)
+    if image_root is not None:
+        raise ConfigError("a data root is for karpathy:PATH; a caption JSONL's images are relative to the file")
+    return load_captions(data, allow_outside=allow_outside)
 
 
 class CaptionTask(MLLMTask):
@@ -143,16 +182,20 @@ class CaptionTask(MLLMTask):
 
 @dataclass(frozen=True)
 class CaptionSettings(HarnessSettings):
-    """The harness settings, plus ``allow_outside``: accept image paths outside the caption file's folder."""
+    """The harness settings, plus ``allow_outside``: accept image paths outside the caption file's folder
+    (or the data root); ``split`` / ``data_root``: the split and image folder of a ``karpathy:PATH`` file."""
 
     allow_outside: bool = False
+    split: str = "test"
+    data_root: str | None = None
 
 
 @evaluation("caption", settings=CaptionSettings)
 def evaluate_caption(model: Any, data: str | Path, settings: CaptionSettings, *, out_dir: str | Path,
                      progress: Progress | None = None, config: dict | None = None) -> Record:
-    """Captioning CIDEr of ``model`` (an MLLM adapter) on the JSONL file ``data``."""
-    task = CaptionTask(load_captions(data, allow_outside=settings.allow_outside))
+    """Captioning CIDEr of ``model`` (an MLLM adapter) on the JSONL file ``data`` or ``karpathy:PATH``."""
+    task = CaptionTask(load_caption_data(data, split=settings.split, image_root=settings.data_root,
+                                         allow_outside=settings.allow_outside))
     record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress,
                       config={"data": str(data), "prompt": CAPTION_PROMPT, **(config or {})})
     record.config["settings"] = asdict(settings)
