@@ -265,7 +265,7 @@ HOSTILE = [
     (["poison", "--target", "star", "--count", "2", "--out", "{tmp}", "--data", "shards:{good}"], "holds source shard"),
     ([*POISON, "--data", "shards:{good}", "--count", "13"], "poison count must be an integer in [1, 12]"),
     ([*TRAIN, "--data", "{tmp}/sh/00000.tar"], "write it as shards:"),
-    ([*TRAIN, "--data", "shards:{good}", "--label-col", "label"], "needs a CSV manifest"),
+    ([*TRAIN, "--data", "shards:{good}", "--label-col", "label"], "shards carry labels in .cls members"),
     ([*TRAIN, "--data", "shards:{up}"], "escapes the archive"),
 ]
 

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--image-col", default="image")
     d.add_argument("--caption-col", default="caption")
     d.add_argument("--label-col", help="label column (supervised / tecoa)")
-    d.add_argument("--classes", help="classes.json with classnames + templates (supervised / tecoa)")
+    d.add_argument("--classes", help="classes.json with classnames + templates (supervised / tecoa), or imagenet "
+                   "(ImageNet-1k's 1000 names in index order, e.g. for ImageNet shards' .cls labels)")
     d.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     d.add_argument("--no-preload", action="store_true", help="read images lazily instead of decoding all at start")
     add_path_options(d)

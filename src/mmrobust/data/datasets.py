@@ -114,7 +114,7 @@ class PairItems:
     """Items of image-caption pairs, shared by the CSV dataset and the webdataset shard dataset.
 
     Subclasses give ``image_u8(i)`` (uint8 (3,H,W) or None when unreadable), ``caption(i)`` (str or None),
-    ``label(i)`` when ``label_col`` is set, ``views`` and ``seed``. Keys are ``index`` or ``(epoch, index)``;
+    ``label(i)`` when ``label_col`` is set (< 0 when unreadable: the item is skipped), ``views`` and ``seed``. Keys are ``index`` or ``(epoch, index)``;
     augmented views are seeded by (seed, epoch, index), so any split of a batch (ranks, workers) and a
     resumed run see the same views.
     """
@@ -134,12 +134,13 @@ class PairItems:
             epoch, i = _unpack(key)
             img = self.image_u8(i)
             caption = self.caption(i) if img is not None else None
-            if img is None or caption is None:
+            label = self.label(i) if self.label_col and caption is not None else None
+            if img is None or caption is None or (label is not None and label < 0):  # < 0: an unreadable label
                 items.append(None)
                 continue
             item: dict[str, Any] = {"image": T.to_float(img), "caption": caption, "index": i}
-            if self.label_col:
-                item["label"] = self.label(i)
+            if label is not None:
+                item["label"] = label
             sample_seed = ((self.seed * 1_000_003 + epoch) * 1_000_033 + i) & 0x7FFFFFFF
             if "caption_aug" in self.views:
                 item["caption_aug"] = eda(caption, rng=random.Random(sample_seed))
@@ -196,6 +197,9 @@ def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int
                     "nor an integer index; fix the label column or the class list")
 
 
+IMAGENET_CLASSES = "imagenet"  # --classes imagenet: ImageNet-1k's names (see ClassInfo.load)
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """Class names and zero-shot prompt templates (``{}`` marks the class name)."""
@@ -205,6 +209,13 @@ class ClassInfo:
 
     @classmethod
     def load(cls, path: str | Path) -> "ClassInfo":
+        """A classes.json, or ``imagenet``: ImageNet-1k's 1000 names in index order with OpenAI's 80 templates
+        (as open_clip ships them; labels 0-999 as ImageNet webdataset shards' ``.cls`` hold them)."""
+        if str(path) == IMAGENET_CLASSES and not Path(path).exists():
+            from mmrobust.data.image_folder import imagenet_classes
+
+            _, names, templates = imagenet_classes()
+            return cls(tuple(names), tuple(templates))
         path = Path(path)
         if not path.is_file():
             raise DataError(f"class file {path} not found; pass a JSON with 'classnames' and 'templates'")

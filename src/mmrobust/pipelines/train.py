@@ -150,15 +150,21 @@ def _write_config(out: Path, job: TrainJob) -> None:
     (out / CONFIG_FILE).write_text(yaml.safe_dump(job_dict(job), sort_keys=False))
 
 
-def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int) -> ShardImageTextDataset:
-    """Image-caption pairs from webdataset shards (no labels, no CSV options)."""
-    if task.needs_labels or job.data.label_col or job.data.classes:
-        raise ConfigError(f"task {job.task!r} with --label-col/--classes needs a CSV manifest; shards hold image-caption "
-                          "pairs only (use --task clip, cleanclip, par, fare, ...)")
+def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int,
+                   classes: ClassInfo | None) -> ShardImageTextDataset:
+    """Samples of webdataset shards: image-caption pairs, or with ``--classes`` image + ``.cls`` label
+    (the caption "a photo of a {class}." where a sample has no ``.txt``), as TeCoA and supervised need."""
+    if job.data.label_col:
+        raise ConfigError("--label-col is for CSV manifests; shards carry labels in .cls members: drop it and "
+                          "pass --classes")
+    if task.needs_labels and classes is None:
+        raise ConfigError(f"task {job.task!r} trains on the shards' .cls labels: pass --classes (a classes.json, "
+                          "or imagenet for ImageNet-1k's 1000 names in index order)")
     if job.data.data_root or job.data.allow_outside:
         raise ConfigError("--data-root / --allow-outside-paths apply to CSV manifests; shards are read from the files "
                           "their pattern names, drop them")
-    return ShardImageTextDataset(pattern, image_size=image_size, views=task.views, seed=job.optim.seed)
+    return ShardImageTextDataset(pattern, image_size=image_size, views=task.views, seed=job.optim.seed,
+                                 labels=classes is not None, classnames=classes.classnames if classes else None)
 
 
 def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:
@@ -185,7 +191,7 @@ def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
     task = build_task(job.task, model, classes=classes, **job.task_options)
     pattern = parse_shard_spec(job.data.manifest)
     if pattern is not None:
-        return task, _shard_dataset(job, pattern, task, model.image_size)
+        return task, _shard_dataset(job, pattern, task, model.image_size, classes)
     if folder:
         manifest, _, root = folder
         return task, ImageTextDataset(manifest, image_size=model.image_size, label_col="label" if task.needs_labels

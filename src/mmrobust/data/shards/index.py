@@ -1,7 +1,8 @@
 """A random-access index of webdataset shards: one pass over the tar headers, no extraction.
 
 Shards are plain (uncompressed) tar files as img2dataset writes them: members grouped by key
-(``000000123.jpg``, ``000000123.txt``, optional ``.json``). Grouping follows webdataset's reader
+(``000000123.jpg``, ``000000123.txt``, optional ``.json``; ImageNet-style shards hold a ``.cls`` label
+instead of the caption). Grouping follows webdataset's reader
 (``wds.WebDataset``): regular files only, ``__meta__`` names skipped, key = the member name up to the
 first dot of its last path component, extension lower-cased, consecutive members with the same key form
 one sample. Each member's data offset and size are recorded, so a sample is read by seek + read;
@@ -32,6 +33,7 @@ PREFIX = "shards:"
 MAX_SHARDS = 1_000_000  # a typo such as {0..99999999} must not hang the run
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")  # the first one present is the image
 CAPTION_EXT = "txt"
+LABEL_EXT = "cls"  # webdataset's class label: the class index as ASCII digits (ImageNet-1k shards)
 COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"),
               (b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"))
 
@@ -185,6 +187,7 @@ class ShardIndex:
     exts: tuple[str, ...]
     image: np.ndarray  # (n,) int64 member of the image (first of IMAGE_EXTS present), -1 if none
     caption: np.ndarray  # (n,) int64 member of the .txt caption, -1 if none
+    label: np.ndarray  # (n,) int64 member of the .cls label, -1 if none
     _files: _Files = field(default_factory=_Files, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -215,15 +218,23 @@ class ShardIndex:
             raise DataError(f"{what}: shard ended early (changed since it was indexed?); rebuild the run")
         return data
 
-    def complete(self) -> np.ndarray:
-        """Numbers of the samples with both an image and a caption (the trainable pairs)."""
-        return np.flatnonzero((self.image >= 0) & (self.caption >= 0))
+    def _needed(self, need: tuple[str, ...]) -> dict[str, np.ndarray]:
+        columns = {"image": self.image, "caption": self.caption, "label": self.label}
+        return {k: columns[k] for k in need}
 
-    def incomplete(self) -> list[dict[str, str]]:
-        """Samples without an image or a caption: shard, key and what is missing."""
-        bad = np.flatnonzero((self.image < 0) | (self.caption < 0))
+    def complete(self, need: tuple[str, ...] = ("image", "caption")) -> np.ndarray:
+        """Numbers of the samples that hold every member in ``need`` (image, caption, label): the trainable ones."""
+        have = np.ones(len(self), dtype=bool)
+        for column in self._needed(need).values():
+            have &= column >= 0
+        return np.flatnonzero(have)
+
+    def incomplete(self, need: tuple[str, ...] = ("image", "caption")) -> list[dict[str, str]]:
+        """Samples that lack a member in ``need``: shard, key and the first member missing."""
+        cols = self._needed(need)
+        bad = np.flatnonzero(np.logical_or.reduce([c < 0 for c in cols.values()]))
         return [{"shard": str(self.shard(i)), "key": self.key(i),
-                 "missing": "image" if self.image[i] < 0 else "caption"} for i in bad.tolist()]
+                 "missing": next(k for k, c in cols.items() if c[i] < 0)} for i in bad.tolist()]
 
 
 class _Builder:
@@ -233,7 +244,7 @@ class _Builder:
         self.keys: list[bytes] = []
         self.shard_of, self.first = array("i"), array("q")
         self.offset, self.size, self.ext_of = array("q"), array("q"), array("i")
-        self.image, self.caption = array("q"), array("q")
+        self.image, self.caption, self.label = array("q"), array("q"), array("q")
         self.exts: dict[str, int] = {}
         self.sample_exts: dict[str, int] = {}
 
@@ -243,6 +254,7 @@ class _Builder:
         self.first.append(len(self.offset))
         self.image.append(-1)
         self.caption.append(-1)
+        self.label.append(-1)
         self.sample_exts = {}
 
     def add(self, ext: str, offset: int, size: int, where: str) -> None:
@@ -256,6 +268,8 @@ class _Builder:
         self.ext_of.append(self.exts.setdefault(ext, len(self.exts)))
         if ext == CAPTION_EXT:
             self.caption[-1] = m
+        if ext == LABEL_EXT:
+            self.label[-1] = m
         have = [e for e in IMAGE_EXTS if e in self.sample_exts]
         if have and have[0] == ext:
             self.image[-1] = m
@@ -268,7 +282,8 @@ class _Builder:
                           first=np.append(first, len(self.offset)).astype(np.int64),
                           offset=np.array(self.offset, dtype=np.int64), size=np.array(self.size, dtype=np.int64),
                           ext_of=np.array(self.ext_of, dtype=np.int32), exts=tuple(self.exts),
-                          image=np.array(self.image, dtype=np.int64), caption=np.array(self.caption, dtype=np.int64))
+                          image=np.array(self.image, dtype=np.int64), caption=np.array(self.caption, dtype=np.int64),
+                          label=np.array(self.label, dtype=np.int64))
 
 
 def build_index(shards: tuple[Path, ...] | list[Path]) -> ShardIndex:
