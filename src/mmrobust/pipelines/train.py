@@ -11,7 +11,7 @@ from mmrobust.data.datasets import ClassInfo, ImageTextDataset
 from mmrobust.data.image_folder import folder_split, parse_folder_spec
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.manifest import PathPolicy
-from mmrobust.data.shards import ShardImageTextDataset, parse_shard_spec
+from mmrobust.data.shards import ShardImageTextDataset, ShardIndex, cached_shard_index, parse_shard_spec
 from mmrobust.defenses.build import build_task
 from mmrobust.defenses.mllm_sft import load_hf_mllm
 from mmrobust.errors import ConfigError, DataError
@@ -25,6 +25,7 @@ from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_F
 
 CONFIG_FILE = "config.yaml"
 # Every file a run writes into its directory: all that --overwrite may delete, and nothing else.
+SHARD_INDEX = "shard_index.npz"  # the shards' cached index, under out_dir/data
 RUN_FILES = (CONFIG_FILE, LOG_NAME, "results.json", f"checkpoints/{CKPT_NAME}", "checkpoints/last.tmp",
              f"model/{CONFIG_NAME}", f"model/{WEIGHTS_NAME}", f"model/{WEIGHTS_NAME}.tmp", f"model/{HEAD_NAME}")
 
@@ -163,8 +164,26 @@ def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int,
     if job.data.data_root or job.data.allow_outside:
         raise ConfigError("--data-root / --allow-outside-paths apply to CSV manifests; shards are read from the files "
                           "their pattern names, drop them")
-    return ShardImageTextDataset(pattern, image_size=image_size, views=task.views, seed=job.optim.seed,
-                                 labels=classes is not None, classnames=classes.classnames if classes else None)
+    return ShardImageTextDataset(index=_shard_index(job, pattern), image_size=image_size, views=task.views,
+                                 seed=job.optim.seed, labels=classes is not None,
+                                 classnames=classes.classnames if classes else None)
+
+
+def _shard_index(job: TrainJob, pattern: str) -> ShardIndex:
+    """The shards' index, cached in ``out_dir/data`` (a resumed run skips the pass over the tar headers; a
+    changed shard rebuilds it). Rank 0 builds and writes it; the others read it after the barrier, or
+    build it themselves, and so fail alike on a bad shard."""
+    cache = Path(job.out_dir) / "data" / SHARD_INDEX
+    index, error = None, None
+    if is_main():
+        try:
+            index = cached_shard_index(pattern, cache)
+        except (DataError, ConfigError, OSError) as e:  # raised after the barrier: no rank is left waiting
+            error = e
+    barrier()
+    if error is not None:
+        raise error
+    return index if index is not None else cached_shard_index(pattern, cache, write=False)
 
 
 def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:

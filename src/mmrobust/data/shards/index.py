@@ -12,7 +12,8 @@ and mid-epoch resume, exactly as for a CSV manifest. Example::
     index = build_index(expand_pattern("/data/cc3m/{00000..00331}.tar"))
     len(index), index.key(0), index.read(0, "txt")
 
-The shards are only read, never written to (nothing is cached beside them).
+The shards are only read, never written to: the index cache (:func:`cached_shard_index`) lives in the
+run's folder, never beside them.
 """
 from __future__ import annotations
 
@@ -311,3 +312,75 @@ def build_index(shards: tuple[Path, ...] | list[Path]) -> ShardIndex:
 def shard_index(pattern: str) -> ShardIndex:
     """:func:`build_index` of the shards a brace pattern names."""
     return build_index(expand_pattern(pattern))
+
+
+# --- a cache of the index in the run's folder (never beside the shards), checked against the shards ---
+
+CACHE_VERSION = 1
+_ARRAYS = ("keys", "shard_of", "first", "offset", "size", "ext_of", "image", "caption", "label")
+
+
+def _stamps(shards: tuple[Path, ...]) -> np.ndarray:
+    """(S, 2) int64: each shard's size and modification time (ns): a changed shard invalidates the cache."""
+    return np.array([[p.stat().st_size, p.stat().st_mtime_ns] for p in shards], dtype=np.int64).reshape(-1, 2)
+
+
+def save_index(index: ShardIndex, path: str | Path) -> Path:
+    """Write ``index`` to ``path`` (.npz, no pickles) with the shards' names, sizes and times; atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, version=np.array(CACHE_VERSION), shards=np.array([str(p) for p in index.shards]),
+                 stamps=_stamps(index.shards), exts=np.array(index.exts, dtype=str),
+                 **{k: getattr(index, k) for k in _ARRAYS})
+    tmp.replace(path)
+    return path
+
+
+def load_index(path: str | Path, shards: tuple[Path, ...]) -> ShardIndex | None:
+    """The index cached at ``path`` if it was written for exactly these shards, unchanged since; else None
+    (a missing, stale, foreign or damaged file is rebuilt, never trusted)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            ok = (int(z["version"]) == CACHE_VERSION and list(z["shards"]) == [str(p) for p in shards]
+                  and np.array_equal(z["stamps"], _stamps(shards)))
+            if not ok:
+                return None
+            arrays = {k: z[k] for k in _ARRAYS}
+            exts = tuple(str(e) for e in z["exts"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    index = ShardIndex(shards=shards, exts=exts, **arrays)
+    return index if _consistent(index) else None
+
+
+def _consistent(index: ShardIndex) -> bool:
+    """Shapes agree and every member lies inside its shard (a tampered cache must not steer reads)."""
+    n, m = len(index.keys), len(index.offset)
+    if not (len(index.shard_of) == len(index.image) == len(index.caption) == len(index.label) == n
+            and len(index.first) == n + 1 and len(index.size) == len(index.ext_of) == m):
+        return False
+    if n and (index.shard_of.min() < 0 or index.shard_of.max() >= len(index.shards)):
+        return False
+    if m and (index.ext_of.min() < 0 or index.ext_of.max() >= len(index.exts) or index.offset.min() < 0
+              or index.size.min() < 0):
+        return False
+    member_shard = np.repeat(index.shard_of, np.diff(index.first)) if n else np.zeros(0, dtype=np.int32)
+    if len(member_shard) != m or (n and (index.first[0] != 0 or np.any(np.diff(index.first) < 0))):
+        return False
+    ends = _stamps(index.shards)[:, 0]
+    refs = [a[a >= 0] for a in (index.image, index.caption, index.label)]
+    return bool(np.all(index.offset + index.size <= ends[member_shard]) and all(np.all(r < m) for r in refs))
+
+
+def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True) -> ShardIndex:
+    """:func:`shard_index` through a cache file: loaded when it matches the shards, else built (and, with
+    ``write``, saved). Under torchrun rank 0 writes it and the other ranks read it after a barrier."""
+    shards = expand_pattern(pattern)
+    index = load_index(cache, shards)
+    if index is None:
+        index = build_index(shards)
+        if write:
+            save_index(index, cache)
+    return index

@@ -1,0 +1,73 @@
+"""The shard index cache in the run's folder: loaded instead of re-reading the tar headers when the shards are
+unchanged, rebuilt when one changed or the file is foreign, damaged or tampered with; a resumed run uses it."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+import mmrobust.data.shards.index as shard_mod
+from mmrobust.cli.main import main
+from mmrobust.data.shards import build_index, cached_shard_index, expand_pattern, load_index, save_index
+from tests.test_shards import _small_shards
+
+FIELDS = ("keys", "shard_of", "first", "offset", "size", "ext_of", "image", "caption", "label")
+
+
+def _no_tar_reads(monkeypatch):
+    def refuse(path):
+        raise AssertionError(f"read the tar headers of {path}")
+    monkeypatch.setattr(shard_mod, "tar_members", refuse)
+
+
+def _same(a, b) -> bool:
+    return a.shards == b.shards and a.exts == b.exts and all(np.array_equal(getattr(a, f), getattr(b, f))
+                                                             for f in FIELDS)
+
+
+def test_cache_round_trip_and_reuse_without_reading_the_shards(tmp_path, monkeypatch):
+    pattern = _small_shards(tmp_path / "sh")
+    cache = tmp_path / "run" / "data" / "shard_index.npz"
+    built = cached_shard_index(pattern, cache)
+    assert cache.is_file() and not (tmp_path / "sh" / "shard_index.npz").exists()  # nothing beside the shards
+    assert _same(built, build_index(expand_pattern(pattern)))
+    _no_tar_reads(monkeypatch)
+    loaded = cached_shard_index(pattern, cache)
+    assert _same(loaded, built) and loaded.read_member(3, loaded.members(3)["txt"]) == b"a red shape number 3"
+
+
+def test_a_changed_foreign_or_damaged_cache_is_rebuilt(tmp_path):
+    pattern = _small_shards(tmp_path / "sh")
+    shards = expand_pattern(pattern)
+    cache = save_index(build_index(shards), tmp_path / "c.npz")
+    assert load_index(cache, shards) is not None
+    assert load_index(cache, shards[:1]) is None  # written for other shards
+    st = shards[1].stat()
+    os.utime(shards[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: maybe rewritten
+    assert load_index(cache, shards) is None
+    fresh = save_index(build_index(shards), tmp_path / "d.npz")
+    with np.load(fresh) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["offset"] = arrays["offset"] + 10**9  # would read past the end of the shard
+    np.savez(tmp_path / "e.npz", **arrays)
+    assert load_index(tmp_path / "e.npz", shards) is None
+    (tmp_path / "f.npz").write_bytes(b"not a zip")
+    assert load_index(tmp_path / "f.npz", shards) is None and load_index(tmp_path / "none.npz", shards) is None
+    arrays = {**arrays, "offset": arrays["offset"] - 10**9, "first": arrays["first"][:-1]}  # wrong shape
+    np.savez(tmp_path / "g.npz", **arrays)
+    assert load_index(tmp_path / "g.npz", shards) is None
+
+
+def test_training_on_shards_caches_the_index_and_resume_reuses_it(tmp_path, monkeypatch):
+    pattern = _small_shards(tmp_path / "sh")
+
+    def argv(steps: int) -> list[str]:
+        return ["train", "--task", "clip", "--model", "mmrobust-micro", "--data", f"shards:{pattern}", "--steps",
+                str(steps), "--batch-size", "4", "--quiet", "--out", str(tmp_path / "run")]
+
+    assert main(argv(2)) == 0
+    assert (tmp_path / "run" / "data" / "shard_index.npz").is_file()
+    _no_tar_reads(monkeypatch)  # the resumed run reads the index from the cache, not the shards' headers
+    assert main([*argv(3), "--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["steps"] == 3
