@@ -54,9 +54,13 @@ def test_a_changed_foreign_or_damaged_cache_is_rebuilt(tmp_path):
     assert load_index(tmp_path / "e.npz", shards) is None
     (tmp_path / "f.npz").write_bytes(b"not a zip")
     assert load_index(tmp_path / "f.npz", shards) is None and load_index(tmp_path / "none.npz", shards) is None
-    arrays = {**arrays, "offset": arrays["offset"] - 10**9, "first": arrays["first"][:-1]}  # wrong shape
-    np.savez(tmp_path / "g.npz", **arrays)
-    assert load_index(tmp_path / "g.npz", shards) is None
+    arrays["offset"] = arrays["offset"] - 10**9
+    for k, (field, value) in enumerate((("first", arrays["first"][:-1]), ("first", -arrays["first"]),
+                                        ("first", arrays["first"] * 0.5), ("image", arrays["image"] + 10**6))):
+        np.savez(tmp_path / f"g{k}.npz", **{**arrays, field: value})  # wrong shape, order, kind, reference
+        assert load_index(tmp_path / f"g{k}.npz", shards) is None
+    np.savez(tmp_path / "h.npz", **arrays)
+    assert load_index(tmp_path / "h.npz", shards) is not None  # the untampered arrays load
 
 
 def test_training_on_shards_caches_the_index_and_resume_reuses_it(tmp_path, monkeypatch):

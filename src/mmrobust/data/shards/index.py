@@ -352,7 +352,10 @@ def load_index(path: str | Path, shards: tuple[Path, ...]) -> ShardIndex | None:
     except (OSError, KeyError, ValueError, TypeError):
         return None
     index = ShardIndex(shards=shards, exts=exts, **arrays)
-    return index if _consistent(index) else None
+    try:
+        return index if _consistent(index) else None
+    except (ValueError, TypeError, IndexError):  # arrays of the wrong kind (floats, negative counts)
+        return None
 
 
 def _consistent(index: ShardIndex) -> bool:
@@ -366,8 +369,10 @@ def _consistent(index: ShardIndex) -> bool:
     if m and (index.ext_of.min() < 0 or index.ext_of.max() >= len(index.exts) or index.offset.min() < 0
               or index.size.min() < 0):
         return False
+    if n and (index.first[0] != 0 or np.any(np.diff(index.first) < 0)):
+        return False
     member_shard = np.repeat(index.shard_of, np.diff(index.first)) if n else np.zeros(0, dtype=np.int32)
-    if len(member_shard) != m or (n and (index.first[0] != 0 or np.any(np.diff(index.first) < 0))):
+    if len(member_shard) != m:
         return False
     ends = _stamps(index.shards)[:, 0]
     refs = [a[a >= 0] for a in (index.image, index.caption, index.label)]
