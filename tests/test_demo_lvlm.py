@@ -24,7 +24,8 @@ def test_lvlm_story_swaps_attacks_and_records(tmp_path):
     # the same tower swapped back in (exact conversion): the same clean answers, so the same clean accuracy
     assert rows["FARE"]["clean"] == rows["CLIP"]["clean"] == rows["TeCoA"]["clean"]
     for r in rows.values():
-        assert r["inside_eps"] and r["n"] == 8 and r["n_targeted"] >= 1 and set(r["per_target"]) == set(settings.targets)
+        assert r["inside_eps"] and r["n"] == 8 and r["n_targeted"] >= 1
+        assert set(r["per_target"]) == set(settings.targets)
         assert 0 <= r["adv"] <= 1 and 0 <= r["targeted_min"] <= r["targeted"] <= r["targeted_max"] <= 1
         # pooled over the targets: the share of all attacked images, weighted by each target's count
         per = r["per_target"].values()

@@ -114,8 +114,8 @@ class PairItems:
     """Items of image-caption pairs, shared by the CSV dataset and the webdataset shard dataset.
 
     Subclasses give ``image_u8(i)`` (uint8 (3,H,W) or None when unreadable), ``caption(i)`` (str or None),
-    ``label(i)`` when ``label_col`` is set (< 0 when unreadable: the item is skipped), ``views`` and ``seed``. Keys are ``index`` or ``(epoch, index)``;
-    augmented views are seeded by (seed, epoch, index), so any split of a batch (ranks, workers) and a
+    ``label(i)`` when ``label_col`` is set (< 0 when unreadable: the item is skipped), ``views`` and ``seed``.
+    Keys are ``index`` or ``(epoch, index)``; augmented views are seeded by (seed, epoch, index), so any split of a batch (ranks, workers) and a
     resumed run see the same views.
     """
 

@@ -184,8 +184,9 @@ def _row(label: str, vqa: dict[str, Any], hits: dict[str, dict[str, Any]]) -> di
     rates = [h["success"] for h in hits.values() if h["n"]] or [0.0]
     return {"tower": label, "clean": vqa["clean"]["accuracy"], "adv": vqa["adversarial"]["accuracy"],
             "clean_ci": vqa["clean"].get("accuracy_ci"), "adv_ci": vqa["adversarial"].get("accuracy_ci"),
-            "n": vqa["clean"]["n"], "targeted": k / max(n, 1), "targeted_ci": wilson(k, n), "targeted_clean": k_clean / max(n, 1),
-            "targeted_min": min(rates), "targeted_max": max(rates), "n_targeted": n,
+            "n": vqa["clean"]["n"], "targeted": k / max(n, 1), "targeted_ci": wilson(k, n),
+            "targeted_clean": k_clean / max(n, 1), "targeted_min": min(rates), "targeted_max": max(rates),
+            "n_targeted": n,
             "per_target": {t: {"success": h["success"], "clean_success": h["clean_success"], "n": h["n"]}
                            for t, h in hits.items()},
             "inside_eps": bool(vqa["inside_eps"] and all(h["inside_eps"] for h in hits.values()))}
@@ -218,7 +219,8 @@ def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: floa
 
 def _tables(s: LVLMDemo, rows: list[dict[str, Any]], eps: str) -> list[Table]:
     """The story's table (one row per tower) and the targeted attack's success per target."""
-    story = Table.of(f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})",
+    title = f"LVLM story: the tiny LLaVA with its CLIP tower and with FARE / TeCoA towers swapped in (eps {eps})"
+    story = Table.of(title,
                      [("tower", "vision tower"), ("clean", "VQA clean", "%"), ("adv", f"VQA at {eps}", "%"),
                       ("targeted", "targeted success", "%"), ("targeted_clean", "target without attack", "%"),
                       ("n_targeted", "targeted images", "count"), ("n", "questions", "count")], rows,
