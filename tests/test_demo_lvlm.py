@@ -35,6 +35,12 @@ def test_lvlm_story_swaps_attacks_and_records(tmp_path):
     assert swap["sources"]["encoder"] == str(clip)
     record = json.loads((tmp_path / "lvlm" / "results_story.json").read_text())
     assert record["kind"] == "story.lvlm" and (tmp_path / "lvlm" / "lvlm.png").is_file()
+    for r in rows.values():  # the Wilson interval holds the pooled rate
+        lo, hi = r["targeted_ci"]
+        assert 0 <= lo <= r["targeted"] <= hi <= 1 and hi - lo > 0
+    per_target = record["tables"][1]["rows"]  # one row per target, a column per tower, as the rows say
+    assert [t["target"] for t in per_target] == list(settings.targets)
+    assert all(t[name] == rows[name]["per_target"][t["target"]]["success"] for t in per_target for name in rows)
     again = run_lvlm_demo(tmp_path / "lvlm", settings, progress=False, log=lambda m: None)
     assert again["rows"] == out["rows"]  # every stage reused, same numbers
 

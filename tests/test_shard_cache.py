@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import mmrobust.data.shards.index as shard_mod
 from mmrobust.cli.main import main
@@ -75,3 +76,29 @@ def test_training_on_shards_caches_the_index_and_resume_reuses_it(tmp_path, monk
     _no_tar_reads(monkeypatch)  # the resumed run reads the index from the cache, not the shards' headers
     assert main([*argv(3), "--resume"]) == 0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["steps"] == 3
+
+
+def test_truncated_empty_or_mistyped_caches_are_rebuilt_and_a_failed_write_only_warns(tmp_path, monkeypatch):
+    pattern = _small_shards(tmp_path / "sh")
+    shards = expand_pattern(pattern)
+    good = save_index(build_index(shards), tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[:-20])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("cut.npz", "empty.npz"):
+        assert load_index(tmp_path / name, shards) is None
+    with np.load(tmp_path / "good.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    bad = {"image": arrays["image"].astype(float), "keys": arrays["keys"].astype(str),
+           "caption": arrays["image"],  # another member of the sample than its .txt
+           "label": np.roll(arrays["caption"], 1)}  # a member of another sample
+    for k, (field, value) in enumerate(bad.items()):
+        np.savez(tmp_path / f"t{k}.npz", **{**arrays, field: value})
+        assert load_index(tmp_path / f"t{k}.npz", shards) is None, field
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "savez", full_disk)
+    cache = tmp_path / "run" / "data" / "shard_index.npz"
+    with pytest.warns(UserWarning, match="could not cache the shard index"):
+        index = cached_shard_index(pattern, cache)
+    assert len(index) == 12 and not cache.exists() and not list(cache.parent.glob("*.tmp"))

@@ -99,3 +99,22 @@ def test_fare_on_label_only_shards_needs_the_class_names(micro_world, tmp_path, 
 def test_classes_imagenet_names_the_1000_classes_in_index_order():
     info = ClassInfo.load("imagenet")
     assert len(info.classnames) == 1000 and info.classnames[0] == "tench" and all("{}" in t for t in info.templates)
+
+
+def test_classes_imagenet_is_the_file_if_one_is_named_so_and_not_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagenet").mkdir()  # an ImageNet data folder beside the run: still the 1000 names
+    assert len(ClassInfo.load("imagenet").classnames) == 1000
+
+
+def test_a_csv_label_index_outside_the_classes_is_a_one_line_error(micro_world, tmp_path):
+    from mmrobust.data.datasets import ImageTextDataset
+
+    names = ClassInfo.load(micro_world.classes).classnames
+    (tmp_path / "a.png").write_bytes((micro_world.root / "train" / "000000.png").read_bytes())
+    for bad in ("-1", str(len(names))):
+        manifest = tmp_path / f"m{bad}.csv"
+        manifest.write_text(f"image,caption,label\na.png,a star,{bad}\n")
+        ds = ImageTextDataset(manifest, image_size=16, label_col="label", classnames=names)
+        with pytest.raises(DataError, match=f"label index {bad} is outside the {len(names)} classes"):
+            ds[0]

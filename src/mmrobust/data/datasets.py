@@ -179,7 +179,11 @@ class ImageTextDataset(PairItems, _ImageRows):
         return self.rows[i][self.caption_col]
 
     def label(self, i: int) -> int:
-        return _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
+        y = _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
+        if y < 0 or (self.label_index is not None and y >= len(self.label_index)):
+            raise DataError(f"{self.manifest} row {i}: label index {y} is outside the "
+                            f"{len(self.label_index or ())} classes; fix the label column or the class list")
+        return y
 
 
 IMAGE_VIEWS = {  # view name -> (uint8 batch, per-sample seeds) -> float batch in [0,1]
@@ -211,7 +215,7 @@ class ClassInfo:
     def load(cls, path: str | Path) -> "ClassInfo":
         """A classes.json, or ``imagenet``: ImageNet-1k's 1000 names in index order with OpenAI's 80 templates
         (as open_clip ships them; labels 0-999 as ImageNet webdataset shards' ``.cls`` hold them)."""
-        if str(path) == IMAGENET_CLASSES and not Path(path).exists():
+        if str(path) == IMAGENET_CLASSES and not Path(path).is_file():
             from mmrobust.data.image_folder import imagenet_classes
 
             _, names, templates = imagenet_classes()

@@ -57,6 +57,9 @@ def load_task(job: LVLMAttackJob) -> Any:
     if job.task != "caption" and (parse_caption_spec(job.data) is not None or job.data_root is not None):
         raise ConfigError(f"--data karpathy:PATH and --data-root are for captions; add --task caption (got --task "
                           f"{job.task})")
+    if job.split != "test" and parse_caption_spec(job.data) is None:
+        raise ConfigError(f"--split {job.split} picks a split of a karpathy:PATH file; {job.data} is a JSONL "
+                          "(all its lines are used): drop --split")
     if job.task == "vqa":
         return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
     if job.task == "mmr":

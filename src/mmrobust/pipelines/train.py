@@ -24,8 +24,9 @@ from mmrobust.training.distributed import barrier, is_main, world
 from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
 
 CONFIG_FILE = "config.yaml"
-# Every file a run writes into its directory: all that --overwrite may delete, and nothing else.
 SHARD_INDEX = "shard_index.npz"  # the shards' cached index, under out_dir/data
+# The files of a run that --overwrite may delete, and nothing else. What a run writes under out_dir/data (a
+# class-folder manifest, the shard-index cache) is rewritten or checked against its sources at every start.
 RUN_FILES = (CONFIG_FILE, LOG_NAME, "results.json", f"checkpoints/{CKPT_NAME}", "checkpoints/last.tmp",
              f"model/{CONFIG_NAME}", f"model/{WEIGHTS_NAME}", f"model/{WEIGHTS_NAME}.tmp", f"model/{HEAD_NAME}")
 
@@ -172,13 +173,13 @@ def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int,
 def _shard_index(job: TrainJob, pattern: str) -> ShardIndex:
     """The shards' index, cached in ``out_dir/data`` (a resumed run skips the pass over the tar headers; a
     changed shard rebuilds it). Rank 0 builds and writes it; the others read it after the barrier, or
-    build it themselves, and so fail alike on a bad shard."""
+    build it themselves, and so fail alike on a bad shard (a failed write is only a warning)."""
     cache = Path(job.out_dir) / "data" / SHARD_INDEX
     index, error = None, None
     if is_main():
         try:
             index = cached_shard_index(pattern, cache)
-        except (DataError, ConfigError, OSError) as e:  # raised after the barrier: no rank is left waiting
+        except Exception as e:  # noqa: BLE001 - raised after the barrier: no rank is left waiting
             error = e
     barrier()
     if error is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import tarfile
+import warnings
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,8 +322,10 @@ _ARRAYS = ("keys", "shard_of", "first", "offset", "size", "ext_of", "image", "ca
 
 
 def _stamps(shards: tuple[Path, ...]) -> np.ndarray:
-    """(S, 2) int64: each shard's size and modification time (ns): a changed shard invalidates the cache."""
-    return np.array([[p.stat().st_size, p.stat().st_mtime_ns] for p in shards], dtype=np.int64).reshape(-1, 2)
+    """(S, 4) int64 per shard: size, modification and change times (ns), inode. A rewritten shard changes
+    them, even one copied back with its old mtime (``cp -p``, ``rsync -a``: the change time moves)."""
+    rows = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in (p.stat() for p in shards)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
 def save_index(index: ShardIndex, path: str | Path) -> Path:
@@ -330,11 +333,14 @@ def save_index(index: ShardIndex, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.savez(f, version=np.array(CACHE_VERSION), shards=np.array([str(p) for p in index.shards]),
-                 stamps=_stamps(index.shards), exts=np.array(index.exts, dtype=str),
-                 **{k: getattr(index, k) for k in _ARRAYS})
-    tmp.replace(path)
+    try:
+        with tmp.open("wb") as f:
+            np.savez(f, version=np.array(CACHE_VERSION), shards=np.array([str(p) for p in index.shards]),
+                     stamps=_stamps(index.shards), exts=np.array(index.exts, dtype=str),
+                     **{k: getattr(index, k) for k in _ARRAYS})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -349,17 +355,23 @@ def load_index(path: str | Path, shards: tuple[Path, ...]) -> ShardIndex | None:
                 return None
             arrays = {k: z[k] for k in _ARRAYS}
             exts = tuple(str(e) for e in z["exts"])
-    except (OSError, KeyError, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - any unreadable file (truncated zip, empty, foreign) is rebuilt
         return None
     index = ShardIndex(shards=shards, exts=exts, **arrays)
     try:
         return index if _consistent(index) else None
-    except (ValueError, TypeError, IndexError):  # arrays of the wrong kind (floats, negative counts)
+    except Exception:  # noqa: BLE001 - arrays of a kind the checks cannot even compare
         return None
 
 
+_KINDS = {"keys": "S", **{k: "i" for k in _ARRAYS if k != "keys"}}
+
+
 def _consistent(index: ShardIndex) -> bool:
-    """Shapes agree and every member lies inside its shard (a tampered cache must not steer reads)."""
+    """1-D arrays of the right kinds and shapes, each sample's image / caption / label one of its own
+    members, every member inside its shard (a tampered cache must not steer reads)."""
+    if any(getattr(index, k).ndim != 1 or getattr(index, k).dtype.kind != kind for k, kind in _KINDS.items()):
+        return False
     n, m = len(index.keys), len(index.offset)
     if not (len(index.shard_of) == len(index.image) == len(index.caption) == len(index.label) == n
             and len(index.first) == n + 1 and len(index.size) == len(index.ext_of) == m):
@@ -375,8 +387,16 @@ def _consistent(index: ShardIndex) -> bool:
     if len(member_shard) != m:
         return False
     ends = _stamps(index.shards)[:, 0]
-    refs = [a[a >= 0] for a in (index.image, index.caption, index.label)]
-    return bool(np.all(index.offset + index.size <= ends[member_shard]) and all(np.all(r < m) for r in refs))
+    if not np.all(index.offset + index.size <= ends[member_shard]):
+        return False
+    for refs, allowed in ((index.image, IMAGE_EXTS), (index.caption, (CAPTION_EXT,)), (index.label, (LABEL_EXT,))):
+        has = refs >= 0
+        own = (refs >= index.first[:-1]) & (refs < index.first[1:])
+        if not np.all(own | ~has):
+            return False
+        if any(index.exts[e] not in allowed for e in np.unique(index.ext_of[refs[has]])):
+            return False
+    return True
 
 
 def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True) -> ShardIndex:
@@ -387,5 +407,9 @@ def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True) -
     if index is None:
         index = build_index(shards)
         if write:
-            save_index(index, cache)
+            try:
+                save_index(index, cache)
+            except OSError as e:  # the cache only saves time: a full disk or read-only folder is no error
+                warnings.warn(f"could not cache the shard index at {cache} ({e.strerror or e}); the next run "
+                              "reads the tar headers again", stacklevel=2)
     return index

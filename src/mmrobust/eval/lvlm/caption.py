@@ -114,8 +114,9 @@ def load_caption_data(data: str | Path, *, split: str = "test", image_root: str 
 
     if parse_caption_spec(str(data)) is not None:
         return load_karpathy_captions(str(data), split=split, image_root=image_root, allow_outside=allow_outside)
-    if image_root is not None:
-        raise ConfigError("a data root is for karpathy:PATH; a caption JSONL's images are relative to the file")
+    if image_root is not None or split != "test":
+        raise ConfigError("a data root and a split are for karpathy:PATH; a caption JSONL is used whole, its "
+                          "images relative to the file: drop them")
     return load_captions(data, allow_outside=allow_outside)
 
 
