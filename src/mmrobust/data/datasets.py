@@ -115,8 +115,8 @@ class PairItems:
 
     Subclasses give ``image_u8(i)`` (uint8 (3,H,W) or None when unreadable), ``caption(i)`` (str or None),
     ``label(i)`` when ``label_col`` is set (< 0 when unreadable: the item is skipped), ``views`` and ``seed``.
-    Keys are ``index`` or ``(epoch, index)``; augmented views are seeded by (seed, epoch, index), so any split of a batch (ranks, workers) and a
-    resumed run see the same views.
+    Keys are ``index`` or ``(epoch, index)``; augmented views are seeded by (seed, epoch, index), so any split
+    of a batch (ranks, workers) and a resumed run see the same views.
     """
 
     views: tuple[str, ...] = ()
