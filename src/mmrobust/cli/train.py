@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     m.add_argument("--init-seed", type=seed, default=0, help="seed for random initialisation")
     d = p.add_argument_group("data")
-    d.add_argument("--data", help="(required) CSV manifest of image,caption[,label] rows, or shards:PATTERN for "
-                   "webdataset shards (plain tars of KEY.jpg + KEY.txt, e.g. shards:/data/cc3m/{00000..00331}.tar); "
+    d.add_argument("--data", help="(required) CSV manifest of image,caption[,label] rows, imagenet:PATH or "
+                   "folder:PATH (class folders), or shards:PATTERN for webdataset shards (plain tars of KEY.jpg + "
+                   "KEY.txt, e.g. shards:/data/cc3m/{00000..00331}.tar; KEY.cls labels are read with --classes); "
                    "for --task mllm-sft an instruction JSONL (mmrobust.data.instructions)")
     d.add_argument("--image-col", default="image")
     d.add_argument("--caption-col", default="caption")
