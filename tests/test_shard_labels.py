@@ -107,8 +107,8 @@ def test_classes_imagenet_is_the_file_if_one_is_named_so_and_not_a_folder(tmp_pa
     assert len(ClassInfo.load("imagenet").classnames) == 1000
 
 
-def test_a_csv_label_index_outside_the_classes_is_a_one_line_error(micro_world, tmp_path):
-    from mmrobust.data.datasets import ImageTextDataset
+def test_a_csv_label_index_outside_the_classes_is_a_one_line_error_in_training_and_evaluation(micro_world, tmp_path):
+    from mmrobust.data.datasets import ImageTextDataset, LabelledDataset
 
     names = ClassInfo.load(micro_world.classes).classnames
     (tmp_path / "a.png").write_bytes((micro_world.root / "train" / "000000.png").read_bytes())
@@ -118,3 +118,5 @@ def test_a_csv_label_index_outside_the_classes_is_a_one_line_error(micro_world, 
         ds = ImageTextDataset(manifest, image_size=16, label_col="label", classnames=names)
         with pytest.raises(DataError, match=f"label index {bad} is outside the {len(names)} classes"):
             ds[0]
+        with pytest.raises(DataError, match=f"row 0: label index {bad} is outside the {len(names)} classes"):
+            LabelledDataset(manifest, classes=ClassInfo.load(micro_world.classes), image_size=16)  # evaluation

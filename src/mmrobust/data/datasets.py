@@ -179,11 +179,8 @@ class ImageTextDataset(PairItems, _ImageRows):
         return self.rows[i][self.caption_col]
 
     def label(self, i: int) -> int:
-        y = _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i)
-        if y < 0 or (self.label_index is not None and y >= len(self.label_index)):
-            raise DataError(f"{self.manifest} row {i}: label index {y} is outside the "
-                            f"{len(self.label_index or ())} classes; fix the label column or the class list")
-        return y
+        return _label_of(self.rows[i][self.label_col], self.label_index, self.manifest, i,
+                         len(self.label_index) if self.label_index is not None else None)
 
 
 IMAGE_VIEWS = {  # view name -> (uint8 batch, per-sample seeds) -> float batch in [0,1]
@@ -192,13 +189,19 @@ IMAGE_VIEWS = {  # view name -> (uint8 batch, per-sample seeds) -> float batch i
 }
 
 
-def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int) -> int:
+def _label_of(value: str, index: dict[str, int] | None, manifest: Path, row: int,
+              n_classes: int | None = None) -> int:
+    """A label cell as a class index: a class name of ``index`` or an integer in [0, n_classes)."""
     if index is not None and value in index:
         return index[value]
-    if value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise DataError(f"{manifest} row {row}: label {value!r} is neither a class name in classes.json "
-                    "nor an integer index; fix the label column or the class list")
+    if not value.strip().lstrip("-").isdigit():
+        raise DataError(f"{manifest} row {row}: label {value!r} is neither a class name in classes.json "
+                        "nor an integer index; fix the label column or the class list")
+    y = int(value)
+    if y < 0 or (n_classes is not None and y >= n_classes):
+        raise DataError(f"{manifest} row {row}: label index {y} is outside the {n_classes or 0} classes; fix the "
+                        "label column or the class list")
+    return y
 
 
 IMAGENET_CLASSES = "imagenet"  # --classes imagenet: ImageNet-1k's names (see ClassInfo.load)
@@ -248,10 +251,8 @@ class LabelledDataset(_ImageRows):
                          delimiter=delimiter, preload=preload, paths=paths)
         self.classes = classes
         index = {c: i for i, c in enumerate(classes.classnames)}
-        self.labels = [_label_of(r[label_col], index, self.manifest, i) for i, r in enumerate(self.rows)]
-        bad = [y for y in self.labels if not 0 <= y < len(classes.classnames)]
-        if bad:
-            raise DataError(f"{manifest}: label index {bad[0]} is outside the {len(classes.classnames)} classes")
+        n = len(classes.classnames)
+        self.labels = [_label_of(r[label_col], index, self.manifest, i, n) for i, r in enumerate(self.rows)]
 
     def __getitem__(self, key: Any) -> dict[str, Any] | None:
         _, i = _unpack(key)

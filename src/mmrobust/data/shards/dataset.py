@@ -14,6 +14,7 @@ from PIL import Image
 
 from mmrobust.data import transforms as T
 from mmrobust.data.datasets import PairItems, SkipLog
+from mmrobust.data.image_folder import CAPTION
 from mmrobust.data.shards.index import ShardIndex, shard_index
 from mmrobust.errors import DataError
 
@@ -85,7 +86,7 @@ class ShardImageTextDataset(PairItems, torch.utils.data.Dataset):
         s = int(self.rows[i])
         if self.index.caption[s] < 0:  # a label-only sample (kept only with classnames)
             y = self.label(i)
-            return None if y < 0 or self.classnames is None else f"a photo of a {self.classnames[y]}."
+            return None if y < 0 or self.classnames is None else CAPTION.format(self.classnames[y])
         try:
             text = self.index.read_member(s, int(self.index.caption[s]), limit=MAX_CAPTION_BYTES).decode("utf-8")
         except (UnicodeDecodeError, DataError, OSError) as e:
