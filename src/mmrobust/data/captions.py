@@ -51,8 +51,8 @@ def _entries(path: Path) -> list[Any]:
     return images
 
 
-def _rows(entry: Any, path: Path, k: int) -> list[tuple[str, str]]:
-    """(image path, caption) rows of one image entry; a malformed entry is a DataError naming it."""
+def _entry(entry: Any, path: Path, k: int) -> tuple[str, list[str]]:
+    """(image path, captions) of one image entry; a malformed entry is a DataError naming it."""
     ok = isinstance(entry, dict) and isinstance(entry.get("filename"), str) and isinstance(entry.get("sentences"), list)
     if not ok:
         raise DataError(f"{path}: image entry {k} lacks a 'filename' string or a 'sentences' list")
@@ -60,7 +60,7 @@ def _rows(entry: Any, path: Path, k: int) -> list[tuple[str, str]]:
     caps = [s.get("raw") for s in entry["sentences"] if isinstance(s, dict)]
     if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
         raise DataError(f"{path}: image {image!r} has a sentence without a 'raw' caption")
-    return [(image, " ".join(c.split())) for c in caps]
+    return image, [" ".join(c.split()) for c in caps]
 
 
 def karpathy_images(spec: str, *, split: str = "test") -> list[tuple[str, str, list[str]]]:
@@ -75,9 +75,9 @@ def karpathy_images(spec: str, *, split: str = "test") -> list[tuple[str, str, l
     out = []
     for k, e in enumerate(entries):
         if isinstance(e, dict) and e.get("split") == split:
-            rows = _rows(e, path, k)
-            uid = next((str(e[f]) for f in ("cocoid", "imgid") if isinstance(e.get(f), (int, str))), rows[0][0])
-            out.append((uid, rows[0][0], [c for _, c in rows]))
+            image, captions = _entry(e, path, k)
+            uid = next((str(e[f]) for f in ("cocoid", "imgid") if isinstance(e.get(f), (int, str))), image)
+            out.append((uid, image, captions))
     if not out:
         found = sorted({str(e.get("split")) for e in entries if isinstance(e, dict)})
         raise DataError(f"{path} has no images in split {split!r} (it has: {', '.join(found) or 'none'}); "
@@ -85,13 +85,20 @@ def karpathy_images(spec: str, *, split: str = "test") -> list[tuple[str, str, l
     return out
 
 
+def karpathy_root(spec: str, image_root: str | Path | None = None) -> Path:
+    """The folder a Karpathy file's ``filepath/filename`` paths are below: ``image_root``, else the JSON's."""
+    path = parse_caption_spec(spec)
+    if path is None:
+        raise DataError(f"{spec!r} is not karpathy:PATH")
+    return Path(image_root).expanduser().resolve() if image_root else path.parent.resolve()
+
+
 def karpathy_split(spec: str, out_dir: str | Path, *, split: str = "test", image_root: str | Path | None = None
                    ) -> Path:
     """Write the ``split`` of the Karpathy file ``spec`` names as ``out_dir/manifest.csv`` (image,caption);
     returns its path. Image paths are ``image_root/filepath/filename`` (default root: the JSON's folder);
     reading them still checks that they stay inside the data root."""
-    images = karpathy_images(spec, split=split)
-    root = Path(image_root).expanduser().resolve() if image_root else parse_caption_spec(spec).parent.resolve()
+    images, root = karpathy_images(spec, split=split), karpathy_root(spec, image_root)
     rows = [(str(root / image), caption) for _, image, captions in images for caption in captions]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

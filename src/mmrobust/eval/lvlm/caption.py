@@ -86,10 +86,9 @@ def load_karpathy_captions(spec: str, *, split: str = "test", image_root: str | 
     """The images and captions of one split of a Karpathy-split JSON (``karpathy:PATH``: COCO's 5k test
     images, Flickr30k's 1k; :func:`mmrobust.data.captions.karpathy_images`). Images are ``filepath/filename``
     below ``image_root`` (default: the JSON's folder) and must stay inside it unless ``allow_outside``."""
-    from mmrobust.data.captions import karpathy_images, parse_caption_spec
+    from mmrobust.data.captions import karpathy_images, karpathy_root
 
-    images = karpathy_images(spec, split=split)
-    root = Path(image_root).expanduser().resolve() if image_root else parse_caption_spec(spec).parent.resolve()
+    images, root = karpathy_images(spec, split=split), karpathy_root(spec, image_root)
     items, seen = [], set()
     for uid, image, captions in images:
         if uid in seen:
