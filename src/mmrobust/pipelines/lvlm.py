@@ -5,7 +5,6 @@ both resume from per-batch partial files after a kill.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -96,35 +95,26 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
     """Per question: greedy reply clean and after targeted APGD on the LM loss of ``target`` (success =
     ``target`` in the reply, :func:`mmrobust.lvlm.attack.attack_lvlm_targeted`). With ``partial``, finished
     batches are appended there and reused by a rerun with the same settings."""
-    from mmrobust.eval.lvlm.under_attack import batch_key, load_pixels, read_partial
+    from mmrobust.eval.lvlm.under_attack import load_pixels, resumable_batches
     from mmrobust.lvlm.attack import attack_lvlm_targeted, greedy_outputs, tower_size
 
     device = next(model.parameters()).device
     settings = {"target": target, "eps": eps, "steps": steps, "seed": seed, "max_new_tokens": max_new_tokens,
                 "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__}
-    done = read_partial(partial) if partial is not None else {}
-    rows: list[dict] = []
-    for b in range(0, len(questions), batch_size):
-        batch = questions[b:b + batch_size]
-        key = batch_key(settings, batch)
-        if key not in done:
-            x = load_pixels(batch, tower_size(model), device)
-            prompts = [q.prompt for q in batch]
-            clean = greedy_outputs(model, processor, x, prompts, max_new_tokens=max_new_tokens)
-            x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=eps, steps=steps, seed=seed,
-                                              max_new_tokens=max_new_tokens)
-            adv = rec.outputs  # the attack's own greedy replies at x_adv (its success is read off them)
-            linf = (x_adv - x).abs().flatten(1).amax(1).tolist()
-            done[key] = [{"uid": q.uid, "group": q.group, "clean_response": c, "adv_response": a,
-                          "clean_success": target in c, "success": bool(s), "target_loss_clean": cl,
-                          "target_loss_adv": fl, "linf": d}
-                         for q, c, a, s, cl, fl, d in zip(batch, clean, adv, rec.stopped, rec.clean_loss,
-                                                          rec.final_loss, linf)]
-            if partial is not None:
-                with open(partial, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "rows": done[key]}) + "\n")
-        rows += done[key]
-    return rows
+
+    def attack(batch: Sequence[Any]) -> list[dict]:
+        x = load_pixels(batch, tower_size(model), device)
+        prompts = [q.prompt for q in batch]
+        clean = greedy_outputs(model, processor, x, prompts, max_new_tokens=max_new_tokens)
+        x_adv, rec = attack_lvlm_targeted(model, processor, x, prompts, target, eps=eps, steps=steps, seed=seed,
+                                          max_new_tokens=max_new_tokens)
+        adv = rec.outputs  # the attack's own greedy replies at x_adv (its success is read off them)
+        linf = (x_adv - x).abs().flatten(1).amax(1).tolist()
+        return [{"uid": q.uid, "group": q.group, "clean_response": c, "adv_response": a, "clean_success": target in c,
+                 "success": bool(s), "target_loss_clean": cl, "target_loss_adv": fl, "linf": d}
+                for q, c, a, s, cl, fl, d in zip(batch, clean, adv, rec.stopped, rec.clean_loss, rec.final_loss, linf)]
+
+    return resumable_batches(questions, batch_size, settings, partial, attack)[0]
 
 
 def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,8 @@ The attack and the greedy decoder are passed in (``attack=attack_lvlm_untargeted
 :mod:`mmrobust.lvlm.attack`): the evaluation layer does not import ``mmrobust.lvlm`` (independent layers).
 Images are resized once to the tower's square input (bicubic, no crop) and kept in [0, 1].
 
-Resume: every finished batch's rows are appended to ``partial_<task>_attack.jsonl`` in ``out_dir`` under a key
+Resume (:func:`resumable_batches`): every finished batch's rows are appended to ``partial_<task>_attack.jsonl``
+in ``out_dir`` under a key
 of the settings (eps, steps, seed, batch size, decoding, model, the batch's questions); a rerun with the same
 settings skips those batches, a changed setting recomputes everything. A torn last line is ignored.
 
@@ -84,6 +85,29 @@ def read_partial(path: Path) -> dict[str, list[dict]]:
     return done
 
 
+def resumable_batches(questions: Sequence[Question], batch_size: int, settings: dict[str, Any],
+                      partial: Path | None, compute: Callable[[Sequence[Question]], list[dict]]
+                      ) -> tuple[list[dict], int]:
+    """``compute`` over the batches of ``questions``, each batch's rows appended to ``partial`` (one line a
+    batch: a kill loses one batch at most) and reused from it when key (settings, questions) matches.
+    Returns (all rows in order, number of batches reused)."""
+    done = read_partial(partial) if partial is not None else {}
+    rows: list[dict] = []
+    n_resumed = 0
+    for b in range(0, len(questions), batch_size):
+        batch = questions[b:b + batch_size]
+        key = batch_key(settings, batch)
+        if key in done:
+            n_resumed += 1
+        else:
+            done[key] = compute(batch)
+            if partial is not None:
+                with open(partial, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "settings": settings, "rows": done[key]}) + "\n")
+        rows += done[key]
+    return rows, n_resumed
+
+
 def _attack_batch(model: Any, processor: Any, task: MLLMTask, batch: Sequence[Question], *, attack: Attack,
                   generate: Generate, eps: float, steps: int, seed: int, size: int, max_new_tokens: int
                   ) -> list[dict]:
@@ -136,20 +160,11 @@ def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: fl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"partial_{task.name}_attack.jsonl"
-    done = read_partial(partial)
-    rows: dict[str, dict] = {}
-    n_resumed = 0
-    for b in range(0, len(questions), batch_size):
-        batch = questions[b:b + batch_size]
-        key = batch_key(settings, batch)
-        if key in done:
-            n_resumed += 1
-        else:
-            done[key] = _attack_batch(model, processor, task, batch, attack=attack, generate=generate, eps=eps,
-                                      steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens)
-            with open(partial, "a", encoding="utf-8") as f:  # one line per batch: a kill loses one batch at most
-                f.write(json.dumps({"key": key, "settings": settings, "rows": done[key]}) + "\n")
-        rows.update({r["uid"]: r for r in done[key]})
+    done, n_resumed = resumable_batches(
+        questions, batch_size, settings, partial,
+        lambda batch: _attack_batch(model, processor, task, batch, attack=attack, generate=generate, eps=eps,
+                                    steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens))
+    rows = {r["uid"]: r for r in done}
     return _record(task, questions, rows, settings, parser=parser, n_boot=n_boot, seed=seed,
                    n_batches=-(-len(questions) // batch_size), n_resumed=n_resumed, partial=partial)
 
