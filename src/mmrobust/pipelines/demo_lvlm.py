@@ -13,10 +13,11 @@ resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mmrobust.pipelines.parallel import torch_threads
 from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp
@@ -63,9 +64,10 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
         rows = []
         for label in TOWERS:
             model_dir = _model(out, label, sources)
-            vqa = _vqa(out / label.lower(), settings, model_dir, questions)
-            hits = {t: _targeted(out / label.lower() / f"targeted-{_slug(t)}", settings, model_dir, questions, t)
-                    for t in settings.targets}
+            load = functools.cache(functools.partial(_load, model_dir))  # once per tower, only if a stage runs
+            vqa = _vqa(out / label.lower(), settings, model_dir, questions, load)
+            hits = {t: _targeted(out / label.lower() / f"targeted-{_slug(t)}", settings, model_dir, questions, t,
+                                 load) for t in settings.targets}
             rows.append(_row(label, vqa, hits))
             r = rows[-1]
             log(f"[lvlm] {label} tower: VQA clean {r['clean']:.1%}, under {vqa['eps_label']} {r['adv']:.1%}; "
@@ -121,20 +123,21 @@ def _model(out: Path, label: str, sources: dict[str, str]) -> str:
         sources["llava"], sources[label], out_dir=target / "model", overwrite=True))})["model_dir"]
 
 
-def _load(model_dir: str):
+def _load(model_dir: str) -> tuple[Any, Any]:
     from mmrobust.defenses.mllm_sft import load_hf_mllm
 
     m = load_hf_mllm(model_dir)
     return m.model.eval(), m.processor
 
 
-def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str) -> dict[str, Any]:
+def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str, load: Callable[[], tuple[Any, Any]]
+         ) -> dict[str, Any]:
     """Clean and attacked VQA accuracy (record written to ``out/vqa``)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
 
     def make() -> dict[str, Any]:
-        model, processor = _load(model_dir)
+        model, processor = load()
         rec = evaluate_under_attack(model, processor, VQATask(load_vqa(questions)), eps=s.eps, steps=s.steps,
                                     seed=s.seed, out_dir=out / "vqa", batch_size=s.batch, n_boot=s.n_boot,
                                     max_new_tokens=s.max_new_tokens)
@@ -152,17 +155,18 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower())[:40]
 
 
-def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: str) -> dict[str, Any]:
+def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: str,
+              load: Callable[[], tuple[Any, Any]]) -> dict[str, Any]:
     """Targeted APGD on the shape questions whose answer is not ``target``: success rate, clean and attacked."""
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
     from mmrobust.pipelines.lvlm import targeted_record, targeted_rows
 
     def make() -> dict[str, Any]:
-        model, processor = _load(model_dir)
         asked = [q for q in VQATask(load_vqa(questions)).questions()
                  if q.group == "shape" and q.ground_truth != target]
         if not asked:  # every shape question's answer is the target (tiny settings): nothing to attack
             return {"n": 0, "success": 0.0, "clean_success": 0.0, "max_linf": 0.0, "inside_eps": True}
+        model, processor = load()
         rows = targeted_rows(model, processor, asked, target, eps=s.eps, steps=s.targeted_steps, seed=s.seed,
                              batch_size=s.batch, max_new_tokens=s.max_new_tokens)
         m = targeted_record(rows, target=target, eps=s.eps, steps=s.targeted_steps).metrics
