@@ -53,12 +53,13 @@ def load_task(job: LVLMAttackJob) -> Any:
     from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
     from mmrobust.eval.mmr import load_mmr
 
-    if job.task != "caption" and (parse_caption_spec(job.data) is not None or job.data_root is not None):
-        raise ConfigError(f"--data karpathy:PATH and --data-root are for captions; add --task caption (got --task "
-                          f"{job.task})")
-    if job.split != "test" and parse_caption_spec(job.data) is None:
-        raise ConfigError(f"--split {job.split} picks a split of a karpathy:PATH file; {job.data} is a JSONL "
-                          "(all its lines are used): drop --split")
+    if job.task != "caption":  # the caption loader checks these itself (load_caption_data)
+        if parse_caption_spec(job.data) is not None or job.data_root is not None:
+            raise ConfigError(f"--data karpathy:PATH and --data-root are for captions; add --task caption (got "
+                              f"--task {job.task})")
+        if job.split != "test":
+            raise ConfigError(f"--split {job.split} picks a split of a karpathy:PATH caption file; --task "
+                              f"{job.task} reads all of {job.data}: drop --split")
     if job.task == "vqa":
         return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
     if job.task == "mmr":
