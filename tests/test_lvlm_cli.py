@@ -158,7 +158,8 @@ def test_split_and_data_root_without_a_karpathy_file_are_one_line_errors(tmp_pat
     vqa, cap = _data(tmp_path, ROWS, "vqa.jsonl"), _data(tmp_path, CAPTIONS, "cap.jsonl")
     for task, data, extra, message in (("vqa", vqa, ["--split", "val"], "drop --split"),
                                        ("caption", cap, ["--split", "val"], "a caption JSONL is used whole"),
-                                       ("caption", cap, ["--data-root", str(tmp_path)], "a caption JSONL is used whole")):
+                                       ("caption", cap, ["--data-root", str(tmp_path)],
+                                        "a caption JSONL is used whole")):
         assert main(["lvlm", "eval", "--task", task, *_common(model_dir, data, tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
