@@ -55,7 +55,10 @@ class Table:
 class Record:
     """What one evaluation (or story) returns: ``kind`` is its registered name (``zeroshot``, ``mmr``,
     ``story.backdoor`` ...); ``samples`` are the per-sample rows; ``plots`` are file names in the
-    run directory; ``extra`` holds other provenance (sample ids, anomalies, call statistics)."""
+    run directory; ``extra`` holds other provenance (sample ids, anomalies, call statistics); ``warnings`` are the
+    sanity warnings of :mod:`mmrobust.reports.sanity` (a setup that cannot give a meaningful number),
+    shown at the top of the record's report section; ``protocol`` holds what two runs must share to be
+    compared (templates hash, decoding, attack settings; package versions are added on writing)."""
 
     kind: str
     metrics: dict[str, Any]
@@ -65,6 +68,8 @@ class Record:
     tables: list[Table] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
 def record_files(name: str) -> tuple[str, str]:
@@ -82,6 +87,6 @@ def write_record(out_dir: str | Path, record: Record, *, name: str | None = None
         write_jsonl(out / samples, record.samples)
         files["samples"] = samples
     path = write_results(out, kind=record.kind, metrics=record.metrics, config=record.config, seeds=record.seeds,
-                         filename=results, extra={**record.extra, "tables": [t.to_dict() for t in record.tables],
-                                                  "files": files})
+                         filename=results, warnings=record.warnings, protocol=record.protocol,
+                         extra={**record.extra, "tables": [t.to_dict() for t in record.tables], "files": files})
     return read_json(path)

@@ -20,7 +20,8 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:1em 0 .3em;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .7em}
 th{background:#f3f5f8}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
-.meta{color:#777;font-size:.8em}.caption{color:#444;font-size:.85em;max-width:900px;margin:.2em 0 1.2em}"""
+.meta{color:#777;font-size:.8em}
+.warn{background:#fff4e5;border-left:4px solid #e8890c;padding:.5em 1em;margin:1em 0}.warn li{margin:.2em 0}.caption{color:#444;font-size:.85em;max-width:900px;margin:.2em 0 1.2em}"""
 
 
 def format_value(v: Any, unit: str = "") -> str:
@@ -76,10 +77,20 @@ def _valid_table(t: Any) -> bool:
                     for c in t["columns"]) and all(isinstance(r, dict) for r in t["rows"]))
 
 
+def warnings_html(record: Mapping[str, Any]) -> str:
+    """The record's sanity warnings as a highlighted list ('' when there are none)."""
+    warns = record.get("warnings")
+    if not isinstance(warns, list) or not warns:
+        return ""
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warns)
+    return (f"<div class='warn'><strong>{len(warns)} warning{'s' if len(warns) > 1 else ''}: these numbers may "
+            f"not mean what they seem</strong><ul>{items}</ul></div>")
+
+
 def _record_html(run: Path, record: Mapping[str, Any]) -> list[str]:
     tables = record.get("tables")
     tables = tables if isinstance(tables, list) and tables else _fallback(record)
-    parts = [html_table(t) if _valid_table(t) else "<p class='meta'>(a malformed table, skipped)</p>"
+    parts = [warnings_html(record)] + [html_table(t) if _valid_table(t) else "<p class='meta'>(a malformed table, skipped)</p>"
              for t in tables]
     files = record.get("files") if isinstance(record.get("files"), dict) else {}
     plots = files.get("plots") if isinstance(files.get("plots"), list) else []
@@ -137,4 +148,4 @@ def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "m
     return out
 
 
-__all__: Sequence[str] = ["format_value", "html_table", "write_report"]
+__all__: Sequence[str] = ["format_value", "html_table", "warnings_html", "write_report"]
