@@ -118,7 +118,7 @@ def test_make_train_cli_world_facts_and_refusals(tmp_path, capsys):
     for argv, msg in ((["--facts", str(facts), "--out", str(out)], "exists"),
                       (["--facts", str(facts), "--out", str(tmp_path / "sub" / "p.jsonl")], "must sit in"),
                       (["--out", str(tmp_path / "x")], "exactly one source"),
-                      (["--images", "2", "--out", str(tmp_path)], "did not write"),
+                      (["--images", "2", "--out", str(tmp_path)], "already holds train.jsonl"),
                       (["--captions", str(facts), "--out", str(tmp_path / "c.jsonl")], "caption")):
         rc = main(["mmr", "make-train", *argv])
         err = capsys.readouterr().err.strip()

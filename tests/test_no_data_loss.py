@@ -204,3 +204,47 @@ def test_a_killed_poison_run_is_replaced_with_overwrite(tmp_path, monkeypatch):
                             overwrite=True)
     assert again.poisoned_ids == clean.poisoned_ids
     assert _hashes(tmp_path / "out" / "images") == _hashes(tmp_path / "clean" / "images")
+
+
+@pytest.mark.parametrize("command, mine", [
+    (["generate", "--n-train", "4", "--n-test", "2", "--image-size", "8"], "train.csv"),
+    (["mmr", "make-train", "--images", "3"], "train.jsonl"),
+    (["mmr", "make-data", "--pairs-per-category", "1", "--image-size", "16"], "questions.json"),
+])
+def test_writers_never_replace_a_users_files_with_or_without_overwrite(tmp_path, capsys, command, mine):
+    """A folder the tool never wrote (no marker record of its own) keeps its files: refused without
+    --overwrite, and refused with it too; each refusal one line, every byte kept."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / mine).write_text("the user's own file\n")
+    before = _hashes(out)
+    for extra in ([], ["--overwrite"]):
+        rc, err = _cli([*command, "--out", out, *extra], capsys)
+        assert rc == 2 and mine in err and ("--overwrite" in err if not extra else "did not write" in err), err
+        _one_line(err)
+        assert _hashes(out) == before
+
+
+@pytest.mark.parametrize("command", [
+    ["mmr", "make-train", "--images", "3"],
+    ["mmr", "make-data", "--pairs-per-category", "1", "--image-size", "16"],
+])
+def test_writers_replace_their_own_output_only_with_overwrite(tmp_path, capsys, command):
+    out = tmp_path / "d"
+    assert _cli([*command, "--out", out], capsys)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    before = _hashes(out)
+    rc, err = _cli([*command, "--out", out, "--seed", "1"], capsys)
+    assert rc == 2 and "already holds" in err and "--overwrite" in err
+    _one_line(err)
+    assert _hashes(out) == before
+    assert _cli([*command, "--out", out, "--seed", "1", "--overwrite"], capsys)[0] == 0
+    assert (out / "notes.txt").read_text() == "mine" and _hashes(out) != before
+
+
+def test_make_tiny_llava_refuses_a_folder_with_files(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    rc, err = _cli(["mmr", "make-tiny-llava", "--out", tmp_path], capsys)
+    assert rc == 2 and "choose a new --out" in err
+    _one_line(err)
+    assert (tmp_path / "config.json").read_text() == "{}"

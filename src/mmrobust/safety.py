@@ -4,13 +4,14 @@ anything is recorded. Every refusal is a one-line error that names the fix.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from pathlib import Path
 from typing import Iterable
 
-from mmrobust.errors import DataError
+from mmrobust.errors import ConfigError, DataError
 
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(authorization\s*[:=]\s*[\"']?\s*(?:bearer|basic|token)?\s*)[^\s\"',;}]+"),
@@ -66,3 +67,30 @@ def ensure_regular_file(path: str | Path, what: str = "file") -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{what} {p} is not a regular file (a folder, pipe or device); point to a file")
     return p
+
+
+def is_own_record(path: str | Path, generator: str) -> bool:
+    """Whether ``path`` is a JSON record whose ``generator`` is ``generator`` (what a command writes first into
+    an output folder, to mark the folder as its own)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > 1 << 20:
+            return False
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and record.get("generator") == generator
+
+
+def check_replace(root: str | Path, found: list[str], *, marker: str, generator: str, overwrite: bool) -> None:
+    """Refuse (ConfigError) to replace ``found``, the files of ``root`` a command would write, unless
+    ``overwrite`` and ``root`` holds ``marker``, the record that command wrote there first (its ``generator``):
+    a folder the tool never wrote is never written over, with or without --overwrite."""
+    if not found:
+        return
+    listed = ", ".join(found[:4]) + (f" (+{len(found) - 4} more)" if len(found) > 4 else "")
+    if not overwrite:
+        raise ConfigError(f"{root} already holds {listed}; choose a new --out, or pass --overwrite to replace them")
+    if not is_own_record(Path(root) / marker, generator):
+        raise ConfigError(f"{root} holds {listed} but no {marker} of {generator}, so mmrobust did not write them and "
+                          "--overwrite will not replace them; move them away or choose a new --out")

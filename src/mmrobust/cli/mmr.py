@@ -88,6 +88,8 @@ def _add_make_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=positive_int, default=64)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--quirks", action="store_true", help="reproduce the real files' quirks (for testing loaders)")
+    p.add_argument("--overwrite", action="store_true", help="replace questions.json, world.json and the images of "
+                   "an earlier set in --out (only one make-data wrote)")
     p.set_defaults(mmr_action=_make_data)
 
 
@@ -112,6 +114,8 @@ def _add_make_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="let image paths in --facts / --captions be absolute or leave the file's folder (refused by "
                         "default: the images are read, and sent to the writer)")
+    p.add_argument("--overwrite", action="store_true", help="with --images: replace train.jsonl, mmr_train.json and "
+                   "the images of an earlier set in --out (only one make-train wrote)")
     p.set_defaults(mmr_action=_make_train)
 
 
@@ -191,7 +195,7 @@ def _make_data(args: argparse.Namespace) -> int:
     from mmrobust.world.mmr import generate_mmr_world
 
     qfile = generate_mmr_world(args.out, pairs_per_category=args.pairs_per_category, seed=args.seed,
-                               image_size=args.image_size, inject_quirks=args.quirks)
+                               image_size=args.image_size, inject_quirks=args.quirks, overwrite=args.overwrite)
     print(f"wrote {qfile} and {qfile.parent / 'images'}")
     return 0
 
@@ -202,7 +206,7 @@ def _make_train(args: argparse.Namespace) -> int:
     job = PairsJob(out=args.out, images=args.images or 0, facts=args.facts, captions=args.captions,
                    leading_share=args.leading_share, seed=args.seed, answer_format=args.answer_format,
                    writer=args.adapter, writer_model=args.writer_model, writer_options=key_values(args.adapter_arg),
-                   cache=args.cache, allow_outside=args.allow_outside_paths)
+                   cache=args.cache, allow_outside=args.allow_outside_paths, overwrite=args.overwrite)
     result = run_pairs_job(job)
     print(f"wrote {result['n_rows']} rows to {result['path']}")
     if "calls" in result:

@@ -170,6 +170,7 @@ class PairsJob:
     writer_options: dict[str, Any] = field(default_factory=dict)
     cache: str | None = None
     allow_outside: bool = False  # image paths in the facts / captions file may leave its folder
+    overwrite: bool = False  # with images: replace an earlier set in out (only one whose mmr_train.json is ours)
 
 
 def run_pairs_job(job: PairsJob) -> dict[str, Any]:
@@ -181,10 +182,8 @@ def run_pairs_job(job: PairsJob) -> dict[str, Any]:
     if sum(sources) != 1:
         raise DataError("give exactly one source: --images N (world scenes), --facts FILE or --captions FILE")
     if job.images:
-        if (Path(job.out) / "train.jsonl").exists() and not (Path(job.out) / "mmr_train.json").exists():
-            raise DataError(f"{job.out} holds a train.jsonl that mmrobust did not write; choose a new --out folder")
         path = generate_mmr_training_set(job.out, n_images=job.images, seed=job.seed, leading_share=job.leading_share,
-                                         answer_format=job.answer_format)
+                                         answer_format=job.answer_format, overwrite=job.overwrite)
         return {"path": str(path), "n_rows": sum(1 for _ in path.open(encoding="utf-8"))}
     source = Path(job.facts or job.captions or "")
     out = _output_file(Path(job.out), source)

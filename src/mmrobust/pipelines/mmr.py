@@ -75,8 +75,14 @@ def run_mmr_job(job: MMRJob, *, progress: Callable[[int, int], None] | None = No
 
 def make_tiny_llava(out_dir: str | Path, *, seed: int = 0, image_size: int = 32, vocabulary_from: str | None = None
                     ) -> Path:
-    """A tiny random LLaVA saved like a hub checkpoint; words of an MMR question file join its vocabulary."""
+    """A tiny random LLaVA saved like a hub checkpoint; words of an MMR question file join its vocabulary.
+    ``out_dir`` must be new or empty: its files are never written over."""
     from mmrobust.world.llava import build_tiny_llava
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new --out (make-tiny-llava "
+                          "never writes over files)")
 
     words: list[str] = []
     if vocabulary_from:

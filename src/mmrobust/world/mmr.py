@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmrobust.safety import check_replace
 from mmrobust.world.shapes import COLORS, COUNT_WORDS, POSITIONS, SHAPES, Scene, render_scene, sample_scene
 
 SYNTH_CATEGORIES = ("attribute/shape", "attribute/color&texture", "attribute/number", "attribute/position")
@@ -162,13 +163,24 @@ def _scene_for(category: str, rng: np.random.Generator) -> Scene:
     return replace(scene, count=1)
 
 
+MMR_GENERATOR = "mmrobust.world.mmr"  # world.json's generator in a folder generate_mmr_world wrote
+
+
 def generate_mmr_world(
     out_dir: str | Path, *, pairs_per_category: int = 6, seed: int = 0, image_size: int = 64,
-    categories: tuple[str, ...] = SYNTH_CATEGORIES, inject_quirks: bool = False,
+    categories: tuple[str, ...] = SYNTH_CATEGORIES, inject_quirks: bool = False, overwrite: bool = True,
 ) -> Path:
-    """Write ``questions.json`` and ``images/`` under ``out_dir``; returns the question file."""
+    """Write ``questions.json``, ``images/`` and ``world.json`` under ``out_dir``; returns the question file.
+    Files of an earlier world there are replaced only with ``overwrite`` and only if its world.json (written
+    first) says this function wrote them."""
     root = Path(out_dir)
+    images = [f"images/{cat}/{k:02d}.png" for cat in categories for k in range(1, pairs_per_category + 1)]
+    found = [name for name in ("questions.json", "world.json", *images) if (root / name).exists()]
+    check_replace(root, found, marker="world.json", generator=MMR_GENERATOR, overwrite=overwrite)
+    meta = {"generator": MMR_GENERATOR, "seed": seed, "pairs_per_category": pairs_per_category,
+            "image_size": image_size, "categories": list(categories), "inject_quirks": inject_quirks}
     (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")  # first: it marks the folder as ours
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     for cat in categories:
@@ -183,9 +195,6 @@ def generate_mmr_world(
         rows = add_quirks(rows)
     qfile = root / "questions.json"
     qfile.write_text(json.dumps(rows, indent=2) + "\n")
-    meta = {"generator": "mmrobust.world.mmr", "seed": seed, "pairs_per_category": pairs_per_category,
-            "image_size": image_size, "categories": list(categories), "inject_quirks": inject_quirks}
-    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return qfile
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from mmrobust.errors import DataError
-from mmrobust.safety import ensure_regular_file, resolve_inside
+from mmrobust.safety import check_replace, ensure_regular_file, resolve_inside
 from mmrobust.values import SEED_MAX, check_int, check_number
 from mmrobust.world.mmr import (QA, Facts, PairSpec, colour_pair, pick_others, plural, position_pair,
                                 scene_facts, shape_pair)
@@ -127,13 +127,18 @@ def draw_scene(i: int, category: str, rng: np.random.Generator, root: Path, imag
     return scene, image
 
 
+TRAIN_GENERATOR = "mmrobust.world.mmr_train"  # mmr_train.json's generator in a folder this module wrote
+
+
 def generate_mmr_training_set(
     out_dir: str | Path, *, n_images: int, seed: int, image_size: int = 32, leading_share: float = 0.5,
-    categories: tuple[str, ...] = CATEGORIES, answer_format: str = "letter+text",
+    categories: tuple[str, ...] = CATEGORIES, answer_format: str = "letter+text", overwrite: bool = True,
 ) -> Path:
     """Write ``images/``, ``train.jsonl`` and ``mmr_train.json`` under ``out_dir``; returns ``train.jsonl``.
     Same arguments, same bytes. Categories cycle over the images, so each gets an equal share.
-    ``answer_format``: ``"letter+text"`` (``"X. text"``) or ``"text"`` (the right option's text alone)."""
+    ``answer_format``: ``"letter+text"`` (``"X. text"``) or ``"text"`` (the right option's text alone).
+    Files of an earlier set there are replaced only with ``overwrite`` and only if its mmr_train.json (written
+    first) says this function wrote them."""
     check_int("n_images", n_images, low=1, fix="ask for at least one image")
     check_int("seed", seed, low=0, high=SEED_MAX)
     check_int("image_size", image_size, low=8, high=1024)
@@ -143,7 +148,14 @@ def generate_mmr_training_set(
     if unknown or not categories:
         raise DataError(f"unknown or no categories {unknown}; choose from {', '.join(CATEGORIES)}")
     root = Path(out_dir)
+    names = ("train.jsonl", "mmr_train.json", *(f"images/{i + 1:06d}.png" for i in range(n_images)))
+    check_replace(root, [n for n in names if (root / n).exists()], marker="mmr_train.json", generator=TRAIN_GENERATOR,
+                  overwrite=overwrite)
+    meta = {"generator": TRAIN_GENERATOR, "seed": seed, "stream": TRAIN_STREAM, "n_images": n_images,
+            "image_size": image_size, "leading_share": leading_share, "categories": list(categories),
+            "answer_format": "X. text" if answer_format == "letter+text" else "text"}
     (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "mmr_train.json").write_text(json.dumps(meta, indent=2) + "\n")  # first: it marks the folder as ours
     rng_scene, rng_q, rng_pos, rng_neg, rng_lead = _streams(seed)
     lead = _leading_mask(n_images, leading_share, rng_lead)
     items = []
@@ -154,10 +166,6 @@ def generate_mmr_training_set(
         items.append((f"train/{i + 1:06d}", image, facts, BUILDERS[cat](facts, rng_q), lead[i]))
     out = root / "train.jsonl"
     _write_jsonl(out, _emit(items, rng_pos, rng_neg, answer_format))
-    meta = {"generator": "mmrobust.world.mmr_train", "seed": seed, "stream": TRAIN_STREAM, "n_images": n_images,
-            "image_size": image_size, "leading_share": leading_share, "categories": list(categories),
-            "answer_format": "X. text" if answer_format == "letter+text" else "text"}
-    (root / "mmr_train.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 

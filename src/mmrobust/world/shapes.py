@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmrobust.errors import ConfigError
+from mmrobust.safety import check_replace
 from mmrobust.values import SEED_MAX, check_int
 
 SHAPES: tuple[str, ...] = (
@@ -188,6 +188,7 @@ def _write_split(root: Path, split: str, n: int, image_size: int, rng: np.random
 
 
 WORLD_FILES = ("train.csv", "test.csv", "classes.json", "world.json")
+GENERATOR = "mmrobust.synthetic"  # world.json's generator: the folder is one generate_world wrote
 
 
 def existing_world_files(out_dir: str | Path) -> list[str]:
@@ -215,19 +216,16 @@ def generate_world(
     ``classes.json`` (class names + zero-shot templates). Same seed, same files.
 
     ``overwrite=False`` (what ``mmrobust generate`` passes unless ``--overwrite``) refuses an ``out_dir``
-    that already holds any of those files or split images."""
+    that already holds any of those files or split images; ``overwrite=True`` replaces them only in a folder
+    whose world.json (written first) says generate_world wrote it."""
     _check_world_args(n_train, n_test, image_size, seed)
     root = Path(out_dir)
-    existing = [] if overwrite else existing_world_files(root)
-    if existing:
-        raise ConfigError(f"{root} already holds {', '.join(existing)}; choose a new --out, or pass --overwrite to "
-                          "replace them")
+    check_replace(root, existing_world_files(root), marker="world.json", generator=GENERATOR, overwrite=overwrite)
     root.mkdir(parents=True, exist_ok=True)
+    meta = {"generator": GENERATOR, "seed": seed, "n_train": n_train, "n_test": n_test, "image_size": image_size}
+    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")  # first: it marks the folder as ours
     train = _write_split(root, "train", n_train, image_size, np.random.default_rng([seed, 0]))
     test = _write_split(root, "test", n_test, image_size, np.random.default_rng([seed, 1]))
     classes = root / "classes.json"
     classes.write_text(json.dumps({"classnames": list(SHAPES), "templates": list(ZEROSHOT_TEMPLATES)}, indent=2) + "\n")
-    meta = {"generator": "mmrobust.synthetic", "seed": seed, "n_train": n_train, "n_test": n_test,
-            "image_size": image_size}
-    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return WorldPaths(root=root, train_manifest=train, test_manifest=test, classes=classes)
