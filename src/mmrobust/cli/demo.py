@@ -8,14 +8,9 @@ from pathlib import Path
 
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.overrides import apply_overrides
+from mmrobust.pipelines.seeds import STORIES, run_seeds
 from mmrobust.reports.contract import Record, write_record
 
-STORIES = {  # name -> (module, function, settings class) of a library story taking (out_dir, [settings,] progress, log)
-    "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo", "BackdoorDemo"),
-    "adversarial": ("mmrobust.pipelines.demo_adversarial", "run_adversarial_demo", "AdversarialDemo"),
-    "mmr": ("mmrobust.pipelines.demo_mmr_trained", "run_mmr_trained_demo", "MMRTrainedDemo"),
-    "lvlm": ("mmrobust.pipelines.demo_lvlm", "run_lvlm_demo", "LVLMDemo"),
-}
 
 
 def available() -> list[str]:
@@ -41,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a story setting, e.g. backdoor.finetune_lr=1e-3 or "
                         "backdoor.trigger_params.pattern=random_noise (repeatable; see the settings classes "
                         "BackdoorDemo, AdversarialDemo, MMRTrainedDemo and LVLMDemo)")
+    p.add_argument("--seeds", default=None, metavar="0,1,2,3,4",
+                   help="run every story at each of these seeds (world and training seeds both vary) into "
+                        "OUT/seed-K/, then write mean ± spread tables and the headline effects checked at every "
+                        "seed into OUT/<story>/ (default: one run with the settings' seed, into OUT/<story>/)")
     p.set_defaults(func=run)
 
 
@@ -48,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stories = args.story or available()
     settings = _settings(stories, _overrides(args.set, stories))  # all checked before anything runs
+    if args.seeds is not None:
+        return _run_seeds(out, stories, settings, _seed_list(args.seeds), quiet=args.quiet)
+    print("(one seed: numbers vary across seeds and machines; `mmrobust demo --seeds 0,1,2,3,4` gives the "
+          "spread and checks each story's effects at every seed)", flush=True)
     summary = {}
     for name in stories:
         start = time.time()
@@ -91,3 +94,38 @@ def _overrides(assignments: list[str], stories: list[str]) -> dict[str, list[str
                               f"({', '.join(runnable) or 'none'}), e.g. backdoor.finetune_steps=300")
         grouped.setdefault(story, []).append(rest)
     return grouped
+
+
+def _seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` as a list of distinct non-negative seeds."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or len(seeds) > 100:
+        raise ConfigError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2,3,4 or 0-4")
+    return seeds
+
+
+def _run_seeds(out: Path, stories: list[str], settings: dict[str, tuple], seeds: list[int], *, quiet: bool) -> int:
+    start = time.time()
+    given = {name: s[0] for name, s in settings.items() if s}
+    results = run_seeds(stories, seeds=seeds, out_dir=out, settings=given, progress=not quiet,
+                        log=lambda m: print(m, flush=True))
+    for name, agg in results.items():
+        print(f"\n{agg['table']}\n(plot {agg['plot']})", flush=True)
+        for c in agg["claims"]:
+            if c["verdict"] != "holds":
+                print(f"warning: {name}: {c['description']} {c['bar']}: {c['verdict']} (worst seed "
+                      f"{c['worst_seed']}: {c['worst']:.3f})", flush=True)
+    write_record(out, Record(kind="demo.seeds", metrics={n: {"claims": r["claims"]} for n, r in results.items()},
+                             config={"stories": stories, "seeds": seeds}, seeds={"seeds": seeds}))
+    from mmrobust.reports.html import write_report
+
+    print(f"report: {write_report([out / s for s in stories], out / 'report.html')} "
+          f"({time.time() - start:.0f} s)")
+    return 0

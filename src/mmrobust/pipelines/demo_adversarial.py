@@ -17,7 +17,24 @@ from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
+
+
+def _model(label: str, key: str) -> Any:
+    return lambda m: pick(m["models"], "model", label)[key]
+
+
+# the story's headline effects, checked at every seed by `mmrobust demo --seeds` (reports.spread)
+CLAIMS = (
+    Claim("attack-breaks-clip", "CLIP's worst-case accuracy at 4/255", _model("CLIP", "autoattack@4/255"), at_most=0.2),
+    Claim("fare-robust", "FARE's worst-case accuracy at 4/255 minus CLIP's",
+          lambda m: _model("FARE", "autoattack@4/255")(m) - _model("CLIP", "autoattack@4/255")(m), at_least=0.15),
+    Claim("fare-keeps-clean", "FARE's clean accuracy minus CLIP's",
+          lambda m: _model("FARE", "clean")(m) - _model("CLIP", "clean")(m), at_least=-0.10),
+    Claim("tecoa-robust", "TeCoA's worst-case accuracy at 4/255 minus CLIP's",
+          lambda m: _model("TeCoA", "autoattack@4/255")(m) - _model("CLIP", "autoattack@4/255")(m), at_least=0.05),
+)
 
 
 @dataclass(frozen=True)

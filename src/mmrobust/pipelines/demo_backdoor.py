@@ -18,12 +18,30 @@ from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
 
 def finetunes(s: "BackdoorDemo") -> dict[str, tuple[str, dict[str, Any]]]:
     """Stage label -> (task, task options) of the four defenses compared."""
     return {"MMCL finetune": ("clip", {}), "CleanCLIP": ("cleanclip", {"l1": 1.0, "l2": 1.0}),
             "PAR": ("par", {"tau": s.par_tau, "view": s.par_view}), "supervised FT": ("supervised", {})}
+
+
+def _stage(label: str, key: str) -> Any:
+    return lambda m: pick(m["stages"], "stage", label)[key]
+
+
+# the story's headline effects, checked at every seed by `mmrobust demo --seeds` (reports.spread)
+CLAIMS = (
+    Claim("backdoor-takes", "the poisoned CLIP's ASR", _stage("poisoned CLIP", "asr"), at_least=0.8),
+    Claim("par-removes", "PAR's ASR", _stage("PAR", "asr"), at_most=0.10),
+    Claim("par-keeps-clean", "PAR's clean accuracy minus the poisoned CLIP's",
+          lambda m: _stage("PAR", "clean_top1")(m) - _stage("poisoned CLIP", "clean_top1")(m), at_least=-0.05),
+    Claim("cleanclip-below-mmcl", "MMCL-only finetune's ASR minus CleanCLIP's",
+          lambda m: _stage("MMCL finetune", "asr")(m) - _stage("CleanCLIP", "asr")(m), at_least=0.0),
+    Claim("mmcl-keeps", "MMCL-only finetune's ASR (the structured trigger survives it)",
+          _stage("MMCL finetune", "asr"), at_least=0.3),
+)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,30 @@ from typing import Any, Callable
 from mmrobust.pipelines.parallel import torch_threads
 from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
 
 TOWERS = ("CLIP", "FARE", "TeCoA")  # the adversarial story's clip / fare / tecoa models
 # Targets of the targeted attack: every shape name of the world but "circle", which a "semicircle" reply
 # holds (success is the target as a substring of the reply, as in Schlarmann et al. 2024)
 TARGETS = ("square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "semicircle", "bar")
+
+
+def _tower(label: str, key: str) -> Any:
+    return lambda m: pick(m["towers"], "tower", label)[key]
+
+
+# the story's headline effects, checked at every seed by `mmrobust demo --seeds` (reports.spread)
+CLAIMS = (
+    Claim("attack-breaks-llava", "the original tower's VQA accuracy under attack", _tower("CLIP", "adv"),
+          at_most=0.35),
+    Claim("fare-drops-in", "FARE tower's clean VQA minus the original's (swapped in, no retraining)",
+          lambda m: _tower("FARE", "clean")(m) - _tower("CLIP", "clean")(m), at_least=-0.15),
+    Claim("fare-robust", "FARE tower's VQA under attack minus the original's",
+          lambda m: _tower("FARE", "adv")(m) - _tower("CLIP", "adv")(m), at_least=0.15),
+    Claim("fare-resists-targeted", "the original tower's targeted success minus FARE's",
+          lambda m: _tower("CLIP", "targeted")(m) - _tower("FARE", "targeted")(m), at_least=0.2),
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class LVLMDemo:
     batch: int = 50
     max_new_tokens: int = 6
     n_boot: int = 1000
+    world_seed: int = 0  # the world of the adversarial and MMR stories run here when their models are absent
     seed: int = 0
     threads: int = 2
     llava_model: str = ""  # a trained LLaVA folder; "" = the MMR story's baseline (run if absent)
@@ -80,8 +99,8 @@ def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]
     """The baseline LLaVA of the MMR story and the adversarial story's towers (those stories run if absent),
     or the folders the settings name."""
     from mmrobust.errors import ConfigError
-    from mmrobust.pipelines.demo_adversarial import run_adversarial_demo
-    from mmrobust.pipelines.demo_mmr_trained import run_mmr_trained_demo
+    from mmrobust.pipelines.demo_adversarial import AdversarialDemo, run_adversarial_demo
+    from mmrobust.pipelines.demo_mmr_trained import MMRTrainedDemo, run_mmr_trained_demo
 
     if s.tower_models and len(s.tower_models) != len(TOWERS):
         raise ConfigError(f"tower_models needs {len(TOWERS)} folders ({', '.join(TOWERS)}), got {len(s.tower_models)}")
@@ -90,11 +109,11 @@ def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]
         "CLIP": adv / "clip" / "model", "FARE": adv / "fare" / "model", "TeCoA": adv / "tecoa" / "model"}
     if not s.tower_models and not all((p / "open_clip_config.json").is_file() for p in towers.values()):
         log("[lvlm] running the adversarial story first (its towers are swapped in here)")
-        run_adversarial_demo(adv, progress=progress, log=log)
+        run_adversarial_demo(adv, AdversarialDemo(world_seed=s.world_seed, seed=s.seed), progress=progress, log=log)
     llava = Path(s.llava_model) if s.llava_model else mmr / "baseline" / "model"
     if not s.llava_model and not (llava / "config.json").is_file():
         log("[lvlm] running the MMR story first (its baseline LLaVA is the model here)")
-        run_mmr_trained_demo(mmr, progress=progress, log=log)
+        run_mmr_trained_demo(mmr, MMRTrainedDemo(world_seed=s.world_seed, seed=s.seed), progress=progress, log=log)
     return {"llava": str(llava), **{k: str(v) for k, v in towers.items()}}
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from mmrobust.pipelines.parallel import torch_threads
 from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp, train_stage
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
 
 MODELS = ("baseline", "control", "MMR-tuned")
@@ -29,6 +30,21 @@ MODELS = ("baseline", "control", "MMR-tuned")
 # (an induction circuit), which a 3-layer Llama trained from scratch learns only after some 3,000 steps,
 # beyond this story's budget. The paired POS/NEG scoring is MMR's; only the answer form differs.
 PROMPT, PARSER = "option-text", "lenient"
+
+
+def _model(label: str, key: str) -> Any:
+    return lambda m: pick(m["models"], "model", label)[key] or 0.0
+
+
+# the story's headline effects, checked at every seed by `mmrobust demo --seeds` (reports.spread)
+CLAIMS = (
+    Claim("baseline-misled", "the baseline's MR", _model("baseline", "MR"), at_least=0.8),
+    Claim("control-misled", "the control's MR (more steps, no leading questions)", _model("control", "MR"),
+          at_least=0.8),
+    Claim("tuned-not-misled", "the MMR-tuned model's MR", _model("MMR-tuned", "MR"), at_most=0.25),
+    Claim("tuned-keeps-pos", "the MMR-tuned model's POS accuracy minus the baseline's",
+          lambda m: _model("MMR-tuned", "POS")(m) - _model("baseline", "POS")(m), at_least=-0.05),
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class MMRTrainedDemo:
     clip_model: str = ""  # a trained CLIP folder; "" = the adversarial story's clean CLIP (trained if absent)
     clip_steps: int = 0  # > 0: train a CLIP of this many steps under this story instead (tests)
     clip_world_images: int = 2000  # its world's size, with clip_steps > 0
+    world_seed: int = 0  # the CLIP's world (the adversarial story's, with the same seeds)
     seed: int = 0
     threads: int = 2
 
@@ -170,7 +187,7 @@ def _clip(out: Path, s: MMRTrainedDemo, progress: bool) -> str:
         a = AdversarialDemo(n_train=s.clip_world_images, n_test=100, pretrain_steps=s.clip_steps, seed=s.seed)
         world, clip_out = out / "clip-world", out / "clip"
     else:
-        a, world, clip_out = AdversarialDemo(), out.parent / "world", out.parent / "adversarial" / "clip"
+        a, world, clip_out = AdversarialDemo(world_seed=s.world_seed, seed=s.seed), out.parent / "world", out.parent / "adversarial" / "clip"
     run_stage(world, {"n_train": a.n_train, "n_test": a.n_test, "seed": a.world_seed},
               lambda: {"root": str(generate_world(world, n_train=a.n_train, n_test=a.n_test, seed=a.world_seed).root)})
     return train_stage(clip_out, task="clip", model=a.model, manifest=world / "train.csv", classes=world / "classes.json",

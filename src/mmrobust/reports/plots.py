@@ -3,7 +3,7 @@ pyplot, so importing mmrobust never changes the user's matplotlib backend or glo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -14,6 +14,23 @@ def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _finish(fig: Figure, ax: Any, path: str | Path, *, groups: Sequence[str], title: str, ylabel: str,
+            ncol: int) -> Path:
+    """Axis labels, legend and grid of a bar chart in percent, then save it."""
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=15, ha="right", fontsize=8)
+    ax.set_ylim(0, 118)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10, pad=4)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
 def grouped_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequence[float]], title: str,
@@ -30,15 +47,25 @@ def grouped_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, S
         bars = ax.bar(xs, vals, width, label=name, color=colors[k % len(colors)])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 1, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=15, ha="right", fontsize=8)
-    ax.set_ylim(0, 118)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10, pad=4)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=n, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, groups=groups, title=title, ylabel=ylabel, ncol=n)
+
+
+def seed_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequence[Sequence[float]]], title: str,
+              ylabel: str = "%", colors: Sequence[str] | None = None) -> Path:
+    """Like :func:`grouped_bars`, over seeds: each bar is the mean of a group's per-seed values (in [0,1]),
+    with a min-max error bar and one dot per seed, so the spread is seen, not only the mean."""
+    fig = new_figure(max(6.0, 1.2 * len(groups) + 2), 3.8)
+    ax = fig.subplots()
+    n = len(series)
+    width = 0.8 / max(1, n)
+    colors = colors or ["#3b7dd8", "#d8453b", "#4caf50", "#f0a030", "#8e5bd8"]
+    for k, (name, per_group) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
+        means = [100 * sum(v) / len(v) for v in per_group]
+        lo = [m - 100 * min(v) for m, v in zip(means, per_group)]
+        hi = [100 * max(v) - m for m, v in zip(means, per_group)]
+        ax.bar(xs, means, width, label=name, color=colors[k % len(colors)], alpha=0.75,
+               yerr=[lo, hi], capsize=3, error_kw={"elinewidth": 0.8})
+        for x, vals in zip(xs, per_group):
+            ax.scatter([x] * len(vals), [100 * v for v in vals], s=8, color="#222", zorder=3)
+    return _finish(fig, ax, path, groups=groups, title=title, ylabel=ylabel, ncol=n)

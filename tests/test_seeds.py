@@ -1,0 +1,110 @@
+"""Seeds as an axis: spread statistics against naive formulas, tables of mean ± sd, claims checked at
+every seed, and a tiny story run over two seeds through the CLI (per-seed runs, the aggregate record,
+resuming a finished seed)."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from mmrobust.cli.main import main
+from mmrobust.pipelines.demo_backdoor import BackdoorDemo
+from mmrobust.pipelines.seeds import run_seeds, with_seed
+from mmrobust.reports.records import read_json
+from mmrobust.reports.spread import Claim, aggregate_table, check_claims, format_spread, spread
+
+
+def test_spread_matches_the_naive_formulas():
+    vals = [0.9, 0.8, 0.85, 0.7, 0.95]
+    s = spread(vals)
+    mean = sum(vals) / 5
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / 4)
+    assert s["mean"] == pytest.approx(mean) and s["sd"] == pytest.approx(sd)
+    assert (s["min"], s["max"], s["n"], s["values"]) == (0.7, 0.95, 5, vals)
+    half = 2.776 * sd / math.sqrt(5)  # Student's t, 4 degrees of freedom
+    assert s["ci"] == pytest.approx([mean - half, mean + half])
+    assert spread([0.5]) == {"n": 1, "mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5, "ci": None, "values": [0.5]}
+    assert format_spread(s, "%") == f"{100 * mean:.1f} ± {100 * sd:.1f} (70.0-95.0)"
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def _table(asr_par: float, clean: float) -> dict:
+    return {"title": "T", "caption": "c", "columns": [{"key": "stage", "heading": "stage", "unit": ""},
+                                                        {"key": "asr", "heading": "ASR", "unit": "%"},
+                                                        {"key": "note", "heading": "note", "unit": ""}],
+            "rows": [{"stage": "PAR", "asr": asr_par, "note": "x"}, {"stage": "poisoned", "asr": clean, "note": "x"}]}
+
+
+def test_aggregate_table_matches_rows_by_label_and_keeps_the_statistics():
+    agg = aggregate_table([_table(0.1, 1.0), _table(0.3, 0.9)])
+    par = next(r for r in agg["rows"] if r["stage"] == "PAR")
+    assert par["_spread"]["asr"]["values"] == [0.1, 0.3] and par["asr"].startswith("20.0 ± 14.1 (10.0-30.0)")
+    assert par["note"] == "x" and "2 seeds" in agg["title"] and agg["columns"][1]["heading"] == "ASR (%)"
+
+
+@pytest.mark.parametrize("values,verdict", [
+    ([0.02, 0.03, 0.04], "holds"),  # margins 0.06-0.08, sd 0.01
+    ([0.02, 0.09, 0.03], "holds, thin margin"),  # worst margin 0.01 < sd 0.038
+    ([0.02, 0.12, 0.03], "seed-dependent"),  # fails at seed 1
+])
+def test_claim_verdicts(values, verdict):
+    claim = Claim("par", "PAR's ASR", lambda m: m["asr"], at_most=0.10)
+    [c] = check_claims([claim], {seed: {"asr": v} for seed, v in enumerate(values)})
+    assert c["verdict"] == verdict and c["worst"] == max(values) and c["worst_seed"] == str(values.index(max(values)))
+    assert c["sd"] == pytest.approx(statistics.stdev(values)) and c["bar"] == "<= 10"
+
+
+def test_with_seed_sets_the_world_and_run_seeds():
+    s = with_seed(BackdoorDemo(), 3)
+    assert (s.seed, s.world_seed) == (3, 3)
+
+
+TINY = ["backdoor.n_train=400", "backdoor.n_test=60", "backdoor.model=mmrobust-micro", "backdoor.threads=1",
+        "backdoor.pretrain_steps=3", "backdoor.pretrain_batch=32", "backdoor.finetune_pairs=200",
+        "backdoor.finetune_steps=2", "backdoor.finetune_batch=16", "backdoor.workers=1"]
+
+
+def test_demo_over_two_seeds_writes_each_seed_and_the_spread(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    args = ["demo", "--story", "backdoor", "--out", str(out), "--quiet", "--seeds", "0,1"]
+    assert main(args + [a for x in TINY for a in ("--set", x)]) == 0
+    per_seed = [read_json(out / f"seed-{k}" / "backdoor" / "results_story.json") for k in (0, 1)]
+    assert [r["config"]["world_seed"] for r in per_seed] == [0, 1] and [r["config"]["seed"] for r in per_seed] == [0, 1]
+    assert per_seed[0]["poisoned_ids"] != per_seed[1]["poisoned_ids"]  # another seed, another world and poisoning
+    agg = read_json(out / "backdoor" / "results_seeds.json")
+    assert set(agg["metrics"]["per_seed"]) == {"0", "1"}
+    asr = [s["asr"] for s in (r["metrics"]["stages"][0] for r in per_seed)]
+    stats = agg["metrics"]["tables"][0]["rows"][0]["_spread"]["asr"]
+    assert stats["values"] == asr and stats["mean"] == pytest.approx(sum(asr) / 2)
+    claims = {c["claim"]: c for c in agg["metrics"]["claims"]}
+    assert set(claims) >= {"backdoor-takes", "par-removes"} and set(claims["par-removes"]["values"]) == {"0", "1"}
+    # 3 pretraining steps plant no backdoor: the claim fails and the record warns
+    assert claims["backdoor-takes"]["verdict"] == "seed-dependent"
+    assert any("poisoned CLIP's ASR" in w for w in agg["warnings"])
+    assert "±" in (out / "backdoor" / "summary.md").read_text() and (out / "backdoor" / "backdoor_seeds.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "Headline effects at every seed" in html and "warning" in html
+    printed = capsys.readouterr().out
+    assert "seed-dependent" in printed
+    # a finished seed is reused: running seeds 0-2 recomputes only seed 2
+    weights = out / "seed-0" / "backdoor" / "pretrain" / "model" / "open_clip_model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert run_seeds(["backdoor"], seeds=[0, 1, 2], out_dir=out, progress=False, log=lambda m: None,
+                     settings={"backdoor": _tiny()})["backdoor"]["claims"]
+    assert read_json(out / "backdoor" / "results_seeds.json")["config"]["seeds"] == [0, 1, 2]
+    assert weights.stat().st_mtime_ns == before and (out / "seed-2" / "backdoor" / "results_story.json").is_file()
+
+
+def _tiny() -> BackdoorDemo:
+    from mmrobust.pipelines.overrides import apply_overrides
+
+    return apply_overrides(BackdoorDemo(), [x.split(".", 1)[1] for x in TINY])
+
+
+def test_bad_seed_lists_are_one_line_errors(tmp_path, capsys):
+    for bad in ("a,b", "1,1", "-3", ""):
+        assert main(["demo", "--out", str(tmp_path), "--seeds", bad]) != 0
+        err = capsys.readouterr().err
+        assert "--seeds" in err and "Traceback" not in err
