@@ -102,3 +102,41 @@ def test_truncated_empty_or_mistyped_caches_are_rebuilt_and_a_failed_write_only_
     with pytest.warns(UserWarning, match="could not cache the shard index"):
         index = cached_shard_index(pattern, cache)
     assert len(index) == 12 and not cache.exists() and not list(cache.parent.glob("*.tmp"))
+
+
+def test_a_cache_with_entries_swapped_between_samples_is_rebuilt(tmp_path):
+    """Stamps and digests kept, the caption members of two samples swapped (or their digests recomputed):
+    the tar header at each offset names another member, so the cache is rebuilt and never pairs a sample
+    with another's caption."""
+    pattern = _small_shards(tmp_path / "sh")
+    shards = expand_pattern(pattern)
+    index = build_index(shards)
+    cache = save_index(index, tmp_path / "c.npz")
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    a, b = (int(index.caption[i]) for i in (0, 1))
+    for field in ("offset", "size"):
+        arrays[field][[a, b]] = arrays[field][[b, a]]
+    np.savez(tmp_path / "swapped.npz", **arrays)
+    assert load_index(tmp_path / "swapped.npz", shards) is None
+    from mmrobust.data.shards import ShardIndex
+    tampered = ShardIndex(shards=shards, exts=index.exts, **{k: arrays[k] for k in FIELDS})
+    np.savez(tmp_path / "rehashed.npz", **{**arrays, "digests": np.array(shard_mod.shard_digests(tampered))})
+    assert load_index(tmp_path / "rehashed.npz", shards) is None
+    rebuilt = cached_shard_index(pattern, tmp_path / "rehashed.npz")
+    assert rebuilt.read_member(0, int(rebuilt.caption[0])) == b"a red shape number 0"
+
+
+def test_a_shard_replaced_between_a_run_and_its_resume_is_refused(tmp_path, capsys):
+    pattern = _small_shards(tmp_path / "sh")
+    argv = ["train", "--task", "clip", "--model", "mmrobust-micro", "--data", f"shards:{pattern}", "--batch-size",
+            "4", "--quiet", "--out", str(tmp_path / "run")]
+    assert main([*argv, "--steps", "2"]) == 0
+    other = _small_shards(tmp_path / "other", per=5)  # other samples, same names
+    os.replace(expand_pattern(other)[1], expand_pattern(pattern)[1])
+    run_before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, "--steps", "3", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "00001.tar" in err and "holds other samples than when this run started" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == run_before

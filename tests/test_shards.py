@@ -243,8 +243,11 @@ def _bad_inputs(tmp: Path) -> dict[str, str]:
     cut = (tmp / "sh" / "00001.tar").read_bytes()
     (tmp / "cut").mkdir()
     (tmp / "cut" / "00000.tar").write_bytes(cut[:700])
+    (tmp / "cuthead").mkdir()
+    (tmp / "cuthead" / "00000.tar").write_bytes(cut[:7 * 1024 + 100])  # 100 bytes into the 8th member's header
     return {"good": good, "gz": str(gz), "txt": str(tmp / "txt" / "00000.tar"), "up": str(tmp / "up" / "00000.tar"),
-            "abs": str(tmp / "abs" / "00000.tar"), "cut": str(tmp / "cut" / "00000.tar")}
+            "abs": str(tmp / "abs" / "00000.tar"), "cut": str(tmp / "cut" / "00000.tar"),
+            "cuthead": str(tmp / "cuthead" / "00000.tar")}
 
 
 POISON = ["poison", "--target", "star", "--count", "2", "--out", "{tmp}/out"]
@@ -261,6 +264,11 @@ HOSTILE = [
     ([*POISON, "--data", "shards:{up}"], "escapes the archive"),
     ([*POISON, "--data", "shards:{abs}"], "escapes the archive"),
     ([*POISON, "--data", "shards:{cut}"], "truncated"),
+    ([*POISON, "--data", "shards:{cuthead}"], "cut off inside a header"),
+    ([*TRAIN, "--data", "shards:{cuthead}"], "cut off inside a header"),
+    ([*POISON, "--data", "shards:{tmp}/sh/{{000000000..999999999}}.tar"], "more than 1,000,000 names"),
+    ([*TRAIN, "--data", "shards:{tmp}/sh/{{0..9}}{{0..9}}{{0..9}}{{0..9}}{{0..9}}{{0..9}}{{0..9}}.tar"],
+     "more than 1,000,000 names"),
     ([*POISON, "--data", "shards:{good}", "--image-col", "jpg"], "only apply to a CSV manifest"),
     (["poison", "--target", "star", "--count", "2", "--out", "{tmp}", "--data", "shards:{good}"], "holds source shard"),
     ([*POISON, "--data", "shards:{good}", "--count", "13"], "poison count must be an integer in [1, 12]"),

@@ -19,6 +19,7 @@ from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip
 from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
+from mmrobust.reports.sanity import target_absent, too_few_poisoned
 from mmrobust.values import check_seed
 from mmrobust.training.distributed import barrier, is_main, world
 from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
@@ -153,7 +154,7 @@ def _write_config(out: Path, job: TrainJob) -> None:
 
 
 def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int,
-                   classes: ClassInfo | None) -> ShardImageTextDataset:
+                   classes: ClassInfo | None, resume: bool = False) -> ShardImageTextDataset:
     """Samples of webdataset shards: image-caption pairs, or with ``--classes`` image + ``.cls`` label
     (the caption "a photo of a {class}." where a sample has no ``.txt``), as TeCoA and supervised need."""
     if job.data.label_col:
@@ -165,20 +166,21 @@ def _shard_dataset(job: TrainJob, pattern: str, task: Any, image_size: int,
     if job.data.data_root or job.data.allow_outside:
         raise ConfigError("--data-root / --allow-outside-paths apply to CSV manifests; shards are read from the files "
                           "their pattern names, drop them")
-    return ShardImageTextDataset(index=_shard_index(job, pattern), image_size=image_size, views=task.views,
+    return ShardImageTextDataset(index=_shard_index(job, pattern, resume), image_size=image_size, views=task.views,
                                  seed=job.optim.seed, labels=classes is not None,
                                  classnames=classes.classnames if classes else None)
 
 
-def _shard_index(job: TrainJob, pattern: str) -> ShardIndex:
+def _shard_index(job: TrainJob, pattern: str, resume: bool = False) -> ShardIndex:
     """The shards' index, cached in ``out_dir/data`` (a resumed run skips the pass over the tar headers; a
-    changed shard rebuilds it). Rank 0 builds and writes it; the others read it after the barrier, or
-    build it themselves, and so fail alike on a bad shard (a failed write is only a warning)."""
+    changed shard rebuilds it, and a resumed run whose shard now holds other samples is refused). Rank 0
+    builds and writes it; the others read it after the barrier, or build it themselves, and so fail alike
+    on a bad shard (a failed write is only a warning)."""
     cache = Path(job.out_dir) / "data" / SHARD_INDEX
     index, error = None, None
     if is_main():
         try:
-            index = cached_shard_index(pattern, cache)
+            index = cached_shard_index(pattern, cache, same_data=resume)
         except Exception as e:  # noqa: BLE001 - raised after the barrier: no rank is left waiting
             error = e
     barrier()
@@ -200,9 +202,9 @@ def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:
     return split
 
 
-def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
+def _clip_setup(job: TrainJob, resume: bool = False) -> tuple[Any, Any]:
     """A CLIP Task on an image-caption CSV manifest, a class-folder tree (imagenet:PATH, folder:PATH: labels
-    and the caption "a photo of a {class}.") or webdataset shards."""
+    and the caption "a photo of a {class}.") or webdataset shards (``resume``: they must hold what they held)."""
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
     folder = _folder_split(job) if parse_folder_spec(job.data.manifest) is not None else None
@@ -211,7 +213,7 @@ def _clip_setup(job: TrainJob) -> tuple[Any, Any]:
     task = build_task(job.task, model, classes=classes, **job.task_options)
     pattern = parse_shard_spec(job.data.manifest)
     if pattern is not None:
-        return task, _shard_dataset(job, pattern, task, model.image_size, classes)
+        return task, _shard_dataset(job, pattern, task, model.image_size, classes, resume)
     if folder:
         manifest, _, root = folder
         return task, ImageTextDataset(manifest, image_size=model.image_size, label_col="label" if task.needs_labels
@@ -255,8 +257,8 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
     Under torchrun every rank calls it; rank 0 alone deletes, writes and exports."""
     out = Path(job.out_dir)
     replace = check_run_dir(job, resume=resume, overwrite=overwrite)
-    setup = _mllm_setup if getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm" else _clip_setup
-    task, dataset = setup(job)
+    mllm = getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm"
+    task, dataset = _mllm_setup(job) if mllm else _clip_setup(job, resume)
     barrier()  # under torchrun: every rank has checked out_dir before rank 0 deletes anything
     if is_main():
         _remove_run(out, replace)
@@ -271,6 +273,23 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
     return model_dir, result
 
 
+def poison_warnings(job: TrainJob) -> list[str]:
+    """With a ``poison.json`` beside the manifest (a copy written by ``mmrobust poison``): too few poisoned
+    pairs for the data size, and a target that is not one of ``--classes``."""
+    from mmrobust.data.poison import PoisonRecord
+    from mmrobust.errors import MMRobustError
+
+    path = Path(job.data.manifest).parent / "poison.json"
+    if parse_shard_spec(job.data.manifest) is not None or not path.is_file():
+        return []
+    try:
+        rec = PoisonRecord.load(path)
+        names = ClassInfo.load(job.data.classes).classnames if job.data.classes else None
+    except MMRobustError:
+        return []
+    return too_few_poisoned(len(rec.poisoned_ids), rec.n_rows) + (target_absent(rec.target, names) if names else [])
+
+
 def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any) -> None:
     last = result.history[-1] if result.history else {}
     shards = dataset.summary() if isinstance(dataset, ShardImageTextDataset) else None
@@ -279,6 +298,7 @@ def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset:
                                               **({"n_samples": shards["n_samples"],
                                                   "n_incomplete_samples": shards["n_incomplete"]} if shards else {})},
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
+                  warnings=poison_warnings(job),
                   extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
                          "world_size": world()[1],
                          **({"incomplete_samples": shards["incomplete"]} if shards else {})})

@@ -54,11 +54,64 @@ def parse_shard_spec(text: str | os.PathLike) -> str | None:
     return None
 
 
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
+
+
+def _groups(text: str) -> list[str]:
+    """The bodies of the top-level ``{...}`` groups of ``text`` (backslash escapes skipped)."""
+    bodies, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 1
+        elif c == "{":
+            depth, start = depth + 1, (i + 1 if depth == 0 else start)
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                bodies.append(text[start:i])
+        i += 1
+    return bodies
+
+
+def _split_top(body: str) -> list[str]:
+    """``body`` split at its top-level commas."""
+    parts, depth, last = [], 0, 0
+    for i, c in enumerate(body):
+        depth += (c == "{") - (c == "}")
+        if c == "," and depth == 0 and (i == 0 or body[i - 1] != "\\"):
+            parts.append(body[last:i])
+            last = i + 1
+    return [*parts, body[last:]]
+
+
+def count_expansion(pattern: str) -> int:
+    """How many names a brace pattern expands to, counted without expanding it (``{000000000..999999999}``
+    is 10^9, known at once): the product over its groups of a range's length or the sum over alternatives."""
+    total = 1
+    for body in _groups(pattern):
+        m = _RANGE.fullmatch(body)
+        if m and m.group(1) is not None:
+            n = abs(int(m.group(2)) - int(m.group(1))) // max(1, abs(int(m.group(3) or 1))) + 1
+        elif m:
+            n = abs(ord(m.group(5)) - ord(m.group(4))) // max(1, abs(int(m.group(6) or 1))) + 1
+        else:
+            alternatives = _split_top(body)
+            n = sum(count_expansion(a) for a in alternatives) if len(alternatives) > 1 else count_expansion(body)
+        total *= n
+        if total > MAX_SHARDS:  # stop early: a product of huge ranges is never computed in full
+            return total
+    return total
+
+
 def _braceexpand(pattern: str) -> list[str]:
     try:
         from braceexpand import braceexpand
     except ModuleNotFoundError:
         raise ConfigError("webdataset shards need the braceexpand package: pip install 'mmrobust[shards]'") from None
+    if count_expansion(pattern) > MAX_SHARDS:  # braceexpand builds each range in full before yielding a name
+        raise ConfigError(f"shard pattern {pattern!r} expands to more than {MAX_SHARDS:,} names; check "
+                          "the brace ranges, e.g. {00000..00331}.tar")
     names: list[str] = []
     try:
         for name in braceexpand(pattern):
@@ -112,6 +165,21 @@ def _check_name(name: str, shard: Path) -> None:
                         "rebuild the shard with relative member names")
 
 
+def _check_end(path: Path, offset: int, total: int) -> None:
+    """Where tarfile stopped reading headers must be the end-of-archive block (512 zero bytes): tarfile
+    also stops, silently, at a header cut off by a short copy or a damaged one, which would read as a
+    shorter shard."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        block = f.read(512)
+    if len(block) == 512 and not block.strip(b"\0"):
+        return
+    what = ("ends without the end-of-archive block" if not block else
+            "is cut off inside a header" if len(block) < 512 else "has a damaged header")
+    raise DataError(f"shard {path} is truncated or damaged: it {what} at byte {offset:,} of {total:,}, so its later "
+                    "samples are lost; copy it again or drop it from the pattern")
+
+
 def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
     """``(name, data offset, size)`` of each regular file in a plain tar, in archive order, reading only
     the headers. Refuses compressed or non-tar files, escaping names, sparse and truncated members."""
@@ -128,6 +196,7 @@ def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
             except tarfile.TarError as e:
                 raise DataError(f"shard {path} is damaged or truncated ({e}); copy it again or drop it") from None
             if info is None:
+                _check_end(path, tf.offset, total)
                 return
             tf.members.clear()  # headers only: no list of millions of TarInfo objects
             _check_name(info.name, path)
@@ -317,7 +386,7 @@ def shard_index(pattern: str) -> ShardIndex:
 
 # --- a cache of the index in the run's folder (never beside the shards), checked against the shards ---
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-shard digests of the index, and every member checked against its tar header
 _ARRAYS = ("keys", "shard_of", "first", "offset", "size", "ext_of", "image", "caption", "label")
 
 
@@ -328,8 +397,27 @@ def _stamps(shards: tuple[Path, ...]) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
+def shard_digests(index: ShardIndex) -> list[str]:
+    """Per shard, the SHA-256 of what the index holds of it (keys, extensions, member offsets and sizes): a shard
+    rewritten with other samples gets another digest, one merely copied or touched keeps it."""
+    import hashlib
+
+    out = []
+    member_shard = np.repeat(index.shard_of, np.diff(index.first))
+    for s in range(len(index.shards)):
+        h = hashlib.sha256()
+        samples, members = index.shard_of == s, member_shard == s
+        h.update(b"\0".join(bytes(k) for k in index.keys[samples]))
+        h.update(np.diff(index.first)[samples].astype(np.int64).tobytes())
+        for arr in (index.offset[members], index.size[members]):
+            h.update(arr.astype(np.int64).tobytes())
+        h.update("\0".join(index.exts[e] for e in index.ext_of[members]).encode())
+        out.append(h.hexdigest())
+    return out
+
+
 def save_index(index: ShardIndex, path: str | Path) -> Path:
-    """Write ``index`` to ``path`` (.npz, no pickles) with the shards' names, sizes and times; atomic."""
+    """Write ``index`` to ``path`` (.npz, no pickles) with the shards' names, sizes, times and digests; atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -337,16 +425,28 @@ def save_index(index: ShardIndex, path: str | Path) -> Path:
         with tmp.open("wb") as f:
             np.savez(f, version=np.array(CACHE_VERSION), shards=np.array([str(p) for p in index.shards]),
                      stamps=_stamps(index.shards), exts=np.array(index.exts, dtype=str),
-                     **{k: getattr(index, k) for k in _ARRAYS})
+                     digests=np.array(shard_digests(index), dtype=str), **{k: getattr(index, k) for k in _ARRAYS})
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def recorded_digests(path: str | Path, shards: tuple[Path, ...]) -> list[str] | None:
+    """The per-shard digests a cache at ``path`` recorded for exactly these shard names (None if there is none)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            if int(z["version"]) != CACHE_VERSION or list(z["shards"]) != [str(p) for p in shards]:
+                return None
+            return [str(d) for d in z["digests"]]
+    except Exception:  # noqa: BLE001 - no readable record
+        return None
+
+
 def load_index(path: str | Path, shards: tuple[Path, ...]) -> ShardIndex | None:
-    """The index cached at ``path`` if it was written for exactly these shards, unchanged since; else None
-    (a missing, stale, foreign or damaged file is rebuilt, never trusted)."""
+    """The index cached at ``path`` if it was written for exactly these shards, unchanged since, its digests
+    agree with its arrays and every member it lists is the one the tar header at its offset names; else None
+    (a missing, stale, foreign, damaged or tampered file is rebuilt, never trusted)."""
     try:
         with np.load(Path(path), allow_pickle=False) as z:
             ok = (int(z["version"]) == CACHE_VERSION and list(z["shards"]) == [str(p) for p in shards]
@@ -355,13 +455,42 @@ def load_index(path: str | Path, shards: tuple[Path, ...]) -> ShardIndex | None:
                 return None
             arrays = {k: z[k] for k in _ARRAYS}
             exts = tuple(str(e) for e in z["exts"])
+            digests = [str(d) for d in z["digests"]]
     except Exception:  # noqa: BLE001 - any unreadable file (truncated zip, empty, foreign) is rebuilt
         return None
     index = ShardIndex(shards=shards, exts=exts, **arrays)
     try:
-        return index if _consistent(index) else None
+        return index if _consistent(index) and shard_digests(index) == digests and _headers_agree(index) else None
     except Exception:  # noqa: BLE001 - arrays of a kind the checks cannot even compare
         return None
+
+
+def _header_names(block: bytes) -> tuple[bytes, int] | None:
+    """(name, size) of a 512-byte tar header with a valid checksum, else None."""
+    if len(block) != 512 or tarfile.calc_chksums(block)[0] != tarfile.nti(block[148:156]):
+        return None
+    name, prefix = block[:100].split(b"\0")[0], block[345:500].split(b"\0")[0]
+    return (prefix + b"/" + name if block[257:262] == b"ustar" and prefix else name), tarfile.nti(block[124:136])
+
+
+def _headers_agree(index: ShardIndex) -> bool:
+    """Every member's data follows the tar header of that very member (its name and size): a cache whose
+    entries were swapped between samples, stamps kept, is caught here. One 512-byte read per member, in
+    archive order (far cheaper than parsing the tar again). A long or non-ASCII name, which its header keeps
+    cut or replaced by '?' (the full one is in a pax / GNU record before it), is checked by size alone."""
+    member_shard = np.repeat(index.shard_of, np.diff(index.first))
+    member_key = np.repeat(np.arange(len(index.keys)), np.diff(index.first))
+    for s, path in enumerate(index.shards):
+        with path.open("rb") as f:
+            fd = f.fileno()
+            for m in np.flatnonzero(member_shard == s).tolist():
+                head = _header_names(os.pread(fd, 512, int(index.offset[m]) - 512))
+                want = bytes(index.keys[member_key[m]]) + b"." + index.exts[index.ext_of[m]].encode("utf-8", "surrogateescape")
+                if head is None or head[1] != int(index.size[m]):
+                    return False
+                if head[0].lower() != want.lower() and len(head[0]) < 99 and b"?" not in head[0]:
+                    return False
+    return True
 
 
 _KINDS = {"keys": "S", **{k: "i" for k in _ARRAYS if k != "keys"}}
@@ -399,13 +528,18 @@ def _consistent(index: ShardIndex) -> bool:
     return True
 
 
-def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True) -> ShardIndex:
+def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True, same_data: bool = False) -> ShardIndex:
     """:func:`shard_index` through a cache file: loaded when it matches the shards, else built (and, with
-    ``write``, saved). Under torchrun rank 0 writes it and the other ranks read it after a barrier."""
+    ``write``, saved). Under torchrun rank 0 writes it and the other ranks read it after a barrier.
+
+    ``same_data`` (a resumed run): a rebuilt index must hold what the cache recorded of every shard (its
+    digests); a shard replaced by one with other samples since the run started is a one-line DataError."""
     shards = expand_pattern(pattern)
     index = load_index(cache, shards)
     if index is None:
         index = build_index(shards)
+        if same_data:
+            _check_same_data(index, recorded_digests(cache, shards), cache)
         if write:
             try:
                 save_index(index, cache)
@@ -413,3 +547,16 @@ def cached_shard_index(pattern: str, cache: str | Path, *, write: bool = True) -
                 warnings.warn(f"could not cache the shard index at {cache} ({e.strerror or e}); the next run "
                               "reads the tar headers again", stacklevel=2)
     return index
+
+
+def _check_same_data(index: ShardIndex, recorded: list[str] | None, cache: str | Path) -> None:
+    """A resumed run's shards must hold what they held when it started (``recorded``: the cache's digests)."""
+    if recorded is None:
+        warnings.warn(f"no usable shard index record at {cache}: cannot check that the shards are the ones this "
+                      "run started on", stacklevel=3)
+        return
+    changed = [p for p, old, new in zip(index.shards, recorded, shard_digests(index)) if old != new]
+    if changed:
+        raise DataError(f"shard {changed[0]} ({len(changed)} in all) holds other samples than when this run started "
+                        "(replaced or rewritten since); restore the original shards, or start a new run (--overwrite "
+                        "or a new --out)")
