@@ -485,7 +485,8 @@ def _headers_agree(index: ShardIndex) -> bool:
             fd = f.fileno()
             for m in np.flatnonzero(member_shard == s).tolist():
                 head = _header_names(os.pread(fd, 512, int(index.offset[m]) - 512))
-                want = bytes(index.keys[member_key[m]]) + b"." + index.exts[index.ext_of[m]].encode("utf-8", "surrogateescape")
+                ext = index.exts[index.ext_of[m]].encode("utf-8", "surrogateescape")
+                want = bytes(index.keys[member_key[m]]) + b"." + ext
                 if head is None or head[1] != int(index.size[m]):
                     return False
                 if head[0].lower() != want.lower() and len(head[0]) < 99 and b"?" not in head[0]:
