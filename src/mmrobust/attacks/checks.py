@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from mmrobust.attacks.losses import margin_loss
 from mmrobust.errors import ConfigError
+from mmrobust.reports.sanity import bad_gradients, randomized_model
 
 LogitsFn = Callable[[Tensor], Tensor]
 OnFail = Literal["raise", "warn"]
@@ -57,9 +58,7 @@ def check_deterministic(logits_fn: LogitsFn, x: Tensor, *, on_fail: OnFail = "ra
     diff = float((a - b).abs().max())
     scale = float(a.abs().max()) + 1e-12
     if diff > tol * max(scale, 1.0) or not torch.equal(a.argmax(1), b.argmax(1)):
-        _fail(f"the model is not deterministic (two forward passes differ by up to {diff:.3g}); call "
-              "model.eval() to switch off dropout/batch-norm updates, or, for a randomized defense, "
-              "attack an expectation over its randomness (EOT)", on_fail)
+        _fail((randomized_model(diff) or randomized_model(float("inf")))[0], on_fail)  # NaN diff: NaN logits
 
 
 def check_eval_mode(model: object, *, on_fail: OnFail = "raise") -> None:
@@ -74,7 +73,7 @@ def check_eval_mode(model: object, *, on_fail: OnFail = "raise") -> None:
 
 
 def check_gradients(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, on_fail: OnFail = "raise") -> None:
-    """Every sample must have a nonzero input gradient of the margin loss (which does not saturate)."""
+    """Every sample must have a nonzero, finite input gradient of the margin loss (which does not saturate)."""
     x_req = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = logits_fn(x_req)
@@ -84,11 +83,11 @@ def check_gradients(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, on_fail: OnFai
     if grad is None:
         raise ConfigError("the model output has no gradient w.r.t. the input; do not run the forward "
                           "under torch.no_grad() or detach the images inside the model")
-    zero = grad.reshape(len(grad), -1).abs().sum(dim=1) == 0
-    if bool(zero.any()):
-        _fail(f"{int(zero.sum())} of {len(zero)} points have a zero input gradient; look for gradient "
-              "masking or non-differentiable steps (argmax, rounding, quantization, .detach()) in the "
-              "forward pass, or gradient-based attacks will overestimate robustness", on_fail)
+    flat = grad.reshape(len(grad), -1)
+    nan = ~torch.isfinite(flat).all(dim=1)
+    zero = ~nan & (flat.abs().sum(dim=1) == 0)
+    for msg in bad_gradients(int(zero.sum()), int(nan.sum()), len(flat)):
+        _fail(msg, on_fail)
 
 
 def check_target_classes(n_classes: int, attacks: tuple[str, ...] | list[str], n_target_classes: int) -> None:

@@ -11,6 +11,27 @@ from mmrobust.errors import ConfigError
 from mmrobust.values import SEED_MAX, parse_value
 
 
+def print_warnings(warnings: Any) -> None:
+    """Each sanity warning (:mod:`mmrobust.reports.sanity`) as a ``warning: ...`` line on stderr."""
+    import sys
+
+    for w in warnings if isinstance(warnings, list) else []:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
+    """The warnings of the record ``results_<name>.json`` (``results.json`` without a name) a command just
+    wrote into ``out_dir``."""
+    import json
+
+    try:
+        record = json.loads((Path(out_dir) / (f"results_{name}.json" if name else "results.json")).read_text(
+            encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    print_warnings(record.get("warnings") if isinstance(record, dict) else None)
+
+
 def parse_eps(text: str) -> float:
     """'4/255' or '0.0157' -> float in [0,1] units (only the CLI sees the '/255' form)."""
     try:

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
-                                 positive_int, seed)
+                                 positive_int, print_record_warnings, seed)
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_data, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
@@ -71,6 +71,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size,
                       device=args.device)
     print(json.dumps(m))
+    print_record_warnings(args.out, "zeroshot")
     return 0
 
 
@@ -81,6 +82,7 @@ def run_backdoor(args: argparse.Namespace) -> int:
                       trigger_params=key_values(args.trigger_param), target=args.target,
                       seed=args.seed, batch_size=args.batch_size, device=args.device)
     print(json.dumps(m))
+    print_record_warnings(args.out, "backdoor")
     return 0
 
 

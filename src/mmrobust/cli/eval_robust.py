@@ -5,7 +5,8 @@ import argparse
 import json
 from typing import Any, Callable
 
-from mmrobust.cli.common import apply_config, eps_list, key_values, parse_eps, positive_int, seed
+from mmrobust.cli.common import (apply_config, eps_list, key_values, parse_eps, positive_int, print_record_warnings,
+                                 seed)
 from mmrobust.errors import ConfigError
 from mmrobust.values import parse_value
 from mmrobust.pipelines.evaluate import eval_data, eval_robust
@@ -63,4 +64,5 @@ def run(args: argparse.Namespace) -> int:
                     reference_weights={"pretrained": args.reference_pretrained}, save_adv=args.save_adv,
                     batch_size=args.batch_size, device=args.device, resume=args.resume)
     print(json.dumps(m))
+    print_record_warnings(args.out, "robust")
     return 0

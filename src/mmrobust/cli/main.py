@@ -11,7 +11,7 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "lvlm", "report")
+SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "lvlm", "report", "compare")
 
 
 HELP = {
@@ -23,6 +23,7 @@ HELP = {
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
     "lvlm": "LVLM tools: swap a robust CLIP tower into LLaVA",
     "report": "HTML report (tables + plots) across run directories",
+    "compare": "list the metrics and protocol fields that differ between two runs",
 }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, key_values, number,
-                                 positive_int, seed)
+                                 positive_int, print_warnings, seed)
 from mmrobust.data.poison import poison_manifest, poison_shards
 from mmrobust.data.shards import parse_shard_spec
 from mmrobust.errors import ConfigError
 from mmrobust.registry import TRIGGERS
+from mmrobust.reports.sanity import too_few_poisoned
 
 CSV_ONLY = (("image_col", "image", "--image-col"), ("caption_col", "caption", "--caption-col"),
             ("delimiter", ",", "--delimiter"), ("data_root", None, "--data-root"),
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     rec = poison_manifest(manifest=args.manifest, data_root=args.data_root, allow_outside=args.allow_outside_paths,
                           image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter, **common)
     print(f"poisoned {len(rec.poisoned_ids)} of {rec.n_rows} rows -> {rec.manifest} (record: {rec.record_path})")
+    print_warnings(too_few_poisoned(len(rec.poisoned_ids), rec.n_rows))
     return 0
 
 
@@ -73,4 +75,5 @@ def _run_shards(args: argparse.Namespace, pattern: str, common: dict) -> int:
                           "(shards hold KEY.jpg/png/webp images and KEY.txt captions)")
     rec = poison_shards(shards=pattern, **common)
     print(f"poisoned {len(rec.keys)} of {rec.n_rows} samples -> {rec.data} (record: {rec.record_path})")
+    print_warnings(too_few_poisoned(len(rec.keys), rec.n_rows))
     return 0

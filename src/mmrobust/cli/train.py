@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
-                                 non_negative_float, non_negative_int, positive_float, positive_int, seed)
+                                 non_negative_float, non_negative_int, positive_float, positive_int,
+                                 print_record_warnings, seed)
 from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
@@ -109,4 +110,5 @@ def run(args: argparse.Namespace) -> int:
     if result.n_dropped:
         print(f"mmrobust train: warning: {result.n_dropped} sample draws had no readable image (unreadable, or "
               "outside the data root: see skipped_images in results.json; --data-root widens it)", file=sys.stderr)
+    print_record_warnings(args.out)
     return 0

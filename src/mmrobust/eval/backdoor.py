@@ -16,6 +16,8 @@ from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import Classifier, model_classifier, predict, topk_correct
 from mmrobust.models.clip import CLIPModel
 from mmrobust.reports.contract import Record, Table
+from mmrobust.reports.protocol import digest, templates_protocol
+from mmrobust.reports.sanity import backdoor_not_taken, collect, trigger_alone
 
 
 def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: int, *, k: int = 1
@@ -36,7 +38,8 @@ def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: i
 def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *, trigger: Callable,
                       target: int, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                       topk: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Clean top-1 accuracy and top-``topk`` ASR of ``trigger`` towards class index ``target``.
+    """Clean top-1 accuracy and top-``topk`` ASR of ``trigger`` towards class index ``target``, and
+    ``clean_to_target``: the same share on the untriggered images (the model's own bias toward the target).
 
     The trigger gets a generator seeded by (seed, sample index), so each image's trigger is
     reproducible whatever the batch size.
@@ -51,7 +54,8 @@ def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *,
     trig = predict(model, classifier, dataset, batch_size=batch_size, device=device, transform=apply, indices=keep)
     clean_ok = topk_correct(clean["logits"], clean["label"], 1)
     asr, n_asr = attack_success(trig["logits"], trig["label"], target, k=topk)
-    metrics = {"clean_top1": float(clean_ok.float().mean()), "asr": asr, "asr_topk": topk,
+    base, _ = attack_success(clean["logits"], clean["label"], target, k=topk)  # the same share without the trigger
+    metrics = {"clean_top1": float(clean_ok.float().mean()), "asr": asr, "clean_to_target": base, "asr_topk": topk,
                "n_clean": len(clean["label"]), "n_asr": n_asr, "target": target,
                "n_skipped": len(dataset.skips.skipped), "classifier": classifier.source}
     pred_trig = {int(i): int(lg.argmax()) for i, lg in zip(trig["index"], trig["logits"])}
@@ -93,6 +97,10 @@ def backdoor_record(model: CLIPModel, data: Any, settings: BackdoorSettings) -> 
         ("n_asr", "triggered images (true class not the target)", "count")], [metrics],
         "Clean accuracy on untouched test images; ASR = share of triggered test images predicted as the target, "
         "over the test images whose true class is not the target.")
+    warnings = collect(backdoor_not_taken(metrics["asr"]), trigger_alone(metrics["asr"], metrics["clean_to_target"]))
+    protocol = {**templates_protocol(names, data.classes.templates, metrics["classifier"]),
+                "trigger": settings.trigger, "trigger_sha": digest(settings.trigger), "target": settings.target,
+                "asr_topk": settings.topk, "trigger_seed": settings.seed}
     return Record(kind="backdoor", metrics=metrics, samples=rows, tables=[table], seeds={"trigger": settings.seed},
                   config={"trigger": settings.trigger, "target": settings.target},
-                  extra={"skipped_images": data.skips.summary()["skipped"]})
+                  extra={"skipped_images": data.skips.summary()["skipped"]}, warnings=warnings, protocol=protocol)

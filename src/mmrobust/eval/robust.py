@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmrobust.attacks.checks import run_checks
+from mmrobust.attacks.checks import AttackCheckWarning, run_checks
 from mmrobust.attacks.pgd import pgd
 from mmrobust.data.datasets import collate
 from mmrobust.errors import ConfigError, DataError
@@ -31,6 +32,8 @@ from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
 from mmrobust.registry import ATTACKS
 from mmrobust.reports.contract import Record, Table
+from mmrobust.reports.protocol import digest, eps_fields, templates_protocol
+from mmrobust.reports.sanity import collect, robust_above_clean, targeted_beats_untargeted
 
 log = logging.getLogger(__name__)
 PARTIAL_NAME = "partial_robust.jsonl"
@@ -193,6 +196,8 @@ class _Run:
         chunk = {"eps": eps, "start": start, "seed": self.seed, "ids": self.ids[start:stop],
                  "clean": [bool(v) for v in res.clean_correct.cpu()], "robust": [bool(v) for v in res.robust.cpu()],
                  "config": json.loads(json.dumps(res.config, default=str))}
+        if getattr(res, "broken_by", None) is not None:  # a worst case: which attack broke each point
+            chunk["broken_by"] = list(res.broken_by)
         adv = res.x_adv.detach().cpu() if self.keep_adv else None
         if self.partial is not None:
             self.partial.append(chunk, adv)
@@ -222,22 +227,26 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, a
     x_all, y_all, ids = load_images(dataset, wanted)
     logits_fn = lambda x: classifier.logits(model, x)  # noqa: E731
     model.eval()
-    if check:
-        run_checks(logits_fn, x_all[:16].to(device), y_all[:16].to(device))
+    found = checked_run(logits_fn, x_all[:16].to(device), y_all[:16].to(device)) if check else []
     options = dict(attack_options or {})
     key_settings = {"attack": attack, "norm": norm, "seed": seed, "batch_size": batch_size, "options": options,
                     "device": torch.device(device).type}
     store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
-    run = _Run(fn, logits_fn, x_all, y_all, ids, norm, seed, options, batch_size, device, store, save_adv is not None)
+    call = {"check": False, **options} if check and "check" in inspect.signature(fn).parameters else options
+    run = _Run(fn, logits_fn, x_all, y_all, ids, norm, seed, call, batch_size, device, store, save_adv is not None)
     done = store.load() if store is not None else {}
     metrics: dict[str, Any] = {"attack": attack, "norm": norm, "n": len(ids),
-                               "n_skipped": len(skipped_rows(dataset, wanted)), "seed": seed, "eps": {}}
+                               "n_skipped": len(skipped_rows(dataset, wanted)), "seed": seed, "eps": {},
+                               "check_warnings": found}
     rows = [{"index": i, "label": int(y)} for i, y in zip(ids, y_all)]
     for e in eps:
         chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), batch_size)))
         rob = [ok for c in chunks for ok in c["robust"]]
         cln = [ok for c in chunks for ok in c["clean"]]
         metrics["eps"][eps_name(e)] = {"eps": e, "robust_top1": sum(rob) / len(rob), "config": chunks[-1]["config"]}
+        broken = [b for c in chunks for b in c.get("broken_by", [])]
+        if broken:
+            metrics["eps"][eps_name(e)]["broken_by"] = {k: broken.count(k) for k in sorted(set(broken))}
         metrics["clean_top1"] = sum(cln) / len(cln)
         for row, ok in zip(rows, rob):
             row[f"robust@{eps_name(e)}"] = bool(ok)
@@ -247,6 +256,32 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, a
     for row, ok in zip(rows, cln):
         row["clean_correct"] = bool(ok)
     return metrics, rows
+
+
+def checked_run(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> list[str]:
+    """The attack sanity checks (:func:`~mmrobust.attacks.checks.run_checks`) on a small batch, their failures
+    returned as warnings for the record (a randomized model, zero or NaN gradients, probabilities); a model
+    that cannot be attacked at all (no gradient, not logits) still raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_checks(logits_fn, x, y, on_fail="warn")
+    for w in caught:
+        if not issubclass(w.category, AttackCheckWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return [str(w.message) for w in caught if issubclass(w.category, AttackCheckWarning)]
+
+
+def robust_warnings(metrics: dict[str, Any]) -> list[str]:
+    """Sanity warnings of a robust evaluation's metrics: robust above clean or rising with eps, and, for a
+    worst case over attacks, a targeted attack breaking far more points than the untargeted ones before it."""
+    robust = {name: r["robust_top1"] for name, r in metrics["eps"].items()}
+    found = robust_above_clean(metrics["clean_top1"], robust, n=metrics["n"])
+    for name, r in metrics["eps"].items():
+        broken = r.get("broken_by") or {}
+        after_targeted = sum(v for k, v in broken.items() if k.endswith("-t"))  # apgd-t: targeted, run after
+        if metrics["n"] and after_targeted:
+            found += targeted_beats_untargeted(r["robust_top1"] + after_targeted / metrics["n"], r["robust_top1"])
+    return found
 
 
 def embedding_drift(model: CLIPModel, reference: CLIPModel, images: torch.Tensor, *, eps: float,
@@ -286,7 +321,8 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
 
     ``partial`` (a JSONL path) keeps finished chunks so a killed run resumes (see :func:`evaluate_robust`)."""
     s = settings
-    metrics, rows = evaluate_robust(model, data, model_classifier(model, data), attack=s.attack, eps=s.eps,
+    clf = model_classifier(model, data)
+    metrics, rows = evaluate_robust(model, data, clf, attack=s.attack, eps=s.eps,
                                     n_samples=s.n_samples, seed=s.seed, norm=s.norm, attack_options=s.attack_options,
                                     save_adv=save_adv, batch_size=s.batch_size, device=s.device, check=s.check,
                                     partial=partial)
@@ -297,6 +333,17 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
                                  f"images and under the {s.attack} attack with {s.norm} radius eps (images in [0,1]); "
                                  f"{metrics['n_skipped']} sampled images could not be read and are skipped.")
     skipped = skipped_rows(data, sample_ids(len(data), s.n_samples, s.seed))
+    found = collect(metrics.pop("check_warnings"), robust_warnings(metrics))
     return Record(kind="robust", metrics=metrics, samples=rows, tables=[table],
                   seeds={"sample": s.seed, "attack": s.seed},
-                  extra={"sample_ids": [r["index"] for r in rows], "skipped_images": skipped})
+                  extra={"sample_ids": [r["index"] for r in rows], "skipped_images": skipped},
+                  warnings=found, protocol=robust_protocol(data, clf.source, s))
+
+
+def robust_protocol(data: Any, classifier: str, s: RobustSettings) -> dict[str, Any]:
+    """What two robust evaluations must share: classifier texts, attack and its options, norm, eps (as a
+    fraction of 1 and as k/255), sample size and seed."""
+    return {**templates_protocol(data.classes.classnames, data.classes.templates, classifier),
+            "attack": s.attack, "attack_options": dict(s.attack_options), "attack_sha": digest(
+                [s.attack, s.attack_options, s.norm]), "norm": s.norm, **eps_fields(s.eps),
+            "n_samples": s.n_samples, "sample_seed": s.seed, "checks": s.check}

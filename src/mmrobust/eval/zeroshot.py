@@ -13,6 +13,7 @@ from mmrobust.eval.contract import evaluation
 from mmrobust.models.checkpoint import load_head
 from mmrobust.models.clip import CLIPModel
 from mmrobust.reports.contract import Record, Table
+from mmrobust.reports.protocol import templates_protocol
 
 
 @dataclass(frozen=True)
@@ -125,5 +126,6 @@ def zeroshot_record(model: CLIPModel, data: Any, settings: ZeroShotSettings) -> 
                                             ("n", "images", "count"), ("n_skipped", "unreadable images", "count")],
                      [metrics], f"Share of test images whose true class is the top (top-5: among the top five) "
                                 f"prediction of the {clf.source} classifier; unreadable images are skipped.")
+    protocol = templates_protocol(data.classes.classnames, data.classes.templates, clf.source)
     return Record(kind="zeroshot", metrics=metrics, samples=rows, tables=[table],
-                  extra={"skipped_images": data.skips.summary()["skipped"]})
+                  extra={"skipped_images": data.skips.summary()["skipped"]}, protocol=protocol)

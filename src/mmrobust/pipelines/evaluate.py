@@ -1,9 +1,11 @@
 """`mmrobust eval ...` as library functions: each writes results.json + per-sample JSONL to ``out_dir``."""
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mmrobust.data.clip_benchmark import BenchmarkSplit
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
@@ -16,6 +18,9 @@ from mmrobust.eval.robust import RobustSettings
 from mmrobust.eval.zeroshot import ZeroShotSettings
 from mmrobust.models.clip import CLIPModel, create_clip
 from mmrobust.reports.contract import Record, write_record
+from mmrobust.reports.sanity import test_in_train, too_few_poisoned
+
+HASH_LIMIT = 20_000  # compare image contents (not only paths) when train + test hold at most this many files
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,51 @@ def backdoor_trigger(*, poison_record: str | Path | None = None, trigger: Any = 
     return trigger_spec(trigger), target
 
 
+def manifest_images(manifest: str | Path, image_col: str = "image", delimiter: str = ",") -> list[Path]:
+    """The image paths of a CSV manifest, resolved from its folder (the file's own rows, nothing read)."""
+    from mmrobust.data.manifest import read_csv
+
+    table = read_csv(manifest, delimiter=delimiter)
+    col = table.column(image_col)
+    base = Path(manifest).parent
+    return [Path(os.path.normpath(base / row[col])) for row in table.rows]
+
+
+def _content(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except OSError:
+        return None
+
+
+def train_test_overlap(train: Sequence[Path], test: Sequence[Path]) -> tuple[int, str]:
+    """(number of test images that are also training images, one example): the same resolved path, or, when
+    both lists together hold at most ``HASH_LIMIT`` files, the same bytes."""
+    seen = {p.resolve() for p in train}
+    same = [p for p in test if p.resolve() in seen]
+    if len(train) + len(test) <= HASH_LIMIT:
+        hashes = {h for h in map(_content, train) if h}
+        same += [p for p in test if p.resolve() not in seen and _content(p) in hashes]
+    return len(same), str(same[0]) if same else ""
+
+
+def poison_warnings(record: str | Path, data: EvalData) -> list[str]:
+    """Warnings a poison record supports on a backdoor evaluation: too few poisoned pairs, and test images that
+    are also (poisoned or clean) training images."""
+    from mmrobust.data.poison import PoisonRecord
+    from mmrobust.reports.records import read_json
+
+    rec = PoisonRecord.load(record)
+    found = too_few_poisoned(len(rec.poisoned_ids) or len(rec.keys), rec.n_rows)
+    if rec.kind != "manifest" or data.benchmark:
+        return found
+    info = read_json(rec.record_path)
+    train = manifest_images(rec.manifest, str(info.get("image_col", "image")), str(info.get("delimiter", ",")))
+    test = manifest_images(data.manifest, data.image_col, data.delimiter)
+    n_same, example = train_test_overlap(train, test)
+    return found + test_in_train(n_same, len(test), example)
+
+
 def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: Any = None,
                   target: str | None = None, trigger_params: dict[str, Any] | None = None,
                   poison_record: str | Path | None = None, weights: dict | None = None, seed: int = 0,
@@ -137,6 +187,8 @@ def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: A
     clip = clip or load_model(model, device=device, **(weights or {}))
     settings = BackdoorSettings(trigger=spec, target=target, seed=seed, batch_size=batch_size, device=device)
     record = run_evaluation("backdoor", model=clip, data=labelled(data, clip), settings=settings)
+    if poison_record is not None:
+        record.warnings += poison_warnings(poison_record, data)
     return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
 

@@ -22,6 +22,8 @@ from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, secret
 from mmrobust.registry import PARSERS
 from mmrobust.values import check_int, check_seed
 from mmrobust.reports.contract import Record
+from mmrobust.reports.protocol import decoding_protocol, digest
+from mmrobust.reports.sanity import collect, empty_questions, many_unparseable, pairs_dropped
 from mmrobust.safety import redact
 
 Progress = Callable[[int, int], None]
@@ -155,14 +157,38 @@ def score_rows(task: MLLMTask, rows: list[dict], *, parser: str, n_boot: int, se
     return parsed, metrics
 
 
+def mllm_warnings(parsed: list[dict], metrics: Mapping[str, Any], parser: str) -> list[str]:
+    """Sanity warnings of a scored MLLM run: no questions, many unparseable answers, pairs left out."""
+    answered = [r for r in parsed if r.get("status") != "error"]
+    overall = metrics.get("overall") if isinstance(metrics.get("overall"), dict) else {}
+    return collect(empty_questions(len(parsed)),
+                   many_unparseable(sum(r.get("status") == "unparseable" for r in answered), len(answered),
+                                    parser=parser),
+                   pairs_dropped(len(metrics.get("pairing_anomalies") or []), int(overall.get("n_pairs_error") or 0),
+                                 int(overall.get("n_pairs") or 0)))
+
+
 def build_record(task: MLLMTask, rows: list[dict], *, out_dir: str | Path, parser: str, n_boot: int, seed: int,
-                 config: dict | None = None, extra: dict | None = None) -> Record:
-    """Score ``rows`` and assemble the task's record (tables and plots included; plots are written)."""
+                 config: dict | None = None, extra: dict | None = None, protocol: dict | None = None) -> Record:
+    """Score ``rows`` and assemble the task's record (tables and plots included; plots are written), with its
+    sanity warnings and ``protocol`` plus the parser."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parsed, metrics = score_rows(task, rows, parser=parser, n_boot=n_boot, seed=seed)
     return Record(kind=task.name, metrics=metrics, samples=parsed, config=config or {}, seeds={"bootstrap": seed},
-                  tables=task.tables(metrics), plots=task.plots(metrics, out), extra=extra or {})
+                  tables=task.tables(metrics), plots=task.plots(metrics, out), extra=extra or {},
+                  warnings=mllm_warnings(parsed, metrics, parser),
+                  protocol={**(protocol or {}), "parser": parser, "parser_sha": parser_sha(parser)})
+
+
+def parser_sha(parser: str) -> str | None:
+    """A hash of the registered answer parser's source code (None when the source is not available)."""
+    import inspect
+
+    try:
+        return digest(inspect.getsource(PARSERS.get(parser)))
+    except (OSError, TypeError):
+        return None
 
 
 def run_task(task: MLLMTask, adapter: MLLM, *, out_dir: str | Path, settings: HarnessSettings = HarnessSettings(),
@@ -170,13 +196,15 @@ def run_task(task: MLLMTask, adapter: MLLM, *, out_dir: str | Path, settings: Ha
     """Ask every question of ``task`` (through the cache), score it, and return its record."""
     PARSERS.get(settings.parser)  # fail before any call if the parser name is wrong
     cache = ResponseCache(settings.cache or Path(out_dir) / "cache.jsonl")
-    rows, stats = collect_responses(task.questions(), adapter, cache=cache, params=settings.params,
-                                    progress=progress)
+    questions = task.questions()
+    rows, stats = collect_responses(questions, adapter, cache=cache, params=settings.params, progress=progress)
     describe = getattr(adapter, "describe", adapter.identity)
     run_config = {"settings": asdict(settings), "model": describe(), "cache": str(cache.path), **(config or {})}
     extra = {**task.provenance(), "calls": {**stats, "cache_corrupt_lines": cache.n_corrupt_lines}}
+    protocol = {"task": task.name, "prompts_sha": digest([q.prompt for q in questions]), "n_questions": len(questions),
+                "decoding": decoding_protocol(**settings.params.as_dict()), "model": describe()}
     return build_record(task, rows, out_dir=out_dir, parser=settings.parser, n_boot=settings.n_boot,
-                        seed=settings.seed, config=run_config, extra=extra)
+                        seed=settings.seed, config=run_config, extra=extra, protocol=protocol)
 
 
 def rescore(task: MLLMTask, rows: list[dict], *, out_dir: str | Path, parser: str, n_boot: int = 1000,

@@ -30,6 +30,7 @@ from mmrobust.eval.mmr.scoring import compute_metrics
 from mmrobust.models.mllm.base import MLLM, GenerationParams
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record, write_record
+from mmrobust.reports.protocol import digest
 from mmrobust.safety import ensure_regular_file, redact
 
 
@@ -104,6 +105,9 @@ def evaluate_mmr(model: MLLM, data: MMRDataset, settings: RunSettings, *, out_di
     record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress, config=cfg)
     record.config["settings"] = asdict(settings)
     record.config["pairing"] = settings.pairing
+    record.protocol.update({"prompt": task.variant.name, "prompt_template": task.variant.template,
+                            "prompt_template_sha": digest(task.variant.template),
+                            "normalize_options": task.variant.normalize_options, "pairing": settings.pairing})
     return record
 
 
@@ -132,6 +136,7 @@ def score_responses(path: str | Path, *, out_dir: str | Path, parser: str = "off
     record = rescore(task, rows, out_dir=out_dir, parser=parser, n_boot=n_boot, seed=seed,
                      config={"rescored_from": str(path), "parser": parser, "pairing": pairing})
     record.extra["anomalies"] = anomalies
+    record.protocol["pairing"] = pairing
     record.extra["questions_file"] = {**known_file(None), "note": "re-scored from a response file; the question "
                                       "file it was asked from is not known here"}
     return write_record(out_dir, record)
