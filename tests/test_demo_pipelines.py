@@ -12,8 +12,8 @@ WORLD = {"n_train": 400, "n_test": 60, "model": "mmrobust-micro", "threads": 1}
 
 
 def test_backdoor_story_tiny(tmp_path):
-    s = BackdoorDemo(**WORLD, pretrain_steps=3, pretrain_batch=32, finetune_pairs=200, finetune_steps=2,
-                     finetune_batch=16)
+    s = BackdoorDemo(**WORLD, poison_rate=0.03, pretrain_steps=3, pretrain_batch=32, finetune_pairs=200,
+                     finetune_steps=2, finetune_batch=16)
     out = tmp_path / "backdoor"
     first = run_backdoor_demo(out, s, progress=False, log=lambda m: None)
     assert [r["stage"] for r in first["stages"]] == ["poisoned CLIP", "MMCL finetune", "CleanCLIP", "PAR",

@@ -33,10 +33,10 @@ def test_demo_cli_applies_overrides_and_records_them(tmp_path, capsys):
     from mmrobust.reports.records import read_json
 
     tiny = ["n_train=400", "n_test=60", "model=mmrobust-micro", "pretrain_steps=3", "pretrain_batch=32",
-            "finetune_pairs=200", "finetune_steps=2", "finetune_batch=16", "workers=1", "threads=1", "poison_rate=0.05"]
+            "finetune_pairs=200", "finetune_steps=2", "finetune_batch=16", "workers=1", "threads=1", "poison_rate=0.08"]
     args = ["demo", "--out", str(tmp_path), "--story", "backdoor", "--quiet"]
     assert main(args + [a for t in tiny for a in ("--set", f"backdoor.{t}")]) == 0
     rec = read_json(tmp_path / "backdoor" / "results_story.json")
-    assert rec["config"]["poison_rate"] == 0.05 and rec["config"]["finetune_steps"] == 2
-    assert len(rec["poisoned_ids"]) == 20 and "| PAR" in capsys.readouterr().out
+    assert rec["config"]["poison_rate"] == 0.08 and rec["config"]["finetune_steps"] == 2
+    assert len(rec["poisoned_ids"]) == 32 and "| PAR" in capsys.readouterr().out
     assert read_json(tmp_path / "results_demo.json")["config"]["set"][0] == "backdoor.n_train=400"

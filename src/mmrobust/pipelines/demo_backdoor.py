@@ -57,7 +57,7 @@ class BackdoorDemo:
         "size": 6, "pattern": "checkerboard", "location": "bottom_right"})
     target: str = "star"
     poison_templates: tuple[str, ...] = ("a photo of a {}.",)
-    poison_rate: float = 0.03
+    poison_rate: float = 0.05  # 3% did not take at every seed (see the README)
     pretrain_steps: int = 700
     pretrain_batch: int = 128
     pretrain_lr: float = 1.5e-3

@@ -68,7 +68,7 @@ class MMRTrainedDemo:
     num_layers: int = 3  # Llama layers
     base_steps: int = 600
     base_lr: float = 4e-3
-    tune_steps: int = 200  # the twin's and the control's extra steps (the same for both)
+    tune_steps: int = 300  # the twin's and the control's extra steps (the same for both)
     tune_lr: float = 2e-3
     batch: int = 64
     weight_decay: float = 0.1  # AdamW (no decay on norms and biases): held-out 87.5% with it, 81% without
