@@ -164,3 +164,20 @@ def test_split_and_data_root_without_a_karpathy_file_are_one_line_errors(tmp_pat
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--eps", "0"], "eps must be a finite number in (0, 0.25098]"),
+    (["--eps", "1"], "eps must be a finite number in (0, 0.25098]"),
+    (["--max-new-tokens", "1000000000"], "max_new_tokens must be an integer in [1, 4096]"),
+])
+@pytest.mark.parametrize("action", [["eval", "--task", "vqa"], ["targeted", "--target", "star"]])
+def test_lvlm_attack_numbers_out_of_range_are_one_line_errors_before_anything_runs(tmp_path, model_dir, capsys,
+                                                                                   action, extra, message):
+    """eps 0 attacks nothing, eps 1 repaints the image, 10^9 new tokens would generate for hours: each refused
+    in one line, before the model is loaded, with nothing written."""
+    vqa = _data(tmp_path, ROWS, "vqa.jsonl")
+    rc = main(["lvlm", *action, *_common(model_dir, vqa, tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "o").exists()

@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from mmrobust.cli.main import main
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm import convert_clip_vision, hf_vision_model, swap_and_save, swap_vision_tower, vision_feature
+from mmrobust.lvlm.convert import openclip_resize_crop
 from mmrobust.models.clip import create_clip, save_clip
 from mmrobust.models.mllm import build_adapter
 from mmrobust.models.mllm.base import GenerationParams, GenRequest
@@ -211,3 +212,51 @@ def test_a_swapped_llava_generates_what_one_built_from_the_converted_weights_gen
         a = swapped.generate(**batch, max_new_tokens=6, do_sample=False)
         b = direct.generate(**batch, max_new_tokens=6, do_sample=False)
     assert torch.equal(a, b)
+
+
+def test_swapped_processor_sees_the_open_clip_input_on_odd_non_square_images(clip, llava_dir: Path, encoder_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """The processor written on swap, fed openclip_resize_crop's output, gives open_clip's own preprocess output
+    (float rounding) on odd, non-square sizes, including margins of 3 mod 4 where the crops' rounding differ."""
+    from open_clip.transform import image_transform
+
+    out = swap_and_save(llava_dir, str(encoder_dir), out_dir=tmp_path / "swapped")
+    ip = AutoProcessor.from_pretrained(out).image_processor
+    cfg = clip.preprocess_cfg
+    oracle = image_transform(32, is_train=False, mean=MEAN, std=STD, resize_mode=cfg.get("resize_mode", "shortest"),
+                             interpolation=cfg.get("interpolation", "bicubic"))
+    rng = np.random.default_rng(0)
+    for h, w in [(40, 49), (49, 40), (50, 61), (61, 50), (40, 47), (77, 45), (33, 33)]:  # margins 7 7 7 7 5 22 0
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        want = oracle(img)
+        got = ip(images=openclip_resize_crop(img, image_size=32), return_tensors="pt")["pixel_values"][0]
+        assert got.shape == want.shape == (3, 32, 32)
+        assert (got - want).abs().max() < 1e-5, (h, w)
+    # without the pre-step the processor's own resize + crop is used: same crop where the margin is 1 mod 4 or
+    # even (up to uint8 rounding of torch's vs PIL's bicubic: one level / min std), one pixel off otherwise
+    img = Image.fromarray(rng.integers(0, 256, (40, 47, 3), dtype=np.uint8))
+    raw = ip(images=img, return_tensors="pt")["pixel_values"][0]
+    assert (raw - oracle(img)).abs().max() < 1.5 / 255 / min(STD)
+
+
+@pytest.mark.parametrize("size, message", [("100000", "image_size must be an integer in [1, 4096]"),
+                                           ("4096", "more than 65,536")])
+def test_cli_swap_refuses_a_huge_image_size_in_one_line(llava_dir: Path, encoder_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture, size: str, message: str) -> None:
+    rc = main(["lvlm", "swap", "--lvlm", str(llava_dir), "--encoder", str(encoder_dir), "--out",
+               str(tmp_path / "o"), "--image-size", size])
+    err = capsys.readouterr().err.strip()  # (4096 px is refused once the tower's patch is known: loading bars first)
+    assert rc == 2 and "Traceback" not in err and message in err.splitlines()[-1], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_swap_overwrite_never_replaces_a_folder_no_swap_wrote(llava_dir: Path, encoder_dir: Path,
+                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')
+    rc = main(["lvlm", "swap", "--lvlm", str(llava_dir), "--encoder", str(encoder_dir), "--out", str(out),
+               "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "no swap.json" in err, err
+    assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == '{"mine": true}'

@@ -32,8 +32,9 @@ from torch import nn
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.convert import HFVisionModel, convert_clip_vision, load_hf_vision
 from mmrobust.models.clip import CLIPModel, create_clip
-from mmrobust.models.limits import one_line
+from mmrobust.models.limits import MAX_PATCHES, MAX_TOWER_IMAGE_SIZE, one_line
 from mmrobust.reports.records import git_sha, write_json
+from mmrobust.values import check_int
 
 RECORD_NAME = "swap.json"
 # Fields the LVLM depends on (the projector's input width, the meaning of vision_feature_layer, the processor's
@@ -101,7 +102,7 @@ def swap_vision_tower(lvlm: nn.Module, clip: CLIPModel, *, image_size: int | Non
         raise ConfigError(f"the LVLM's vision tower is a {type(tower).__name__}; only CLIP towers "
                           "(CLIPVisionModel) take an open_clip CLIP tower")
     old_size = tower.config.image_size
-    size = old_size if image_size is None else image_size
+    size = old_size if image_size is None else _check_image_size(image_size, patch=tower.config.patch_size)
     if size != old_size and getattr(lvlm.config, "image_grid_pinpoints", None):  # LLaVA-NeXT tiles at that size
         raise ConfigError(f"{type(lvlm).__name__} tiles images (image_grid_pinpoints) at its tower's "
                           f"{old_size} px; swap at that size (leave image_size unset)")
@@ -153,14 +154,29 @@ def _load_lvlm(lvlm_path: str | Path) -> tuple[nn.Module, Any]:
     return model.eval(), processor
 
 
+def _check_image_size(image_size: int, *, patch: int | None = None) -> int:
+    """A tower size in [1, 4096] px with at most MAX_PATCHES patches (a 10^5 px tower would allocate until
+    memory runs out)."""
+    fix = "pick the LVLM's own size (leave --image-size out) or e.g. --image-size 336"
+    check_int("image_size", image_size, low=1, high=MAX_TOWER_IMAGE_SIZE, fix=fix)
+    if patch and (image_size // patch) ** 2 > MAX_PATCHES:
+        raise ConfigError(f"image_size {image_size} gives {(image_size // patch) ** 2:,} patches of {patch} px, "
+                          f"more than {MAX_PATCHES:,}; {fix}")
+    return image_size
+
+
 def _check_out_dir(out: Path, *, source: str | Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out_dir {out} is a file; pass a folder for the swapped model")
     if Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
         raise ConfigError(f"out_dir {out} is the source LVLM's folder; write the swapped model to a new folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    held = [p for p in out.iterdir() if not p.name.startswith(".swap-")] if out.is_dir() else []
+    if held and not overwrite:
         raise ConfigError(f"out_dir {out} is not empty; pick a new folder or pass overwrite=True (--overwrite) to "
                           f"replace the model, processor and {RECORD_NAME} files there (other files are kept)")
+    if held and not (out / RECORD_NAME).is_file():  # --overwrite replaces only what a swap wrote
+        raise ConfigError(f"out_dir {out} holds files but no {RECORD_NAME}, so no swap wrote it and --overwrite "
+                          "will not replace them; pick a new folder")
 
 
 def _move_into(tmp: Path, out: Path) -> None:
@@ -170,7 +186,8 @@ def _move_into(tmp: Path, out: Path) -> None:
         stale = any(fnmatch.fnmatch(old.name, p) for p in WEIGHT_FILES) and not (tmp / old.name).exists()
         if stale and old.is_file():
             old.unlink()
-    for new in tmp.iterdir():
+    # the record first: it marks the folder as a swap's, so a move cut short can still be replaced with overwrite
+    for new in sorted(tmp.iterdir(), key=lambda p: p.name != RECORD_NAME):
         os.replace(new, out / new.name)
 
 
@@ -184,6 +201,8 @@ def swap_and_save(
     into ``out_dir``; returns it. A non-empty ``out_dir`` is refused unless ``overwrite`` (which replaces only
     the files written here)."""
     out = Path(out_dir)
+    if image_size is not None:
+        _check_image_size(image_size)
     _check_out_dir(out, source=lvlm_path, overwrite=overwrite)
     named = str(encoder).startswith(("hf-hub:", "local-dir:")) or Path(encoder).is_dir()
     if pretrained is None and not named:

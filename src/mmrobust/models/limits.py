@@ -16,6 +16,11 @@ MAX_EMBED_DIM = 16_384
 MAX_MLP_RATIO = 32.0
 MAX_PATCHES = 65_536  # image tokens per image
 MAX_PARAMS = 10_000_000_000  # estimated parameters (40 GB in fp32)
+# Generation and LVLM bounds, checked by the settings classes (GenerationParams, LVLMAttackJob, swap_and_save):
+# a reply of 10^9 tokens would run for hours, and a tower at 10^5 px allocates until memory runs out.
+MAX_NEW_TOKENS = 4_096  # generated tokens per reply (LLaVA-1.5's whole context is 4,096)
+MAX_TOWER_IMAGE_SIZE = SIZE_LIMITS["image_size"][1]  # px; also at most MAX_PATCHES patches
+MAX_ATTACK_EPS = 64 / 255  # l-inf radius of an LVLM attack; beyond it the "perturbation" repaints the image
 
 
 def one_line(text: Any, limit: int = 200) -> str:

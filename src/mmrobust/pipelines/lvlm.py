@@ -11,14 +11,16 @@ from typing import Any, Sequence
 
 from mmrobust.errors import ConfigError
 from mmrobust.reports.contract import Record, Table, write_record
-from mmrobust.values import check_int, check_seed
+from mmrobust.models.limits import MAX_ATTACK_EPS, MAX_NEW_TOKENS
+from mmrobust.values import check_int, check_number, check_seed
 
 TASKS = ("vqa", "caption", "mmr")
 
 
 @dataclass(frozen=True)
 class LVLMAttackJob:
-    """Model, data and attack settings of an LVLM evaluation (eps in [0, 1] image units, l-inf)."""
+    """Model, data and attack settings of an LVLM evaluation (eps in (0, 64/255] image units, l-inf; at most
+    4,096 new tokens: :mod:`mmrobust.models.limits`)."""
 
     model: str  # an HF model folder or hub id (LLaVA-1.5 / LLaVA-NeXT style)
     data: str  # VQA JSONL (id, image, question, answers), caption JSONL (id, image, captions) or MMR questions
@@ -42,7 +44,11 @@ class LVLMAttackJob:
         if self.task not in TASKS:
             raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)} (--task)")
         check_int("steps", self.steps, low=1, fix="--steps"), check_int("batch_size", self.batch_size, low=1)
-        check_int("max_new_tokens", self.max_new_tokens, low=1), check_seed("seed", self.seed)
+        check_int("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, fix="e.g. --max-new-tokens 20")
+        check_seed("seed", self.seed)
+        # eps 0 attacks nothing (the "under attack" score is the clean one); past 64/255 the image is repainted
+        check_number("eps", self.eps, low=0, high=MAX_ATTACK_EPS, low_open=True,
+                     fix="use a radius in (0, 64/255], e.g. --eps 4/255")
 
 
 def load_task(job: LVLMAttackJob) -> Any:

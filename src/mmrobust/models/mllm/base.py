@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
+from mmrobust.models.limits import MAX_NEW_TOKENS
 from mmrobust.values import check_int, check_number
 
 
@@ -21,7 +22,7 @@ class GenerationParams:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        check_int("max_new_tokens", self.max_new_tokens, low=1, fix="e.g. --max-new-tokens 64")
+        check_int("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, fix="e.g. --max-new-tokens 64")
         check_number("temperature", self.temperature, low=0, fix="0 = greedy")
         check_number("top_p", self.top_p, low=0, high=1, low_open=True, fix="1 keeps every token")
 
