@@ -1,7 +1,9 @@
 """Supervised finetuning of a LLaVA-family MLLM on instruction data (DESIGN §3, MMR training set).
 
-Loss: next-token cross-entropy on the answer tokens only — every assistant turn's tokens and the
-end-of-turn EOS the chat template writes right after each (as :func:`mmrobust.lvlm.build_lvlm_inputs`);
+Loss: next-token cross-entropy on the answer tokens only — every assistant turn's tokens and its end of
+turn: the end-of-turn token the chat template writes right after it (``</s>``, ``<|im_end|>``), or, where the
+template writes none (``llava-hf/llava-1.5-7b-hf``), the tokenizer's EOS inserted after the answer, as the
+LLaVA recipe trains on ``</s>`` (:func:`mmrobust.lvlm.labels.dialogue_labels`, shared with the LVLM attacks);
 prompt, image and padding tokens are -100. Per row: mean over its answer tokens; batch: mean over rows.
 Prompts come from the processor's chat template; images arrive in [0,1] at the tower's size and are
 normalized here with the processor's mean/std. Full finetuning (``lora_r=0``) or LoRA (Hu et al. 2021,
@@ -25,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +34,7 @@ from mmrobust.defenses.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
 from mmrobust.lvlm.convert import vision_feature
+from mmrobust.lvlm.labels import dialogue_labels
 from mmrobust.registry import TASKS
 from mmrobust.values import SEED_MAX
 
@@ -70,33 +72,12 @@ def part_of(name: str) -> str:
     return next((part for part, marker in PART_MARKERS.items() if marker in name), "lm")
 
 
-def _token_ids(processor: Any, text: str, image_size: int) -> Tensor:
-    """Token ids of ``text`` with ``<image>`` expanded the processor's way (a placeholder image)."""
-    dummy = [np.zeros((image_size, image_size, 3), dtype=np.uint8)]
-    return processor(text=[text], images=dummy, return_tensors="pt")["input_ids"][0]
-
-
 def answer_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image_size: int) -> tuple[Tensor, Tensor]:
-    """(input_ids, labels), both (T,), for one dialogue: labels keep the ids of every assistant turn's
-    tokens through the end-of-turn EOS, and are -100 elsewhere (prompts, image tokens, template text)."""
-    tmpl = processor.apply_chat_template
-    ids = _token_ids(processor, tmpl(list(messages), tokenize=False), image_size)
-    labels = torch.full_like(ids, IGNORE_INDEX)
-    eos = processor.tokenizer.eos_token_id
-    for k, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        pre = _token_ids(processor, tmpl(list(messages[:k]), tokenize=False, add_generation_prompt=True), image_size)
-        upto = ids if k == len(messages) - 1 else _token_ids(processor, tmpl(list(messages[:k + 1]), tokenize=False),
-                                                             image_size)  # the last turn: the whole dialogue
-        start, stop = len(pre), len(upto)
-        if stop <= start or not torch.equal(upto[:start], pre) or not torch.equal(ids[:stop], upto):
-            raise ConfigError(f"the chat template does not render turn {k} of the dialogue as a prefix of the whole "
-                              "dialogue; use a template whose generation prompt is a prefix of the answered turn")
-        span = ids[start:stop].tolist()
-        end = start + (span.index(eos) + 1 if eos in span else len(span))  # through the end-of-turn EOS
-        labels[start:end] = ids[start:end]
-    return ids, labels
+    """(input_ids, labels), both (T,), for one dialogue: labels keep the ids of every assistant turn's tokens
+    and its end of turn, -100 elsewhere (prompts, image tokens, template text). A template that writes no
+    end-of-turn token after an answer (LLaVA-1.5's) gets the tokenizer's EOS inserted and labelled there, as
+    the LLaVA recipe trains on ``</s>`` (:func:`mmrobust.lvlm.labels.dialogue_labels`)."""
+    return dialogue_labels(processor, messages, image_size=image_size)
 
 
 def sft_batch(processor: Any, dialogues: Sequence[Sequence[dict[str, Any]]], *,

@@ -15,9 +15,12 @@ resolution (resize once before attacking; nothing is resized inside). The proces
   reference, keep the worst case, then one full-precision pass from it; stop an image once it is broken).
 - targeted: minimize the LM loss of a target string; success = the string appears in the greedy output.
 
-Labels cover the answer tokens and the end-of-turn token the chat template writes right after the answer (the
-tokenizer's EOS, e.g. LLaVA-1.5's ``</s>``): the attack should also move where the answer stops. Tokens after
-it (a trailing newline) and the prompt and image tokens are -100. Not done: LLaVA-NeXT any-res tiling (one
+Labels cover the answer tokens and its end of turn: the attack should also move where the answer stops. The
+end is the end-of-turn token the chat template writes right after the answer (``</s>``, ChatML's
+``<|im_end|>``) or, where it writes none (``llava-hf/llava-1.5-7b-hf``: the answer and a space), the
+tokenizer's EOS inserted after the answer, as RobustVLM's LLaVA prompts end the answer with ``</s>``
+(:func:`mmrobust.lvlm.labels.dialogue_labels`, shared with MLLM SFT). Tokens after it (a trailing newline)
+and the prompt and image tokens are -100. Not done: LLaVA-NeXT any-res tiling (one
 ``pixel_values`` tile per image is assumed).
 """
 from __future__ import annotations
@@ -34,8 +37,8 @@ from torch import Tensor
 from mmrobust.attacks.apgd import APGDLossFn, APGDOutput, apgd
 from mmrobust.attacks.ops import check_eps, check_images, make_generator
 from mmrobust.errors import ConfigError
+from mmrobust.lvlm.labels import IGNORE_INDEX, dialogue_labels
 
-IGNORE_INDEX = -100
 IsBroken = Callable[[int, str], bool]  # (image index in the batch, greedy output) -> the answer is broken
 
 
@@ -100,8 +103,9 @@ def build_lvlm_inputs(
 ) -> LVLMInputs:
     """Tokenize user turn (image + prompt) + assistant turn (answer) with the processor's chat template.
 
-    Labels are -100 on the prompt, the image tokens and padding; the answer tokens and the template's EOS
-    right after the answer keep their ids (see the module docstring). One row per (image, reference).
+    Labels are -100 on the prompt, the image tokens and padding; the answer tokens and the end of turn (the
+    template's end-of-turn token, or the tokenizer's EOS inserted after the answer when the template writes
+    none) keep their ids (see the module docstring). One row per (image, reference), right-padded.
 
     Example::
 
@@ -110,23 +114,16 @@ def build_lvlm_inputs(
     if len(prompts) != len(references):
         raise ConfigError(f"got {len(prompts)} prompts but {len(references)} reference lists; give one per image")
     refs, index = _flatten_references(references)
-    rows_prompt = [prompts[i] for i in index]
-    tmpl = processor.apply_chat_template
-    prompt_text = [tmpl(_messages(p), tokenize=False, add_generation_prompt=True) for p in rows_prompt]
-    full_text = [tmpl(_messages(p, a), tokenize=False) for p, a in zip(rows_prompt, refs)]
-    kw = dict(images=_dummy_images(len(refs), image_size), padding=True, padding_side="right", return_tensors="pt")
-    pre, full = processor(text=prompt_text, **kw), processor(text=full_text, **kw)
-    eos = processor.tokenizer.eos_token_id
-    labels = torch.full_like(full["input_ids"], IGNORE_INDEX)
-    for r in range(len(refs)):
-        start, stop = int(pre["attention_mask"][r].sum()), int(full["attention_mask"][r].sum())
-        if not torch.equal(full["input_ids"][r, :start], pre["input_ids"][r, :start]) or stop <= start:
-            raise ConfigError(f"the chat template does not render prompt {rows_prompt[r]!r} as a prefix of the "
-                              "conversation with its answer; use a template whose generation prompt is a prefix")
-        ids = full["input_ids"][r, start:stop].tolist()
-        end = start + (ids.index(eos) + 1 if eos in ids else len(ids))  # through the end-of-turn EOS
-        labels[r, start:end] = full["input_ids"][r, start:end]
-    return LVLMInputs(full["input_ids"], full["attention_mask"], labels, torch.tensor(index))
+    rows = [dialogue_labels(processor, _messages(prompts[i], a), image_size=image_size) for i, a in zip(index, refs)]
+    width = max(len(ids) for ids, _ in rows)
+    pad = processor.tokenizer.pad_token_id
+    pad = processor.tokenizer.eos_token_id if pad is None else pad
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for r, (ids, lab) in enumerate(rows):  # right padding
+        input_ids[r, :len(ids)], mask[r, :len(ids)], labels[r, :len(ids)] = ids, 1, lab
+    return LVLMInputs(input_ids, mask, labels, torch.tensor(index))
 
 
 def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
