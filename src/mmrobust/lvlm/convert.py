@@ -153,9 +153,15 @@ def image_processor_settings(
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic",
     resize_mode: Literal["shortest", "squash"] = "shortest",
 ) -> dict[str, Any]:
-    """``CLIPImageProcessor(**settings)`` matching open_clip's eval preprocess (resize, center crop, [0,1],
-    normalize with the tower's mean/std): what LLaVA's processor must use for a swapped-in tower, since
-    robust towers are trained with the OpenAI statistics but other open_clip towers are not."""
+    """``CLIPImageProcessor(**settings)`` for a swapped-in tower: open_clip's eval resize mode, size and
+    interpolation, [0,1] and the tower's mean/std (robust towers use the OpenAI statistics, other open_clip
+    towers do not).
+
+    Equal to open_clip's preprocess (to float rounding) on images already at ``image_size`` x ``image_size``,
+    e.g. after :func:`openclip_resize_crop`: the processor then leaves their size alone and only normalizes.
+    On other sizes no settings can match it: Hugging Face's center crop starts at ``(margin) // 2`` where
+    torchvision's (open_clip's) starts at ``round(margin / 2)`` (half to even), one pixel apart when the
+    margin is 3 mod 4, and its resize is torch's antialiased bicubic on the uint8 tensor, not PIL's."""
     mean, std = pixel_stats({"mean": list(image_mean), "std": list(image_std)}, source="the converted tower")
     if interpolation not in _RESAMPLE:
         raise ConfigError(f"interpolation {interpolation!r} has no CLIPImageProcessor resample; use one of "
@@ -170,6 +176,31 @@ def image_processor_settings(
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
         "image_mean": mean.tolist(), "image_std": std.tolist(), "do_convert_rgb": True,
     }
+
+
+def openclip_resize_crop(image: Any, *, image_size: int,
+                         interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic",
+                         resize_mode: Literal["shortest", "squash"] = "shortest") -> Any:
+    """open_clip's eval resize (+ center crop) of a PIL image, with the torchvision transforms open_clip uses:
+    the shortest side to ``image_size`` then a centered ``image_size`` square (crop offset
+    ``round(margin / 2)``), or a squash to ``image_size`` x ``image_size``. Feed the result to a processor with
+    :func:`image_processor_settings` and the swapped tower sees exactly its open_clip input (the processor's own
+    crop would floor the offset; see there).
+
+    Example::
+
+        >>> pixels = processor(images=openclip_resize_crop(img, image_size=336), text=prompt)["pixel_values"]
+    """
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    if interpolation not in _RESAMPLE:
+        raise ConfigError(f"interpolation {interpolation!r} is not one of {sorted(_RESAMPLE)}")
+    mode = InterpolationMode(interpolation)
+    if resize_mode == "squash":
+        return Resize((image_size, image_size), interpolation=mode)(image)
+    if resize_mode != "shortest":
+        raise ConfigError(f"resize_mode {resize_mode!r} is not 'shortest' or 'squash'")
+    return CenterCrop(image_size)(Resize(image_size, interpolation=mode)(image))
 
 
 def _target_size(visual: VisionTransformer, image_size: int | None) -> int:
