@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mmrobust.cli.common import device, non_negative_int, parse_eps, positive_int, seed
+from mmrobust.cli.common import (device, non_negative_int, parse_eps, positive_int, print_record_warnings,
+                                 print_warnings, seed)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,6 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k} clean {_num(m['clean'][k])}, under {m['eps_label']} {_num(m['adversarial'][k])}"
                       for k in keys)
     print(f"{args.task}: {shown} (n {m['clean']['n']}); results -> {args.out}")
+    print_record_warnings(args.out, f"{args.task}-attack")
     return 0
 
 
@@ -106,6 +108,7 @@ def run_targeted(args: argparse.Namespace) -> int:
     m = run_lvlm_targeted(_job(args), args.target, group=args.group)
     print(f"targeted '{args.target}': success {m['success']:.1%} (clean {m['clean_success']:.1%}) on {m['n']} "
           f"images at {m['eps_label']}; results -> {args.out}")
+    print_record_warnings(args.out, "targeted")
     return 0
 
 
@@ -120,4 +123,7 @@ def run_swap(args: argparse.Namespace) -> int:
     out = swap_and_save(args.lvlm, args.encoder, out_dir=args.out, pretrained=args.pretrained,
                         image_size=args.image_size, overwrite=args.overwrite)
     print(f"wrote {out} (swapped-in {args.encoder}; record in {out / 'swap.json'})")
+    from mmrobust.reports.records import read_json
+
+    print_warnings(read_json(out / "swap.json").get("warnings"))
     return 0

@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmrobust.cli.common import key_values, non_negative_float, non_negative_int, number, positive_int, seed
+from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
+                                 seed)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -178,6 +179,7 @@ def _print_summary(record: dict, out: Path, format_table) -> None:
     files = [out / "results_mmr.json", out / record["files"].get("samples", "samples_mmr.jsonl"),
              *(out / p for p in record["files"]["plots"])]
     print("wrote " + ", ".join(map(str, files)))
+    print_warnings(record.get("warnings"))
 
 
 def _score(args: argparse.Namespace) -> int:

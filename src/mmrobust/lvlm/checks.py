@@ -1,14 +1,18 @@
 """Which open_clip image towers convert exactly to ``transformers.CLIPVisionModel``: the pre-LN ViT of
 CLIP with a class token, and nothing the HF model lacks (attentional pooling, layer scale, patch dropout,
 qk-norm, other activations). Anything else is refused with a one-line ``ConfigError`` rather than
-converted approximately."""
+converted approximately. :func:`deployed_warnings` gives the sanity warnings of a swapped LVLM folder."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from open_clip.transformer import PatchDropout, QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from mmrobust.errors import ConfigError
+from mmrobust.errors import ConfigError, MMRobustError
 from mmrobust.models.limits import one_line
+from mmrobust.reports.sanity import normalization_mismatch
 
 
 def activation_name(act: nn.Module) -> str | None:
@@ -83,3 +87,26 @@ def check_convertible(visual: nn.Module) -> None:
     if reason is not None:
         raise ConfigError(one_line(f"cannot convert this open_clip image tower to a Hugging Face CLIPVisionModel: "
                                    f"{reason}", 400))
+
+
+def deployed_warnings(model_dir: str | Path, processor: Any) -> list[str]:
+    """Sanity warnings of an LVLM folder written by ``mmrobust lvlm swap``: those of its ``swap.json`` (the tower's
+    resolution and token count against the LVLM's) and a processor whose normalization is not the swapped tower's.
+    An LVLM without ``swap.json`` (its own tower) gets none."""
+    from mmrobust.reports.records import read_json
+    from mmrobust.safety import ensure_regular_file
+
+    path = Path(model_dir) / "swap.json"
+    if not path.is_file():
+        return []
+    try:
+        record = read_json(ensure_regular_file(path, "swap record"))
+    except (OSError, ValueError, MMRobustError):
+        return []
+    found = [str(w) for w in record.get("warnings", []) if isinstance(w, str)] if isinstance(record, dict) else []
+    ip = getattr(processor, "image_processor", None)
+    norm = record.get("normalization") if isinstance(record, dict) else None
+    if isinstance(norm, dict) and ip is not None and getattr(ip, "do_normalize", True):
+        found += normalization_mismatch(norm, {"mean": list(getattr(ip, "image_mean", [])),
+                                               "std": list(getattr(ip, "image_std", []))})
+    return list(dict.fromkeys(found))

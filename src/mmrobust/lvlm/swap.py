@@ -34,6 +34,7 @@ from mmrobust.lvlm.convert import HFVisionModel, convert_clip_vision, load_hf_vi
 from mmrobust.models.clip import CLIPModel, create_clip
 from mmrobust.models.limits import MAX_PATCHES, MAX_TOWER_IMAGE_SIZE, one_line
 from mmrobust.reports.records import git_sha, write_json
+from mmrobust.reports.sanity import normalization_mismatch, tower_resolution
 from mmrobust.values import check_int
 
 RECORD_NAME = "swap.json"
@@ -128,6 +129,8 @@ def swap_vision_tower(lvlm: nn.Module, clip: CLIPModel, *, image_size: int | Non
         "vision_feature_select_strategy": getattr(lvlm.config, "vision_feature_select_strategy", None),
         "normalization": {"mean": conv.image_processor["image_mean"], "std": conv.image_processor["image_std"]},
         "image_processor": conv.image_processor, "conversion": conv.record,
+        "warnings": tower_resolution(clip_size=conv.record["image_size"]["old"], lvlm_size=old_size, tower_size=size,
+                                     patch_size=conv.config.patch_size),
     }
 
 
@@ -212,6 +215,9 @@ def swap_and_save(
     model, processor = _load_lvlm(lvlm_path)
     record = swap_vision_tower(model, clip, image_size=image_size)
     record["processor_settings"] = _set_image_processor(processor, record)
+    ip = processor.image_processor
+    record["warnings"] += normalization_mismatch(record["normalization"], {"mean": list(ip.image_mean),
+                                                                           "std": list(ip.image_std)})
     record["sources"] = {"lvlm": str(lvlm_path), "encoder": str(encoder), "pretrained": pretrained,
                          "git_sha": git_sha()}
     out.mkdir(parents=True, exist_ok=True)

@@ -93,8 +93,28 @@ def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
                                 out_dir=job.out_dir, batch_size=job.batch_size, parser=job.parser,
                                 n_boot=job.n_boot, max_new_tokens=job.max_new_tokens)
     rec.config = {**asdict(job), **rec.config}
+    rec.warnings += _swap_warnings(job, processor)
     write_record(job.out_dir, rec)
     return rec.metrics
+
+
+def _swap_warnings(job: LVLMAttackJob, processor: Any) -> list[str]:
+    """The swapped tower's warnings (resolution, token count, normalization) when ``job.model`` is a folder
+    written by ``mmrobust lvlm swap``."""
+    from mmrobust.lvlm.checks import deployed_warnings
+
+    return deployed_warnings(job.model, processor) if Path(job.model).is_dir() else []
+
+
+def targeted_protocol(job: LVLMAttackJob, questions: Sequence[Any], target: str) -> dict[str, Any]:
+    """What two targeted runs must share: prompts, target string, greedy decoding, attack and eps (a fraction
+    of 1 and k/255)."""
+    from mmrobust.reports.protocol import decoding_protocol, digest, eps_fields
+
+    return {"task": job.task, "prompts_sha": digest([q.prompt for q in questions]), "n_questions": len(questions),
+            "target": target, "decoding": decoding_protocol(max_new_tokens=job.max_new_tokens),
+            "attack": "apgd-targeted-lm-loss", "norm": "linf", "steps": job.steps, **eps_fields(job.eps),
+            "prompt": job.prompt, "dtype": job.dtype}
 
 
 def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: str, *, eps: float, steps: int,
@@ -141,6 +161,8 @@ def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = No
                          partial=out / "partial_targeted.jsonl")
     rec = targeted_record(rows, target=target, eps=job.eps, steps=job.steps)
     rec.config = {**asdict(job), "target": target, "group": group}
+    rec.warnings += _swap_warnings(job, processor)
+    rec.protocol = targeted_protocol(job, questions, target)
     write_record(out, rec, name="targeted")
     (out / "partial_targeted.jsonl").unlink(missing_ok=True)
     return rec.metrics

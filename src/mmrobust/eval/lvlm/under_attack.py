@@ -35,10 +35,11 @@ from PIL import Image
 
 from mmrobust.attacks.ops import check_eps
 from mmrobust.errors import DataError
-from mmrobust.eval.mllm.harness import parse_rows
+from mmrobust.eval.mllm.harness import mllm_warnings, parse_rows, parser_sha
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record, Table
+from mmrobust.reports.protocol import decoding_protocol, digest, eps_fields
 from mmrobust.safety import ensure_regular_file
 from mmrobust.values import check_int, check_seed
 
@@ -206,4 +207,17 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
     return Record(kind=f"{task.name}-attack", metrics=metrics, samples=samples,
                   config={"settings": settings, "parser": parser, "n_boot": n_boot}, seeds={"attack": seed,
                                                                                            "bootstrap": seed},
-                  tables=[table], extra={"batches": {"n": n_batches, "resumed": n_resumed}, "partial": str(partial)})
+                  tables=[table], extra={"batches": {"n": n_batches, "resumed": n_resumed}, "partial": str(partial)},
+                  warnings=mllm_warnings(clean_rows, clean_m, parser),
+                  protocol=attack_protocol(task, questions, settings, parser))
+
+
+def attack_protocol(task: MLLMTask, questions: Sequence[Question], settings: dict[str, Any], parser: str
+                    ) -> dict[str, Any]:
+    """What two LVLM evaluations under attack must share: the prompts, greedy decoding, the attack (untargeted
+    APGD on the LM loss of the references) with eps as a fraction of 1 and as k/255, the image size, the parser."""
+    return {"task": task.name, "prompts_sha": digest([q.prompt for q in questions]), "n_questions": len(questions),
+            "decoding": decoding_protocol(max_new_tokens=settings["max_new_tokens"]),
+            "attack": "apgd-untargeted-lm-loss", "norm": settings["norm"], "steps": settings["steps"],
+            **eps_fields(settings["eps"]), "image_size": settings["image_size"], "parser": parser,
+            "parser_sha": parser_sha(parser), "model": settings["model"]}
