@@ -251,3 +251,17 @@ def test_report_shows_the_warnings_at_the_top_of_the_section(tmp_path):
     assert "did not learn the backdoor" in page
     assert page.index("class='warn'") < page.index("<h3>Backdoor</h3>")
     assert "class='warn'" not in write_report([tmp_path / "ok"], tmp_path / "ok.html").read_text()
+
+
+def test_backdoor_story_record_warns_when_the_poisoned_stage_has_no_backdoor(tmp_path):
+    from types import SimpleNamespace
+
+    from mmrobust.pipelines.demo_backdoor import BackdoorDemo, _summarise
+
+    rec = SimpleNamespace(poisoned_ids=tuple(range(360)), n_rows=12_000)
+    for asr, expected in ((0.1, 1), (0.98, 0)):
+        stages = [{"stage": "poisoned CLIP", "clean_top1": 0.9, "asr": asr},
+                  {"stage": "CleanCLIP", "clean_top1": 0.9, "asr": 0.05}]
+        _summarise(tmp_path, BackdoorDemo(), stages, rec)
+        warns = json.loads((tmp_path / "results_story.json").read_text())["warnings"]
+        assert len(warns) == expected and all("the poisoned CLIP stage did not learn" in w for w in warns)

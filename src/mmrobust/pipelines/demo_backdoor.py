@@ -18,6 +18,7 @@ from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.sanity import backdoor_not_taken, too_few_poisoned
 from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
 
@@ -156,5 +157,7 @@ def _summarise(out: Path, s: BackdoorDemo, stages: list[dict[str, Any]], rec: Po
                      "the target, over test images whose true class is not the target.")
     write_record(out, Record(kind="story.backdoor", metrics={"stages": stages}, config=asdict(s),
                              seeds={"demo": s.seed}, tables=[story], plots=["backdoor.png"],
-                             extra={"poisoned_ids": list(rec.poisoned_ids)}), name="story")
+                             extra={"poisoned_ids": list(rec.poisoned_ids)},
+                             warnings=backdoor_not_taken(stages[0]["asr"], stage=stages[0]["stage"])
+                             + too_few_poisoned(len(rec.poisoned_ids), rec.n_rows)), name="story")
     return result
