@@ -51,7 +51,7 @@ def dialogue_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image
 
     Labels keep every assistant turn's tokens and its end of turn (see the module docstring: the template's
     end-of-turn token, or the tokenizer's EOS inserted after the answer when the template writes none);
-    -100 elsewhere.
+    -100 elsewhere (everywhere for a dialogue with no assistant turn).
 
     Example::
 
@@ -65,8 +65,6 @@ def dialogue_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image
     eos = processor.tokenizer.eos_token_id
     spans = [_answer_span(processor, render, messages, k, ids, image_size)
              for k, msg in enumerate(messages) if msg["role"] == "assistant"]
-    if not spans:
-        raise ConfigError("the dialogue has no assistant turn; give at least one answer to label")
     if eos is None and not all(has_end for _, _, has_end in spans):
         raise ConfigError("the chat template writes no end-of-turn token after the answer and the tokenizer has no "
                           "eos_token to add; set tokenizer.eos_token (LLaVA-1.5: '</s>')")
