@@ -76,3 +76,25 @@ def test_poison_skips_source_images_outside_its_data_root(tmp_path, micro_world)
     rec = poison_manifest(manifest=m, out_dir=tmp_path / "q", trigger={"name": "badnet", "config": {"size": 3}},
                           target="star", count=2, allow_outside=True)
     assert len(rec.poisoned_ids) == 2
+
+
+def test_a_symlink_loop_in_a_manifest_is_a_skipped_row_never_a_traceback(tmp_path, micro_world, capsys):
+    """Python's Path.resolve raises RuntimeError("Symlink loop") there: the row is skipped with its reason in
+    train, poison and the dataset, and the path checks of question / instruction files say it in one line."""
+    from mmrobust.safety import resolve_inside
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        shutil.copy(micro_world.root / "train" / f"{i:06d}.png", data / f"{i}.png")
+    (data / "loop1").symlink_to("loop2")
+    (data / "loop2").symlink_to("loop1")
+    m = _manifest(data, [*([f"{i}.png", "a star"] for i in range(4)), ["loop1", "a circle"]])
+    ds = ImageTextDataset(m, image_size=16, preload=True)
+    assert list(ds.skips.skipped) == [4] and "symlink loop" in ds.skips.skipped[4]
+    assert main(["train", "--task", "clip", "--model", "mmrobust-micro", "--data", str(m), "--steps", "1",
+                 "--batch-size", "2", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert main(["poison", "--data", str(m), "--target", "star", "--count", "1", "--out", str(tmp_path / "p")]) == 0
+    with pytest.raises(DataError, match=r"image '.*loop1' is a symlink loop; fix or remove the link"):
+        resolve_inside(data, "loop1", what="image")
+    assert "Traceback" not in capsys.readouterr().err

@@ -36,9 +36,19 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return out
 
 
-def is_inside(root: str | Path, path: str | Path) -> bool:
-    """Whether ``path`` (symlinks resolved) lies inside ``root``."""
-    root_r, path_r = Path(root).resolve(), Path(path).resolve()
+def resolve_path(path: str | Path, what: str = "path") -> Path:
+    """``path`` with symlinks and ``..`` resolved; a one-line DataError for a symlink loop (Python raises
+    RuntimeError or OSError there) or a path that cannot be resolved."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        why = "is a symlink loop" if "loop" in str(e).lower() else f"cannot be resolved ({e})"
+        raise DataError(f"{what} {str(path)!r} {why}; fix or remove the link") from None
+
+
+def is_inside(root: str | Path, path: str | Path, what: str = "path") -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside ``root``; DataError for a symlink loop."""
+    root_r, path_r = resolve_path(root, "folder"), resolve_path(path, what)
     return path_r == root_r or root_r in path_r.parents
 
 
@@ -48,7 +58,7 @@ def resolve_inside(root: str | Path, value: str | Path, *, allow_outside: bool =
     ``root`` (``..``, symlinks) unless ``allow_outside``."""
     p = Path(value).expanduser()
     full = p if p.is_absolute() else Path(root) / p
-    if not allow_outside and not is_inside(root, full):
+    if not allow_outside and not is_inside(root, full, what):
         raise DataError(f"{what} {str(value)!r} points outside {root}; keep files under that folder or pass "
                         f"{option} to allow it")
     return full

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from mmrobust.errors import DataError
+from mmrobust.safety import resolve_path
 
 KINDS = ("imagenet", "folder")
 CAPTION = "a photo of a {}."  # the caption column, for training on a class-folder tree (FARE, TeCoA, clip)
@@ -72,7 +73,7 @@ def _images(folder: Path) -> list[Path]:
 
 def _inside(path: Path, root: Path) -> Path:
     """``path`` resolved; a DataError when a symlink takes it out of ``root`` (never read outside the tree)."""
-    full = path.resolve()
+    full = resolve_path(path, "image")
     if root not in full.parents:
         raise DataError(f"{path} points outside {root} (a symlink?); copy the image into the tree or remove the link")
     return full

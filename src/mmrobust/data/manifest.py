@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.safety import ensure_regular_file
+from mmrobust.safety import ensure_regular_file, resolve_path
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,13 @@ class PathPolicy:
 
     @cached_property
     def _resolved_roots(self) -> tuple[Path, ...]:
-        return tuple(r.resolve() for r in self.roots)  # once, not once per image
+        return tuple(resolve_path(r, "data root") for r in self.roots)  # once, not once per image
 
     def check(self, path: Path) -> Path:
         """``path`` if it may be read; DataError naming the options otherwise."""
         if self.allow_outside:
             return path
-        full = path.resolve()  # symlinks and .. resolved, as safety.is_inside does
+        full = resolve_path(path, "image path")  # symlinks and .. resolved, as safety.is_inside does
         if not any(full == r or r in full.parents for r in self._resolved_roots):
             raise DataError(f"image path {str(path)!r} points outside the data root {self.root}; pass --data-root "
                             "with a folder that holds the images, or --allow-outside-paths")

@@ -148,14 +148,22 @@ def _content(path: Path) -> str | None:
         return None
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` resolved, or as given where it cannot be (a symlink loop: that image is skipped when read)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return path.absolute()
+
+
 def train_test_overlap(train: Sequence[Path], test: Sequence[Path]) -> tuple[int, str]:
     """(number of test images that are also training images, one example): the same resolved path, or, when
     both lists together hold at most ``HASH_LIMIT`` files, the same bytes."""
-    seen = {p.resolve() for p in train}
-    same = [p for p in test if p.resolve() in seen]
+    seen = {_resolved(p) for p in train}
+    same = [p for p in test if _resolved(p) in seen]
     if len(train) + len(test) <= HASH_LIMIT:
         hashes = {h for h in map(_content, train) if h}
-        same += [p for p in test if p.resolve() not in seen and _content(p) in hashes]
+        same += [p for p in test if _resolved(p) not in seen and _content(p) in hashes]
     return len(same), str(same[0]) if same else ""
 
 

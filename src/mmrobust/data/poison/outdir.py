@@ -19,12 +19,21 @@ IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes und
 SHARD_NAME = re.compile(r"shards/[A-Za-z0-9][A-Za-z0-9._-]*\.tar")  # what poison_shards writes under out_dir
 
 
+def _holds(out_dir: Path, source: Path) -> bool:
+    """Whether ``source`` lies in ``out_dir``; a source that cannot be resolved (a symlink loop) is no file there
+    to protect: its row is skipped, with its reason, when it is read."""
+    try:
+        return is_inside(out_dir, source)
+    except DataError:
+        return False
+
+
 def _refuse_sources_inside(out_dir: Path, manifest: Path, sources: list[Path]) -> None:
     """The output folder must hold no input: an earlier --overwrite would delete it."""
     if is_inside(out_dir, manifest):
         raise ConfigError(f"output folder {out_dir} holds the source manifest {manifest}; write the poisoned copy "
                           "to a new folder outside the source data (e.g. --out data_poisoned)")
-    inside = next((p for p in sources if is_inside(out_dir, p)), None)
+    inside = next((p for p in sources if _holds(out_dir, p)), None)
     if inside is not None:
         raise ConfigError(f"output folder {out_dir} holds source image {inside}; write the poisoned copy to a new "
                           "folder outside the source data (e.g. --out data_poisoned)")
@@ -112,7 +121,7 @@ def prepare_shard_out(out_dir: Path, sources: list[Path], names: list[str], over
     """:func:`prepare_out` for shards: create out_dir/shards (returned, with whether this run created it) where
     ``names`` (``shards/NAME.tar``) will be written. Refuses an output folder holding an input shard and files
     there that no record of ours lists; with ``overwrite`` deletes only what an earlier run's poison.json lists."""
-    inside = next((p for p in sources if is_inside(out_dir, p)), None)
+    inside = next((p for p in sources if _holds(out_dir, p)), None)
     if inside is not None:
         raise ConfigError(f"output folder {out_dir} holds source shard {inside}; write the poisoned copy to a new "
                           "folder outside the source shards (e.g. --out shards_poisoned)")
