@@ -1,6 +1,9 @@
 """Checkpoint round trips: our hub-layout directory, open_clip local-dir, and published-style state dicts."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
@@ -128,3 +131,69 @@ def test_cli_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, micro_world
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "cannot read checkpoint" in err and len(err.splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.fixture(scope="module")
+def evil_files(tmp_path_factory):
+    """A .pt state dict and a LLaVA folder whose pytorch_model.bin (no safetensors) hold pickled code."""
+    from safetensors.torch import load_file
+
+    from mmrobust.world.llava import build_tiny_llava
+    from mmrobust.world.mmr import generate_mmr_world
+    from mmrobust.world.shapes import generate_world
+
+    root = tmp_path_factory.mktemp("evil")
+    pt = root / "evil.pt"
+    torch.save({"state_dict": {"x": _Evil()}}, pt)
+    llava = build_tiny_llava(root / "llava", seed=0, image_size=32)
+    sd = load_file(str(llava / "model.safetensors"))
+    (llava / "model.safetensors").unlink()
+    torch.save({**sd, "evil": _Evil()}, llava / "pytorch_model.bin")
+    world = generate_mmr_world(root / "mmr", pairs_per_category=1, seed=0, image_size=16)
+    shapes = generate_world(root / "shapes", n_train=8, n_test=4, image_size=16, seed=0)
+    rows = [{"image": "images/attribute/color/01.png", "question": "what colour?", "answer": "red"}] * 2
+    (root / "mmr" / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"pt": pt, "llava": llava, "world": world.parent, "sft": root / "mmr" / "sft.jsonl", "shapes": shapes,
+            "enc": create_clip("mmrobust-tiny", seed=0)}
+
+
+def _evil_argvs(f: dict, tmp: Path) -> dict[str, list[str]]:
+    from mmrobust.models.clip import save_clip
+
+    enc = save_clip(f["enc"], tmp / "enc")
+    return {
+        "--pretrained": ["train", "--task", "clip", "--model", "mmrobust-micro", "--pretrained", str(f["pt"]),
+                         "--data", str(f["shapes"].train_manifest), "--steps", "1", "--out", str(tmp / "o")],
+        "--reference-pretrained": ["eval", "robust", "--model", str(enc), "--data", str(f["shapes"].test_manifest),
+                                   "--classes", str(f["shapes"].classes), "--reference", "mmrobust-tiny",
+                                   "--reference-pretrained", str(f["pt"]), "--n-samples", "2", "--steps", "1",
+                                   "--out", str(tmp / "o")],
+        "lvlm swap --encoder": ["lvlm", "swap", "--lvlm", str(f["llava"]), "--encoder", "mmrobust-tiny",
+                                "--pretrained", str(f["pt"]), "--out", str(tmp / "o")],
+        "lvlm swap pytorch_model.bin": ["lvlm", "swap", "--lvlm", str(f["llava"]), "--encoder", str(enc),
+                                        "--out", str(tmp / "o")],
+        "mmr run --adapter hf": ["mmr", "run", "--data", str(f["world"]), "--adapter", "hf", "--model",
+                                 str(f["llava"]), "--out", str(tmp / "o")],
+        "train --task mllm-sft": ["train", "--task", "mllm-sft", "--model", str(f["llava"]), "--data",
+                                  str(f["sft"]), "--out", str(tmp / "o"), "--steps", "1", "--quiet"],
+    }
+
+
+@pytest.mark.parametrize("where", ["--pretrained", "--reference-pretrained", "lvlm swap --encoder",
+                                   "lvlm swap pytorch_model.bin", "mmr run --adapter hf", "train --task mllm-sft"])
+def test_pickled_code_is_refused_in_one_documented_line_wherever_a_checkpoint_is_given(evil_files, tmp_path,
+                                                                                        capsys, where):
+    from mmrobust.cli.main import main
+
+    argv = _evil_argvs(evil_files, tmp_path)[where]
+    capsys.readouterr()
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert rc == 2 and "holds pickled code (print), which mmrobust never runs" in last, err
+    assert "Traceback" not in err and "pwned" not in out + err

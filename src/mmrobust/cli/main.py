@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import sys
 
 from mmrobust.errors import MMRobustError
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MMRobustError as e:
         print(f"mmrobust {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except pickle.UnpicklingError as e:  # a checkpoint read by a library with weights_only=True: never run
+        from mmrobust.models.checkpoint import refused_pickle
+
+        print(f"mmrobust {args.command}: error: {refused_pickle(e, 'given', 'a checkpoint')}", file=sys.stderr)
         return 2
     except OSError as e:  # unwritable output, full disk, ...
         print(f"mmrobust {args.command}: error: {e.strerror or e}: {e.filename or ''}; check the path, permissions "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from mmrobust.defenses.base import Task, check_option
 from mmrobust.errors import ConfigError
+from mmrobust.models.checkpoint import refused_pickle
 from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
 from mmrobust.lvlm.convert import vision_feature
 from mmrobust.lvlm.labels import dialogue_labels
@@ -58,6 +60,8 @@ def load_hf_mllm(path: str, *, dtype: str = "float32") -> HFMLLM:
     try:
         processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
+    except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
+        raise refused_pickle(e, path, "MLLM weights") from None
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise ConfigError(f"cannot load MLLM {path!r} ({type(e).__name__}: {first}); give a folder with "

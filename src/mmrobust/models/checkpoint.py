@@ -78,6 +78,19 @@ def _pickled_code(path: Path, what: str, error: BaseException, fix: str | None) 
             f"which mmrobust never runs; {fix}")
 
 
+def refused_pickle(error: pickle.UnpicklingError, path: str | Path, what: str = "model weights") -> DataError:
+    """The one-line refusal for a pickle that ``torch.load(weights_only=True)`` refused inside a library (e.g. a
+    model folder's ``pytorch_model.bin`` read by transformers): pickled code, or a damaged file."""
+    chain, e = [], error
+    while e is not None and len(chain) < 8:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    text = " ".join(chain)
+    if "weights only" in text.lower() or "weights_only" in text:
+        return DataError(_pickled_code(Path(path), what, RuntimeError(text), None))
+    return DataError(_damaged(Path(path), what, error, "re-download it or re-save it with safetensors"))
+
+
 def load_torch_file(path: str | Path, *, what: str = "checkpoint",
                     fix: str = "re-download it or re-save it as a state dict (safetensors preferred)",
                     code_fix: str | None = None) -> Any:

@@ -265,6 +265,8 @@ def create_clip(
     if local is not None and weights is None and checkpoint is None:
         raise ConfigError(f"model directory {local} has a config but no weights ({ckpt.WEIGHTS_NAME}); it would run "
                           "with random weights: copy the weights there or pass --checkpoint FILE")
+    if pretrained is not None and Path(pretrained).is_file() and Path(pretrained).suffix != ".safetensors":
+        ckpt.load_torch_file(pretrained, what="pretrained weights")  # open_clip would raise a raw UnpicklingError
     model = _build(ident, str(name), pretrained=pretrained, seed=seed)
     if weights is not None:
         _load_weights(model, weights, what="weights")

@@ -11,10 +11,12 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mmrobust.errors import ConfigError, DataError
+from mmrobust.models.checkpoint import refused_pickle
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
 from mmrobust.values import check_int
 from mmrobust.safety import ensure_regular_file
@@ -48,6 +50,8 @@ class HFAdapter:
             if attn_implementation:
                 mkw["attn_implementation"] = attn_implementation
             self.model = AutoModelForImageTextToText.from_pretrained(model, **mkw).to(self.device).eval()
+        except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
+            raise refused_pickle(e, model, "HF model weights") from None
         except OSError as e:
             raise ConfigError(f"cannot load HF model {model!r} ({e}); give a hub id or a folder with "
                               "config.json and processor files") from e
