@@ -46,3 +46,28 @@ def test_report_replaces_only_a_report_it_wrote(tmp_path, capsys):
     assert main(["report", str(tmp_path / "run"), "--out", str(ours)]) == 0
     assert main(["report", str(tmp_path / "run"), "--out", str(ours), "--title", "again"]) == 0  # ours: replaced
     assert "again" in ours.read_text()
+
+
+def test_a_deeply_nested_results_file_is_skipped_and_compare_says_so_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_record(run, Record(kind="toy", metrics={"acc": 0.5}), name="toy")
+    (run / "results_deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past the recursion limit
+    (run / "results_nested.json").write_text(json.dumps({"kind": "x", "metrics": {"a": [[[[[[[[[[[[1]]]]]]]]]]]]}})
+                                              .replace("[1]", "[" * 500 + "1" + "]" * 500))  # parses, too deep
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("not a results record, skipped") == 2 and "toy" in page
+    capsys.readouterr()
+    assert main(["compare", str(run / "results_deep.json"), str(run / "results_toy.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "results_deep.json" in err and "Traceback" not in err
+
+
+def test_report_without_out_writes_into_the_first_run_never_the_current_folder(tmp_path, monkeypatch, capsys):
+    run, cwd = tmp_path / "run", tmp_path / "cwd"
+    write_record(run, Record(kind="toy", metrics={"acc": 0.5}), name="toy")
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").is_file() and not list(cwd.iterdir())
+    assert str(run / "report.html") in capsys.readouterr().out

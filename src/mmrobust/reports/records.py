@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from mmrobust.errors import DataError
+
 
 def git_sha() -> str | None:
     """The git commit of the mmrobust source tree, or None outside a checkout."""
@@ -78,8 +80,29 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
+MAX_JSON_DEPTH = 100  # no record nests deeper; a hostile file nested 10^5 deep would crash the reader
+
+
+class MalformedJSON(DataError, ValueError):
+    """A JSON file that is no record of ours (too deeply nested): callers treat it as malformed."""
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``; MalformedJSON (a ValueError) for nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except RecursionError:
+        data, depth = None, MAX_JSON_DEPTH + 1
+    else:
+        depth, stack = 0, [(data, 1)]
+        while stack and depth <= MAX_JSON_DEPTH:  # iterative: no recursion on hostile input
+            obj, d = stack.pop()
+            depth = max(depth, d)
+            stack += [(v, d + 1) for v in (obj.values() if isinstance(obj, dict) else obj
+                                           if isinstance(obj, list) else ())]
+    if depth > MAX_JSON_DEPTH:
+        raise MalformedJSON(f"{path} nests deeper than {MAX_JSON_DEPTH} levels; it is not a record mmrobust wrote")
+    return data
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
