@@ -265,3 +265,21 @@ def test_backdoor_story_record_warns_when_the_poisoned_stage_has_no_backdoor(tmp
         _summarise(tmp_path, BackdoorDemo(), stages, rec)
         warns = json.loads((tmp_path / "results_story.json").read_text())["warnings"]
         assert len(warns) == expected and all("the poisoned CLIP stage did not learn" in w for w in warns)
+
+
+def test_poison_cli_and_training_on_a_poisoned_copy_warn_of_too_few_pairs_and_an_absent_target(tmp_path,
+                                                                                               micro_world, capsys):
+    from types import SimpleNamespace
+
+    from mmrobust.cli.main import main
+    from mmrobust.pipelines.train import poison_warnings
+
+    out = tmp_path / "p"
+    assert main(["poison", "--manifest", str(micro_world.train_manifest), "--out", str(out), "--trigger", "badnet",
+                 "--target", "dragon", "--count", "2"]) == 0
+    assert "warning: only 2 of 256 pairs" in capsys.readouterr().err
+    job = SimpleNamespace(data=SimpleNamespace(manifest=str(out / "manifest.csv"), classes=str(micro_world.classes)))
+    found = poison_warnings(job)
+    assert len(found) == 2 and "target 'dragon' is not one of the" in found[1]
+    job.data.manifest = str(micro_world.train_manifest)  # no poison.json beside it
+    assert poison_warnings(job) == []
