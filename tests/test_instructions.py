@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrobust.data.instructions import Turn, load_instructions, to_chat, to_record, write_instructions
+from mmrobust.data.instructions import ROLES, Turn, load_instructions, to_chat, to_record, write_instructions
 from mmrobust.errors import DataError
 from mmrobust.world.mmr import generate_mmr_world
 from mmrobust.world.mmr_train import facts_to_pairs, generate_mmr_training_set
@@ -82,6 +82,11 @@ BAD = [
     ({**GOOD, "image": "."}, "not a regular file"),
     ({**GOOD, "image": "../a.png"}, "points outside"),
     ({**GOOD, "id": "first"}, "duplicate id 'first' (first on line 1)"),
+    ('{"id": "x", "image": "a.png", "question": "what \\udcff?", "answer": "A"}', "\\udcff, which is not text"),
+    ({**GOOD, "meta": {"note": "\udcfe"}}, "\\udcfe, which is not text"),
+    ({**GOOD, "question": "what " * 300_000}, "'question' is 1,500,000 characters, more than the 16,384"),
+    ({"id": "x", "image": "a.png", "conversations": [{"role": r, "content": "a"} for r in ROLES * 40]},
+     "2 to 64 turns"),
 ]
 
 
@@ -210,3 +215,40 @@ def test_facts_bad_lines(folder: Path, line: object, needle: str) -> None:
     with pytest.raises(DataError) as e:
         facts_to_pairs(p)
     assert "\n" not in str(e.value) and f"{p}:2:" in str(e.value) and needle in str(e.value)
+
+
+def test_instruction_rows_with_bad_bytes_megabyte_prompts_or_huge_images_never_reach_the_model(folder, tmp_path,
+                                                                                               capsys):
+    """Raw bytes that are not UTF-8 and a megabyte prompt stop `train --task mllm-sft` in one line naming the
+    file (no 90 GB allocation, no tokenizer TypeError); an image whose header claims 10^10 pixels is skipped
+    before it is decoded and listed in results.json."""
+    import struct
+    import zlib
+
+    from mmrobust.cli.main import main
+    from mmrobust.world.llava import build_tiny_llava
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2,
+                                                                                          0, 0, 0))
+                                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    llava = build_tiny_llava(tmp_path / "llava", seed=0, image_size=32)
+    good = "".join(json.dumps({**GOOD, "id": f"g{i}"}) + "\n" for i in range(3)).encode()
+    files = {"bytes": good + b'{"id": "x", "image": "a.png", "question": "what \xff?", "answer": "A"}\n',
+             "mega": good + (json.dumps({**GOOD, "id": "x", "question": "what " * 300_000}) + "\n").encode(),
+             "huge": good + (json.dumps({**GOOD, "id": "x", "image": "huge.png"}) + "\n").encode()}
+    for name, data in files.items():
+        (folder / f"{name}.jsonl").write_bytes(data)
+        rc = main(["train", "--task", "mllm-sft", "--model", str(llava), "--data", str(folder / f"{name}.jsonl"),
+                   "--out", str(tmp_path / name), "--steps", "1", "--batch-size", "2", "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err
+        if name == "huge":
+            skipped = json.loads((tmp_path / name / "results.json").read_text())["skipped_images"]
+            assert rc == 0 and [s["row"] for s in skipped] == [3] and "pixels" in skipped[0]["reason"]
+        else:
+            errors = [line for line in err.splitlines() if "error" in line]  # (after the model's loading bars)
+            assert rc == 2 and len(errors) == 1 and f"{name}.jsonl" in errors[0], err
+            assert ("not UTF-8" if name == "bytes" else "more than the 16,384 allowed") in err

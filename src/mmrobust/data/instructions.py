@@ -36,6 +36,10 @@ from mmrobust.safety import ensure_regular_file, resolve_inside
 
 ROLES = ("user", "assistant")
 KEYS = frozenset({"id", "image", "conversations", "question", "answer", "meta"})
+# A turn past MAX_TURN_CHARS is thousands of tokens past any LLaVA context (4,096 tokens): a megabyte prompt
+# would tokenize to 10^5 tokens and ask for tens of GB in the first forward pass, so it is refused on loading.
+MAX_TURN_CHARS = 16_384
+MAX_TURNS = 64
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,27 @@ def _text(rec: Mapping[str, Any], key: str, loc: str) -> str:
     if not isinstance(value, str) or not value.strip():
         got = "missing" if key not in rec else f"got {type(value).__name__} {value!r}"[:80]
         raise DataError(f"{loc}: {key!r} must be a non-empty string ({got}); fill it in")
+    if len(value) > MAX_TURN_CHARS:
+        raise DataError(f"{loc}: {key!r} is {len(value):,} characters, more than the {MAX_TURN_CHARS:,} allowed; "
+                        "shorten it or drop the line")
     return value
+
+
+def _check_utf8(rec: Mapping[str, Any], loc: str) -> None:
+    """Every string of the line must be text: a JSON escape such as \\udcff (a lone surrogate, what undecodable
+    bytes become) cannot be tokenized or written back as UTF-8."""
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start:e.end].encode("unicode_escape").decode()
+        raise DataError(f"{loc}: the line holds {bad}, which is not text (a lone surrogate, e.g. from bytes that "
+                        "were not UTF-8); fix that character") from None
 
 
 def _turns(value: Any, loc: str) -> tuple[Turn, ...]:
     fix = 'give alternating {"role": "user"|"assistant", "content": "..."} turns, user first, assistant last'
-    if not isinstance(value, list) or len(value) < 2:
-        raise DataError(f"{loc}: 'conversations' must be a list of at least 2 turns; {fix}")
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_TURNS:
+        raise DataError(f"{loc}: 'conversations' must be a list of 2 to {MAX_TURNS} turns; {fix}")
     turns = []
     for k, t in enumerate(value):
         if not isinstance(t, dict) or set(t) != {"role", "content"}:
@@ -111,6 +129,7 @@ def parse_record(rec: Any, loc: str, root: Path | None = None, *, allow_outside:
     unknown = sorted(set(rec) - KEYS)
     if unknown:
         raise DataError(f"{loc}: unknown field(s) {', '.join(map(repr, unknown))}; use only {', '.join(sorted(KEYS))}")
+    _check_utf8(rec, loc)
     iid, image = _text(rec, "id", loc), _text(rec, "image", loc)
     turns = _dialogue(rec, loc)
     meta = rec.get("meta", {})
