@@ -39,6 +39,8 @@ CASES = [
     (["eval", "robust", "--model", "mmrobust-tiny", "--data", "{test}", "--classes", "{classes}", "--out", "{tmp}/e",
       "--attack", "fgsm"], "unknown attack 'fgsm'"),
     (["report", "{tmp}/no-such-run"], "not found"),
+    (["mmr", "run", "--data", "{tmp}", "--adapter", "scripted", "--model", "always-a", "--out", "{tmp}/m",
+      "--max-new-tokens", "1000000000"], "max_new_tokens must be an integer in [1, 4096]"),
     (["demo", "--out", "{tmp}/d", "--story", "backdoor", "--set", "backdoor.finetune_rl=1e-3"],
      "use key=value with a key among"),
     (["demo", "--out", "{tmp}/d", "--story", "backdoor", "--set", "backdoor.finetune_lr=fast"], "expected a float"),
