@@ -50,3 +50,22 @@ def test_adversarial_story_tiny(tmp_path):
     for r in result["rows"]:
         assert r["autoattack@4/255"] <= r["clean"] and r["pgd@4/255"] <= r["clean"]
     assert "drift" in result["rows"][1] and (tmp_path / "adversarial" / "adversarial.png").is_file()
+    for r in result["rows"][1:]:  # FARE and TeCoA: how far each tower moved from the original
+        assert 0 <= r["agreement"] <= 1 and r["drift_clean"] >= 0
+    tables = read_json(tmp_path / "adversarial" / "results_story.json")["tables"]
+    assert [r["model"] for r in tables[1]["rows"]] == ["FARE", "TeCoA"]
+
+
+def test_zero_shot_agreement_of_a_model_with_itself_and_another(tmp_path):
+    from mmrobust.eval.robust import load_images
+
+    from mmrobust.models.clip import create_clip
+    from mmrobust.pipelines.evaluate import EvalData, labelled, zero_shot_agreement
+    from mmrobust.world.shapes import generate_world
+
+    world = generate_world(tmp_path / "w", n_train=10, n_test=40, seed=0).root
+    a, b = create_clip("mmrobust-micro", seed=0), create_clip("mmrobust-micro", seed=1)
+    ds = labelled(EvalData(manifest=str(world / "test.csv"), classes=str(world / "classes.json")), a)
+    x, _, _ = load_images(ds, list(range(len(ds))))
+    assert zero_shot_agreement(a, a, ds, x) == 1.0
+    assert 0 <= zero_shot_agreement(a, b, ds, x) < 1.0  # two random models disagree somewhere

@@ -32,6 +32,8 @@ CLAIMS = (
           lambda m: _model("FARE", "autoattack@4/255")(m) - _model("CLIP", "autoattack@4/255")(m), at_least=0.15),
     Claim("fare-keeps-clean", "FARE's clean accuracy minus CLIP's",
           lambda m: _model("FARE", "clean")(m) - _model("CLIP", "clean")(m), at_least=-0.10),
+    Claim("fare-agrees", "FARE's zero-shot agreement with the original CLIP (tower drift)",
+          _model("FARE", "agreement"), at_least=0.8),
     Claim("tecoa-robust", "TeCoA's worst-case accuracy at 4/255 minus CLIP's",
           lambda m: _model("TeCoA", "autoattack@4/255")(m) - _model("CLIP", "autoattack@4/255")(m), at_least=0.05),
 )
@@ -76,7 +78,8 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
     if attack == "autoattack":
         opts["attack_kwargs"] = {"apgd-t": {"n_target_classes": s.n_target_classes}}
     cfg = {"model": model_dir, "attack": attack, "opts": opts, "eps": list(s.eval_eps), "n": s.n_eval,
-           "reference": reference, "inputs": [stamp(model_dir), stamp(reference or "")]}
+           "reference": reference, "inputs": [stamp(model_dir), stamp(reference or "")],
+           "drift": ["embedding", "zero-shot agreement"] if reference else []}
     return run_stage(out, cfg, lambda: eval_robust(model=model_dir, data=data, out_dir=out, attack=attack,
                                                    eps=s.eval_eps, n_samples=s.n_eval, seed=s.seed,
                                                    attack_options=opts, reference=reference))
@@ -122,6 +125,9 @@ def _lane(out: Path, s: AdversarialDemo, label: str, base: str, world: Path, *, 
             row[f"{attack}@{name}"] = r["robust_top1"]
         if "embedding_drift" in m:
             row["drift"] = m["embedding_drift"]
+            row["drift_clean"] = m["embedding_drift"][eps_name(s.train_eps)]["clean"] \
+                if eps_name(s.train_eps) in m["embedding_drift"] else None
+            row["agreement"] = m.get("zero_shot_agreement")
     return row
 
 
@@ -143,6 +149,13 @@ def _summarise(out: Path, s: AdversarialDemo, rows: list[dict[str, Any]]) -> dic
                      f"(APGD-CE then APGD-T, {s.eval_steps} steps each) at each eps (images in [0,1]). FARE and TeCoA "
                      f"finetune the vision tower with PGD inside eps {eps_name(s.train_eps)} ({s.finetune_steps} "
                      f"steps, batch {s.finetune_batch}, lr {s.finetune_lr:g}).")
+    drift = Table.of("Drift of the finetuned towers from the original CLIP",
+                     [("model", "model"), ("drift_clean", "FARE loss on clean images"),
+                      ("agreement", "zero-shot agreement with the original", "%")],
+                     [r for r in rows if r.get("agreement") is not None],
+                     "FARE loss: mean ||f(x) - f_orig(x)||^2 of the image embeddings on clean test images; agreement: "
+                     "share of test images on which the finetuned tower and the original predict the same class. "
+                     "A tower that drifts far no longer drops into a model built on the original (the LVLM story).")
     write_record(out, Record(kind="story.adversarial", metrics={"models": rows}, config=asdict(s),
-                             seeds={"demo": s.seed}, tables=[story], plots=["adversarial.png"]), name="story")
+                             seeds={"demo": s.seed}, tables=[story, drift], plots=["adversarial.png"]), name="story")
     return {"rows": rows, "table": table, "plot": str(out / "adversarial.png")}

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from mmrobust.data.clip_benchmark import BenchmarkSplit
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
 from mmrobust.data.manifest import PathPolicy
@@ -224,6 +226,17 @@ def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: d
     return _write(out_dir, record, {"model": model, "manifest": source, "split": split if karpathy else None})
 
 
+def zero_shot_agreement(model: CLIPModel, reference: CLIPModel, data: Any, images: torch.Tensor) -> float:
+    """Share of ``images`` on which ``model`` and ``reference`` (the original) predict the same class, each
+    with its own classifier on ``data``'s classes: how far a finetuned tower (FARE) drifted in what it says."""
+    from mmrobust.eval.zeroshot import model_classifier
+
+    with torch.no_grad():
+        a = model_classifier(model, data).logits(model, images).argmax(1)
+        b = model_classifier(reference, data).logits(reference, images).argmax(1)
+    return float((a == b).float().mean())
+
+
 def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
                 attack: str = "apgd-ce", eps: tuple[float, ...] = (4 / 255,), n_samples: int | None = 500,
                 seed: int = 0, norm: str = "linf", attack_options: dict[str, Any] | None = None,
@@ -231,7 +244,7 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dic
                 batch_size: int = 250, device: str = "cpu", clip: CLIPModel | None = None,
                 resume: bool = True) -> dict[str, Any]:
     """Clean + robust zero-shot accuracy per eps under ``attack``; with ``reference`` (the original model)
-    also the embedding drift on clean and adversarial images.
+    also the embedding drift on clean and adversarial images and the zero-shot agreement with it.
 
     Finished (eps, batch) chunks go to ``out_dir/partial_robust.jsonl`` as they finish; a rerun with the
     same settings resumes from it (``resume=False`` starts over). It is removed once the results are written."""
@@ -255,6 +268,7 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dic
         x, _, _ = load_images(ds, sample_ids(len(ds), min(n_samples or 256, 256), seed))
         record.metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
                                              for e in eps}
+        record.metrics["zero_shot_agreement"] = zero_shot_agreement(clip, ref, ds, x.to(device))
     metrics = _write(out, record, {"model": model, "data": asdict(data), "attack": attack, "eps": list(eps),
                                    "norm": norm, "n_samples": n_samples, "attack_options": attack_options or {},
                                    "reference": reference})
