@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -45,20 +46,27 @@ def stamp(path: str | Path) -> str:
 
 
 def clean_subset(manifest: Path, out: Path, *, exclude: Sequence[int], n: int, image_col: str = "image") -> Path:
-    """Write the first ``n`` rows of ``manifest`` not in ``exclude``, image paths re-based to ``out``'s folder."""
+    """Write the first ``n`` rows of ``manifest`` not in ``exclude``, image paths re-based to ``out``'s folder.
+    An ``out`` that already holds exactly these rows is left alone: its stamp (mtime) is what the stages
+    trained on it are keyed by, so rewriting it would retrain them."""
     skip = set(exclude)
     table = read_csv(manifest)
-    fields = table.header
     rows = [r for i, r in enumerate(table.dicts()) if i not in skip][:n]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=table.header)
+    w.writeheader()
+    for r in rows:
+        src = Path(r[image_col])
+        src = src if src.is_absolute() else manifest.parent / src
+        r[image_col] = os.path.relpath(src.resolve(), out.parent.resolve())
+        w.writerow(r)
+    text = buf.getvalue()
+    if out.is_file() and not out.is_symlink() and out.read_bytes() == text.encode():
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            src = Path(r[image_col])
-            src = src if src.is_absolute() else manifest.parent / src
-            r[image_col] = os.path.relpath(src.resolve(), out.parent.resolve())
-            w.writerow(r)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(text.encode())
+    os.replace(tmp, out)
     return out
 
 
