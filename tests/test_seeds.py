@@ -108,3 +108,26 @@ def test_bad_seed_lists_are_one_line_errors(tmp_path, capsys):
         assert main(["demo", "--out", str(tmp_path), "--seeds", bad]) != 0
         err = capsys.readouterr().err
         assert "--seeds" in err and "Traceback" not in err
+
+
+def test_train_and_eval_over_seeds_write_each_seed_and_the_spread(tmp_path, micro_world, capsys):
+    w = micro_world
+    train = ["train", "--task", "clip", "--model", "mmrobust-micro", "--data", str(w.train_manifest), "--steps", "2",
+             "--batch-size", "16", "--warmup", "1", "--quiet", "--out", str(tmp_path / "t"), "--seeds", "0,1"]
+    assert main(train) == 0
+    runs = [read_json(tmp_path / "t" / f"seed-{k}" / "results.json") for k in (0, 1)]
+    assert [r["config"]["optim"]["seed"] for r in runs] == [0, 1]
+    weights = [(tmp_path / "t" / f"seed-{k}" / "model" / "open_clip_model.safetensors").read_bytes() for k in (0, 1)]
+    assert weights[0] != weights[1]  # another init and data order
+    agg = read_json(tmp_path / "t" / "results_seeds.json")
+    assert agg["config"]["seeds"] == [0, 1] and set(agg["metrics"]["per_seed"]["results.json"]) == {"0", "1"}
+    assert main(train) == 0 and capsys.readouterr().out.count("reused") == 2  # finished seeds are not retrained
+    model = tmp_path / "t" / "seed-0" / "model"
+    ev = ["eval", "robust", "--model", str(model), "--data", str(w.test_manifest), "--classes", str(w.classes),
+          "--attack", "pgd", "--eps", "2/255", "--n-samples", "12", "--out", str(tmp_path / "e"), "--seeds", "3,4"]
+    assert main(ev) == 0
+    per = [read_json(tmp_path / "e" / f"seed-{k}" / "results_robust.json") for k in (3, 4)]
+    assert per[0]["seeds"] != per[1]["seeds"] and "3" in str(per[0]["seeds"])  # each seed's own record
+    rows = read_json(tmp_path / "e" / "results_seeds.json")["metrics"]["tables"][0]["rows"]
+    assert any("_spread" in r and r["_spread"] for r in rows)
+    assert "±" in (tmp_path / "e" / "summary.md").read_text()

@@ -32,6 +32,56 @@ def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     print_warnings(record.get("warnings") if isinstance(record, dict) else None)
 
 
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` as a list of distinct seeds (at most 100)."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > SEED_MAX or len(seeds) > 100:
+        raise ConfigError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2,3,4 or 0-4")
+    return seeds
+
+
+def add_seeds_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--seeds``: run the command once per seed into OUT/seed-K, then aggregate (see :func:`over_seeds`)."""
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help=f"run once per seed ({what}) into OUT/seed-K, then write mean ± sd (min-max) over the "
+                        "seeds into OUT/results_seeds.json and OUT/summary.md; a finished seed is reused")
+
+
+def over_seeds(run: Any, *seed_args: str) -> Any:
+    """``run(args)`` once per ``--seeds`` value, each with the ``seed_args`` set to that seed and ``--out``
+    to ``OUT/seed-K``, then the records aggregated across the seeds; without ``--seeds``, ``run`` itself."""
+    def wrapped(args: argparse.Namespace) -> int:
+        if not getattr(args, "seeds", None):
+            return run(args)
+        from mmrobust.pipelines.seeds import aggregate_runs
+
+        seeds = seed_list(args.seeds)
+        if not args.out:
+            raise ConfigError("--seeds needs --out on the command line (each seed goes into OUT/seed-K)")
+        out, rc = Path(args.out), 0
+        for k in seeds:
+            if any((out / f"seed-{k}").glob("results*.json")) and not getattr(args, "overwrite", False):
+                print(f"== seed {k}: finished in {out / f'seed-{k}'}, reused", flush=True)
+                continue
+            print(f"== seed {k} -> {out / f'seed-{k}'}", flush=True)
+            one = argparse.Namespace(**{**vars(args), "seeds": None, "out": str(out / f"seed-{k}"),
+                                        **{a: k for a in seed_args}})
+            rc = max(rc, int(run(one) or 0))
+        agg = aggregate_runs(out, seeds)
+        print(agg["table"])
+        print_warnings(agg["record"].get("warnings"))
+        return rc
+
+    return wrapped
+
+
 def parse_eps(text: str) -> float:
     """'4/255' or '0.0157' -> float in [0,1] units (only the CLI sees the '/255' form)."""
     try:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from mmrobust.errors import ConfigError
+from mmrobust.cli.common import seed_list
 from mmrobust.pipelines.overrides import apply_overrides
 from mmrobust.pipelines.seeds import STORIES, run_seeds
 from mmrobust.reports.contract import Record, write_record
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     stories = args.story or available()
     settings = _settings(stories, _overrides(args.set, stories))  # all checked before anything runs
     if args.seeds is not None:
-        return _run_seeds(out, stories, settings, _seed_list(args.seeds), quiet=args.quiet)
+        return _run_seeds(out, stories, settings, seed_list(args.seeds), quiet=args.quiet)
     print("(one seed: numbers vary across seeds and machines; `mmrobust demo --seeds 0,1,2,3,4` gives the "
           "spread and checks each story's effects at every seed)", flush=True)
     summary = {}
@@ -94,21 +95,6 @@ def _overrides(assignments: list[str], stories: list[str]) -> dict[str, list[str
                               f"({', '.join(runnable) or 'none'}), e.g. backdoor.finetune_steps=300")
         grouped.setdefault(story, []).append(rest)
     return grouped
-
-
-def _seed_list(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` as a list of distinct non-negative seeds."""
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(x) for x in text.split("-"))
-            seeds = list(range(lo, hi + 1))
-        else:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or len(seeds) > 100:
-        raise ConfigError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2,3,4 or 0-4")
-    return seeds
 
 
 def _run_seeds(out: Path, stories: list[str], settings: dict[str, tuple], seeds: list[int], *, quiet: bool) -> int:

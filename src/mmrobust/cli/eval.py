@@ -5,7 +5,7 @@ import argparse
 import json
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
-                                 positive_int, print_record_warnings, seed)
+                                 add_seeds_option, over_seeds, positive_int, print_record_warnings, seed)
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_data, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--trigger-param", action="append", metavar="KEY=VALUE")
     b.add_argument("--target", help="target class name (default: the record's)")
     b.add_argument("--seed", type=seed, default=0, help="seed for per-image trigger randomness")
-    b.set_defaults(func=run_backdoor, _parser=b)
+    add_seeds_option(b, "--seed set to it: the trigger's per-image randomness")
+    b.set_defaults(func=over_seeds(run_backdoor, "seed"), _parser=b)
     r = es.add_parser("retrieval", help="image<->text recall@1/5/10 over images and their captions")
     _common(r, labelled=False)
     r.add_argument("--caption-col", default="caption")

@@ -6,7 +6,7 @@ import json
 from typing import Any, Callable
 
 from mmrobust.cli.common import (apply_config, eps_list, key_values, parse_eps, positive_int, print_record_warnings,
-                                 seed)
+                                 add_seeds_option, over_seeds, seed)
 from mmrobust.errors import ConfigError
 from mmrobust.values import parse_value
 from mmrobust.pipelines.evaluate import eval_data, eval_robust
@@ -33,7 +33,8 @@ def register_robust(es: argparse._SubParsersAction, common: Callable[[argparse.A
     p.add_argument("--save-adv", action="store_true", help="save adversarial images (safetensors) per eps")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore finished batches saved by an earlier, interrupted run and start over")
-    p.set_defaults(func=run, _parser=p)
+    add_seeds_option(p, "--seed set to it: the sampled test images and the attack's random starts")
+    p.set_defaults(func=over_seeds(run, "seed"), _parser=p)
 
 
 def eps_values(values: Any) -> tuple[float, ...]:

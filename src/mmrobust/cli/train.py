@@ -6,7 +6,7 @@ import sys
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
                                  non_negative_float, non_negative_int, positive_float, positive_int,
-                                 print_record_warnings, seed)
+                                 over_seeds, add_seeds_option, print_record_warnings, seed)
 from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out: deletes its " + ", ".join(RUN_FILES) + " (nothing else)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run, _parser=p)
+    add_seeds_option(p, "--seed and --init-seed both set to it")
+    p.set_defaults(func=over_seeds(run, "seed", "init_seed"), _parser=p)
 
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:

@@ -84,9 +84,48 @@ def aggregate_story(name: str, out_dir: str | Path, seeds: Sequence[int]) -> dic
                     tables=[Table(claim_t["title"], tuple(_columns(claim_t)), tuple(claim_t["rows"]),
                                   claim_t["caption"]), *shown])
     written = write_record(dest, record, name="seeds")
-    text = _markdown(name, seeds, tables, claim_t)
+    text = _markdown(f"{name} story", seeds, tables, claim_t)
     (dest / "summary.md").write_text(text)
     return {"table": text, "plot": str(plot), "claims": checked, "record": written}
+
+
+def aggregate_runs(out_dir: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """Aggregate the records of one command run at several seeds (``OUT/seed-K/results*.json``, as
+    ``mmrobust train|eval ... --seeds`` writes them) into ``OUT/results_seeds.json`` and ``OUT/summary.md``:
+    each declared table (or, for a record without tables, its scalar metrics) as ``mean ± sd (min-max)``."""
+    out = Path(out_dir)
+    names = sorted(p.name for p in (out / f"seed-{seeds[0]}").glob("results*.json"))
+    names = [n for n in names if all((out / f"seed-{k}" / n).is_file() for k in seeds)]
+    tables: list[dict[str, Any]] = []
+    per_seed: dict[str, dict[str, Any]] = {}
+    for name in names:
+        records = [read_json(out / f"seed-{k}" / name) for k in seeds]
+        per_seed[name] = {str(k): r.get("metrics") for k, r in zip(seeds, records)}
+        declared = [r.get("tables") or [_scalar_table(r)] for r in records]
+        tables += [aggregate_table([d[i] for d in declared]) for i in range(min(map(len, declared)))
+                   if all(d[i]["rows"] for d in declared)]
+    warnings = sorted({f"seed {k}: {w}" for k in seeds for n in names
+                       for w in read_json(out / f"seed-{k}" / n).get("warnings") or []})
+    shown = [Table(t["title"], tuple(_columns(t)), tuple({k: v for k, v in r.items() if k != "_spread"}
+                                                         for r in t["rows"]), t["caption"]) for t in tables]
+    written = write_record(out, Record(kind="seeds", metrics={"per_seed": per_seed, "tables": tables},
+                                       config={"seeds": list(seeds), "records": names}, seeds={"seeds": list(seeds)},
+                                       tables=shown, warnings=warnings), name="seeds")
+    text = _markdown(out.name, seeds, tables, None)
+    (out / "summary.md").write_text(text)
+    return {"table": text, "record": written}
+
+
+def _scalar_table(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record without declared tables: one row of its numeric metrics (one level of nesting flattened)."""
+    flat: dict[str, Any] = {"run": record.get("kind", "run")}
+    for k, v in (record.get("metrics") or {}).items():
+        for key, val in (v.items() if isinstance(v, dict) else [(None, v)]):
+            if isinstance(val, (int, float)) and not isinstance(val, bool):
+                flat[f"{k}.{key}" if key else k] = val
+    cols = [{"key": k, "heading": k, "unit": ""} for k in flat]
+    return {"title": str(record.get("kind", "results")), "columns": cols, "rows": [flat] if len(flat) > 1 else [],
+            "caption": "The record's numeric metrics."}
 
 
 def _columns(table: Mapping[str, Any]) -> list[Any]:
@@ -96,9 +135,9 @@ def _columns(table: Mapping[str, Any]) -> list[Any]:
 
 
 def _markdown(name: str, seeds: Sequence[int], tables: Sequence[Mapping[str, Any]],
-              claims: Mapping[str, Any]) -> str:
-    parts = [f"# {name} story over seeds {', '.join(map(str, seeds))}\n"]
-    for t in [claims, *tables]:
+              claims: Mapping[str, Any] | None) -> str:
+    parts = [f"# {name} over seeds {', '.join(map(str, seeds))}\n"]
+    for t in [claims, *tables] if claims else tables:
         cols = [(c["key"], c["heading"]) for c in t["columns"]]
         parts.append(f"## {t['title']}\n\n{format_table(t['rows'], cols, markdown=True)}\n\n{t['caption']}\n")
     return "\n".join(parts)
