@@ -36,7 +36,7 @@ from mmrobust.errors import ConfigError
 from mmrobust.models.checkpoint import refused_pickle
 from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
 from mmrobust.lvlm.convert import vision_feature
-from mmrobust.lvlm.labels import dialogue_labels
+from mmrobust.lvlm.labels import dialogue_labels, pad_right
 from mmrobust.registry import TASKS
 from mmrobust.values import SEED_MAX
 
@@ -87,20 +87,7 @@ def answer_labels(processor: Any, messages: Sequence[dict[str, Any]], *, image_s
 def sft_batch(processor: Any, dialogues: Sequence[Sequence[dict[str, Any]]], *,
               image_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded (input_ids, attention_mask, labels), each (B, T); padding is -100 in labels."""
-    return _pad(processor, [answer_labels(processor, d, image_size=image_size) for d in dialogues])
-
-
-def _pad(processor: Any, rows: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
-    """(input_ids, labels) rows right-padded into (B, T) input_ids, attention_mask and labels."""
-    width = max(len(ids) for ids, _ in rows)
-    pad = processor.tokenizer.pad_token_id
-    pad = processor.tokenizer.eos_token_id if pad is None else pad
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, lab) in enumerate(rows):
-        input_ids[r, :len(ids)], mask[r, :len(ids)], labels[r, :len(ids)] = ids, 1, lab
-    return input_ids, mask, labels
+    return pad_right(processor, [answer_labels(processor, d, image_size=image_size) for d in dialogues])
 
 
 @TASKS.register("mllm-sft")
@@ -182,7 +169,7 @@ class MLLMSFTTask(Task):
                 ids, labels = answer_labels(self.processor, batch["messages"][k], image_size=self.image_size)
                 self._rows[keys[k]] = (feats[j].cpu(), ids, labels)
         rows = [self._rows[key] for key in keys]
-        ids, mask, labels = _pad(self.processor, [(row_ids, row_labels) for _, row_ids, row_labels in rows])
+        ids, mask, labels = pad_right(self.processor, [(row_ids, row_labels) for _, row_ids, row_labels in rows])
         feats = torch.stack([r[0] for r in rows]).to(x.device)
         logits = _logits_from_features(_llava(self.model), feats, ids.to(x.device), mask.to(x.device))
         return self._loss(logits, labels.to(x.device))

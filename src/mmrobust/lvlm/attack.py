@@ -37,7 +37,7 @@ from torch import Tensor
 from mmrobust.attacks.apgd import APGDLossFn, APGDOutput, apgd
 from mmrobust.attacks.ops import check_eps, check_images, make_generator
 from mmrobust.errors import ConfigError
-from mmrobust.lvlm.labels import IGNORE_INDEX, dialogue_labels
+from mmrobust.lvlm.labels import IGNORE_INDEX, dialogue_labels, pad_right
 
 IsBroken = Callable[[int, str], bool]  # (image index in the batch, greedy output) -> the answer is broken
 
@@ -115,14 +115,7 @@ def build_lvlm_inputs(
         raise ConfigError(f"got {len(prompts)} prompts but {len(references)} reference lists; give one per image")
     refs, index = _flatten_references(references)
     rows = [dialogue_labels(processor, _messages(prompts[i], a), image_size=image_size) for i, a in zip(index, refs)]
-    width = max(len(ids) for ids, _ in rows)
-    pad = processor.tokenizer.pad_token_id
-    pad = processor.tokenizer.eos_token_id if pad is None else pad
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, lab) in enumerate(rows):  # right padding
-        input_ids[r, :len(ids)], mask[r, :len(ids)], labels[r, :len(ids)] = ids, 1, lab
+    input_ids, mask, labels = pad_right(processor, rows)
     return LVLMInputs(input_ids, mask, labels, torch.tensor(index))
 
 

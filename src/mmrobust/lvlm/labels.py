@@ -133,3 +133,17 @@ def _answer_end_char(render: Callable[..., str], messages: Sequence[dict[str, An
         raise ConfigError(f"the chat template does not write the text of assistant turn {k} verbatim; cannot find "
                           "where the answer ends")
     return at + len(last.strip())
+
+
+def pad_right(processor: Any, rows: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, labels) rows right-padded into (B, T) input_ids, attention_mask and labels (padding: the
+    tokenizer's pad token, else its EOS; -100 in labels)."""
+    width = max(len(ids) for ids, _ in rows)
+    pad = processor.tokenizer.pad_token_id
+    pad = processor.tokenizer.eos_token_id if pad is None else pad
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for r, (ids, lab) in enumerate(rows):
+        input_ids[r, :len(ids)], mask[r, :len(ids)], labels[r, :len(ids)] = ids, 1, lab
+    return input_ids, mask, labels

@@ -187,7 +187,8 @@ def _clip(out: Path, s: MMRTrainedDemo, progress: bool) -> str:
         a = AdversarialDemo(n_train=s.clip_world_images, n_test=100, pretrain_steps=s.clip_steps, seed=s.seed)
         world, clip_out = out / "clip-world", out / "clip"
     else:
-        a, world, clip_out = AdversarialDemo(world_seed=s.world_seed, seed=s.seed), out.parent / "world", out.parent / "adversarial" / "clip"
+        a = AdversarialDemo(world_seed=s.world_seed, seed=s.seed)
+        world, clip_out = out.parent / "world", out.parent / "adversarial" / "clip"
     run_stage(world, {"n_train": a.n_train, "n_test": a.n_test, "seed": a.world_seed},
               lambda: {"root": str(generate_world(world, n_train=a.n_train, n_test=a.n_test, seed=a.world_seed).root)})
     return train_stage(clip_out, task="clip", model=a.model, manifest=world / "train.csv", classes=world / "classes.json",

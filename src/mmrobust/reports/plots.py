@@ -33,14 +33,18 @@ def _finish(fig: Figure, ax: Any, path: str | Path, *, groups: Sequence[str], ti
     return path
 
 
+def _bar_axes(n_groups: int, n_series: int,
+              colors: Sequence[str] | None) -> tuple[Figure, Any, int, float, Sequence[str]]:
+    """A figure sized for ``n_groups`` clusters of ``n_series`` bars: (figure, axes, n, bar width, colors)."""
+    fig = new_figure(max(6.0, 1.2 * n_groups + 2), 3.8)
+    return fig, fig.subplots(), n_series, 0.8 / max(1, n_series), colors or ["#3b7dd8", "#d8453b", "#4caf50",
+                                                                               "#f0a030", "#8e5bd8"]
+
+
 def grouped_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequence[float]], title: str,
                  ylabel: str = "%", colors: Sequence[str] | None = None) -> Path:
     """One cluster of bars per group (e.g. per stage), one bar per series (e.g. clean acc, ASR), in percent."""
-    fig = new_figure(max(6.0, 1.2 * len(groups) + 2), 3.8)
-    ax = fig.subplots()
-    n = len(series)
-    width = 0.8 / max(1, n)
-    colors = colors or ["#3b7dd8", "#d8453b", "#4caf50", "#f0a030", "#8e5bd8"]
+    fig, ax, n, width, colors = _bar_axes(len(groups), len(series), colors)
     for k, (name, values) in enumerate(series.items()):
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
         vals = [100 * v for v in values]
@@ -54,11 +58,7 @@ def seed_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequ
               ylabel: str = "%", colors: Sequence[str] | None = None) -> Path:
     """Like :func:`grouped_bars`, over seeds: each bar is the mean of a group's per-seed values (in [0,1]),
     with a min-max error bar and one dot per seed, so the spread is seen, not only the mean."""
-    fig = new_figure(max(6.0, 1.2 * len(groups) + 2), 3.8)
-    ax = fig.subplots()
-    n = len(series)
-    width = 0.8 / max(1, n)
-    colors = colors or ["#3b7dd8", "#d8453b", "#4caf50", "#f0a030", "#8e5bd8"]
+    fig, ax, n, width, colors = _bar_axes(len(groups), len(series), colors)
     for k, (name, per_group) in enumerate(series.items()):
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
         means = [100 * sum(v) / len(v) for v in per_group]

@@ -74,7 +74,7 @@ def aggregate_table(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         rows.append(out)
     columns = [{**c, "unit": "" if c.get("unit") == "%" else c.get("unit", "")} for c in cols]
     columns = [{**c, "heading": c["heading"] + (" (%)" if o.get("unit") == "%" else "")} for c, o in zip(columns, cols)]
-    caption = (f"Mean ± standard deviation (min-max) over {len(tables)} seeds. " + str(first.get("caption", ""))).strip()
+    caption = f"Mean ± standard deviation (min-max) over {len(tables)} seeds. {first.get('caption', '')}".strip()
     return {"title": f"{first['title']} ({len(tables)} seeds)", "columns": columns, "rows": rows, "caption": caption}
 
 
@@ -100,7 +100,9 @@ class Claim:
 
     def bar_text(self) -> str:
         k = 100 if self.unit == "%" else 1
-        return f">= {k * self.at_least:g}" if self.at_least is not None else f"<= {k * self.at_most:g}"  # type: ignore[operator]
+        if self.at_least is not None:
+            return f">= {k * self.at_least:g}"
+        return f"<= {k * self.at_most:g}"  # type: ignore[operator]
 
 
 def check_claims(claims: Sequence[Claim], per_seed: Mapping[Any, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -129,7 +131,8 @@ def claims_table(checked: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
              "sd": round(k(c) * c["sd"], 1), "verdict": c["verdict"]} for c in checked]
     cols = [("claim", "headline effect"), ("bar", "bar"), ("values", "per seed"), ("worst", "worst seed"),
             ("margin", "worst margin"), ("sd", "spread (sd)"), ("verdict", "verdict")]
-    return {"title": "Headline effects at every seed", "columns": [{"key": a, "heading": b, "unit": ""} for a, b in cols],
+    return {"title": "Headline effects at every seed",
+            "columns": [{"key": a, "heading": b, "unit": ""} for a, b in cols],
             "rows": rows, "caption": "An effect holds when every seed meets its bar with a worst-seed margin larger "
                                      "than the spread (standard deviation) across seeds; values in percent."}
 
