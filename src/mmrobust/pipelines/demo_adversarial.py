@@ -79,7 +79,7 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
         opts["attack_kwargs"] = {"apgd-t": {"n_target_classes": s.n_target_classes}}
     cfg = {"model": model_dir, "attack": attack, "opts": opts, "eps": list(s.eval_eps), "n": s.n_eval,
            "reference": reference, "inputs": [stamp(model_dir), stamp(reference or "")],
-           "drift": ["embedding", "zero-shot agreement"] if reference else []}
+           **({"drift": ["embedding", "zero-shot agreement"]} if reference else {})}
     return run_stage(out, cfg, lambda: eval_robust(model=model_dir, data=data, out_dir=out, attack=attack,
                                                    eps=s.eval_eps, n_samples=s.n_eval, seed=s.seed,
                                                    attack_options=opts, reference=reference))
