@@ -131,3 +131,14 @@ def test_train_and_eval_over_seeds_write_each_seed_and_the_spread(tmp_path, micr
     rows = read_json(tmp_path / "e" / "results_seeds.json")["metrics"]["tables"][0]["rows"]
     assert any("_spread" in r and r["_spread"] for r in rows)
     assert "±" in (tmp_path / "e" / "summary.md").read_text()
+
+
+def test_claims_table_cells_are_text_and_an_unmeasured_claim_is_said_so():
+    from mmrobust.reports.spread import claims_table
+
+    claims = [Claim("a", "A", lambda m: m["x"], at_least=0.5), Claim("b", "B", lambda m: m["missing"], at_most=0.1)]
+    checked = check_claims(claims, {0: {"x": 0.9}, 1: {"x": 0.905}})
+    assert checked[1]["verdict"] == "not measured"
+    rows = claims_table(checked)["rows"]
+    assert rows[0]["sd"] == "0.4" and rows[0]["margin"] == "40.0"  # percent points, never rescaled again
+    assert rows[1]["worst"] == "n/a"

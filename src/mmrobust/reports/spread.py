@@ -111,7 +111,13 @@ def check_claims(claims: Sequence[Claim], per_seed: Mapping[Any, Mapping[str, An
     or "seed-dependent" (fails at some seed)."""
     out = []
     for c in claims:
-        values = {str(seed): float(c.value(m)) for seed, m in per_seed.items()}
+        try:
+            values = {str(seed): float(c.value(m)) for seed, m in per_seed.items()}
+        except (KeyError, TypeError, ValueError):  # a record from before the claim's metric existed
+            out.append({"claim": c.name, "description": c.description, "bar": c.bar_text(), "unit": c.unit,
+                        "values": {}, "worst_seed": None, "worst": None, "margin": None, "sd": None,
+                        "verdict": "not measured"})
+            continue
         worst_seed = min(values, key=lambda s: c.margin(values[s]))
         margin = c.margin(values[worst_seed])
         sd = spread(list(values.values()))["sd"]
@@ -125,10 +131,13 @@ def check_claims(claims: Sequence[Claim], per_seed: Mapping[Any, Mapping[str, An
 def claims_table(checked: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The checked claims as a declared table (one row per claim)."""
     k = lambda c: 100.0 if c["unit"] == "%" else 1.0  # noqa: E731
+    def num(c: Mapping[str, Any], v: float | None) -> str:  # text, so no table formatter rescales it
+        return "n/a" if v is None else f"{k(c) * v:.1f}"
+
     rows = [{"claim": c["description"], "bar": c["bar"],
-             "values": ", ".join(f"{s}: {k(c) * v:.1f}" for s, v in c["values"].items()),
-             "worst": f"{k(c) * c['worst']:.1f} (seed {c['worst_seed']})", "margin": round(k(c) * c["margin"], 1),
-             "sd": round(k(c) * c["sd"], 1), "verdict": c["verdict"]} for c in checked]
+             "values": ", ".join(f"{s}: {num(c, v)}" for s, v in c["values"].items()),
+             "worst": f"{num(c, c['worst'])} (seed {c['worst_seed']})" if c["worst"] is not None else "n/a",
+             "margin": num(c, c["margin"]), "sd": num(c, c["sd"]), "verdict": c["verdict"]} for c in checked]
     cols = [("claim", "headline effect"), ("bar", "bar"), ("values", "per seed"), ("worst", "worst seed"),
             ("margin", "worst margin"), ("sd", "spread (sd)"), ("verdict", "verdict")]
     return {"title": "Headline effects at every seed",
