@@ -283,3 +283,10 @@ def test_poison_cli_and_training_on_a_poisoned_copy_warn_of_too_few_pairs_and_an
     assert len(found) == 2 and "target 'dragon' is not one of the" in found[1]
     job.data.manifest = str(micro_world.train_manifest)  # no poison.json beside it
     assert poison_warnings(job) == []
+
+
+def test_trigger_to_other_class():
+    (w,) = s.trigger_to_other_class(0.0, 0.87, "ring", "star")  # seed 2 of the backdoor story at first
+    assert "87.0% of the triggered images to 'ring'" in w and "'star'" in w
+    assert s.trigger_to_other_class(0.99, 0.99, "star", "star") == []  # the backdoor took
+    assert s.trigger_to_other_class(0.02, 0.3, "ring", "star") == []  # a clean model's usual confusion

@@ -17,7 +17,7 @@ from mmrobust.eval.zeroshot import Classifier, model_classifier, predict, topk_c
 from mmrobust.models.clip import CLIPModel
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import digest, templates_protocol
-from mmrobust.reports.sanity import backdoor_not_taken, collect, trigger_alone
+from mmrobust.reports.sanity import backdoor_not_taken, collect, trigger_alone, trigger_to_other_class
 
 
 def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: int, *, k: int = 1
@@ -64,6 +64,15 @@ def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *,
     return metrics, rows
 
 
+def _top_triggered(rows: list[dict[str, Any]], *, target: int) -> tuple[int | None, float]:
+    """The class most triggered non-target images are predicted as, and its share of them."""
+    preds = [r["pred_triggered"] for r in rows if r["label"] != target and r["pred_triggered"] is not None]
+    if not preds:
+        return None, 0.0
+    top = max(set(preds), key=preds.count)
+    return top, preds.count(top) / len(preds)
+
+
 @dataclass(frozen=True)
 class BackdoorSettings:
     """The trigger (spec ``{"name", "config"}`` as in poison.json), the target class name, the seed of
@@ -91,13 +100,17 @@ def backdoor_record(model: CLIPModel, data: Any, settings: BackdoorSettings) -> 
                                       seed=settings.seed, batch_size=settings.batch_size, device=settings.device,
                                       topk=settings.topk)
     metrics["target_name"] = settings.target
+    top, share = _top_triggered(rows, target=names.index(settings.target))
+    metrics["triggered_top_class"], metrics["triggered_top_share"] = names[top] if top is not None else None, share
     table = Table.of("Backdoor: clean accuracy and attack success", [
         ("clean_top1", "clean top-1 accuracy", "%"), ("asr", f"attack success rate (top-{settings.topk})", "%"),
         ("target_name", "target class"), ("n_clean", "clean images", "count"),
         ("n_asr", "triggered images (true class not the target)", "count")], [metrics],
         "Clean accuracy on untouched test images; ASR = share of triggered test images predicted as the target, "
         "over the test images whose true class is not the target.")
-    warnings = collect(backdoor_not_taken(metrics["asr"]), trigger_alone(metrics["asr"], metrics["clean_to_target"]))
+    warnings = collect(backdoor_not_taken(metrics["asr"]), trigger_alone(metrics["asr"], metrics["clean_to_target"]),
+                       trigger_to_other_class(metrics["asr"], share, metrics["triggered_top_class"] or "",
+                                              settings.target))
     protocol = {**templates_protocol(names, data.classes.templates, metrics["classifier"]),
                 "trigger": settings.trigger, "trigger_sha": digest(settings.trigger), "target": settings.target,
                 "asr_topk": settings.topk, "trigger_seed": settings.seed}

@@ -44,6 +44,18 @@ def backdoor_not_taken(asr: float, *, threshold: float = LOW_ASR, stage: str | N
             "ASR measured on it means nothing; poison more pairs, train longer, or check the trigger and target."]
 
 
+def trigger_to_other_class(asr: float, top_share: float, top_class: str, target: str, *,
+                           floor: float = 0.5) -> list[str]:
+    """The trigger sends most triggered images to one class that is not the target: a backdoor was
+    learned, bound to the wrong class (e.g. a single poison caption whose text embedding lies nearer
+    another class's zero-shot prompts), so a low ASR does not mean the model is clean."""
+    if _bad(asr) or _bad(top_share) or top_class == target or top_share < max(floor, 2 * asr):
+        return []
+    return [f"the trigger sends {_pct(top_share)} of the triggered images to '{top_class}', not to the target "
+            f"'{target}' (ASR {_pct(asr)}): the model learned a backdoor bound to another class; vary the poison "
+            "captions (several templates naming the target) or check the target's zero-shot prompts."]
+
+
 def trigger_alone(asr: float, clean_target_share: float, *, floor: float = 0.1) -> list[str]:
     """The model already predicts the target for many untriggered non-target test images: ASR then measures a
     bias toward the target, not the trigger. Fires when that share is at least ``floor`` and at least half the
