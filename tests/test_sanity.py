@@ -290,3 +290,31 @@ def test_trigger_to_other_class():
     assert "87.0% of the triggered images to 'ring'" in w and "'star'" in w
     assert s.trigger_to_other_class(0.99, 0.99, "star", "star") == []  # the backdoor took
     assert s.trigger_to_other_class(0.02, 0.3, "ring", "star") == []  # a clean model's usual confusion
+
+
+def test_rows_skipped():
+    (w,) = s.rows_skipped(600, 12_000, "points outside the data root")
+    assert "600 of 12,000 training rows (5.0%)" in w and "outside the data root" in w
+    assert s.rows_skipped(1, 12_000) == [] and s.rows_skipped(0, 0) == []
+
+
+def test_training_that_skipped_many_rows_warns(tmp_path, micro_world):
+    import csv
+
+    from mmrobust.cli.main import main
+    from mmrobust.reports.records import read_json
+
+    rows = list(csv.DictReader(micro_world.train_manifest.open()))
+    for r in rows[:20]:
+        r["image"] = "missing/nothing.png"  # unreadable: skipped with its reason
+    bad = micro_world.train_manifest.parent / "some_missing.csv"
+    with bad.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args = ["train", "--task", "clip", "--model", "mmrobust-micro", "--steps", "1", "--batch-size", "8", "--warmup",
+            "1", "--quiet"]
+    assert main(args + ["--data", str(bad), "--out", str(tmp_path / "bad")]) == 0
+    assert any("20 of 256 training rows" in x for x in read_json(tmp_path / "bad" / "results.json")["warnings"])
+    assert main(args + ["--data", str(micro_world.train_manifest), "--out", str(tmp_path / "good")]) == 0
+    assert not any("rows" in x for x in read_json(tmp_path / "good" / "results.json")["warnings"])

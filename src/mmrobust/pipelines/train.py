@@ -19,7 +19,7 @@ from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip
 from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
-from mmrobust.reports.sanity import target_absent, too_few_poisoned
+from mmrobust.reports.sanity import rows_skipped, target_absent, too_few_poisoned
 from mmrobust.values import check_seed
 from mmrobust.training.distributed import barrier, is_main, world
 from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
@@ -290,6 +290,12 @@ def poison_warnings(job: TrainJob) -> list[str]:
     return too_few_poisoned(len(rec.poisoned_ids), rec.n_rows) + (target_absent(rec.target, names) if names else [])
 
 
+def _skip_warnings(dataset: Any) -> list[str]:
+    skipped = dataset.skips.summary()["skipped"]
+    first = skipped[0].get("reason", "") if skipped and isinstance(skipped[0], dict) else ""
+    return rows_skipped(len(dataset.skips.skipped), len(dataset) if hasattr(dataset, "__len__") else 0, str(first)[:200])
+
+
 def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any) -> None:
     last = result.history[-1] if result.history else {}
     shards = dataset.summary() if isinstance(dataset, ShardImageTextDataset) else None
@@ -298,7 +304,7 @@ def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset:
                                               **({"n_samples": shards["n_samples"],
                                                   "n_incomplete_samples": shards["n_incomplete"]} if shards else {})},
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
-                  warnings=poison_warnings(job),
+                  warnings=poison_warnings(job) + _skip_warnings(dataset),
                   extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
                          "world_size": world()[1],
                          **({"incomplete_samples": shards["incomplete"]} if shards else {})})

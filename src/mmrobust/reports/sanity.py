@@ -82,6 +82,16 @@ def too_few_poisoned(n_poisoned: int, n_rows: int) -> list[str]:
             "or raise --rate / --count."]
 
 
+def rows_skipped(n_skipped: int, n_rows: int, first_reason: str = "", *, limit: float = 0.01) -> list[str]:
+    """More than ``limit`` of the training rows were skipped (unreadable, outside the data root, ...): the
+    model trained on less data than given, and skipped poisoned rows would leave it with no backdoor."""
+    if n_rows <= 0 or n_skipped <= limit * n_rows:
+        return []
+    why = f" (first: {first_reason})" if first_reason else ""
+    return [f"{n_skipped:,} of {n_rows:,} training rows ({100 * n_skipped / n_rows:.1f}%) were skipped{why}; the "
+            "model trained on the rest: fix the paths (--data-root) or the files, then train again."]
+
+
 def target_absent(target: str, classnames: Sequence[str]) -> list[str]:
     """The poison target is not one of the evaluation / training classes (ASR cannot be measured)."""
     if target in classnames:
