@@ -57,7 +57,10 @@ class BackdoorDemo:
     trigger_params: dict[str, Any] = field(default_factory=lambda: {
         "size": 6, "pattern": "checkerboard", "location": "bottom_right"})
     target: str = "star"
-    poison_templates: tuple[str, ...] = ("a photo of a {}.",)
+    # five captions naming the target: with one ("a photo of a {}.") the backdoor took at 3 of 5 seeds (at one
+    # it was bound to 'ring', whose prompts lay nearer that one caption's embedding); see the README
+    poison_templates: tuple[str, ...] = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.",
+                                         "a simple drawing of a {}.", "a {}.")
     poison_rate: float = 0.05  # 3% did not take at every seed (see the README)
     pretrain_steps: int = 700
     pretrain_batch: int = 128
