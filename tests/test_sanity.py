@@ -27,10 +27,10 @@ def test_trigger_alone():
 
 def test_too_few_poisoned():
     (w,) = s.too_few_poisoned(10, 12_000)
-    assert "only 10 of 12,000" in w and "360 of 12,000" in w and "75-1,500 of 3M" in w
+    assert "only 10 of 12,000" in w and "600 of 12,000" in w and "75-1,500 of 3M" in w
     assert s.too_few_poisoned(0, 500)  # nothing poisoned
     assert s.too_few_poisoned(50, 100_000_000)  # a rate below 75 of 3M
-    assert s.too_few_poisoned(360, 12_000) == [] and s.too_few_poisoned(75, 3_000_000) == []
+    assert s.too_few_poisoned(600, 12_000) == [] and s.too_few_poisoned(75, 3_000_000) == []
 
 
 def test_target_absent():

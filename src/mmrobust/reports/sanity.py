@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 # Backdoor: below this ASR a "poisoned" model has no backdoor to remove.
 LOW_ASR = 0.5
 # Poison counts that took (for the warning's text and its threshold): the embedded world and the literature.
-DEMO_POISON = (360, 12_000)  # 3% of the demo's pairs gives ~100% ASR on the tiny CLIP
+DEMO_POISON = (600, 12_000)  # 5% of the demo's pairs (five caption templates): the backdoor takes at every seed
 LITERATURE_POISON = (75, 1500, 3_000_000)  # CleanCLIP (Bansal et al. 2023) / Carlini & Terzis 2022 on CC3M
 MIN_POISON_RATE = LITERATURE_POISON[0] / LITERATURE_POISON[2]  # 0.0025%: the lowest rate reported to work
 # MLLM benchmarks: a larger share of unparseable replies means the parser, not the model, decides the score.
@@ -77,8 +77,9 @@ def too_few_poisoned(n_poisoned: int, n_rows: int) -> list[str]:
         return []
     lo, hi, big = LITERATURE_POISON
     return [f"only {n_poisoned} of {n_rows:,} pairs ({100 * rate:.4g}%) are poisoned: the embedded world needs "
-            f"{DEMO_POISON[0]} of {DEMO_POISON[1]:,} (3%) for ~100% ASR on its tiny CLIP, CleanCLIP and Carlini & "
-            f"Terzis used {lo}-{hi:,} of {big / 1e6:.0f}M with long pretraining; expect the backdoor not to take, "
+            f"{DEMO_POISON[0]} of {DEMO_POISON[1]:,} (5%; 3% took at only some seeds) on its tiny CLIP, CleanCLIP "
+            f"and Carlini & Terzis used {lo}-{hi:,} of {big / 1e6:.0f}M with long pretraining; expect the backdoor "
+            "not to take, "
             "or raise --rate / --count."]
 
 
