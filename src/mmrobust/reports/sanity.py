@@ -40,8 +40,9 @@ def backdoor_not_taken(asr: float, *, threshold: float = LOW_ASR, stage: str | N
     if _bad(asr) or asr >= threshold:
         return []
     who = f"the {stage} stage" if stage else "if this is the poisoned model, it"
-    return [f"ASR is {_pct(asr)} (below {100 * threshold:g}%): {who} did not learn the backdoor, so a defense's "
-            "ASR measured on it means nothing; poison more pairs, train longer, or check the trigger and target."]
+    return [f"ASR is {_pct(asr)} (below {100 * threshold:g}%): {who} did not learn the backdoor toward the target, "
+            "so a defense's ASR measured on it means nothing; poison more pairs, train longer, or check the trigger "
+            "and target."]
 
 
 def trigger_to_other_class(asr: float, top_share: float, top_class: str, target: str, *,
