@@ -22,11 +22,10 @@ def print_warnings(warnings: Any) -> None:
 def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     """The warnings of the record ``results_<name>.json`` (``results.json`` without a name) a command just
     wrote into ``out_dir``."""
-    import json
+    from mmrobust.reports.records import read_json
 
-    try:
-        record = json.loads((Path(out_dir) / (f"results_{name}.json" if name else "results.json")).read_text(
-            encoding="utf-8"))
+    try:  # read_json refuses a malformed or deeply nested file with a ValueError
+        record = read_json(Path(out_dir) / (f"results_{name}.json" if name else "results.json"))
     except (OSError, ValueError):
         return
     print_warnings(record.get("warnings") if isinstance(record, dict) else None)

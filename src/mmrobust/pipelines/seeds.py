@@ -72,8 +72,6 @@ def aggregate_story(name: str, out_dir: str | Path, seeds: Sequence[int]) -> dic
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
     plot = _plot(dest / f"{name}_seeds.png", tables[0], name, len(seeds))
-    shown = [Table(t["title"], tuple(_columns(t)), tuple({k: v for k, v in r.items() if k != "_spread"}
-                                                         for r in t["rows"]), t["caption"]) for t in tables]
     claim_t = claims_table(checked)
     warnings = [f"{c['description']}: fails at seed {c['worst_seed']} ({c['bar']}); the effect is seed-dependent"
                 for c in checked if c["verdict"] == "seed-dependent"]
@@ -81,8 +79,7 @@ def aggregate_story(name: str, out_dir: str | Path, seeds: Sequence[int]) -> dic
     record = Record(kind=f"seeds.{name}", metrics={"per_seed": {str(s): r["metrics"] for s, r in records.items()},
                                                     "tables": tables, "claims": checked},
                     config=config, seeds={"seeds": list(seeds)}, plots=[plot.name], warnings=warnings,
-                    tables=[Table(claim_t["title"], tuple(_columns(claim_t)), tuple(claim_t["rows"]),
-                                  claim_t["caption"]), *shown])
+                    tables=[_as_table(t) for t in (claim_t, *tables)])
     written = write_record(dest, record, name="seeds")
     text = _markdown(f"{name} story", seeds, tables, claim_t)
     (dest / "summary.md").write_text(text)
@@ -98,19 +95,17 @@ def aggregate_runs(out_dir: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
     names = [n for n in names if all((out / f"seed-{k}" / n).is_file() for k in seeds)]
     tables: list[dict[str, Any]] = []
     per_seed: dict[str, dict[str, Any]] = {}
+    warnings: set[str] = set()
     for name in names:
         records = [read_json(out / f"seed-{k}" / name) for k in seeds]
         per_seed[name] = {str(k): r.get("metrics") for k, r in zip(seeds, records)}
+        warnings |= {f"seed {k}: {w}" for k, r in zip(seeds, records) for w in r.get("warnings") or []}
         declared = [r.get("tables") or [_scalar_table(r)] for r in records]
         tables += [aggregate_table([d[i] for d in declared]) for i in range(min(map(len, declared)))
                    if all(d[i]["rows"] for d in declared)]
-    warnings = sorted({f"seed {k}: {w}" for k in seeds for n in names
-                       for w in read_json(out / f"seed-{k}" / n).get("warnings") or []})
-    shown = [Table(t["title"], tuple(_columns(t)), tuple({k: v for k, v in r.items() if k != "_spread"}
-                                                         for r in t["rows"]), t["caption"]) for t in tables]
     written = write_record(out, Record(kind="seeds", metrics={"per_seed": per_seed, "tables": tables},
                                        config={"seeds": list(seeds), "records": names}, seeds={"seeds": list(seeds)},
-                                       tables=shown, warnings=warnings), name="seeds")
+                                       tables=[_as_table(t) for t in tables], warnings=sorted(warnings)), name="seeds")
     text = _markdown(out.name, seeds, tables, None)
     (out / "summary.md").write_text(text)
     return {"table": text, "record": written}
@@ -128,10 +123,11 @@ def _scalar_table(record: Mapping[str, Any]) -> dict[str, Any]:
             "caption": "The record's numeric metrics."}
 
 
-def _columns(table: Mapping[str, Any]) -> list[Any]:
-    from mmrobust.reports.contract import Column
-
-    return [Column(c["key"], c["heading"], c.get("unit", "")) for c in table["columns"]]
+def _as_table(table: Mapping[str, Any]) -> Table:
+    """A declared table (dict) as the contract's :class:`Table`; per-cell statistics (``_spread``) stay in
+    the record's metrics, not in the shown rows."""
+    return Table.of(table["title"], [(c["key"], c["heading"], c.get("unit", "")) for c in table["columns"]],
+                    [{k: v for k, v in r.items() if k != "_spread"} for r in table["rows"]], table["caption"])
 
 
 def _markdown(name: str, seeds: Sequence[int], tables: Sequence[Mapping[str, Any]],

@@ -72,8 +72,8 @@ def aggregate_table(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 out[c["key"]] = vals[0] if vals and all(v == vals[0] for v in vals) else "varies"
         out["_spread"] = stats
         rows.append(out)
-    columns = [{**c, "unit": "" if c.get("unit") == "%" else c.get("unit", "")} for c in cols]
-    columns = [{**c, "heading": c["heading"] + (" (%)" if o.get("unit") == "%" else "")} for c, o in zip(columns, cols)]
+    # "%" cells are text now ("87.6 ± 1.2 ..."): the unit moves into the heading
+    columns = [{**c, "unit": "", "heading": c["heading"] + " (%)"} if c.get("unit") == "%" else dict(c) for c in cols]
     caption = f"Mean ± standard deviation (min-max) over {len(tables)} seeds. {first.get('caption', '')}".strip()
     return {"title": f"{first['title']} ({len(tables)} seeds)", "columns": columns, "rows": rows, "caption": caption}
 
