@@ -142,3 +142,15 @@ def test_claims_table_cells_are_text_and_an_unmeasured_claim_is_said_so():
     rows = claims_table(checked)["rows"]
     assert rows[0]["sd"] == "0.4" and rows[0]["margin"] == "40.0"  # percent points, never rescaled again
     assert rows[1]["worst"] == "n/a"
+
+
+def test_seeds_never_replace_a_summary_the_tool_did_not_write(tmp_path, micro_world, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes")
+    args = ["train", "--task", "clip", "--model", "mmrobust-micro", "--data", str(micro_world.train_manifest),
+            "--steps", "1", "--batch-size", "8", "--warmup", "1", "--quiet", "--out", str(out), "--seeds", "0,1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "summary.md exists" in err and len(err.strip().splitlines()) == 1
+    assert (out / "summary.md").read_text() == "my notes" and not (out / "seed-0").exists()  # refused up front

@@ -59,12 +59,13 @@ def over_seeds(run: Any, *seed_args: str) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         if not getattr(args, "seeds", None):
             return run(args)
-        from mmrobust.pipelines.seeds import aggregate_runs
+        from mmrobust.pipelines.seeds import aggregate_runs, check_aggregate_target
 
         seeds = seed_list(args.seeds)
         if not args.out:
             raise ConfigError("--seeds needs --out on the command line (each seed goes into OUT/seed-K)")
         out, rc = Path(args.out), 0
+        check_aggregate_target(out)  # before the runs, not after
         for k in seeds:
             if any((out / f"seed-{k}").glob("results*.json")) and not getattr(args, "overwrite", False):
                 print(f"== seed {k}: finished in {out / f'seed-{k}'}, reused", flush=True)

@@ -17,6 +17,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from mmrobust.errors import DataError
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.plots import seed_bars
 from mmrobust.reports.records import read_json
@@ -29,6 +30,21 @@ STORIES = {  # name -> (module, function, settings class) of a library story tak
     "mmr": ("mmrobust.pipelines.demo_mmr_trained", "run_mmr_trained_demo", "MMRTrainedDemo"),
     "lvlm": ("mmrobust.pipelines.demo_lvlm", "run_lvlm_demo", "LVLMDemo"),
 }
+
+
+def check_aggregate_target(dest: str | Path) -> None:
+    """Refuse (one line) to write an aggregate into ``dest`` when its ``summary.md`` is not ours: only a
+    folder whose ``results_seeds.json`` a seeds aggregation wrote gets its summary replaced."""
+    dest = Path(dest)
+    if not (dest / "summary.md").exists() and not (dest / "summary.md").is_symlink():
+        return
+    try:
+        ours = str(read_json(dest / "results_seeds.json").get("kind", "")).startswith("seeds")
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise DataError(f"{dest / 'summary.md'} exists and no seeds aggregation wrote it; choose another --out "
+                        "(mmrobust replaces only the summaries it wrote)")
 
 
 def story_parts(name: str) -> tuple[Callable[..., dict[str, Any]], type, tuple[Any, ...]]:
@@ -52,6 +68,8 @@ def run_seeds(stories: Sequence[str], *, seeds: Sequence[int], out_dir: str | Pa
     returns story -> its aggregate (see :func:`aggregate_story`)."""
     out = Path(out_dir)
     settings = dict(settings or {})
+    for name in stories:
+        check_aggregate_target(out / name)  # before hours of runs, not after
     for seed in seeds:
         for name in stories:
             fn, cls, _ = story_parts(name)
@@ -70,6 +88,7 @@ def aggregate_story(name: str, out_dir: str | Path, seeds: Sequence[int]) -> dic
     tables = [aggregate_table([r["tables"][i] for r in records.values()])
               for i in range(min(len(r["tables"]) for r in records.values()))]
     dest = out / name
+    check_aggregate_target(dest)
     dest.mkdir(parents=True, exist_ok=True)
     plot = _plot(dest / f"{name}_seeds.png", tables[0], name, len(seeds))
     claim_t = claims_table(checked)
@@ -91,6 +110,7 @@ def aggregate_runs(out_dir: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
     ``mmrobust train|eval ... --seeds`` writes them) into ``OUT/results_seeds.json`` and ``OUT/summary.md``:
     each declared table (or, for a record without tables, its scalar metrics) as ``mean ± sd (min-max)``."""
     out = Path(out_dir)
+    check_aggregate_target(out)
     names = sorted(p.name for p in (out / f"seed-{seeds[0]}").glob("results*.json"))
     names = [n for n in names if all((out / f"seed-{k}" / n).is_file() for k in seeds)]
     tables: list[dict[str, Any]] = []
