@@ -15,7 +15,7 @@ CASES = [
     (b"- a\n- b\n", "must hold a mapping of option: value, not a list"),
     (b"resume: 3\n", "resume is a flag"),
     (b"model: {a: 1}\n", "model must be a single value, not a dict"),
-    (b"steps: -3\n", "steps: '-3' must be >= 1"),
+    (b"steps: -3\n", "steps must be an integer in [1, 2**63 - 1], got -3; --steps"),
     (b"opt: [{a: 1}]\n", "opt must be a list of plain values"),
 ]
 
@@ -34,5 +34,23 @@ def test_bad_config_file_is_one_line(content, expected, tmp_path, capsys):
 def test_config_values_are_typed_and_checked_like_options(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 0\n")
-    assert main(["train", "--config", str(cfg), "--task", "clip", "--data", "x.csv", "--out", "o"]) == 2
-    assert "batch_size: '0' must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--task", "clip", "--data", "x.csv", "--out", "o", "--steps", "5"]) == 2
+    assert "batch_size must be an integer in [1, 2**63 - 1], got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cleanclip_paper", "fare_paper", "par_paper", "tecoa_paper"])
+def test_paper_configs_give_task_options_as_a_mapping(name):
+    from pathlib import Path
+
+    from mmrobust.cli.common import apply_config
+    from mmrobust.cli.main import build_parser
+    from mmrobust.cli.train import job_from_args
+
+    path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    args = build_parser().parse_args(["train", "--config", str(path), "--data", "x.csv", "--out", "o"])
+    job = job_from_args(apply_config(args._parser, args))
+    assert job.task == name.split("_")[0] and job.task_options  # typed by the task's signature
+    if name in ("fare_paper", "tecoa_paper"):
+        assert job.task_options["eps"] == 2 / 255 and job.task_options["attack_steps"] == 10
+    if name == "par_paper":
+        assert job.task_options == {"tau": 2.15, "view": "noise-erase"}

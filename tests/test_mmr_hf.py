@@ -85,7 +85,7 @@ def test_adapter_options_are_checked_against_the_adapter_signature(tiny: tuple[P
     err = capsys.readouterr().err
     assert "adapter 'scripted' has no option(s) ['base_url']" in err and "seed" in err and len(err.splitlines()) == 1
     assert main([*base, "--adapter-arg", "seed=abc"]) == 2
-    assert "scripted adapter option seed: expected an int" in capsys.readouterr().err
+    assert "adapter 'scripted' option seed: expected an int" in capsys.readouterr().err
     assert main([*base, "--adapter-arg", "seed=3"]) == 0  # typed by the default: seed 3, an int
     record = json.loads((tmp_path / "o" / "results_mmr.json").read_text())
     assert record["config"]["adapter_args"] == {"seed": 3} and record["config"]["model"]["seed"] == 3

@@ -147,8 +147,8 @@ def test_wanet_warp_is_small_smooth_and_seeded():
     ("wanet", dict(k=1), "k"),
     ("wanet", dict(s=-1.0), "s"),
     ("sig", dict(delta=0.0), "delta"),
-    ("badnet", dict(colour="red"), "unknown badnet trigger parameter"),
-    ("badnet", dict(size="six"), "badnet size: expected an int"),
+    ("badnet", dict(colour="red"), "trigger .badnet. has no option"),
+    ("badnet", dict(size="six"), "trigger .badnet. option size: expected an int"),
     ("nosuch", dict(), "unknown trigger"),
 ])
 def test_bad_config_is_one_line_config_error(name, params, msg):

@@ -5,7 +5,7 @@ import torch
 
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
-from mmrobust.eval.robust import embedding_drift, evaluate_robust, sample_ids
+from mmrobust.eval.robust import RobustSettings, embedding_drift, evaluate_robust, sample_ids
 from mmrobust.eval.zeroshot import build_classifier
 from mmrobust.models import create_clip
 
@@ -15,7 +15,7 @@ def test_robust_eval_invariants(micro_world):
     classes = ClassInfo.load(micro_world.classes)
     ds = LabelledDataset(micro_world.test_manifest, classes=classes, image_size=16, preload=True)
     clf = build_classifier(model, classes.classnames, classes.templates)
-    m, rows = evaluate_robust(model, ds, clf, attack="pgd", eps=[0.0, 8 / 255], n_samples=40, seed=3,
+    m, rows = _robust(model, ds, clf, attack="pgd", eps=[0.0, 8 / 255], n_samples=40, seed=3,
                               attack_options={"steps": 5})
     assert m["n"] == 40 and len(rows) == 40
     assert m["eps"]["0/255"]["robust_top1"] == m["clean_top1"]
@@ -71,12 +71,12 @@ def _with_bad_rows(tmp_path, world):
 
 
 def test_eval_robust_reports_skipped_rows_like_the_other_evals(tmp_path, micro_world):
-    from mmrobust.pipelines.evaluate import EvalData, eval_robust
+    from mmrobust.pipelines.evaluate import EvalData
     from mmrobust.reports.records import read_json
 
     data = EvalData(manifest=str(_with_bad_rows(tmp_path, micro_world)), classes=str(micro_world.classes),
                     data_root=str(tmp_path.parent))
-    m = eval_robust(model="mmrobust-micro", data=data, out_dir=tmp_path / "out", attack="pgd", eps=(4 / 255,),
+    m = _pipeline(model="mmrobust-micro", data=data, out_dir=tmp_path / "out", attack="pgd", eps=(4 / 255,),
                     n_samples=None, attack_options={"steps": 2}, batch_size=8)
     assert m["n"] == 20 and m["n_skipped"] == 2
     rec = read_json(tmp_path / "out" / "results_robust.json")
@@ -94,7 +94,7 @@ def test_sampled_skips_count_only_sampled_rows(tmp_path, micro_world):
     model = create_clip("mmrobust-micro", seed=0)
     clf = build_classifier(model, classes.classnames, classes.templates)
     ids = sample_ids(len(ds), 10, 1)
-    m, rows = evaluate_robust(model, ds, clf, attack="pgd", eps=[0.0], n_samples=10, seed=1,
+    m, rows = _robust(model, ds, clf, attack="pgd", eps=[0.0], n_samples=10, seed=1,
                               attack_options={"steps": 1})
     bad_in_sample = len({5, 13} & set(ids))
     assert m["n_skipped"] == bad_in_sample and m["n"] == 10 - bad_in_sample == len(rows)
@@ -119,7 +119,7 @@ def test_empty_eps_is_a_one_line_error(tmp_path, micro_world, capsys):
     assert "--eps is empty" in capsys.readouterr().err
     model = create_clip("mmrobust-micro", seed=0)
     with pytest.raises(ConfigError, match="no eps"):
-        evaluate_robust(model, None, None, attack="pgd", eps=[])
+        _robust(model, None, None, attack="pgd", eps=[])
 
 
 def test_config_file_eps_replaces_the_default(tmp_path, micro_world):
@@ -132,3 +132,16 @@ def test_config_file_eps_replaces_the_default(tmp_path, micro_world):
                  str(micro_world.test_manifest), "--classes", str(micro_world.classes), "--out",
                  str(tmp_path / "o")]) == 0
     assert set(read_json(tmp_path / "o" / "results_robust.json")["metrics"]["eps"]) == {"8/255"}
+
+
+def _robust(model, ds, clf, *, save_adv=None, partial=None, **settings):
+    """evaluate_robust with its settings given as keywords."""
+    return evaluate_robust(model, ds, clf, RobustSettings(**settings), save_adv=save_adv, partial=partial)
+
+
+def _pipeline(*, model, data, out_dir, clip=None, reference=None, save_adv=False, resume=True, **settings):
+    """eval_robust with its settings given as keywords."""
+    from mmrobust.pipelines.evaluate import eval_robust
+
+    return eval_robust(model=model, data=data, out_dir=out_dir, clip=clip, reference=reference, save_adv=save_adv,
+                       resume=resume, settings=RobustSettings(**settings))

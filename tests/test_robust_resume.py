@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import mmrobust.eval.robust as robust
 from mmrobust.data.datasets import ClassInfo, LabelledDataset
-from mmrobust.eval.robust import evaluate_robust
+from mmrobust.eval.robust import RobustSettings, evaluate_robust
 from mmrobust.eval.zeroshot import build_classifier
 from mmrobust.models import create_clip
 from mmrobust.registry import ATTACKS
@@ -67,19 +67,19 @@ def test_interrupted_run_resumes_without_recomputing_and_matches_full_run(tmp_pa
     full_adv.mkdir(), part_adv.mkdir()
     full = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", full)
-    m_full, rows_full = evaluate_robust(model, ds, clf, **KW, save_adv=full_adv)
+    m_full, rows_full = _robust(model, ds, clf, **KW, save_adv=full_adv)
     assert len(full.calls) == N_CHUNKS
 
     partial = tmp_path / "partial_robust.jsonl"
     monkeypatch.setattr(robust, "ATTACKS", _CountingAttacks(stop_after=3))
     with pytest.raises(_Stop):
-        evaluate_robust(model, ds, clf, **KW, save_adv=part_adv, partial=partial)
+        _robust(model, ds, clf, **KW, save_adv=part_adv, partial=partial)
     first = _lines(partial)
     assert len(first) == 3 and all(c["seed"] == KW["seed"] for c in first)
 
     resumed = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", resumed)
-    m_res, rows_res = evaluate_robust(model, ds, clf, **KW, save_adv=part_adv, partial=partial)
+    m_res, rows_res = _robust(model, ds, clf, **KW, save_adv=part_adv, partial=partial)
     assert len(resumed.calls) == N_CHUNKS - 3  # the 3 saved chunks are not attacked again
     assert resumed.calls == full.calls[3:]  # same eps and seed per chunk as in the full run
     assert m_res == m_full and rows_res == rows_full
@@ -92,16 +92,16 @@ def test_interrupted_run_resumes_without_recomputing_and_matches_full_run(tmp_pa
 
 def test_torn_last_line_is_skipped_and_recomputed(tmp_path, setup, monkeypatch):
     model, ds, clf = setup
-    m_full, rows_full = evaluate_robust(model, ds, clf, **KW)
+    m_full, rows_full = _robust(model, ds, clf, **KW)
     partial = tmp_path / "partial_robust.jsonl"
     monkeypatch.setattr(robust, "ATTACKS", _CountingAttacks(stop_after=4))
     with pytest.raises(_Stop):
-        evaluate_robust(model, ds, clf, **KW, partial=partial)
+        _robust(model, ds, clf, **KW, partial=partial)
     text = partial.read_text().splitlines(keepends=True)
     partial.write_text("".join(text[:3]) + text[3][: len(text[3]) // 2])  # killed while writing line 4
     resumed = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", resumed)
-    m, rows = evaluate_robust(model, ds, clf, **KW, partial=partial)
+    m, rows = _robust(model, ds, clf, **KW, partial=partial)
     assert len(resumed.calls) == N_CHUNKS - 3
     assert m == m_full and rows == rows_full
     assert len(_lines_ok(partial)) == N_CHUNKS
@@ -121,7 +121,7 @@ def _lines_ok(path):
 def test_partial_file_of_other_settings_is_not_reused(tmp_path, setup, monkeypatch, change):
     model, ds, clf = setup
     partial = tmp_path / "partial_robust.jsonl"
-    evaluate_robust(model, ds, clf, **KW, partial=partial)  # a finished run of the base settings
+    _robust(model, ds, clf, **KW, partial=partial)  # a finished run of the base settings
     kw = dict(KW)
     other_model = model
     if change == "attack_options":
@@ -132,10 +132,10 @@ def test_partial_file_of_other_settings_is_not_reused(tmp_path, setup, monkeypat
         kw["batch_size"] = 10
     else:
         other_model = create_clip("mmrobust-micro", seed=1)
-    expected = evaluate_robust(other_model, ds, clf, **kw)
+    expected = _robust(other_model, ds, clf, **kw)
     counting = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", counting)
-    got = evaluate_robust(other_model, ds, clf, **kw, partial=partial)
+    got = _robust(other_model, ds, clf, **kw, partial=partial)
     assert len(counting.calls) == 2 * -(-40 // kw["batch_size"])  # every chunk attacked anew
     assert got == expected
 
@@ -184,39 +184,52 @@ def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_w
 
 
 def test_no_resume_starts_over(tmp_path, micro_world, monkeypatch):
-    from mmrobust.pipelines.evaluate import EvalData, eval_robust
+    from mmrobust.pipelines.evaluate import EvalData
 
     data = EvalData(manifest=str(micro_world.test_manifest), classes=str(micro_world.classes))
     kw = dict(model="mmrobust-micro", data=data, out_dir=tmp_path, attack="pgd", eps=(4 / 255,), n_samples=16,
               batch_size=8, attack_options={"steps": 2})
     monkeypatch.setattr(robust, "ATTACKS", _CountingAttacks(stop_after=1))
     with pytest.raises(_Stop):
-        eval_robust(**kw)
+        _pipeline(**kw)
     assert len(_lines(tmp_path / robust.PARTIAL_NAME)) == 1
     counting = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", counting)
-    eval_robust(**kw, resume=False)
+    _pipeline(**kw, resume=False)
     assert len(counting.calls) == 2
 
 
 def test_pipeline_resume_with_saved_adversarials_and_cleanup_keeps_user_files(tmp_path, micro_world, monkeypatch):
-    from mmrobust.pipelines.evaluate import EvalData, eval_robust
+    from mmrobust.pipelines.evaluate import EvalData
 
     data = EvalData(manifest=str(micro_world.test_manifest), classes=str(micro_world.classes))
     kw = dict(model="mmrobust-micro", data=data, attack="pgd", eps=(4 / 255,), n_samples=24, batch_size=8,
               attack_options={"steps": 2}, save_adv=True)
-    full = eval_robust(out_dir=tmp_path / "full", **kw)
+    full = _pipeline(out_dir=tmp_path / "full", **kw)
     out = tmp_path / "part"
     (out / "partial_robust").mkdir(parents=True)
     (out / "partial_robust" / "mine.txt").write_text("keep me")
     monkeypatch.setattr(robust, "ATTACKS", _CountingAttacks(stop_after=2))
     with pytest.raises(_Stop):
-        eval_robust(out_dir=out, **kw)
+        _pipeline(out_dir=out, **kw)
     assert len(list((out / "partial_robust").glob("*.safetensors"))) == 2
     counting = _CountingAttacks()
     monkeypatch.setattr(robust, "ATTACKS", counting)
-    assert eval_robust(out_dir=out, **kw) == full and len(counting.calls) == 1
+    assert _pipeline(out_dir=out, **kw) == full and len(counting.calls) == 1
     a, b = load_file(str(tmp_path / "full" / "adv_4_255.safetensors")), load_file(str(out / "adv_4_255.safetensors"))
     assert a["x_adv"].equal(b["x_adv"])
     assert not (out / robust.PARTIAL_NAME).exists()
     assert [p.name for p in (out / "partial_robust").iterdir()] == ["mine.txt"]
+
+
+def _robust(model, ds, clf, *, save_adv=None, partial=None, **settings):
+    """evaluate_robust with its settings given as keywords."""
+    return evaluate_robust(model, ds, clf, RobustSettings(**settings), save_adv=save_adv, partial=partial)
+
+
+def _pipeline(*, model, data, out_dir, clip=None, reference=None, save_adv=False, resume=True, **settings):
+    """eval_robust with its settings given as keywords."""
+    from mmrobust.pipelines.evaluate import eval_robust
+
+    return eval_robust(model=model, data=data, out_dir=out_dir, clip=clip, reference=reference, save_adv=save_adv,
+                       resume=resume, settings=RobustSettings(**settings))

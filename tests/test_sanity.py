@@ -152,23 +152,22 @@ class _Noisy(torch.nn.Module):
 
 def test_robust_eval_records_a_randomized_model_and_protocol(tmp_path, micro_world):
     from mmrobust.data.datasets import ClassInfo, LabelledDataset
-    from mmrobust.eval.robust import evaluate_robust
     from mmrobust.eval.zeroshot import build_classifier
     from mmrobust.models import create_clip
-    from mmrobust.pipelines.evaluate import EvalData, eval_robust
+    from mmrobust.pipelines.evaluate import EvalData
 
     clip = create_clip("mmrobust-micro", seed=0)
     classes = ClassInfo.load(micro_world.classes)
     ds = LabelledDataset(micro_world.test_manifest, classes=classes, image_size=16, preload=True)
     clf = build_classifier(clip, classes.classnames, classes.templates)
-    m, _ = evaluate_robust(_Noisy(clip), ds, clf, attack="pgd", eps=[2 / 255], n_samples=8,
+    m, _ = _robust(_Noisy(clip), ds, clf, attack="pgd", eps=[2 / 255], n_samples=8,
                            attack_options={"steps": 2})
     assert any("not deterministic" in w and "EOT" in w for w in m["check_warnings"])
-    m, _ = evaluate_robust(clip, ds, clf, attack="pgd", eps=[2 / 255], n_samples=8, attack_options={"steps": 2})
+    m, _ = _robust(clip, ds, clf, attack="pgd", eps=[2 / 255], n_samples=8, attack_options={"steps": 2})
     assert m["check_warnings"] == []
 
     data = EvalData(manifest=str(micro_world.test_manifest), classes=str(micro_world.classes))
-    eval_robust(model="mmrobust-micro", clip=clip, data=data, out_dir=tmp_path / "r", attack="pgd",
+    _pipeline(model="mmrobust-micro", clip=clip, data=data, out_dir=tmp_path / "r", attack="pgd",
                 eps=(2 / 255, 4 / 255), n_samples=8, attack_options={"steps": 2})
     rec = json.loads((tmp_path / "r" / "results_robust.json").read_text())
     p = rec["protocol"]
@@ -318,3 +317,19 @@ def test_training_that_skipped_many_rows_warns(tmp_path, micro_world):
     assert any("20 of 256 training rows" in x for x in read_json(tmp_path / "bad" / "results.json")["warnings"])
     assert main(args + ["--data", str(micro_world.train_manifest), "--out", str(tmp_path / "good")]) == 0
     assert not any("rows" in x for x in read_json(tmp_path / "good" / "results.json")["warnings"])
+
+
+def _robust(model, ds, clf, *, save_adv=None, partial=None, **settings):
+    """evaluate_robust with its settings given as keywords."""
+    from mmrobust.eval.robust import RobustSettings, evaluate_robust
+
+    return evaluate_robust(model, ds, clf, RobustSettings(**settings), save_adv=save_adv, partial=partial)
+
+
+def _pipeline(*, model, data, out_dir, clip=None, reference=None, save_adv=False, resume=True, **settings):
+    """eval_robust with its settings given as keywords."""
+    from mmrobust.eval.robust import RobustSettings
+    from mmrobust.pipelines.evaluate import eval_robust
+
+    return eval_robust(model=model, data=data, out_dir=out_dir, clip=clip, reference=reference, save_adv=save_adv,
+                       resume=resume, settings=RobustSettings(**settings))

@@ -8,6 +8,7 @@ Usage::
     def badnet(images, *, size=4, ...): ...
 
     TRIGGERS.get("badnet"); TRIGGERS.create("badnet", **kw); TRIGGERS.list("b*")
+    TRIGGERS.build("badnet", {"size": "6"})   # text options typed from the signature / dataclass fields
 
 Each registry knows which modules populate it and imports them on first lookup, so the
 registered objects need not be imported by hand and heavy imports stay lazy.
@@ -20,6 +21,7 @@ import importlib
 from typing import Any, Callable, TypeVar
 
 from mmrobust.errors import ConfigError
+from mmrobust.values import Slot, option_slots, typed_options
 
 T = TypeVar("T")
 
@@ -63,6 +65,38 @@ class Registry:
     def create(self, name: str, **kwargs: Any) -> Any:
         """Call the registered factory ``name`` with keyword arguments."""
         return self.get(name)(**kwargs)
+
+    def slots(self, name: str, *, skip: tuple[str, ...] = ()) -> dict[str, Slot]:
+        """The options ``name`` takes by keyword (its dataclass fields or signature), minus ``skip``. A lazy
+        factory (``factory.target = (module, attribute)``) is read through to what it builds."""
+        obj = self.get(name)
+        target = getattr(obj, "target", None)
+        if target is not None:
+            obj = getattr(importlib.import_module(target[0]), target[1])
+        return option_slots(obj, skip=skip)
+
+    def typed(self, name: str, options: dict[str, Any] | None, *, skip: tuple[str, ...] = (),
+              hint: str = "") -> dict[str, Any]:
+        """``options`` (text from ``--opt key=value`` or typed values) checked against ``name``'s options
+        (minus ``skip``, the ones the caller passes itself) and typed by their defaults / type hints; the
+        registered object's ``check_options(values)`` hook, if it has one, then checks the values. An unknown
+        option, a value of the wrong type or one refused is a one-line ConfigError."""
+        values = typed_options(f"{self.kind} {name!r}", self.slots(name, skip=skip), options, hint=hint)
+        check = getattr(self.get(name), "check_options", None)
+        if callable(check):
+            check(values)
+        return values
+
+    def build(self, name: str, options: dict[str, Any] | None = None, **fixed: Any) -> Any:
+        """``name`` called with ``options`` typed and checked by :meth:`typed` and the ``fixed`` keyword
+        arguments the caller supplies (a model, data) as they are. The one way to build from a name and
+        text options.
+
+        Example::
+
+            TASKS.build("par", {"tau": "2.15"}, model=clip)   # PARTask(clip, tau=2.15)
+        """
+        return self.get(name)(**fixed, **self.typed(name, options, skip=tuple(fixed)))
 
     def list(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style pattern, sorted."""

@@ -7,8 +7,12 @@ raises a one-line ConfigError naming the expected type when it cannot.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar, Iterable, Mapping
 
 import yaml
 
@@ -129,3 +133,105 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
 def check_seed(name: str, value: Any, fix: str = "") -> int:
     """A seed: an integer in [0, 2**63 - 1]."""
     return check_int(name, value, low=0, high=SEED_MAX, fix=fix)
+
+
+# --- options by name: one way to type and check the text options of anything built from a name ---------------
+
+_EXAMPLES: dict[Any, Any] = {float: 0.0, int: 0, str: "", bool: False}
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One option of a thing built by name: its default (``Slot.NONE`` when it has none) and type hint."""
+
+    NONE: ClassVar[object] = _EMPTY
+    default: Any = _EMPTY
+    annotation: Any = _EMPTY
+
+
+def option_slots(obj: Any, *, skip: Iterable[str] = ()) -> dict[str, Slot]:
+    """The options ``obj`` takes by keyword: a dataclass's init fields, else a function's or a class
+    ``__init__``'s keyword parameters (``self`` and positional-only ones left out), minus ``skip``."""
+    skip = set(skip) | {"self"}
+    if dataclasses.is_dataclass(obj):
+        try:
+            hints = typing.get_type_hints(obj)
+        except (NameError, TypeError):
+            hints = {}
+        return {f.name: Slot(_field_default(f), hints.get(f.name, f.type)) for f in dataclasses.fields(obj)
+                if f.init and f.name not in skip}
+    target = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        sig = inspect.signature(target, eval_str=True)
+    except (NameError, TypeError, SyntaxError):
+        sig = inspect.signature(target)
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {p.name: Slot(p.default, p.annotation) for p in sig.parameters.values()
+            if p.kind in kinds and p.name not in skip}
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else _EMPTY
+
+
+def _example(slot: Slot) -> Any:
+    """A value of the option's type to convert text to: its default, else one named by its type hint."""
+    if slot.default is not None and slot.default is not _EMPTY:
+        return slot.default
+    hint = slot.annotation
+    kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    return _EXAMPLES.get(kinds[0], _MISSING) if len(kinds) == 1 else _MISSING
+
+
+def option_value(owner: str, key: str, value: Any, slot: Slot) -> Any:
+    """``value`` (text from ``--opt key=value``, ``--set``, YAML, or already typed) as the type of option
+    ``key`` of ``owner``: the type of its default, else of its type hint; ``none`` / ``null`` where the
+    default is None; a one-line ConfigError naming ``owner`` and ``key`` when it cannot be converted."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("none", "null") and (
+            slot.default is None or slot.default is _EMPTY):
+        return None
+    like = _example(slot)
+    if like is not _MISSING:
+        return parse_value(value, like=like, name=f"{owner} option {key}")
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{owner} option {key}: cannot read {value!r}; give a number, true/false, text or "
+                              "a JSON value") from None
+    return parse_value(value)
+
+
+def typed_options(owner: str, slots: Mapping[str, Slot], options: Mapping[str, Any] | None, *,
+                  hint: str = "") -> dict[str, Any]:
+    """``options`` checked against ``slots`` (an unknown name is a one-line ConfigError listing the valid
+    ones, plus ``hint``) and each converted by :func:`option_value`."""
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - set(slots))
+    if unknown:
+        raise ConfigError(f"{owner} has no option(s) {unknown}; it accepts {sorted(slots) or 'none'}{hint}")
+    return {k: option_value(owner, k, v, slots[k]) for k, v in opts.items()}
+
+
+def setting(default: Any = _EMPTY, help: str = "", *, flag: str | None = None, factory: Any = None) -> Any:
+    """A settings-dataclass field carrying its own help text (and, when the command line spells it
+    otherwise, its ``flag``): the one place a setting's name, default and meaning are written. The CLI
+    derives its option from it (``mmrobust.cli.options.add_settings``).
+
+    Example::
+
+        @dataclass(frozen=True)
+        class RobustSettings:
+            batch_size: int = setting(250, "images attacked at once")
+    """
+    meta = {"help": help, **({"flag": flag} if flag else {})}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    if default is _EMPTY:  # a required setting
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)

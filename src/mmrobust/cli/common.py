@@ -242,16 +242,23 @@ def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace)
     if not path:
         return argv_args
     data = read_config(path)
-    actions = {a.dest: a for a in parser._actions if a.dest not in _NOT_OPTIONS and not a.dest.startswith("_")
-               and a.option_strings}
+    options = [a for a in parser._actions if a.dest not in _NOT_OPTIONS and not a.dest.startswith("_")
+               and a.option_strings]
+    actions = {a.dest: a for a in options}  # a key is a setting's name (warmup_steps) or its long option (warmup)
+    spelled = {o[2:].replace("-", "_"): a for a in options for o in a.option_strings if o.startswith("--")}
     values = {k.strip().replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(values) - set(actions))
+    unknown = sorted(set(values) - set(actions) - set(spelled))
     if unknown:
         raise ConfigError(f"config file {path} has unknown option(s) {unknown}; see --help for valid names")
     ns = argparse.Namespace(**vars(argv_args))
-    for k, v in values.items():
+    for key, v in values.items():
+        k = key if key in actions else spelled[key].dest
+        if k != key and isinstance(spelled[key], argparse._StoreFalseAction) and isinstance(v, bool):
+            v = not v  # no_tf32: true  ==  tf32: false
         current = getattr(ns, k)
         if isinstance(actions[k], argparse._AppendAction):  # repeatable options: config first, CLI after
+            if isinstance(v, dict):  # KEY=VALUE options written as a mapping (opt: {tau: 2.15})
+                v = [f"{key}={'none' if x is None else x}" for key, x in v.items()]
             items = v if isinstance(v, list) else [v]
             if any(isinstance(x, (dict, list)) for x in items):
                 raise ConfigError(f"config file {path}: {k} must be a list of plain values")

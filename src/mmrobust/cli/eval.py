@@ -5,12 +5,16 @@ import argparse
 import json
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
-                                 add_seeds_option, over_seeds, positive_int, print_record_warnings, seed)
+                                 add_seeds_option, over_seeds, print_record_warnings)
+from mmrobust.cli.options import add_settings
+from mmrobust.eval.backdoor import BackdoorSettings
+from mmrobust.eval.retrieval import RetrievalSettings
+from mmrobust.eval.zeroshot import ZeroShotSettings
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_data, eval_retrieval, eval_zeroshot
 from mmrobust.registry import TRIGGERS
 
 
-def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, settings: type, labelled: bool = True) -> None:
     add_config_option(p)
     p.add_argument("--model", required=True, help="open_clip name, hf-hub:org/repo, or a model directory")
     p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
@@ -26,27 +30,26 @@ def _common(p: argparse.ArgumentParser, labelled: bool = True) -> None:
     p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     add_path_options(p)
     p.add_argument("--out", required=True, help="output directory for results and per-sample JSONL")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", type=device, default="cpu")
+    add_settings(p, settings, only=("batch_size", "device"), types={"device": device})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust")
     es = p.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
     z = es.add_parser("zeroshot", help="zero-shot top-1/top-5 accuracy with template ensembles")
-    _common(z)
+    _common(z, ZeroShotSettings)
     z.set_defaults(func=run_zeroshot, _parser=z)
     b = es.add_parser("backdoor", help="clean accuracy + attack success rate of a trigger")
-    _common(b)
+    _common(b, BackdoorSettings)
     b.add_argument("--poison-record", help="poison.json: take trigger and target from it")
     b.add_argument("--trigger", help=f"trigger name ({', '.join(TRIGGERS.list())}) when no record is given")
     b.add_argument("--trigger-param", action="append", metavar="KEY=VALUE")
     b.add_argument("--target", help="target class name (default: the record's)")
-    b.add_argument("--seed", type=seed, default=0, help="seed for per-image trigger randomness")
+    add_settings(b, BackdoorSettings, only=("seed",))
     add_seeds_option(b, "--seed set to it: the trigger's per-image randomness")
     b.set_defaults(func=over_seeds(run_backdoor, "seed"), _parser=b)
     r = es.add_parser("retrieval", help="image<->text recall@1/5/10 over images and their captions")
-    _common(r, labelled=False)
+    _common(r, RetrievalSettings, labelled=False)
     r.add_argument("--caption-col", default="caption")
     r.add_argument("--split", default="test", help="with --data karpathy:PATH: train, restval, val or test")
     r.set_defaults(func=run_retrieval, _parser=r)

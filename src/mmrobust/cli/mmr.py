@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
-                                 seed)
+from mmrobust.cli.common import (add_config_option, apply_config, key_values, non_negative_float, non_negative_int,
+                                 number, positive_int, print_warnings, seed)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_make_train(sub)
     _add_make_tiny(sub)
     p.set_defaults(func=run, mmr_parser=p)
+    for action_parser in sub.choices.values():  # every action takes --config YAML, like train and eval
+        add_config_option(action_parser)
+        action_parser.set_defaults(_parser=action_parser)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         args.mmr_parser.print_help()
         return 2
-    return action(args)
+    return action(apply_config(args._parser, args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
-                                 non_negative_float, non_negative_int, positive_float, positive_int,
                                  over_seeds, add_seeds_option, print_record_warnings, seed)
+from mmrobust.cli.options import add_settings, settings_from
 from mmrobust.defenses.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
@@ -47,23 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_path_options(d)
     o = p.add_argument_group("optimisation")
     o.add_argument("--out", help="(required) run directory")
-    o.add_argument("--steps", type=positive_int, help="(required) optimizer steps")
-    o.add_argument("--batch-size", type=positive_int, default=64)
-    o.add_argument("--lr", type=positive_float, default=1e-5, help="peak learning rate (> 0)")
-    o.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW weight decay (>= 0)")
-    o.add_argument("--warmup", type=non_negative_int, default=50, help="warmup steps (>= 0)")
-    o.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max grad norm (0 disables)")
-    o.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    o.add_argument("--accum-steps", type=positive_int, default=1,
-                   help="micro-batches per optimizer step (gradient accumulation; divides --batch-size)")
-    o.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on CUDA (TF32 is on by default)")
-    o.add_argument("--grad-checkpointing", action="store_true",
-                   help="recompute the trained towers' blocks in backward: less memory for large models")
-    o.add_argument("--ckpt-every", type=non_negative_int, default=100, help="checkpoint every N steps (0: only at the end)")
-    o.add_argument("--seed", type=seed, default=0, help="data order and augmentation seed")
-    o.add_argument("--device", type=device, default="cpu")
-    o.add_argument("--workers", type=non_negative_int, default=0)
+    add_settings(o, TrainConfig, skip=("betas", "adam_eps", "log_every"), owner=p,
+                 types={"device": device}, choices={"precision": ["auto", "fp32", "bf16", "fp16"]})
     o.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt (same settings)")
     o.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out: deletes its " + ", ".join(RUN_FILES) + " (nothing else)")
@@ -73,12 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:
-    optim = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=float(args.lr),
-                        weight_decay=float(args.weight_decay), warmup_steps=args.warmup,
-                        grad_clip=float(args.grad_clip) or None, precision=args.precision,
-                        ckpt_every=args.ckpt_every, seed=args.seed, num_workers=args.workers, device=args.device,
-                        accum_steps=args.accum_steps, tf32=not args.no_tf32,
-                        grad_checkpointing=args.grad_checkpointing)
+    optim = settings_from(args, TrainConfig)
     return TrainJob(
         task=args.task,
         model=ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, seed=args.init_seed),

@@ -15,6 +15,7 @@ from mmrobust.errors import ConfigError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import Classifier, model_classifier, predict, topk_correct
 from mmrobust.models.clip import CLIPModel
+from mmrobust.values import setting
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import digest, templates_protocol
 from mmrobust.reports.sanity import backdoor_not_taken, collect, trigger_alone, trigger_to_other_class
@@ -80,10 +81,10 @@ class BackdoorSettings:
 
     trigger: dict[str, Any] = field(default_factory=lambda: {"name": "badnet", "config": {}})
     target: str = ""
-    seed: int = 0
+    seed: int = setting(0, "seed of the per-image trigger randomness")
     topk: int = 1
-    batch_size: int = 256
-    device: str = "cpu"
+    batch_size: int = setting(256, "images per forward pass")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
 
 
 @evaluation("backdoor", settings=BackdoorSettings)

@@ -10,6 +10,7 @@ from mmrobust.errors import DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import batches
 from mmrobust.models.clip import CLIPModel
+from mmrobust.values import setting
 from mmrobust.reports.contract import Record, Table
 
 
@@ -68,8 +69,8 @@ class RetrievalSettings:
     """Recall cut-offs, batch size and device of a retrieval evaluation."""
 
     ks: tuple[int, ...] = (1, 5, 10)
-    batch_size: int = 256
-    device: str = "cpu"
+    batch_size: int = setting(256, "images or captions per forward pass")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
 
 
 @evaluation("retrieval", settings=RetrievalSettings)

@@ -30,10 +30,12 @@ from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import Classifier, model_classifier
 from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
+from mmrobust import registry
 from mmrobust.registry import ATTACKS
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import digest, eps_fields, templates_protocol
 from mmrobust.reports.sanity import collect, robust_above_clean, targeted_beats_untargeted
+from mmrobust.values import check_int, check_number, check_seed, setting
 
 log = logging.getLogger(__name__)
 PARTIAL_NAME = "partial_robust.jsonl"
@@ -156,13 +158,13 @@ def clear_partial(path: str | Path) -> None:
             adv_dir.rmdir()
 
 
-def _attack_fn(attack: str, attack_options: dict[str, Any] | None) -> Callable[..., Any]:
-    fn = ATTACKS.get(attack)
-    allowed = set(inspect.signature(fn).parameters) - {"logits_fn", "x", "y", "eps", "norm", "seed"}
-    unknown = sorted(set(attack_options or {}) - allowed)
-    if unknown:
-        raise ConfigError(f"attack {attack!r} has no option(s) {unknown}; it accepts {sorted(allowed)}")
-    return fn
+_ATTACK_GIVEN = ("logits_fn", "x", "y", "eps", "norm", "seed")  # what every chunk passes itself
+
+
+def typed_attack_options(attack: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` of registered attack ``attack`` (text from ``--attack-opt key=value`` or typed values)
+    checked against its signature and typed by its defaults; a one-line ConfigError otherwise."""
+    return registry.ATTACKS.typed(attack, options, skip=_ATTACK_GIVEN)  # the registry itself, not a stand-in
 
 
 @dataclass
@@ -174,26 +176,24 @@ class _Run:
     x: torch.Tensor
     y: torch.Tensor
     ids: list[int]
-    norm: str
-    seed: int
-    options: dict[str, Any]
-    batch_size: int
-    device: str
+    settings: "RobustSettings"
+    options: dict[str, Any]  # the attack's keyword options as called
     partial: PartialResults | None
     keep_adv: bool
 
     def chunk(self, eps: float, start: int, done: dict[tuple[float, int], dict[str, Any]]
               ) -> tuple[dict[str, Any], torch.Tensor | None]:
         """One (eps, batch) chunk: from the partial file when finished before, else attacked now."""
-        stop = start + self.batch_size
+        s = self.settings
+        stop = start + s.batch_size
         old = done.get((float(eps), start))
         if old is not None and self.partial is not None and old["ids"] == self.ids[start:stop]:
             adv = self.partial.adv(old) if self.keep_adv else None
             if adv is not None or not self.keep_adv:
                 return old, adv
-        x, y = self.x[start:stop].to(self.device), self.y[start:stop].to(self.device)
-        res = self.fn(self.logits_fn, x, y, eps=eps, norm=self.norm, seed=self.seed, **self.options)
-        chunk = {"eps": eps, "start": start, "seed": self.seed, "ids": self.ids[start:stop],
+        x, y = self.x[start:stop].to(s.device), self.y[start:stop].to(s.device)
+        res = self.fn(self.logits_fn, x, y, eps=eps, norm=s.norm, seed=s.seed, **self.options)
+        chunk = {"eps": eps, "start": start, "seed": s.seed, "ids": self.ids[start:stop],
                  "clean": [bool(v) for v in res.clean_correct.cpu()], "robust": [bool(v) for v in res.robust.cpu()],
                  "config": json.loads(json.dumps(res.config, default=str))}
         if getattr(res, "broken_by", None) is not None:  # a worst case: which attack broke each point
@@ -210,37 +210,33 @@ def skipped_rows(dataset: Any, ids: Sequence[int]) -> list[dict[str, Any]]:
     return [{"row": i, "reason": skipped[i]} for i in ids if i in skipped]
 
 
-def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, *, attack: str, eps: Sequence[float],
-                    n_samples: int | None = 500, seed: int = 0, norm: str = "linf", batch_size: int = 250,
-                    attack_options: dict[str, Any] | None = None, save_adv: Path | None = None,
-                    device: str = "cpu", check: bool = True, partial: Path | None = None
+def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, settings: RobustSettings, *,
+                    save_adv: Path | None = None, partial: Path | None = None
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Clean and robust accuracy per eps. Returns (metrics, per-sample rows).
 
     ``partial`` (a JSONL path) saves each finished (eps, batch) chunk and reuses the chunks a killed
     run with the same settings, model and data finished. ``metrics["n_skipped"]`` counts the sampled
     rows whose image could not be read (:func:`skipped_rows` lists them); ``n`` excludes them."""
-    if not eps:
-        raise ConfigError("no eps given; pass at least one, e.g. --eps 4/255 (0 for clean accuracy only)")
-    fn = _attack_fn(attack, attack_options)
-    wanted = sample_ids(len(dataset), n_samples, seed)
+    s = settings
+    fn, options = ATTACKS.get(s.attack), dict(s.attack_options)
+    wanted = sample_ids(len(dataset), s.n_samples, s.seed)
     x_all, y_all, ids = load_images(dataset, wanted)
     logits_fn = lambda x: classifier.logits(model, x)  # noqa: E731
     model.eval()
-    found = checked_run(logits_fn, x_all[:16].to(device), y_all[:16].to(device)) if check else []
-    options = dict(attack_options or {})
-    key_settings = {"attack": attack, "norm": norm, "seed": seed, "batch_size": batch_size, "options": options,
-                    "device": torch.device(device).type}
+    found = checked_run(logits_fn, x_all[:16].to(s.device), y_all[:16].to(s.device)) if s.check else []
+    key_settings = {"attack": s.attack, "norm": s.norm, "seed": s.seed, "batch_size": s.batch_size,
+                    "options": options, "device": torch.device(s.device).type}
     store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
-    call = {"check": False, **options} if check and "check" in inspect.signature(fn).parameters else options
-    run = _Run(fn, logits_fn, x_all, y_all, ids, norm, seed, call, batch_size, device, store, save_adv is not None)
+    call = {"check": False, **options} if s.check and "check" in inspect.signature(fn).parameters else options
+    run = _Run(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None)
     done = store.load() if store is not None else {}
-    metrics: dict[str, Any] = {"attack": attack, "norm": norm, "n": len(ids),
-                               "n_skipped": len(skipped_rows(dataset, wanted)), "seed": seed, "eps": {},
+    metrics: dict[str, Any] = {"attack": s.attack, "norm": s.norm, "n": len(ids),
+                               "n_skipped": len(skipped_rows(dataset, wanted)), "seed": s.seed, "eps": {},
                                "check_warnings": found}
     rows = [{"index": i, "label": int(y)} for i, y in zip(ids, y_all)]
-    for e in eps:
-        chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), batch_size)))
+    for e in s.eps:
+        chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), s.batch_size)))
         rob = [ok for c in chunks for ok in c["robust"]]
         cln = [ok for c in chunks for ok in c["clean"]]
         metrics["eps"][eps_name(e)] = {"eps": e, "robust_top1": sum(rob) / len(rob), "config": chunks[-1]["config"]}
@@ -303,15 +299,33 @@ class RobustSettings:
     """Attack (a registered name) and its options, eps values in [0,1] units, norm, the seeded sample
     size, batch size, device, and whether to run the attack sanity checks first."""
 
-    attack: str = "apgd-ce"
-    eps: tuple[float, ...] = (4 / 255,)
-    n_samples: int | None = 500
-    seed: int = 0
-    norm: str = "linf"
-    attack_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 250
-    device: str = "cpu"
-    check: bool = True
+    attack: str = setting("apgd-ce", "registered attack (mmrobust.registry.ATTACKS)")
+    eps: tuple[float, ...] = setting((4 / 255,), "l-p radii in [0,1] image units, e.g. 2/255,4/255")
+    n_samples: int | None = setting(500, "number of test images (a seeded choice; none: all)")
+    seed: int = setting(0, "seed of the sampled test images and of the attack's random starts")
+    norm: str = setting("linf", "threat model: linf or l2")
+    attack_options: dict[str, Any] = setting(help="extra attack option, e.g. steps=50", flag="--attack-opt",
+                                             factory=dict)
+    batch_size: int = setting(250, "images attacked at once (each batch starts its attack from the seed)")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    check: bool = setting(True, "skip the attack sanity checks (randomness, gradients) run on 16 images first",
+                          flag="--no-check")
+
+    def __post_init__(self) -> None:
+        eps = tuple(self.eps) if isinstance(self.eps, (list, tuple)) else (self.eps,)
+        if not eps:
+            raise ConfigError("--eps is empty: no eps given; pass at least one, e.g. --eps 4/255 (0 for clean "
+                              "accuracy only)")
+        for e in eps:
+            check_number("eps", e, low=0, high=1, fix="images are in [0,1]: write 4/255 rather than 4")
+        object.__setattr__(self, "eps", tuple(float(e) for e in eps))
+        if self.n_samples is not None:
+            check_int("n_samples", self.n_samples, low=1, fix="--n-samples")
+        check_seed("seed", self.seed, fix="--seed")
+        check_int("batch_size", self.batch_size, low=1, fix="--batch-size")
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"norm {self.norm!r} is not linf or l2 (--norm)")
+        object.__setattr__(self, "attack_options", typed_attack_options(self.attack, self.attack_options))
 
 
 @evaluation("robust", settings=RobustSettings)
@@ -322,10 +336,7 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
     ``partial`` (a JSONL path) keeps finished chunks so a killed run resumes (see :func:`evaluate_robust`)."""
     s = settings
     clf = model_classifier(model, data)
-    metrics, rows = evaluate_robust(model, data, clf, attack=s.attack, eps=s.eps,
-                                    n_samples=s.n_samples, seed=s.seed, norm=s.norm, attack_options=s.attack_options,
-                                    save_adv=save_adv, batch_size=s.batch_size, device=s.device, check=s.check,
-                                    partial=partial)
+    metrics, rows = evaluate_robust(model, data, clf, s, save_adv=save_adv, partial=partial)
     table_rows = [{"eps": "0 (clean)", "accuracy": metrics["clean_top1"]}]
     table_rows += [{"eps": name, "accuracy": r["robust_top1"]} for name, r in metrics["eps"].items()]
     table = Table.of(f"Robust accuracy under {s.attack} ({s.norm})", [("eps", "eps"), ("accuracy", "accuracy", "%")],

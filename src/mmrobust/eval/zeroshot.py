@@ -12,6 +12,7 @@ from mmrobust.data.datasets import collate
 from mmrobust.eval.contract import evaluation
 from mmrobust.models.checkpoint import load_head
 from mmrobust.models.clip import CLIPModel
+from mmrobust.values import setting
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import templates_protocol
 
@@ -106,8 +107,8 @@ def evaluate_zeroshot(model: CLIPModel, dataset: Any, classifier: Classifier, *,
 class ZeroShotSettings:
     """Batch size and device of a zero-shot evaluation."""
 
-    batch_size: int = 256
-    device: str = "cpu"
+    batch_size: int = setting(256, "images per forward pass")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
 
 
 def model_classifier(model: CLIPModel, dataset: Any) -> Classifier:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.world.shapes import generate_world
-from mmrobust.eval.robust import eps_name
+from mmrobust.eval.robust import RobustSettings, eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
 from mmrobust.pipelines.parallel import run_stages, torch_threads
 from mmrobust.pipelines.stages import run_stage, stamp, train_stage
@@ -80,9 +80,9 @@ def _robust(out: Path, model_dir: str, world: Path, s: AdversarialDemo, attack: 
     cfg = {"model": model_dir, "attack": attack, "opts": opts, "eps": list(s.eval_eps), "n": s.n_eval,
            "reference": reference, "inputs": [stamp(model_dir), stamp(reference or "")],
            **({"drift": ["embedding", "zero-shot agreement"]} if reference else {})}
-    return run_stage(out, cfg, lambda: eval_robust(model=model_dir, data=data, out_dir=out, attack=attack,
-                                                   eps=s.eval_eps, n_samples=s.n_eval, seed=s.seed,
-                                                   attack_options=opts, reference=reference))
+    settings = RobustSettings(attack=attack, eps=s.eval_eps, n_samples=s.n_eval, seed=s.seed, attack_options=opts)
+    return run_stage(out, cfg, lambda: eval_robust(model=model_dir, data=data, out_dir=out, settings=settings,
+                                                   reference=reference))
 
 
 def run_adversarial_demo(out_dir: str | Path, settings: AdversarialDemo = AdversarialDemo(), *,

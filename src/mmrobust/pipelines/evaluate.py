@@ -237,21 +237,18 @@ def zero_shot_agreement(model: CLIPModel, reference: CLIPModel, data: Any, image
     return float((a == b).float().mean())
 
 
-def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dict | None = None,
-                attack: str = "apgd-ce", eps: tuple[float, ...] = (4 / 255,), n_samples: int | None = 500,
-                seed: int = 0, norm: str = "linf", attack_options: dict[str, Any] | None = None,
-                reference: str | None = None, reference_weights: dict | None = None, save_adv: bool = False,
-                batch_size: int = 250, device: str = "cpu", clip: CLIPModel | None = None,
-                resume: bool = True) -> dict[str, Any]:
-    """Clean + robust zero-shot accuracy per eps under ``attack``; with ``reference`` (the original model)
-    also the embedding drift on clean and adversarial images and the zero-shot agreement with it.
+def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, settings: RobustSettings | None = None,
+                weights: dict | None = None, reference: str | None = None, reference_weights: dict | None = None,
+                save_adv: bool = False, clip: CLIPModel | None = None, resume: bool = True) -> dict[str, Any]:
+    """Clean + robust zero-shot accuracy per eps under ``settings.attack``; with ``reference`` (the original
+    model) also the embedding drift on clean and adversarial images and the zero-shot agreement with it.
 
     Finished (eps, batch) chunks go to ``out_dir/partial_robust.jsonl`` as they finish; a rerun with the
     same settings resumes from it (``resume=False`` starts over). It is removed once the results are written."""
     from mmrobust.eval.robust import PARTIAL_NAME, clear_partial, embedding_drift, eps_name, load_images, sample_ids
 
-    if not eps:
-        raise ConfigError("no eps given; pass at least one, e.g. --eps 4/255 (0 for clean accuracy only)")
+    s = settings = settings or RobustSettings()
+    device = s.device
     clip = clip or load_model(model, device=device, **(weights or {}))
     ds = labelled(data, clip)
     out = Path(out_dir)
@@ -259,18 +256,15 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, weights: dic
     partial = out / PARTIAL_NAME
     if not resume:
         clear_partial(partial)
-    settings = RobustSettings(attack=attack, eps=tuple(eps), n_samples=n_samples, seed=seed, norm=norm,
-                              attack_options=dict(attack_options or {}), batch_size=batch_size, device=device)
     record = run_evaluation("robust", model=clip, data=ds, settings=settings, save_adv=out if save_adv else None,
                             partial=partial)
     if reference:
         ref = load_model(reference, device=device, **(reference_weights or {}))
-        x, _, _ = load_images(ds, sample_ids(len(ds), min(n_samples or 256, 256), seed))
-        record.metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=seed)
-                                             for e in eps}
+        x, _, _ = load_images(ds, sample_ids(len(ds), min(s.n_samples or 256, 256), s.seed))
+        record.metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=s.seed)
+                                             for e in s.eps}
         record.metrics["zero_shot_agreement"] = zero_shot_agreement(clip, ref, ds, x.to(device))
-    metrics = _write(out, record, {"model": model, "data": asdict(data), "attack": attack, "eps": list(eps),
-                                   "norm": norm, "n_samples": n_samples, "attack_options": attack_options or {},
+    metrics = _write(out, record, {"model": model, "data": asdict(data), **asdict(s), "eps": list(s.eps),
                                    "reference": reference})
     clear_partial(partial)
     return metrics

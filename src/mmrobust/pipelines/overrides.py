@@ -7,7 +7,7 @@ from typing import Any, Sequence, TypeVar
 import yaml
 
 from mmrobust.errors import ConfigError
-from mmrobust.values import parse_value
+from mmrobust.values import Slot, option_slots, option_value
 
 S = TypeVar("S")
 
@@ -21,6 +21,7 @@ def apply_overrides(settings: S, assignments: Sequence[str]) -> S:
         apply_overrides(BackdoorDemo(), ["finetune_lr=1e-3", "trigger_params.location=random"])
     """
     fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+    slots = option_slots(type(settings))
     changes: dict[str, Any] = {}
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -33,5 +34,6 @@ def apply_overrides(settings: S, assignments: Sequence[str]) -> S:
             current = changes.setdefault(head, dict(fields[head]))
             current[sub] = yaml.safe_load(text) if text.strip() else None
         else:
-            changes[head] = parse_value(text, like=fields[head], name=f"--set {key}={text}")
+            hint = slots[head].annotation
+            changes[head] = option_value("--set", head, text, Slot(default=fields[head], annotation=hint))
     return dataclasses.replace(settings, **changes)  # type: ignore[type-var]

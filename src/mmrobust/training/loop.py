@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrobust.data.datasets import collate
-from mmrobust.values import SEED_MAX, check_int
+from mmrobust.values import SEED_MAX, check_int, setting
 from mmrobust.errors import ConfigError, DataError, TrainingError
 from mmrobust.models.checkpoint import load_torch_file
 from mmrobust.training.distributed import (all_reduce_mean_, barrier, broadcast_, max_across_ranks,
@@ -41,23 +41,25 @@ LOG_NAME = "train_log.jsonl"
 class TrainConfig:
     """Optimisation settings (paper recipes live in configs/*.yaml)."""
 
-    steps: int
-    batch_size: int = 64  # the global batch: under torchrun each of W ranks takes batch_size / W rows
-    lr: float = 1e-5
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
+    steps: int = setting(help="optimizer steps")
+    batch_size: int = setting(64, "the global batch: under torchrun each of W ranks takes batch-size / W rows")
+    lr: float = setting(1e-5, "peak learning rate (> 0)")
+    weight_decay: float = setting(0.1, "AdamW weight decay (>= 0)")
+    warmup_steps: int = setting(50, "warmup steps (>= 0)", flag="--warmup")
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-6
-    grad_clip: float | None = 1.0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast only on CUDA)
-    ckpt_every: int = 0  # 0: only at the end
+    grad_clip: float | None = setting(1.0, "max grad norm (0 or None disables clipping)")
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU (autocast only on CUDA)")
+    ckpt_every: int = setting(100, "checkpoint every N steps (0: only at the end)")
     log_every: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "cpu"
-    accum_steps: int = 1  # micro-batches per optimizer step (gradients synced once per step)
-    tf32: bool = True  # TF32 matmuls/convolutions for fp32 on CUDA
-    grad_checkpointing: bool = False  # recompute the trained towers' blocks in backward (memory for compute)
+    seed: int = setting(0, "data order and augmentation seed")
+    num_workers: int = setting(0, "data loader worker processes", flag="--workers")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    accum_steps: int = setting(1, "micro-batches per optimizer step (gradient accumulation; divides the batch "
+                                  "size; gradients synced once per step)")
+    tf32: bool = setting(True, "strict fp32 matmuls on CUDA (TF32 is on by default)", flag="--no-tf32")
+    grad_checkpointing: bool = setting(False, "recompute the trained towers' blocks in backward: less memory "
+                                              "for large models")
 
     def __post_init__(self) -> None:
         for name, low, flag in (("steps", 1, "--steps"), ("batch_size", 1, "--batch-size"),

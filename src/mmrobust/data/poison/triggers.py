@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.registry import TRIGGERS
-from mmrobust.values import check_seed, parse_value
+from mmrobust.values import check_seed
 
 Tensor = torch.Tensor
 PATTERNS = ("checkerboard", "noise", "random_noise", "white", "black")
@@ -279,23 +279,13 @@ class SIG(Trigger):
         return x + signal
 
 
-def _coerce(field: dataclasses.Field, value: Any, trigger: str) -> Any:
-    """Convert CLI strings to the field's type (int, float, str)."""
-    return parse_value(value, like=field.default, name=f"{trigger} {field.name}")
-
-
 def make_trigger(name: str, **params: Any) -> Trigger:
     """Build a registered trigger by name, checking parameter names and converting strings.
 
     ``make_trigger("badnet", size="6")`` == ``BadNet(size=6)``; an unknown parameter raises a
     one-line ConfigError listing the valid ones.
     """
-    cls = TRIGGERS.get(name)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown {name} trigger parameter(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
-    return cls(**{k: _coerce(fields[k], v, name) for k, v in params.items()})
+    return TRIGGERS.build(name, params)
 
 
 def trigger_from_dict(spec: dict[str, Any]) -> Trigger:

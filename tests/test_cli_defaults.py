@@ -1,0 +1,67 @@
+"""Every command-line default equals its settings dataclass's default: one spelling per setting."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from mmrobust.cli.main import build_parser
+from mmrobust.cli.options import add_settings, settings_from, settings_of
+from mmrobust.eval.robust import RobustSettings
+from mmrobust.training.loop import TrainConfig
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def _field_defaults(cls: type) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def test_every_cli_default_equals_its_dataclass_default():
+    checked = 0
+    for path, parser in _parsers(build_parser()):
+        for cls, names in settings_of(parser):
+            defaults = _field_defaults(cls)
+            for name in names:
+                cli = parser.get_default(name)
+                want = defaults.get(name)
+                if isinstance(want, dict):  # KEY=VALUE options start empty and become the dict
+                    assert cli is None and want == {}, (path, name)
+                else:
+                    assert cli == want, f"mmrobust {' '.join(path)}: --{name} defaults to {cli!r}, {cls.__name__} " \
+                                        f"to {want!r}"
+                checked += 1
+    assert checked >= 25  # train, eval zeroshot/backdoor/retrieval/robust all derive their options
+
+
+@pytest.mark.parametrize("path,cls", [(("train",), TrainConfig), (("eval", "robust"), RobustSettings)])
+def test_commands_derive_their_settings_options(path, cls):
+    parser = dict(_parsers(build_parser()))[path]
+    derived = {n for c, names in settings_of(parser) if c is cls for n in names}
+    dests = {a.dest for a in parser._actions}
+    # no option of this command spells a field of its settings outside add_settings
+    assert derived and derived <= dests
+    manual = {a.dest for a in parser._actions if a.dest in _field_defaults(cls)} - derived
+    assert not manual, manual
+
+
+def test_settings_round_trip_through_the_options():
+    p = argparse.ArgumentParser()
+    add_settings(p, RobustSettings)
+    args = p.parse_args(["--eps", "2/255", "--attack-opt", "steps=7", "--no-check", "--n-samples", "none"])
+    s = settings_from(args, RobustSettings)
+    assert s.eps == (2 / 255,) and s.attack_options == {"steps": 7} and s.check is False and s.n_samples is None
+    assert settings_from(p.parse_args([]), RobustSettings) == RobustSettings()
