@@ -4,6 +4,7 @@ Example::
 
     mmrobust lvlm swap --lvlm llava-hf/llava-1.5-7b-hf --encoder hf-hub:chs20/fare4-clip --out runs/llava-fare4
     mmrobust lvlm eval --task vqa --model runs/llava-fare4 --data vqav2.jsonl --eps 4/255 --out runs/fare4-vqa
+    mmrobust lvlm eval --task caption --attack ensemble --model runs/llava-fare4 --data coco.jsonl --out runs/ens
     mmrobust lvlm targeted --model runs/llava-fare4 --data coco.jsonl --task caption --target "Visit example.com" \
         --eps 4/255 --steps 500 --out runs/fare4-stealthy
     mmrobust mmr run --adapter hf --model runs/llava-fare4 ...
