@@ -18,7 +18,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from typing import Any, Callable, TypeVar
+import pkgutil
+from typing import Any, Callable, Iterable, TypeVar
 
 from mmrobust.errors import ConfigError
 from mmrobust.values import Slot, option_slots, typed_options
@@ -116,3 +117,16 @@ MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
 EVALS = Registry("evaluation", ("mmrobust.eval.zeroshot", "mmrobust.eval.backdoor", "mmrobust.eval.retrieval",
                                 "mmrobust.eval.robust", "mmrobust.eval.mmr.task", "mmrobust.eval.lvlm.vqa",
                                 "mmrobust.eval.lvlm.caption"))
+
+
+# Registries whose package imports every module in it (:func:`import_modules`): a new entry is one new file.
+LVLM_TASKS = Registry("LVLM task", ("mmrobust.eval.lvlm",))  # tasks `mmrobust lvlm eval --task` attacks
+LVLM_ATTACKS = Registry("LVLM attack", ("mmrobust.lvlm.attacks",))  # `mmrobust lvlm eval --attack`
+BENCHMARKS = Registry("benchmark", ("mmrobust.eval.benchmarks",))  # `mmrobust bench run NAME`
+
+
+def import_modules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every public module (name without a leading ``_``) of ``package`` found on ``path`` (its
+    ``__path__``), in name order; each registers what it defines. Returns the imported module names."""
+    names = sorted({m.name for m in pkgutil.iter_modules(list(path)) if not m.name.startswith("_")})
+    return [importlib.import_module(f"{package}.{n}").__name__ for n in names]

@@ -4,6 +4,7 @@ Example::
 
     mmrobust lvlm swap --lvlm llava-hf/llava-1.5-7b-hf --encoder hf-hub:chs20/fare4-clip --out runs/llava-fare4
     mmrobust lvlm eval --task vqa --model runs/llava-fare4 --data vqav2.jsonl --eps 4/255 --out runs/fare4-vqa
+    mmrobust lvlm eval --task caption --attack ensemble --model runs/llava-fare4 --data coco.jsonl --out runs/ens
     mmrobust lvlm targeted --model runs/llava-fare4 --data coco.jsonl --task caption --target "Visit example.com" \
         --eps 4/255 --steps 500 --out runs/fare4-stealthy
     mmrobust mmr run --adapter hf --model runs/llava-fare4 ...
@@ -13,8 +14,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mmrobust.cli.common import (device, non_negative_int, parse_eps, positive_int, print_record_warnings,
-                                 print_warnings, seed)
+from mmrobust.cli.common import (device, key_values, non_negative_int, parse_eps, positive_int,
+                                 print_record_warnings, print_warnings, seed)
+from mmrobust.registry import LVLM_ATTACKS, LVLM_TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,10 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace the model, processor and swap.json files in a non-empty --out (other files kept)")
     s.set_defaults(func=run_swap)
-    e = sub.add_parser("eval", help="VQA accuracy or captioning CIDEr, clean and under untargeted APGD on the LM loss",
-                       description="Greedy replies on clean images, untargeted l-inf APGD on the LM loss of the "
-                                   "reference answers / captions, greedy replies again; both scored. Resumable.")
+    e = sub.add_parser("eval", help="VQA accuracy, captioning CIDEr or MMR's RA / MR, clean and under an untargeted "
+                                    "attack on the LM loss",
+                       description="Greedy replies on clean images, an untargeted l-inf attack (--attack, default "
+                                   "APGD) on the LM loss of the reference answers / captions, greedy replies again; "
+                                   "both scored. Resumable.")
     _attack_options(e)
+    attacks = "; ".join(f"{n}: {LVLM_ATTACKS.get(n).description.rstrip('.')}" for n in LVLM_ATTACKS.list())
+    e.add_argument("--attack", default="apgd", help=f"the attack, by name (default apgd). {attacks}")
+    e.add_argument("--attack-arg", action="append", metavar="KEY=VALUE",
+                   help="an option of the attack, repeatable (ensemble: low_precision=float16|bfloat16|none)")
     e.set_defaults(func=run_eval)
     t = sub.add_parser("targeted", help="targeted ('stealthy') attack: make the model say --target; success rate",
                        description="Targeted l-inf APGD minimizing the LM loss of --target as the reply; success = "
@@ -59,11 +67,11 @@ def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="with --data karpathy:PATH: train, restval, val or test")
     p.add_argument("--data-root", help="with --data karpathy:PATH: the folder its filepath/filename paths are "
                                        "below (default: the JSON's folder)")
-    p.add_argument("--task", default="vqa", choices=["vqa", "caption", "mmr"],
-                   help="vqa (accuracy), caption (CIDEr) or mmr (RA / MR of an MMR question file or folder)")
+    tasks = "; ".join(f"{n}: {LVLM_TASKS.get(n).description.rstrip('.')}" for n in LVLM_TASKS.list())
+    p.add_argument("--task", default="vqa", help=f"the task, by name (default vqa). {tasks}")
     p.add_argument("--prompt", default="official", help="MMR prompt variant with --task mmr (official, option-text)")
     p.add_argument("--eps", type=parse_eps, default=4 / 255, help="l-inf radius, e.g. 4/255")
-    p.add_argument("--steps", type=positive_int, default=100, help="APGD steps")
+    p.add_argument("--steps", type=positive_int, default=100, help="attack steps (APGD iterations per pass)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-new-tokens", type=positive_int, default=20)
@@ -83,14 +91,16 @@ def _job(args: argparse.Namespace) -> Any:
                          steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, parser=args.parser, n_boot=args.n_boot,
                          dtype=args.dtype, device=args.device, allow_outside=args.allow_outside_paths,
-                         prompt=args.prompt, split=args.split, data_root=args.data_root)
+                         prompt=args.prompt, split=args.split, data_root=args.data_root,
+                         attack=getattr(args, "attack", "apgd"), attack_options=key_values(getattr(args, "attack_arg",
+                                                                                                   None)))
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from mmrobust.pipelines.lvlm import run_lvlm_eval
 
     m = run_lvlm_eval(_job(args))
-    keys = {"vqa": ("accuracy",), "caption": ("cider",), "mmr": ("ra", "mr")}[args.task]
+    keys = LVLM_TASKS.get(args.task).metric_keys
     shown = ", ".join(f"{k} clean {_num(m['clean'][k])}, under {m['eps_label']} {_num(m['adversarial'][k])}"
                       for k in keys)
     print(f"{args.task}: {shown} (n {m['clean']['n']}); results -> {args.out}")

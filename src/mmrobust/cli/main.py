@@ -12,7 +12,7 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "lvlm", "report", "compare")
+SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "bench", "lvlm", "report", "compare")
 
 
 HELP = {
@@ -22,6 +22,7 @@ HELP = {
     "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
     "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
+    "bench": "run any registered MLLM benchmark (mmr, vqa, caption, ...) against any adapter",
     "lvlm": "LVLM tools: swap a robust CLIP tower into LLaVA",
     "report": "HTML report (tables + plots) across run directories",
     "compare": "list the metrics and protocol fields that differ between two runs",

@@ -5,16 +5,15 @@ both resume from per-batch partial files after a kill.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from mmrobust.errors import ConfigError
+from mmrobust.registry import LVLM_ATTACKS, LVLM_TASKS
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.models.limits import MAX_ATTACK_EPS, MAX_NEW_TOKENS
 from mmrobust.values import check_int, check_number, check_seed
-
-TASKS = ("vqa", "caption", "mmr")
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class LVLMAttackJob:
 
     model: str  # an HF model folder or hub id (LLaVA-1.5 / LLaVA-NeXT style)
     data: str  # VQA JSONL (id, image, question, answers), caption JSONL (id, image, captions) or MMR questions
-    task: str = "vqa"
+    task: str = "vqa"  # an LVLM_TASKS name (mmrobust.eval.lvlm)
     out_dir: str = "runs/lvlm"
     eps: float = 4 / 255
     steps: int = 100
@@ -39,10 +38,12 @@ class LVLMAttackJob:
     prompt: str = "official"  # MMR's prompt variant (mmrobust.eval.mmr.prompts), with task "mmr"
     split: str = "test"  # with data karpathy:PATH (task "caption"): the Karpathy split
     data_root: str | None = None  # with data karpathy:PATH: the image folder (default: the JSON's folder)
+    attack: str = "apgd"  # `lvlm eval`: an LVLM_ATTACKS name (mmrobust.lvlm.attacks); `targeted` is APGD
+    attack_options: dict[str, Any] = field(default_factory=dict)  # the attack's own options (text or typed)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)} (--task)")
+        LVLM_TASKS.get(self.task)  # unknown names: one line with the choices
+        LVLM_ATTACKS.get(self.attack).check_options(self.attack_options)
         check_int("steps", self.steps, low=1, fix="--steps"), check_int("batch_size", self.batch_size, low=1)
         check_int("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, fix="e.g. --max-new-tokens 20")
         check_seed("seed", self.seed)
@@ -52,26 +53,13 @@ class LVLMAttackJob:
 
 
 def load_task(job: LVLMAttackJob) -> Any:
-    """The harness task of ``job.data``: VQATask, CaptionTask or MMRAttackTask (RA / MR under attack)."""
-    from mmrobust.data.captions import parse_caption_spec
-    from mmrobust.eval.lvlm.caption import CaptionTask, load_caption_data
-    from mmrobust.eval.lvlm.mmr_attack import MMRAttackTask
-    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
-    from mmrobust.eval.mmr import load_mmr
+    """The registered LVLM task ``job.task`` over ``job.data`` (VQATask, CaptionTask, MMRAttackTask, ...:
+    :func:`mmrobust.eval.lvlm.tasks.load_attack_task`)."""
+    from mmrobust.eval.lvlm.tasks import LVLMData, load_attack_task
 
-    if job.task != "caption":  # the caption loader checks these itself (load_caption_data)
-        if parse_caption_spec(job.data) is not None or job.data_root is not None:
-            raise ConfigError(f"--data karpathy:PATH and --data-root are for captions; add --task caption (got "
-                              f"--task {job.task})")
-        if job.split != "test":
-            raise ConfigError(f"--split {job.split} picks a split of a karpathy:PATH caption file; --task "
-                              f"{job.task} reads all of {job.data}: drop --split")
-    if job.task == "vqa":
-        return VQATask(load_vqa(job.data, allow_outside=job.allow_outside))
-    if job.task == "mmr":
-        return MMRAttackTask(load_mmr(job.data, allow_outside=job.allow_outside), prompt=job.prompt)
-    return CaptionTask(load_caption_data(job.data, split=job.split, image_root=job.data_root,
-                                         allow_outside=job.allow_outside))
+    source = LVLMData(job.data, allow_outside=job.allow_outside, prompt=job.prompt, split=job.split,
+                      data_root=job.data_root)
+    return load_attack_task(job.task, source)
 
 
 def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
@@ -83,15 +71,19 @@ def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
 
 def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
     """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
-    ``job.data``: APGD on the LM loss of the reference answers
+    ``job.data``: the registered attack ``job.attack`` (default APGD) on the LM loss of the reference answers
     (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
+    from mmrobust.lvlm.attack import greedy_outputs
 
+    attack = LVLM_ATTACKS.get(job.attack)
+    options = attack.check_options(job.attack_options)
     task = load_task(job)
     model, processor = _model(job)
     rec = evaluate_under_attack(model, processor, task, eps=job.eps, steps=job.steps, seed=job.seed,
                                 out_dir=job.out_dir, batch_size=job.batch_size, parser=job.parser,
-                                n_boot=job.n_boot, max_new_tokens=job.max_new_tokens)
+                                n_boot=job.n_boot, max_new_tokens=job.max_new_tokens, attack=attack.fn,
+                                generate=greedy_outputs, attack_label=attack.protocol, attack_options=options)
     rec.config = {**asdict(job), **rec.config}
     rec.warnings += _swap_warnings(job, processor)
     write_record(job.out_dir, rec)
@@ -149,6 +141,9 @@ def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = No
     only, if given; VQA questions whose answer already is the target are left out)."""
     if not isinstance(target, str) or not target.strip():
         raise ConfigError("--target must be a non-empty string, e.g. --target 'Visit example.com'")
+    if job.attack != "apgd" or job.attack_options:
+        raise ConfigError(f"the targeted attack is APGD on the target's LM loss; attack {job.attack!r} and its "
+                          "options are for `lvlm eval`: drop them")
     questions = [q for q in load_task(job).questions() if group is None or q.group == group]
     questions = [q for q in questions if target not in (q.ground_truth if isinstance(q.ground_truth, str) else "")]
     if not questions:

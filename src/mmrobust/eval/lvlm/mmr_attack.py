@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from mmrobust.eval.lvlm.tasks import LVLMData, attack_task
 from mmrobust.eval.mllm.task import Question
+from mmrobust.eval.mmr.dataset import load_mmr
 from mmrobust.eval.mmr.task import MMRTask
 
 
@@ -37,3 +39,9 @@ class MMRAttackTask(MMRTask):
 
         return {"overall": block(m["overall"]), "per_group": {c: block(b) for c, b in m["per_category"].items()},
                 "bootstrap": m["bootstrap"]}
+
+
+@attack_task("mmr", MMRAttackTask)
+def load_mmr_attack_task(source: LVLMData) -> MMRAttackTask:
+    """MMR's RA / MR under attack: an MMR question file or folder, asked with its prompt variant."""
+    return MMRAttackTask(load_mmr(source.data, allow_outside=source.allow_outside), prompt=source.prompt)

@@ -27,7 +27,7 @@ import hashlib
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from mmrobust.values import check_int, check_seed
 
 Attack = Callable[..., tuple[torch.Tensor, Any]]
 Generate = Callable[..., list[str]]
+DEFAULT_ATTACK = "apgd-untargeted-lm-loss"  # the protocol label of the default attack (mmrobust.lvlm.attacks.apgd)
 
 
 def eps_label(eps: float) -> str:
@@ -110,16 +111,16 @@ def resumable_batches(questions: Sequence[Question], batch_size: int, settings: 
 
 
 def _attack_batch(model: Any, processor: Any, task: MLLMTask, batch: Sequence[Question], *, attack: Attack,
-                  generate: Generate, eps: float, steps: int, seed: int, size: int, max_new_tokens: int
-                  ) -> list[dict]:
+                  generate: Generate, eps: float, steps: int, seed: int, size: int, max_new_tokens: int,
+                  options: Mapping[str, Any]) -> list[dict]:
     """Clean + adversarial greedy replies of one batch, with the attack's losses and the perturbation size."""
     device = next(model.parameters()).device
     x = load_pixels(batch, size, device)
     prompts = [q.prompt for q in batch]
-    refs = [task.references(q) for q in batch]  # type: ignore[attr-defined]
+    refs = [task.references(q) for q in batch]
     clean = generate(model, processor, x, prompts, max_new_tokens=max_new_tokens)
     x_adv, rec = attack(model, processor, x, prompts, refs, eps=eps, steps=steps, seed=seed,
-                        max_new_tokens=max_new_tokens)
+                        max_new_tokens=max_new_tokens, **options)
     adv = generate(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
     linf = (x_adv.detach() - x).abs().flatten(1).amax(1).cpu().tolist()  # (B,)
     return [{"uid": q.uid, "clean_response": c, "adv_response": a, "clean_loss": cl, "adv_loss": fl, "linf": d,
@@ -134,18 +135,23 @@ def _scored(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
              "image": q.image, "response": rows[q.uid][f"{which}_response"], "error": None} for q in questions]
     parsed = parse_rows(base, parser, task)
     metrics = task.score(parsed, n_boot=n_boot, seed=seed)
-    return parsed, task.sample_scores(parsed), metrics  # type: ignore[attr-defined]
+    return parsed, task.sample_scores(parsed), metrics
 
 
 def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: float, steps: int, seed: int,
                           out_dir: str | Path, batch_size: int, attack: Attack | None = None,
                           generate: Generate | None = None,
                           parser: str = "official", n_boot: int = 1000, max_new_tokens: int = 20,
-                          image_size: int | None = None) -> Record:
-    """Clean vs adversarial score of ``task`` (VQATask / CaptionTask) for an HF LLaVA-style ``model``.
+                          image_size: int | None = None, attack_label: str = DEFAULT_ATTACK,
+                          attack_options: Mapping[str, Any] | None = None) -> Record:
+    """Clean vs adversarial score of ``task`` (an attackable MLLMTask: VQATask, CaptionTask, MMRAttackTask) for
+    an HF LLaVA-style ``model``.
 
-    ``eps`` in [0, 1] image units (l-inf); ``steps`` APGD steps; ``image_size``: default the vision tower's.
-    Returns a record of kind ``<task>-attack`` (write it with ``write_record``); per-sample rows in ``samples``.
+    ``eps`` in [0, 1] image units (l-inf); ``steps`` attack steps; ``image_size``: default the vision tower's.
+    ``attack`` is called as ``attack(model, processor, x, prompts, references, eps=, steps=, seed=,
+    max_new_tokens=, **attack_options)`` (:mod:`mmrobust.lvlm.attacks`); ``attack_label`` names it in the
+    record's protocol. Returns a record of kind ``<task>-attack`` (write it with ``write_record``); per-sample
+    rows in ``samples``.
     """
     if attack is None or generate is None:  # the LVLM attack and greedy decoding of mmrobust.lvlm by default
         from mmrobust.lvlm.attack import attack_lvlm_untargeted, greedy_outputs
@@ -154,26 +160,38 @@ def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: fl
     eps, size = check_eps(eps), image_size or int(model.config.vision_config.image_size)
     check_int("steps", steps, low=1), check_int("batch_size", batch_size, low=1), check_seed("seed", seed)
     check_int("n_boot", n_boot, low=0), PARSERS.get(parser)
+    if not task.metric_keys:
+        raise NotImplementedError(f"task {task.name!r} cannot be attacked: it declares no metric_keys")
     questions = list(task.questions())
     settings = {"task": task.name, "eps": eps, "steps": steps, "seed": seed, "batch_size": batch_size,
                 "max_new_tokens": max_new_tokens, "image_size": size, "norm": "linf",
-                "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__}
+                "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__,
+                **_attack_settings(attack_label, attack_options)}
+    options = dict(attack_options or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"partial_{task.name}_attack.jsonl"
     done, n_resumed = resumable_batches(
         questions, batch_size, settings, partial,
         lambda batch: _attack_batch(model, processor, task, batch, attack=attack, generate=generate, eps=eps,
-                                    steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens))
+                                    steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens,
+                                    options=options))
     rows = {r["uid"]: r for r in done}
     return _record(task, questions, rows, settings, parser=parser, n_boot=n_boot, seed=seed,
                    n_batches=-(-len(questions) // batch_size), n_resumed=n_resumed, partial=partial)
 
 
+def _attack_settings(label: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attack's part of the settings (resume key, protocol): nothing for the default APGD, so earlier
+    partial files and records stay valid; else its label and options."""
+    if label == DEFAULT_ATTACK and not options:
+        return {}
+    return {"attack": label, **({"attack_options": dict(options)} if options else {})}
+
+
 def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict], settings: dict[str, Any], *,
             parser: str, n_boot: int, seed: int, n_batches: int, n_resumed: int, partial: Path) -> Record:
-    keys = tuple(task.metric_keys)  # type: ignore[attr-defined]
-    per_sample = tuple(getattr(task, "sample_keys", keys))  # MMR scores pairs, its samples are right or wrong
+    keys, per_sample = tuple(task.metric_keys), tuple(task.sample_keys)  # MMR: pairs scored, samples right/wrong
     clean_rows, clean_v, clean_m = _scored(task, questions, rows, "clean", parser=parser, n_boot=n_boot, seed=seed)
     adv_rows, adv_v, adv_m = _scored(task, questions, rows, "adv", parser=parser, n_boot=n_boot, seed=seed)
     samples = []
@@ -201,9 +219,10 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
     sides = (("clean", "clean"), ("adv", f"eps {label}"))
     cols = [("group", "group"), *[(f"{s}_{k}", f"{k.replace('_', ' ')} ({name})", unit)
                                   for k in keys for s, name in sides], ("n", "items", "count")]
-    table = Table.of(f"{task.name} under attack (l-inf eps {label}, APGD {settings['steps']} steps)", cols, table_rows,
-                     "Greedy replies on clean and on adversarial images (untargeted APGD on the LM loss of the "
-                     f"reference answers), scored by the {task.name} scorer (parser: {parser}).")
+    how = settings.get("attack", "APGD")  # the default: untargeted APGD
+    table = Table.of(f"{task.name} under attack (l-inf eps {label}, {how} {settings['steps']} steps)", cols,
+                     table_rows, f"Greedy replies on clean and on adversarial images (untargeted {how} on the LM "
+                     f"loss of the reference answers), scored by the {task.name} scorer (parser: {parser}).")
     return Record(kind=f"{task.name}-attack", metrics=metrics, samples=samples,
                   config={"settings": settings, "parser": parser, "n_boot": n_boot}, seeds={"attack": seed,
                                                                                            "bootstrap": seed},
@@ -214,10 +233,13 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
 
 def attack_protocol(task: MLLMTask, questions: Sequence[Question], settings: dict[str, Any], parser: str
                     ) -> dict[str, Any]:
-    """What two LVLM evaluations under attack must share: the prompts, greedy decoding, the attack (untargeted
-    APGD on the LM loss of the references) with eps as a fraction of 1 and as k/255, the image size, the parser."""
+    """What two LVLM evaluations under attack must share: the prompts, greedy decoding, the attack (its label,
+    default untargeted APGD on the LM loss of the references, and options) with eps as a fraction of 1 and as
+    k/255, the image size, the parser."""
     return {"task": task.name, "prompts_sha": digest([q.prompt for q in questions]), "n_questions": len(questions),
             "decoding": decoding_protocol(max_new_tokens=settings["max_new_tokens"]),
-            "attack": "apgd-untargeted-lm-loss", "norm": settings["norm"], "steps": settings["steps"],
+            "attack": settings.get("attack", DEFAULT_ATTACK),
+            **({"attack_options": settings["attack_options"]} if "attack_options" in settings else {}),
+            "norm": settings["norm"], "steps": settings["steps"],
             **eps_fields(settings["eps"]), "image_size": settings["image_size"], "parser": parser,
             "parser_sha": parser_sha(parser), "model": settings["model"]}

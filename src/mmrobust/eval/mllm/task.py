@@ -52,13 +52,39 @@ def group_seed(seed: int, name: str) -> list[int]:
 
 
 class MLLMTask:
-    """Base of every MLLM benchmark; override ``questions`` (required) and any of the rest."""
+    """Base of every MLLM benchmark; override ``questions`` (required) and any of the rest.
+
+    A task that can be evaluated under an untargeted pixel attack (``mmrobust lvlm eval``,
+    ``eval.lvlm.under_attack``) also gives ``metric_keys``, :meth:`references` and :meth:`sample_scores`
+    (and ``sample_keys`` where its per-sample values are not its metrics); the others raise
+    NotImplementedError.
+    """
 
     name = "mllm"
     parser = "official"  # default answer parser (a PARSERS name)
+    # under attack: the metrics of ``score(...)["overall"]`` reported clean and attacked, e.g. ("accuracy",)
+    metric_keys: tuple[str, ...] = ()
 
     def questions(self) -> Sequence[Question]:
         raise NotImplementedError
+
+    @property
+    def sample_keys(self) -> tuple[str, ...]:
+        """Names of the columns of :meth:`sample_scores` (default ``metric_keys``; MMR scores pairs, so its
+        per-sample column is ``correct``)."""
+        return self.metric_keys
+
+    def references(self, q: Question) -> list[str]:
+        """Under attack: the answer(s) whose LM loss an untargeted attack on ``q``'s image raises (the model
+        is pushed away from them), e.g. the most common human answer, or all reference captions."""
+        raise NotImplementedError(f"task {self.name!r} cannot be attacked: it gives no references (implement "
+                                  "references, sample_scores and metric_keys)")
+
+    def sample_scores(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Under attack: (N, len(sample_keys)) per-sample values of parsed harness rows (``pred`` and ``status``
+        set by ``parse_rows``), in row order; unparseable and error rows score 0."""
+        raise NotImplementedError(f"task {self.name!r} cannot be attacked: it gives no per-sample scores "
+                                  "(implement references, sample_scores and metric_keys)")
 
     def parse(self, response: str, row: Mapping[str, Any], parser: str) -> str | None:
         """The answer in ``response`` (None: unparseable), by the registered ``parser``."""

@@ -1,0 +1,108 @@
+"""`mmrobust bench run|list`: any registered MLLM benchmark against any MLLM adapter (lmms-eval's --tasks).
+
+Examples::
+
+    mmrobust bench list
+    mmrobust bench run mmr --data data/mmr --adapter hf --model llava-hf/llava-1.5-7b-hf --out runs/bench-mmr \\
+        --setting prompt=plain --setting limit=20
+    mmrobust bench run vqa --data vqa.jsonl --adapter openai --model Qwen/Qwen2-VL-7B-Instruct \\
+        --adapter-arg base_url=http://127.0.0.1:8000/v1 --out runs/bench-vqa
+
+A new benchmark is one file in ``mmrobust/eval/benchmarks/`` (see :mod:`mmrobust.eval.mllm.benchmark`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
+                                 seed)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="run any registered MLLM benchmark against any adapter; list them",
+                              description="MLLM benchmarks by name on the shared harness: cached and resumable "
+                                          "answers, registered answer parsers, bootstrap CIs, one record.")
+    sub = p.add_subparsers(dest="bench_command", metavar="ACTION")
+    ls = sub.add_parser("list", help="the registered benchmarks, their data and their own settings")
+    ls.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern (default: all)")
+    ls.set_defaults(bench_action=_list)
+    _add_run(sub)
+    p.set_defaults(func=run, bench_parser=p)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="ask a benchmark's questions (cached, resumable), score, write the record",
+                       description="Load NAME's questions from --data, ask them through --adapter/--model, score "
+                                   "them and write results_<task>.json + samples_<task>.jsonl to --out.")
+    r.add_argument("benchmark", metavar="NAME", help="a registered benchmark (mmrobust bench list)")
+    r.add_argument("--data", required=True, help="what the benchmark reads: a file, folder or spec (bench list)")
+    r.add_argument("--adapter", default="hf", help="MLLM adapter: hf | openai | scripted (default: hf)")
+    r.add_argument("--model", required=True, help="HF id or folder (hf), served model name (openai), rule (scripted)")
+    r.add_argument("--out", required=True, help="run directory for the record, per-sample rows and the cache")
+    r.add_argument("--adapter-arg", action="append", metavar="KEY=VALUE",
+                   help="adapter option, repeatable, checked against the adapter's signature (see mmr run --help)")
+    r.add_argument("--setting", action="append", metavar="KEY=VALUE",
+                   help="a setting of the benchmark, repeatable, typed by its settings class (bench list shows "
+                        "each benchmark's own, e.g. mmr: prompt, pairing, limit; vqa: allow_outside)")
+    r.add_argument("--cache", help="response cache JSONL (default: OUT/cache.jsonl); reuse it to resume")
+    r.add_argument("--parser", help="answer parser: official | strict | lenient (default: the settings')")
+    r.add_argument("--max-new-tokens", type=positive_int, help="default 64")
+    r.add_argument("--temperature", type=non_negative_float, help="0 = greedy (default)")
+    r.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), help="nucleus mass in (0, 1] (default 1)")
+    r.add_argument("--bootstrap", type=non_negative_int, help="bootstrap resamples for CIs (default 1000; 0: none)")
+    r.add_argument("--seed", type=seed, help="bootstrap seed (default 0)")
+    r.set_defaults(bench_action=_run)
+
+
+def run(args: argparse.Namespace) -> int:
+    action = getattr(args, "bench_action", None)
+    if action is None:
+        args.bench_parser.print_help()
+        return 2
+    return action(args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mmrobust.pipelines.bench import list_benchmarks
+
+    for b in list_benchmarks(args.pattern):
+        own = f" [settings: {', '.join(b['settings'])}]" if b["settings"] else ""
+        print(f"{b['name']:<16} {b['description']}{own}")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """--setting pairs plus the harness flags given (absent flags keep the benchmark's defaults)."""
+    from mmrobust.models.mllm import GenerationParams
+
+    settings: dict = dict(key_values(args.setting))
+    decoding = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                                  ("top_p", args.top_p)) if v is not None}
+    if decoding:
+        settings["params"] = GenerationParams(**decoding)
+    for key, value in (("parser", args.parser), ("n_boot", args.bootstrap), ("seed", args.seed),
+                       ("cache", args.cache)):
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mmrobust.pipelines.bench import BenchJob, run_bench_job
+
+    job = BenchJob(benchmark=args.benchmark, data=args.data, adapter=args.adapter, model=args.model,
+                   out_dir=args.out, adapter_options=key_values(args.adapter_arg), settings=_settings(args))
+    record = run_bench_job(job, progress=_progress)
+    m = record["metrics"]
+    summary = m.get("by_parser", {}).get(m.get("parser"), {})
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    print(f"{args.benchmark}: {shown} (parser {m.get('parser')}); wrote {args.out}/results_{record['kind']}.json")
+    print_warnings(record.get("warnings"))
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    step = max(1, total // 10)
+    if done == total or done % step == 0:
+        print(f"bench: answered {done}/{total} new requests", file=sys.stderr)
