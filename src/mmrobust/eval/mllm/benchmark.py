@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from mmrobust.errors import ConfigError
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask
 from mmrobust.registry import BENCHMARKS
 from mmrobust.reports.contract import Record
-from mmrobust.values import parse_value
+from mmrobust.values import option_slots, typed_options
 
 L = TypeVar("L", bound=Callable[..., Any])
 Evaluate = Callable[..., Record]  # (adapter, loaded data, settings, *, out_dir, progress, config) -> Record
@@ -80,19 +79,7 @@ def benchmark_settings(name: str, values: Mapping[str, Any] | None = None) -> An
     """The settings of benchmark ``name``: its defaults, overridden by ``values`` (text is typed by the
     field's default, e.g. ``"3"`` for an int); unknown keys are a one-line ConfigError naming the accepted."""
     spec: Benchmark = BENCHMARKS.get(name)
-    fields = {f.name: f for f in dataclasses.fields(spec.settings)}
-    given = dict(values or {})
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        raise ConfigError(f"benchmark {name!r} has no setting(s) {unknown}; it accepts {sorted(fields)}")
-    typed = {}
-    for key, value in given.items():
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(value, str) and not isinstance(default, str):
-            value = parse_value(value, name=f"setting {key}") if default is None else parse_value(
-                value, like=default, name=f"setting {key}")
-        typed[key] = value
+    typed = typed_options(f"benchmark {name!r}", option_slots(spec.settings), values)
     return spec.settings(**typed)
 
 

@@ -23,9 +23,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
-from mmrobust.errors import ConfigError
 from mmrobust.registry import LVLM_ATTACKS, import_modules
-from mmrobust.values import parse_value
+from mmrobust.values import option_slots, typed_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,15 +48,8 @@ class LVLMAttack:
     def check_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """``options`` (values may be text, as from ``--attack-arg key=value``) checked against ``options``
         and typed by the function's defaults; a one-line ConfigError otherwise."""
-        opts = dict(options or {})
-        unknown = sorted(set(opts) - set(self.options))
-        if unknown:
-            accepted = ", ".join(self.options) or "none"
-            raise ConfigError(f"LVLM attack {self.name!r} has no option(s) {unknown}; it accepts: {accepted}")
-        params = inspect.signature(self.fn).parameters
-        return {k: parse_value(v, like=params[k].default, name=f"attack option {k}")
-                if params[k].default is not None else parse_value(v, name=f"attack option {k}")
-                for k, v in opts.items()}
+        slots = option_slots(self.fn)
+        return typed_options(f"LVLM attack {self.name!r}", {k: slots[k] for k in self.options}, options)
 
 
 def lvlm_attack(name: str, *, protocol: str | None = None, options: tuple[str, ...] = ()) -> Callable[[F], F]:
