@@ -17,7 +17,7 @@ from pathlib import Path
 from mmrobust.values import parse_value
 from mmrobust.data.poison import PoisonRecord
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.stages import clean_subset
+from mmrobust.stories.stages import clean_subset
 from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
 from mmrobust.training.loop import TrainConfig
 

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from mmrobust.pipelines.demo_lvlm import LVLMDemo, run_lvlm_demo
-from mmrobust.pipelines.demo_mmr_trained import run_mmr_trained_demo
+from mmrobust.stories.lvlm import LVLMDemo, run_lvlm_demo
+from mmrobust.stories.mmr_trained import run_mmr_trained_demo
 from tests.test_demo_mmr_trained import TINY
 
 

@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("transformers")
 
 from mmrobust.data.instructions import load_instructions
-from mmrobust.pipelines.demo_mmr_trained import MMRTrainedDemo, run_mmr_trained_demo, wilson
+from mmrobust.reports.spread import wilson
+from mmrobust.stories.mmr_trained import MMRTrainedDemo, run_mmr_trained_demo
 from mmrobust.world.vqa_mix import KINDS, generate_vqa_mix
 
 TINY = MMRTrainedDemo(mix_images=48, heldout_images=8, pair_images=16, mmr_pairs_per_category=2, base_steps=30,

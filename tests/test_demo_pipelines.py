@@ -1,8 +1,8 @@
 """The demo stories run end to end on tiny settings, write their records, and reuse finished stages."""
 from __future__ import annotations
 
-from mmrobust.pipelines.demo_adversarial import AdversarialDemo, run_adversarial_demo
-from mmrobust.pipelines.demo_backdoor import BackdoorDemo, run_backdoor_demo
+from mmrobust.stories.adversarial import AdversarialDemo, run_adversarial_demo
+from mmrobust.stories.backdoor import BackdoorDemo, run_backdoor_demo
 from mmrobust.reports.html import write_report
 from mmrobust.reports.records import read_json
 
@@ -37,7 +37,7 @@ def test_backdoor_story_tiny(tmp_path):
                                 log=lambda m: None)
     assert len(read_json(out / "results_story.json")["poisoned_ids"]) == 20
     assert weights.stat().st_mtime_ns != before  # the poisoned CLIP was retrained on the new manifest
-    from mmrobust.pipelines.stages import stamp
+    from mmrobust.stories.stages import stamp
 
     assert read_json(out / "ft-par" / "eval" / "stage.json")["config"]["inputs"] == stamp(out / "ft-par" / "model")
 

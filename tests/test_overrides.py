@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from mmrobust.errors import ConfigError
-from mmrobust.pipelines.demo_adversarial import AdversarialDemo
-from mmrobust.pipelines.demo_backdoor import BackdoorDemo
-from mmrobust.pipelines.overrides import apply_overrides
+from mmrobust.stories.adversarial import AdversarialDemo
+from mmrobust.stories.backdoor import BackdoorDemo
+from mmrobust.stories.overrides import apply_overrides
 
 
 def test_overrides_are_typed_and_reach_into_dicts():

@@ -5,7 +5,7 @@ import operator
 
 import pytest
 
-from mmrobust.pipelines.parallel import run_parallel, run_stages
+from mmrobust.stories.parallel import run_parallel, run_stages
 
 
 def test_results_keep_call_order_and_match_the_in_order_run():
@@ -24,7 +24,7 @@ def test_a_failing_stage_raises_its_own_error_in_the_parent():
 def test_torch_threads_sets_then_restores_the_count():
     import torch
 
-    from mmrobust.pipelines.parallel import torch_threads
+    from mmrobust.stories.parallel import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(before + 1):
@@ -40,3 +40,17 @@ def test_run_stages_shows_stage_bars_only_when_stages_run_in_order():
     assert run_stages(dict, [(), ()], workers=2, progress=True, desc="stages") == [{"progress": False}] * 2
     assert run_stages(dict, [()], workers=2, progress=True, desc="stages") == [{"progress": True}]
     assert run_stages(dict, [(), ()], workers=1, progress=False, desc="stages") == [{"progress": False}] * 2
+
+
+def test_quiet_hf_progress_restores_the_bars():
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from mmrobust.stories.stages import quiet_hf_progress
+
+    hf_logging.enable_progress_bar()
+    with quiet_hf_progress():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_hf_progress(False):
+        assert hf_logging.is_progress_bar_enabled()

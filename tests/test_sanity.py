@@ -255,7 +255,7 @@ def test_report_shows_the_warnings_at_the_top_of_the_section(tmp_path):
 def test_backdoor_story_record_warns_when_the_poisoned_stage_has_no_backdoor(tmp_path):
     from types import SimpleNamespace
 
-    from mmrobust.pipelines.demo_backdoor import BackdoorDemo, _summarise
+    from mmrobust.stories.backdoor import BackdoorDemo, _summarise
 
     rec = SimpleNamespace(poisoned_ids=tuple(range(360)), n_rows=12_000)
     for asr, expected in ((0.1, 1), (0.98, 0)):

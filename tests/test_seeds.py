@@ -9,8 +9,8 @@ import statistics
 import pytest
 
 from mmrobust.cli.main import main
-from mmrobust.pipelines.demo_backdoor import BackdoorDemo
-from mmrobust.pipelines.seeds import run_seeds, with_seed
+from mmrobust.stories.backdoor import BackdoorDemo
+from mmrobust.stories.seeds import run_seeds, with_seed
 from mmrobust.reports.records import read_json
 from mmrobust.reports.spread import Claim, aggregate_table, check_claims, format_spread, spread
 
@@ -98,7 +98,7 @@ def test_demo_over_two_seeds_writes_each_seed_and_the_spread(tmp_path, capsys):
 
 
 def _tiny() -> BackdoorDemo:
-    from mmrobust.pipelines.overrides import apply_overrides
+    from mmrobust.stories.overrides import apply_overrides
 
     return apply_overrides(BackdoorDemo(), [x.split(".", 1)[1] for x in TINY])
 

@@ -59,7 +59,7 @@ def over_seeds(run: Any, *seed_args: str) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         if not getattr(args, "seeds", None):
             return run(args)
-        from mmrobust.pipelines.seeds import aggregate_runs, check_aggregate_target
+        from mmrobust.stories.seeds import aggregate_runs, check_aggregate_target
 
         seeds = seed_list(args.seeds)
         if not args.out:

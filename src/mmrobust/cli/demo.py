@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mmrobust.errors import ConfigError
 from mmrobust.cli.common import seed_list
-from mmrobust.pipelines.overrides import apply_overrides
-from mmrobust.pipelines.seeds import STORIES, run_seeds
+from mmrobust.stories.overrides import apply_overrides
+from mmrobust.stories.seeds import STORIES, run_seeds
 from mmrobust.reports.contract import Record, write_record
 
 

@@ -152,3 +152,12 @@ def pick(rows: Sequence[Mapping[str, Any]], key: str, label: str) -> Mapping[str
         if r.get(key) == label:
             return r
     raise KeyError(f"no row with {key}={label!r}")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson score interval of a proportion k/n."""
+    if not n:
+        return [0.0, 1.0]
+    p = k / n
+    mid, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, (mid - half) / (1 + z * z / n)), min(1.0, (mid + half) / (1 + z * z / n))]

@@ -8,7 +8,7 @@ straightforward + leading twins with false premises) and a control (the straight
 only) -> MMR on the offline MMR world (never the training questions) for all three through the
 real ``hf`` adapter -> RA / MR / POS accuracy with CIs -> table, chart, record.
 
-Every stage is resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers.
+Every stage is resumable (:func:`mmrobust.stories.stages.run_stage`); same seed, same numbers.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mmrobust.pipelines.parallel import torch_threads
-from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp, train_stage
+from mmrobust.stories.parallel import torch_threads
+from mmrobust.stories.stages import quiet_hf_progress, run_stage, stamp, train_stage
 from mmrobust.reports.contract import Record, Table, write_record
-from mmrobust.reports.spread import Claim, pick
+from mmrobust.reports.spread import Claim, pick, wilson
 from mmrobust.reports.tables import format_table
 
 MODELS = ("baseline", "control", "MMR-tuned")
@@ -86,9 +86,7 @@ class MMRTrainedDemo:
 def run_mmr_trained_demo(out_dir: str | Path, settings: MMRTrainedDemo = MMRTrainedDemo(), *,
                          progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Run the whole story into ``out_dir``; returns {"table", "plot", "rows", "record"}."""
-    if not progress:
-        quiet_hf_progress()
-    with torch_threads(settings.threads):
+    with quiet_hf_progress(not progress), torch_threads(settings.threads):
         return _run(Path(out_dir), settings, progress, log)
 
 
@@ -178,7 +176,7 @@ def _with_instruction(path: Path) -> Path:
 def _clip(out: Path, s: MMRTrainedDemo, progress: bool) -> str:
     """The world's clean CLIP: ``clip_model``, else the adversarial story's (same world, same settings,
     so either story reuses the other's), else, with ``clip_steps``, a small one trained here."""
-    from mmrobust.pipelines.demo_adversarial import AdversarialDemo
+    from mmrobust.stories.adversarial import AdversarialDemo
     from mmrobust.world.shapes import generate_world
 
     if s.clip_model:
@@ -316,15 +314,6 @@ def _neg_answers(samples: Path) -> dict[str, float]:
     right = sum(r.get("pred") == r.get("ground_truth") for r in rows)
     none = sum(r.get("pred") is None for r in rows)
     return {"n": len(rows), "right": right / n, "misleading_option": (len(rows) - right - none) / n, "no_option": none / n}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """The 95% Wilson score interval of a proportion k/n."""
-    if not n:
-        return [0.0, 1.0]
-    p = k / n
-    mid, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, (mid - half) / (1 + z * z / n)), min(1.0, (mid + half) / (1 + z * z / n))]
 
 
 def _row(label: str, train: dict[str, Any], held: dict[str, Any], mmr: dict[str, Any]) -> dict[str, Any]:

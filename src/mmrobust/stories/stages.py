@@ -1,6 +1,8 @@
 """Small helpers for multi-stage stories: resumable stages, clean subsets of manifests."""
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import io
 import json
@@ -8,7 +10,7 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mmrobust.data.manifest import read_csv
 from mmrobust.reports.records import read_json, write_json
@@ -90,10 +92,19 @@ def train_stage(out: Path, *, task: str, model: str, manifest: Path, classes: Pa
     return output["model_dir"]
 
 
-def quiet_hf_progress() -> None:
-    """Turn off transformers' weight-loading and saving bars (for ``--quiet`` runs)."""
+@contextlib.contextmanager
+def quiet_hf_progress(quiet: bool = True) -> Iterator[None]:
+    """Within the block, transformers' weight-loading and saving bars are off (for ``--quiet`` runs); on
+    leaving it they are turned back on if they were on before."""
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
-        return
-    hf_logging.disable_progress_bar()
+        quiet = False
+    was_on = quiet and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -2,7 +2,7 @@
 
 A tiny model's matrices are too small for two threads to share well: on 2 CPU cores, two stages
 with one thread each get through about 1.4x the work of one stage with two threads. Stages are
-resumable (:func:`mmrobust.pipelines.stages.run_stage`), so a killed pool loses only unfinished work.
+resumable (:func:`mmrobust.stories.stages.run_stage`), so a killed pool loses only unfinished work.
 Fixing the threads per stage also makes a stage's numbers independent of how many cores a machine has.
 """
 from __future__ import annotations

@@ -25,10 +25,10 @@ from mmrobust.reports.spread import aggregate_table, check_claims, claims_table
 from mmrobust.reports.tables import format_table
 
 STORIES = {  # name -> (module, function, settings class) of a library story taking (out_dir, settings, progress, log)
-    "backdoor": ("mmrobust.pipelines.demo_backdoor", "run_backdoor_demo", "BackdoorDemo"),
-    "adversarial": ("mmrobust.pipelines.demo_adversarial", "run_adversarial_demo", "AdversarialDemo"),
-    "mmr": ("mmrobust.pipelines.demo_mmr_trained", "run_mmr_trained_demo", "MMRTrainedDemo"),
-    "lvlm": ("mmrobust.pipelines.demo_lvlm", "run_lvlm_demo", "LVLMDemo"),
+    "backdoor": ("mmrobust.stories.backdoor", "run_backdoor_demo", "BackdoorDemo"),
+    "adversarial": ("mmrobust.stories.adversarial", "run_adversarial_demo", "AdversarialDemo"),
+    "mmr": ("mmrobust.stories.mmr_trained", "run_mmr_trained_demo", "MMRTrainedDemo"),
+    "lvlm": ("mmrobust.stories.lvlm", "run_lvlm_demo", "LVLMDemo"),
 }
 
 

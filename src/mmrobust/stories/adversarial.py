@@ -13,8 +13,8 @@ from typing import Any
 from mmrobust.world.shapes import generate_world
 from mmrobust.eval.robust import RobustSettings, eps_name
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
-from mmrobust.pipelines.parallel import run_stages, torch_threads
-from mmrobust.pipelines.stages import run_stage, stamp, train_stage
+from mmrobust.stories.parallel import run_stages, torch_threads
+from mmrobust.stories.stages import run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.spread import Claim, pick

@@ -14,8 +14,8 @@ from typing import Any
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.world.shapes import generate_world
 from mmrobust.pipelines.evaluate import EvalData, eval_backdoor
-from mmrobust.pipelines.parallel import run_stages, torch_threads
-from mmrobust.pipelines.stages import clean_subset, run_stage, stamp, train_stage
+from mmrobust.stories.parallel import run_stages, torch_threads
+from mmrobust.stories.stages import clean_subset, run_stage, stamp, train_stage
 from mmrobust.reports.plots import grouped_bars
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.sanity import backdoor_not_taken, too_few_poisoned

@@ -9,7 +9,7 @@ per name in ``targets`` (success = the name in the greedy reply, :func:`mmrobust
 pooled over the names -> table, chart, record.
 
 The LLaVA and the towers come from the stories before it (run first if absent). Every stage is
-resumable (:func:`mmrobust.pipelines.stages.run_stage`); same seed, same numbers.
+resumable (:func:`mmrobust.stories.stages.run_stage`); same seed, same numbers.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mmrobust.pipelines.parallel import torch_threads
-from mmrobust.pipelines.stages import quiet_hf_progress, run_stage, stamp
+from mmrobust.stories.parallel import torch_threads
+from mmrobust.stories.stages import quiet_hf_progress, run_stage, stamp
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.spread import Claim, pick
 from mmrobust.reports.tables import format_table
@@ -71,9 +71,7 @@ def run_lvlm_demo(out_dir: str | Path, settings: LVLMDemo = LVLMDemo(), *, progr
                   log: Any = print) -> dict[str, Any]:
     """Run the story into ``out_dir`` (beside the ``mmr`` and ``adversarial`` stories' folders)."""
     out = Path(out_dir)
-    if not progress:
-        quiet_hf_progress()
-    with torch_threads(settings.threads):
+    with quiet_hf_progress(not progress), torch_threads(settings.threads):
         start = time.perf_counter()
         sources = _sources(out, settings, progress, log)
         size = _tower_px(sources["llava"])
@@ -99,8 +97,8 @@ def _sources(out: Path, s: LVLMDemo, progress: bool, log: Any) -> dict[str, str]
     """The baseline LLaVA of the MMR story and the adversarial story's towers (those stories run if absent),
     or the folders the settings name."""
     from mmrobust.errors import ConfigError
-    from mmrobust.pipelines.demo_adversarial import AdversarialDemo, run_adversarial_demo
-    from mmrobust.pipelines.demo_mmr_trained import MMRTrainedDemo, run_mmr_trained_demo
+    from mmrobust.stories.adversarial import AdversarialDemo, run_adversarial_demo
+    from mmrobust.stories.mmr_trained import MMRTrainedDemo, run_mmr_trained_demo
 
     if s.tower_models and len(s.tower_models) != len(TOWERS):
         raise ConfigError(f"tower_models needs {len(TOWERS)} folders ({', '.join(TOWERS)}), got {len(s.tower_models)}")
@@ -199,7 +197,7 @@ def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: st
 
 def _row(label: str, vqa: dict[str, Any], hits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One tower's row: VQA clean / attacked, and the targeted attack pooled over its targets (Wilson CI)."""
-    from mmrobust.pipelines.demo_mmr_trained import wilson
+    from mmrobust.reports.spread import wilson
 
     n = sum(h["n"] for h in hits.values())
     k = sum(round(h["success"] * h["n"]) for h in hits.values())
