@@ -34,7 +34,7 @@ from open_clip_train.train import train_one_epoch
 
 from mmrobust.data.datasets import ImageTextDataset
 from mmrobust.world.shapes import generate_world
-from mmrobust.defenses.clip import CLIPTask
+from mmrobust.tasks.clip import CLIPTask
 from mmrobust.models import create_clip, save_clip
 from mmrobust.training.loop import TrainConfig, train
 

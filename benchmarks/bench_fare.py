@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from mmrobust.attacks.ops import random_delta
-from mmrobust.defenses.fare import FARETask
+from mmrobust.tasks.fare import FARETask
 from mmrobust.losses.embedding import fare_loss
 from mmrobust.models import create_clip
 from mmrobust.training.loop import TrainConfig, train

@@ -23,7 +23,7 @@ DTYPES = (torch.float32, torch.float64)
 def tiny_task(name: str, dtype: torch.dtype = torch.float32, **options):
     """Task ``name`` on the seeded micro CLIP in ``dtype`` (float64: float summation order stops mattering,
     so any difference left is in the math); PAR's trained copy is moved off its frozen reference."""
-    from mmrobust.defenses.build import build_task
+    from mmrobust.tasks.build import build_task
     from mmrobust.models import create_clip
 
     task = build_task(name, create_clip("mmrobust-micro", seed=0), **options)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrobust.defenses.mllm_sft import answer_labels
+from mmrobust.tasks.mllm_sft import answer_labels
 from mmrobust.lvlm.attack import build_lvlm_inputs
 from mmrobust.lvlm.labels import IGNORE_INDEX
 

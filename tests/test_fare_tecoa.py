@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset
-from mmrobust.defenses import FARETask, TeCoATask
+from mmrobust.tasks import FARETask, TeCoATask
 from mmrobust.models import create_clip
 from mmrobust.training import TrainConfig, train
 

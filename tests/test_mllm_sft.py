@@ -10,8 +10,8 @@ from mmrobust.cli.main import main
 from mmrobust.data.datasets import collate
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.instructions import load_instructions
-from mmrobust.defenses.build import build_task
-from mmrobust.defenses.mllm_sft import answer_labels, load_hf_mllm, part_of, sft_batch
+from mmrobust.tasks.build import build_task
+from mmrobust.tasks.mllm_sft import answer_labels, load_hf_mllm, part_of, sft_batch
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.attack import IGNORE_INDEX
 from mmrobust.training import TrainConfig, train

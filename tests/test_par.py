@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrobust.defenses import PARTask
+from mmrobust.tasks import PARTask
 from mmrobust.errors import ConfigError
 from mmrobust.losses import clip_loss
 from mmrobust.models import create_clip

@@ -17,7 +17,7 @@ from PIL import Image
 
 from mmrobust.cli.main import main
 from mmrobust.data.shards import ShardImageTextDataset, shard_index
-from mmrobust.defenses.build import build_task
+from mmrobust.tasks.build import build_task
 from mmrobust.models import create_clip
 from mmrobust.training import TrainConfig, train
 

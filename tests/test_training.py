@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmrobust.data.datasets import ImageTextDataset
-from mmrobust.defenses import CLIPTask
+from mmrobust.tasks import CLIPTask
 from mmrobust.errors import ConfigError, TrainingError
 from mmrobust.models import create_clip
 from mmrobust.training import TrainConfig, train
@@ -146,7 +146,7 @@ def test_bad_task_options_are_one_line(task, opt, msg, tmp_path, micro_world, ca
 
 
 def test_task_options_are_typed_from_the_signature():
-    from mmrobust.defenses.build import task_option_values
+    from mmrobust.tasks.build import task_option_values
 
     assert task_option_values("fare", {"eps": "4/255", "attack_steps": "3", "momentum": "none"}) == {
         "eps": 4 / 255, "attack_steps": 3, "momentum": None}

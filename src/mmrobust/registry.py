@@ -110,7 +110,7 @@ class Registry:
 
 
 TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))
-TASKS = Registry("task", ("mmrobust.defenses",))
+TASKS = Registry("task", ("mmrobust.tasks",))
 ATTACKS = Registry("attack", ("mmrobust.attacks",))
 PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))
 MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))

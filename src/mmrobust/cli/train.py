@@ -7,7 +7,7 @@ import sys
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
                                  over_seeds, add_seeds_option, print_record_warnings, seed)
 from mmrobust.cli.options import add_settings, settings_from
-from mmrobust.defenses.build import task_option_values
+from mmrobust.tasks.build import task_option_values
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
 from mmrobust.registry import TASKS

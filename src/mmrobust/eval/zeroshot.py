@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from mmrobust.data.datasets import collate
 from mmrobust.eval.contract import evaluation
 from mmrobust.models.checkpoint import load_head
-from mmrobust.models.clip import CLIPModel
+from mmrobust.models.clip import CLIPModel, zero_shot_weights  # re-exported: a model operation
 from mmrobust.values import setting
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import templates_protocol
@@ -27,17 +26,6 @@ class Classifier:
 
     def logits(self, model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
         return self.scale * model.encode_image(images, normalize=True) @ self.weights.to(images.device).T
-
-
-@torch.no_grad()
-def zero_shot_weights(model: CLIPModel, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """For each class: encode every template, L2-normalize each, average, renormalize. Returns (C, D)."""
-    rows = []
-    for name in classnames:
-        tokens = model.tokenize([t.format(name) for t in templates])
-        emb = F.normalize(model.encode_text(tokens), dim=-1).mean(dim=0)
-        rows.append(F.normalize(emb, dim=-1))
-    return torch.stack(rows)
 
 
 def build_classifier(model: CLIPModel, classnames: Sequence[str], templates: Sequence[str], *,

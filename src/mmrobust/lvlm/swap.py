@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import nn
 
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.convert import HFVisionModel, convert_clip_vision, load_hf_vision
-from mmrobust.models.checkpoint import refused_pickle
+from mmrobust.models.mllm.hf import load_hf_llava
 from mmrobust.models.clip import CLIPModel, create_clip
 from mmrobust.models.limits import MAX_PATCHES, MAX_TOWER_IMAGE_SIZE, one_line
 from mmrobust.reports.records import git_sha, write_json
@@ -148,16 +147,7 @@ def _set_image_processor(processor: Any, record: dict[str, Any]) -> dict[str, An
 
 
 def _load_lvlm(lvlm_path: str | Path) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(str(lvlm_path))
-        model = AutoModelForImageTextToText.from_pretrained(str(lvlm_path))
-    except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
-        raise refused_pickle(e, lvlm_path, "LVLM weights") from None
-    except (OSError, ValueError, KeyError) as e:  # missing folder / repo, offline hub, unknown architecture
-        raise ConfigError(f"cannot load the LVLM {lvlm_path}: {one_line(e, 200)}; pass a local folder or hub id "
-                          "of an image-text-to-text model (e.g. llava-hf/llava-1.5-7b-hf)") from e
+    model, processor = load_hf_llava(lvlm_path, what="the LVLM")
     return model.eval(), processor
 
 

@@ -284,3 +284,14 @@ def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = Non
     pp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.preprocess_cfg.items()}
     return ckpt.save_model_dir(out_dir, model.model.state_dict(), model_cfg=model.model_cfg, preprocess_cfg=pp,
                                extra=extra)
+
+
+@torch.no_grad()
+def zero_shot_weights(model: CLIPModel, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """For each class: encode every template, L2-normalize each, average, renormalize. Returns (C, D)."""
+    rows = []
+    for name in classnames:
+        tokens = model.tokenize([t.format(name) for t in templates])
+        emb = F.normalize(model.encode_text(tokens), dim=-1).mean(dim=0)
+        rows.append(F.normalize(emb, dim=-1))
+    return torch.stack(rows)

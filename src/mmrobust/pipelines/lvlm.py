@@ -63,7 +63,7 @@ def load_task(job: LVLMAttackJob) -> Any:
 
 
 def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
-    from mmrobust.defenses.mllm_sft import load_hf_mllm
+    from mmrobust.tasks.mllm_sft import load_hf_mllm
 
     m = load_hf_mllm(job.model, dtype=job.dtype)
     return m.model.to(job.device).eval(), m.processor

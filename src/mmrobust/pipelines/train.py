@@ -12,8 +12,8 @@ from mmrobust.data.image_folder import folder_split, parse_folder_spec
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.data.manifest import PathPolicy
 from mmrobust.data.shards import ShardImageTextDataset, ShardIndex, cached_shard_index, parse_shard_spec
-from mmrobust.defenses.build import build_task
-from mmrobust.defenses.mllm_sft import load_hf_mllm
+from mmrobust.tasks.build import build_task
+from mmrobust.tasks.mllm_sft import load_hf_mllm
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import CONFIG_NAME, HEAD_NAME, WEIGHTS_NAME
 from mmrobust.models.clip import create_clip

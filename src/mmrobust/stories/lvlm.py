@@ -141,7 +141,7 @@ def _model(out: Path, label: str, sources: dict[str, str]) -> str:
 
 
 def _load(model_dir: str) -> tuple[Any, Any]:
-    from mmrobust.defenses.mllm_sft import load_hf_mllm
+    from mmrobust.tasks.mllm_sft import load_hf_mllm
 
     m = load_hf_mllm(model_dir)
     return m.model.eval(), m.processor

@@ -17,11 +17,37 @@ from typing import Any, Iterator, Sequence
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import refused_pickle
+from mmrobust.models.limits import one_line
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
 from mmrobust.values import check_int
 from mmrobust.safety import ensure_regular_file
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def load_hf_llava(path: str | Path, *, dtype: Any = None, revision: str | None = None,
+                  trust_remote_code: bool = False, attn_implementation: str | None = None,
+                  what: str = "HF model") -> tuple[Any, Any]:
+    """(model, processor) of an image-text-to-text model (LLaVA-1.5 / LLaVA-NeXT style) from a folder or hub
+    id: ``AutoModelForImageTextToText`` + ``AutoProcessor``, weights in ``dtype`` (a torch dtype; None: as
+    saved). The one loader of the ``hf`` adapter, ``lvlm swap`` / ``lvlm eval`` and ``mllm-sft``. A weights
+    file holding pickled code is refused; a missing or unreadable model is a one-line ConfigError naming
+    ``what`` it was meant to be."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    mkw = dict(kw, **({"dtype": dtype} if dtype is not None else {}),
+               **({"attn_implementation": attn_implementation} if attn_implementation else {}))
+    try:
+        processor = AutoProcessor.from_pretrained(str(path), **kw)
+        model = AutoModelForImageTextToText.from_pretrained(str(path), **mkw)
+    except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
+        raise refused_pickle(e, path, f"{what} weights") from None
+    except (OSError, ValueError, KeyError) as e:  # missing folder / repo, offline hub, unknown architecture
+        raise ConfigError(f"cannot load {what} {str(path)!r} ({type(e).__name__}: {one_line(e, 160)}); give a "
+                          "hub id or a folder with config.json and processor files (an image-text-to-text model "
+                          "such as llava-hf/llava-1.5-7b-hf)") from None
+    return model, processor
 
 
 class HFAdapter:
@@ -34,7 +60,6 @@ class HFAdapter:
         batch_size: int = 8, trust_remote_code: bool = False, attn_implementation: str | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
 
         if dtype not in _DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
@@ -43,18 +68,10 @@ class HFAdapter:
         self.model_id, self.revision = model, revision
         self.device = _pick_device(torch, device)
         self.dtype = _pick_dtype(torch, dtype, self.device)
-        kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-        try:
-            self.processor = AutoProcessor.from_pretrained(model, **kw)
-            mkw = dict(kw, dtype=self.dtype)
-            if attn_implementation:
-                mkw["attn_implementation"] = attn_implementation
-            self.model = AutoModelForImageTextToText.from_pretrained(model, **mkw).to(self.device).eval()
-        except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
-            raise refused_pickle(e, model, "HF model weights") from None
-        except OSError as e:
-            raise ConfigError(f"cannot load HF model {model!r} ({e}); give a hub id or a folder with "
-                              "config.json and processor files") from e
+        model_, self.processor = load_hf_llava(model, dtype=self.dtype, revision=revision,
+                                               trust_remote_code=trust_remote_code,
+                                               attn_implementation=attn_implementation)
+        self.model = model_.to(self.device).eval()
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"  # decoder-only generation continues from the right edge

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from mmrobust.data.datasets import ClassInfo
-from mmrobust.defenses.adversarial import AdversarialTask
+from mmrobust.tasks.adversarial import AdversarialTask
 from mmrobust.errors import ConfigError
-from mmrobust.eval.zeroshot import zero_shot_weights
+from mmrobust.models.clip import zero_shot_weights
 from mmrobust.losses.classification import tecoa_loss
 from mmrobust.registry import TASKS
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,9 +30,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmrobust.defenses.base import Task, check_option
+from mmrobust.tasks.base import Task, check_option
 from mmrobust.errors import ConfigError
-from mmrobust.models.checkpoint import refused_pickle
+from mmrobust.models.mllm.hf import load_hf_llava
 from mmrobust.lvlm.attack import IGNORE_INDEX, answer_ce, normalizer, tower_size
 from mmrobust.lvlm.convert import vision_feature
 from mmrobust.lvlm.labels import dialogue_labels, pad_right
@@ -55,17 +54,7 @@ class HFMLLM:
 
 def load_hf_mllm(path: str, *, dtype: str = "float32") -> HFMLLM:
     """``AutoModelForImageTextToText`` + ``AutoProcessor`` from a folder or hub id (weights in ``dtype``)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(path)
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
-    except pickle.UnpicklingError as e:  # a pytorch_model.bin holding code: refused by weights_only=True
-        raise refused_pickle(e, path, "MLLM weights") from None
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise ConfigError(f"cannot load MLLM {path!r} ({type(e).__name__}: {first}); give a folder with "
-                          "config.json and processor files (e.g. one written by build_tiny_llava)") from None
+    model, processor = load_hf_llava(path, dtype=getattr(torch, dtype), what="MLLM")
     if not any(PART_MARKERS["vision"] in n for n, _ in model.named_parameters()):
         raise ConfigError(f"{path!r} is not a LLaVA-family model (no vision_tower); mllm-sft trains LLaVA-style MLLMs")
     return HFMLLM(model=model, processor=processor)

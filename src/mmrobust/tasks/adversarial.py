@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from mmrobust.attacks.pgd import pgd
-from mmrobust.defenses.base import Task, check_option
+from mmrobust.tasks.base import Task, check_option
 from mmrobust.values import SEED_MAX
 from mmrobust.errors import ConfigError
 

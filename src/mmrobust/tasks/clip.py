@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.base import Task
+from mmrobust.tasks.base import Task
 from mmrobust.losses.contrastive import clip_loss
 from mmrobust.registry import TASKS
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.data.datasets import ClassInfo
-from mmrobust.defenses.base import Task
-from mmrobust.eval.zeroshot import zero_shot_weights
+from mmrobust.tasks.base import Task
+from mmrobust.models.clip import zero_shot_weights
 from mmrobust.models.checkpoint import save_head
 from mmrobust.registry import TASKS
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.adversarial import AdversarialTask
+from mmrobust.tasks.adversarial import AdversarialTask
 from mmrobust.losses.embedding import fare_loss
 from mmrobust.registry import TASKS
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.base import Task, check_option
+from mmrobust.tasks.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import cleanclip_loss
 from mmrobust.registry import TASKS

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mmrobust.defenses.base import Task, check_option
+from mmrobust.tasks.base import Task, check_option
 from mmrobust.errors import ConfigError
 from mmrobust.losses.contrastive import clip_loss
 from mmrobust.losses.distributed import global_mean

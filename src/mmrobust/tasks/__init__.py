@@ -1,0 +1,11 @@
+"""Training methods as Tasks (one per method); importing this package registers them in TASKS."""
+from mmrobust.tasks.base import Task
+from mmrobust.tasks.cleanclip import CleanCLIPTask
+from mmrobust.tasks.clip import CLIPTask
+from mmrobust.tasks.fare import FARETask
+from mmrobust.tasks.mllm_sft import MLLMSFTTask
+from mmrobust.tasks.par import PARTask
+from mmrobust.tasks.supervised import SupervisedTask
+from mmrobust.tasks.tecoa import TeCoATask
+
+__all__ = ["CLIPTask", "CleanCLIPTask", "FARETask", "MLLMSFTTask", "PARTask", "SupervisedTask", "Task", "TeCoATask"]
