@@ -33,7 +33,7 @@ from mmrobust.models.clip import CLIPModel
 from mmrobust import registry
 from mmrobust.registry import ATTACKS
 from mmrobust.reports.contract import Record, Table
-from mmrobust.reports.protocol import digest, eps_fields, templates_protocol
+from mmrobust.reports.protocol import digest, eps_fields, eps_label, templates_protocol
 from mmrobust.reports.sanity import collect, robust_above_clean, targeted_beats_untargeted
 from mmrobust.values import check_int, check_number, check_seed, setting
 
@@ -57,12 +57,6 @@ def load_images(dataset: Any, ids: Sequence[int]) -> tuple[torch.Tensor, torch.T
     if "image" not in batch:
         raise DataError(f"none of the {len(ids)} sampled images could be read; check the manifest's image paths")
     return batch["image"], batch["label"], [int(i) for i in batch["index"]]
-
-
-def eps_name(eps: float) -> str:
-    """4/255-style name when eps is a multiple of 1/255, else the number."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
 
 
 def _tensor_digest(h: Any, tensors: dict[str, torch.Tensor]) -> None:
@@ -119,7 +113,7 @@ class PartialResults:
         return done
 
     def adv_file(self, eps: float, start: int) -> Path:
-        return self.adv_dir / f"{self.key[:16]}_{eps_name(eps).replace('/', '_')}_{start}.safetensors"
+        return self.adv_dir / f"{self.key[:16]}_{eps_label(eps).replace('/', '_')}_{start}.safetensors"
 
     def append(self, chunk: dict[str, Any], x_adv: torch.Tensor | None) -> None:
         """Record a finished chunk (its images first, so a listed chunk always has them)."""
@@ -239,16 +233,16 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, sett
         chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), s.batch_size)))
         rob = [ok for c in chunks for ok in c["robust"]]
         cln = [ok for c in chunks for ok in c["clean"]]
-        metrics["eps"][eps_name(e)] = {"eps": e, "robust_top1": sum(rob) / len(rob), "config": chunks[-1]["config"]}
+        metrics["eps"][eps_label(e)] = {"eps": e, "robust_top1": sum(rob) / len(rob), "config": chunks[-1]["config"]}
         broken = [b for c in chunks for b in c.get("broken_by", [])]
         if broken:
-            metrics["eps"][eps_name(e)]["broken_by"] = {k: broken.count(k) for k in sorted(set(broken))}
+            metrics["eps"][eps_label(e)]["broken_by"] = {k: broken.count(k) for k in sorted(set(broken))}
         metrics["clean_top1"] = sum(cln) / len(cln)
         for row, ok in zip(rows, rob):
-            row[f"robust@{eps_name(e)}"] = bool(ok)
+            row[f"robust@{eps_label(e)}"] = bool(ok)
         if save_adv is not None:
             save_file({"x_adv": torch.cat(advs).contiguous(), "index": torch.tensor(ids)},
-                      str(Path(save_adv) / f"adv_{eps_name(e).replace('/', '_')}.safetensors"))
+                      str(Path(save_adv) / f"adv_{eps_label(e).replace('/', '_')}.safetensors"))
     for row, ok in zip(rows, cln):
         row["clean_correct"] = bool(ok)
     return metrics, rows

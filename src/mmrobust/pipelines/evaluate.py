@@ -245,7 +245,8 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, settings: Ro
 
     Finished (eps, batch) chunks go to ``out_dir/partial_robust.jsonl`` as they finish; a rerun with the
     same settings resumes from it (``resume=False`` starts over). It is removed once the results are written."""
-    from mmrobust.eval.robust import PARTIAL_NAME, clear_partial, embedding_drift, eps_name, load_images, sample_ids
+    from mmrobust.eval.robust import PARTIAL_NAME, clear_partial, embedding_drift, load_images, sample_ids
+    from mmrobust.reports.protocol import eps_label
 
     s = settings = settings or RobustSettings()
     device = s.device
@@ -261,7 +262,7 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, settings: Ro
     if reference:
         ref = load_model(reference, device=device, **(reference_weights or {}))
         x, _, _ = load_images(ds, sample_ids(len(ds), min(s.n_samples or 256, 256), s.seed))
-        record.metrics["embedding_drift"] = {eps_name(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=s.seed)
+        record.metrics["embedding_drift"] = {eps_label(e): embedding_drift(clip, ref, x.to(device), eps=e, seed=s.seed)
                                              for e in s.eps}
         record.metrics["zero_shot_agreement"] = zero_shot_agreement(clip, ref, ds, x.to(device))
     metrics = _write(out, record, {"model": model, "data": asdict(data), **asdict(s), "eps": list(s.eps),

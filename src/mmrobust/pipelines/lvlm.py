@@ -165,7 +165,7 @@ def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = No
 
 def targeted_record(rows: list[dict], *, target: str, eps: float, steps: int) -> Record:
     """Success rates (clean and attacked) and the largest perturbation of targeted-attack rows."""
-    from mmrobust.eval.lvlm.under_attack import eps_label
+    from mmrobust.reports.protocol import eps_label
 
     n = len(rows)
     metrics = {"target": target, "n": n, "success": sum(r["success"] for r in rows) / n,

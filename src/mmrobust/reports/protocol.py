@@ -16,8 +16,9 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def eps_255(eps: float) -> str:
-    """``4/255`` when eps is a whole number of 1/255 steps, else the number (``0.01``)."""
+def eps_label(eps: float) -> str:
+    """``4/255`` when eps is a whole number of 1/255 steps, else the number (``0.01``): the one eps label of
+    tables, metric keys and records."""
     k = Fraction(float(eps) * 255).limit_denominator(1000)
     return f"{k.numerator}/255" if k.denominator == 1 else f"{float(eps):g}"
 
@@ -25,9 +26,9 @@ def eps_255(eps: float) -> str:
 def eps_fields(eps: float | Iterable[float]) -> dict[str, Any]:
     """``{"eps": fraction(s) of 1, "eps_255": "k/255" form(s), "eps_units": ...}`` of one eps or a list."""
     if isinstance(eps, (int, float)):
-        return {"eps": float(eps), "eps_255": eps_255(eps), "eps_units": "fraction of 1 (images in [0, 1])"}
+        return {"eps": float(eps), "eps_255": eps_label(eps), "eps_units": "fraction of 1 (images in [0, 1])"}
     values = [float(e) for e in eps]
-    return {"eps": values, "eps_255": [eps_255(e) for e in values], "eps_units": "fraction of 1 (images in [0, 1])"}
+    return {"eps": values, "eps_255": [eps_label(e) for e in values], "eps_units": "fraction of 1 (images in [0, 1])"}
 
 
 def templates_protocol(classnames: Iterable[str], templates: Iterable[str], classifier: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.world.shapes import generate_world
-from mmrobust.eval.robust import RobustSettings, eps_name
+from mmrobust.eval.robust import RobustSettings
+from mmrobust.reports.protocol import eps_label
 from mmrobust.pipelines.evaluate import EvalData, eval_robust
 from mmrobust.stories.parallel import run_stages, torch_threads
 from mmrobust.stories.stages import run_stage, stamp, train_stage
@@ -125,8 +126,8 @@ def _lane(out: Path, s: AdversarialDemo, label: str, base: str, world: Path, *, 
             row[f"{attack}@{name}"] = r["robust_top1"]
         if "embedding_drift" in m:
             row["drift"] = m["embedding_drift"]
-            row["drift_clean"] = m["embedding_drift"][eps_name(s.train_eps)]["clean"] \
-                if eps_name(s.train_eps) in m["embedding_drift"] else None
+            row["drift_clean"] = m["embedding_drift"][eps_label(s.train_eps)]["clean"] \
+                if eps_label(s.train_eps) in m["embedding_drift"] else None
             row["agreement"] = m.get("zero_shot_agreement")
     return row
 
@@ -134,11 +135,11 @@ def _lane(out: Path, s: AdversarialDemo, label: str, base: str, world: Path, *, 
 def _summarise(out: Path, s: AdversarialDemo, rows: list[dict[str, Any]]) -> dict[str, Any]:
     cols = [("model", "model"), ("clean", "clean %")]
     for attack in ("pgd", s.eval_attack):
-        cols += [(f"{attack}@{eps_name(e)}", f"{attack} {eps_name(e)} %") for e in s.eval_eps]
+        cols += [(f"{attack}@{eps_label(e)}", f"{attack} {eps_label(e)} %") for e in s.eval_eps]
     table = format_table(rows, cols, markdown=True)
     (out / "summary.md").write_text(f"# Adversarial story\n\n{table}\n")
     series = {"clean": [r["clean"] for r in rows]}
-    series.update({f"{s.eval_attack} {eps_name(e)}": [r[f"{s.eval_attack}@{eps_name(e)}"] for r in rows]
+    series.update({f"{s.eval_attack} {eps_label(e)}": [r[f"{s.eval_attack}@{eps_label(e)}"] for r in rows]
                    for e in s.eval_eps})
     grouped_bars(out / "adversarial.png", groups=[r["model"] for r in rows], series=series,
                  title=f"zero-shot accuracy under {s.eval_attack} (l-inf), {s.n_eval} test images",
@@ -147,7 +148,7 @@ def _summarise(out: Path, s: AdversarialDemo, rows: list[dict[str, Any]]) -> dic
                      [(k, h.replace(" %", ""), "" if k == "model" else "%") for k, h in cols], rows,
                      f"Clean accuracy, then robust accuracy under l-inf PGD-10 and the AutoAttack-style worst case "
                      f"(APGD-CE then APGD-T, {s.eval_steps} steps each) at each eps (images in [0,1]). FARE and TeCoA "
-                     f"finetune the vision tower with PGD inside eps {eps_name(s.train_eps)} ({s.finetune_steps} "
+                     f"finetune the vision tower with PGD inside eps {eps_label(s.train_eps)} ({s.finetune_steps} "
                      f"steps, batch {s.finetune_batch}, lr {s.finetune_lr:g}).")
     drift = Table.of("Drift of the finetuned towers from the original CLIP",
                      [("model", "model"), ("drift_clean", "FARE loss on clean images"),

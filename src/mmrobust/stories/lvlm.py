@@ -214,7 +214,7 @@ def _row(label: str, vqa: dict[str, Any], hits: dict[str, dict[str, Any]]) -> di
 
 
 def _summarise(out: Path, s: LVLMDemo, rows: list[dict[str, Any]], seconds: float, log: Any) -> dict[str, Any]:
-    from mmrobust.eval.lvlm.under_attack import eps_label
+    from mmrobust.reports.protocol import eps_label
     from mmrobust.reports.plots import grouped_bars
 
     eps = eps_label(s.eps)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,19 +38,13 @@ from mmrobust.eval.mllm.harness import mllm_warnings, parse_rows, parser_sha
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record, Table
-from mmrobust.reports.protocol import decoding_protocol, digest, eps_fields
+from mmrobust.reports.protocol import decoding_protocol, digest, eps_fields, eps_label
 from mmrobust.safety import ensure_regular_file
 from mmrobust.values import check_int, check_seed
 
 Attack = Callable[..., tuple[torch.Tensor, Any]]
 Generate = Callable[..., list[str]]
 DEFAULT_ATTACK = "apgd-untargeted-lm-loss"  # the protocol label of the default attack (mmrobust.lvlm.attacks.apgd)
-
-
-def eps_label(eps: float) -> str:
-    """``4/255`` for eps = 4/255 (a whole number of 1/255 steps), else ``0.01``."""
-    k = Fraction(eps * 255).limit_denominator(1000)
-    return f"{k.numerator}/255" if k.denominator == 1 else f"{eps:g}"
 
 
 def load_pixels(questions: Sequence[Question], size: int, device: torch.device) -> torch.Tensor:
