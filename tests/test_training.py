@@ -133,7 +133,7 @@ def test_cli_refuses_out_of_range_options(argv, msg, tmp_path, micro_world, caps
     ("par", "tau=abc", "expected a float"), ("par", "tau=-1", "must be a finite number > 0"),
     ("par", "tau=nan", "finite"), ("fare", "eps=4/0", "expected a float"), ("fare", "eps=-0.1", "must be"),
     ("fare", "eps=2", "write 4/255, not 4"), ("fare", "attack_steps=0", "without an adversary"),
-    ("fare", "attack_steps=1.5", "attack_steps"), ("fare", "step_size=0", "> 0"),
+    ("fare", "attack_steps=1.5", "attack_steps"), ("fare", "step_size=0", "in (0, 1], got 0.0"),
     ("fare", f"seed={2**64}", "seed"), ("fare", "momentum=2", "momentum"), ("cleanclip", "l1=-1", "l1"),
     ("cleanclip", "l2=-0.5", "l2"), ("par", "view=1", "view"),
 ])

@@ -7,7 +7,6 @@ returns ``{"loss": scalar, <named terms>}``.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,22 +15,21 @@ from torch import nn
 
 from mmrobust.errors import ConfigError
 from mmrobust.models.clip import CLIPModel, save_clip
-from mmrobust.values import SEED_MAX
+from mmrobust.values import check_int, check_number
 
 
 def check_option(task: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, integer: bool = False, hint: str = "") -> None:
     """One-line ConfigError unless ``value`` is a finite number (an int if ``integer``) in [low, high]
-    (``low_open``: low excluded). ``hint`` is appended, e.g. an example value."""
-    kind = "an integer" if integer else "a finite number"
-    is_number = isinstance(value, int) if integer else isinstance(value, (int, float))
-    in_range = is_number and not isinstance(value, bool) and math.isfinite(value) and (
-        low is None or value > low or (value == low and not low_open)) and (high is None or value <= high)
-    if not in_range:
-        bounds = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
-                  f"<= {high:g}" if high is not None and high != SEED_MAX else ("<= 2**63 - 1" if high else "")]
-        where = " and ".join(b for b in bounds if b)
-        raise ConfigError(f"{task} option {name}={value!r} must be {kind}{' ' + where if where else ''}{hint}")
+    (``low_open``: low excluded), through :func:`mmrobust.values.check_int` / ``check_number``. ``hint``
+    names a fix, e.g. an example value."""
+    fix = hint.strip()
+    fix = fix[1:-1] if fix.startswith("(") and fix.endswith(")") else fix
+    if integer:
+        check_int(f"{task} option {name}", value, low=None if low is None else int(low) + int(low_open),
+                  high=None if high is None else int(high), fix=fix)
+    else:
+        check_number(f"{task} option {name}", value, low=low, high=high, low_open=low_open, fix=fix)
 
 
 class Task(nn.Module):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrobust.data.datasets import collate
-from mmrobust.values import SEED_MAX, check_int, setting
+from mmrobust.values import SEED_MAX, check_int, check_number, setting
 from mmrobust.errors import ConfigError, DataError, TrainingError
 from mmrobust.models.checkpoint import load_torch_file
 from mmrobust.training.distributed import (all_reduce_mean_, barrier, broadcast_, max_across_ranks,
@@ -66,20 +65,19 @@ class TrainConfig:
                                 ("accum_steps", 1, "--accum-steps"),
                                 ("warmup_steps", 0, "--warmup"), ("ckpt_every", 0, "--ckpt-every"),
                                 ("log_every", 1, "log_every"), ("num_workers", 0, "--workers"), ("seed", 0, "--seed")):
-            _check_int(name, getattr(self, name), low, flag)
-        if not _finite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"learning rate {self.lr!r} must be a positive finite number, e.g. 1e-5 (--lr)")
-        if not _finite(self.weight_decay) or self.weight_decay < 0:
-            raise ConfigError(f"weight decay {self.weight_decay!r} must be a finite number >= 0, e.g. 0.1 "
-                              "(--weight-decay); a negative one pushes weights up")
-        if self.grad_clip is not None and (not _finite(self.grad_clip) or self.grad_clip < 0):
-            raise ConfigError(f"grad clip {self.grad_clip!r} must be a finite max norm >= 0 (0 or None disables "
-                              "clipping, --grad-clip 0); a negative one reverses the update")
-        if not _finite(self.adam_eps) or self.adam_eps <= 0:
-            raise ConfigError(f"adam_eps {self.adam_eps!r} must be a positive finite number, e.g. 1e-6")
+            check_int(name, getattr(self, name), low=low, high=SEED_MAX, fix=flag)  # ints fit in 64 bits
+        check_number("learning rate", self.lr, low=0, low_open=True, fix="e.g. 1e-5 (--lr)")
+        check_number("weight decay", self.weight_decay, low=0,
+                     fix="e.g. 0.1 (--weight-decay); a negative one pushes weights up")
+        if self.grad_clip is not None:
+            check_number("grad clip", self.grad_clip, low=0, fix="0 or None disables clipping (--grad-clip 0); a "
+                                                                "negative one reverses the update")
+        check_number("adam_eps", self.adam_eps, low=0, low_open=True, fix="e.g. 1e-6")
         betas = self.betas if isinstance(self.betas, (tuple, list)) else ()
-        if len(betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in betas):
+        if len(betas) != 2:
             raise ConfigError(f"betas {self.betas!r} must be two numbers in [0, 1), e.g. (0.9, 0.98)")
+        for b in betas:
+            check_number("betas", b, low=0, high=1, high_open=True, fix="e.g. (0.9, 0.98)")
         if self.batch_size % self.accum_steps:
             raise ConfigError(f"batch size {self.batch_size} is not divisible by accum steps {self.accum_steps}; "
                               "each micro-batch holds batch_size / accum_steps rows (--batch-size, --accum-steps)")
@@ -92,16 +90,6 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             raise ConfigError(f"device {self.device!r} is not cpu, cuda or cuda:N") from None
-
-
-def _finite(value: Any) -> bool:
-    """A real number (not bool), not NaN or infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value: Any, low: int, flag: str) -> None:
-    """One-line ConfigError unless ``value`` is an int in [low, 2**63 - 1] (it must fit in 64 bits)."""
-    check_int(name, value, low=low, high=SEED_MAX, fix=flag)
 
 
 @dataclass

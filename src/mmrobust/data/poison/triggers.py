@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.registry import TRIGGERS
-from mmrobust.values import check_seed
+from mmrobust.values import check_int, check_number, check_seed
 
 Tensor = torch.Tensor
 PATTERNS = ("checkerboard", "noise", "random_noise", "white", "black")
@@ -46,10 +46,6 @@ def _check_images(images: Tensor) -> tuple[Tensor, bool]:
         raise DataError("trigger input is outside [0,1]; pass unnormalized images (normalization belongs in the model)")
     single = images.ndim == 3
     return (images.unsqueeze(0) if single else images), single
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_seed(trigger: str, seed: Any) -> None:
@@ -128,10 +124,8 @@ class BadNet(Trigger):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ConfigError(f"badnet size must be a positive integer number of pixels, got {self.size!r}")
-        if not isinstance(self.margin, int) or self.margin < 0:
-            raise ConfigError(f"badnet margin must be a non-negative integer, got {self.margin!r}")
+        check_int("badnet size", self.size, low=1, fix="a number of pixels, e.g. 6")
+        check_int("badnet margin", self.margin, low=0, fix="pixels from the image edge")
         _check_choice("badnet pattern", self.pattern, PATTERNS)
         _check_choice("badnet location", self.location, LOCATIONS)
         _check_seed("badnet", self.seed)
@@ -185,8 +179,7 @@ class Blended(Trigger):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not _finite_number(self.alpha) or not 0.0 < float(self.alpha) <= 1.0:
-            raise ConfigError(f"blended alpha must be in (0, 1], got {self.alpha!r}")
+        check_number("blended alpha", self.alpha, low=0, high=1, low_open=True, fix="e.g. 0.2")
         _check_choice("blended pattern", self.pattern, ("noise", "random_noise", "checkerboard"))
         _check_seed("blended", self.seed)
 
@@ -225,10 +218,8 @@ class WaNet(Trigger):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 2 <= self.k <= 1024:
-            raise ConfigError(f"wanet k (warp grid size) must be an integer in [2, 1024] (e.g. 4), got {self.k!r}")
-        if not _finite_number(self.s) or float(self.s) <= 0:
-            raise ConfigError(f"wanet s (warp strength) must be a positive finite number (e.g. 0.5), got {self.s!r}")
+        check_int("wanet k (warp grid size)", self.k, low=2, high=1024, fix="e.g. 4")
+        check_number("wanet s (warp strength)", self.s, low=0, low_open=True, fix="e.g. 0.5")
         _check_seed("wanet", self.seed)
 
     def grid(self, h: int, w: int) -> Tensor:
@@ -267,10 +258,9 @@ class SIG(Trigger):
     frequency: float = 6.0
 
     def __post_init__(self) -> None:
-        if not _finite_number(self.delta) or not 0.0 < float(self.delta) <= 1.0:
-            raise ConfigError(f"sig delta must be in (0, 1] (image units; 20/255 is the paper's), got {self.delta!r}")
-        if not _finite_number(self.frequency) or float(self.frequency) <= 0:
-            raise ConfigError(f"sig frequency must be a positive finite number (e.g. 6), got {self.frequency!r}")
+        check_number("sig delta", self.delta, low=0, high=1, low_open=True,
+                     fix="image units; 20/255 is the paper's")
+        check_number("sig frequency", self.frequency, low=0, low_open=True, fix="e.g. 6")
 
     def _apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
         w = x.shape[-1]
