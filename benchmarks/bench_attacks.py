@@ -157,7 +157,7 @@ def main() -> None:
     rows = run(args)
     print(markdown(rows, args))
     if args.json:
-        from mmrobust.reports.records import write_json
+        from mmrobust.jsonio import write_json
 
         write_json(args.json, {"settings": vars(args), "torch": torch.__version__, "rows": rows})
 

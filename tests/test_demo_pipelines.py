@@ -4,7 +4,7 @@ from __future__ import annotations
 from mmrobust.stories.adversarial import AdversarialDemo, run_adversarial_demo
 from mmrobust.stories.backdoor import BackdoorDemo, run_backdoor_demo
 from mmrobust.reports.html import write_report
-from mmrobust.reports.records import read_json
+from mmrobust.jsonio import read_json
 
 WORLD = {"n_train": 400, "n_test": 60, "model": "mmrobust-micro", "threads": 1}
 

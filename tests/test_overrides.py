@@ -30,7 +30,7 @@ def test_bad_overrides_name_the_problem(item, message):
 
 def test_demo_cli_applies_overrides_and_records_them(tmp_path, capsys):
     from mmrobust.cli.main import main
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     tiny = ["n_train=400", "n_test=60", "model=mmrobust-micro", "pretrain_steps=3", "pretrain_batch=32",
             "finetune_pairs=200", "finetune_steps=2", "finetune_batch=16", "workers=1", "threads=1", "poison_rate=0.08"]

@@ -36,7 +36,7 @@ def test_cli_eval_robust_writes_ids_seeds_config_and_adv_images(tmp_path, micro_
 
     from mmrobust.cli.main import main
     from mmrobust.models import save_clip
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     save_clip(create_clip("mmrobust-micro", seed=0), tmp_path / "m")
     out = tmp_path / "eval"
@@ -72,7 +72,7 @@ def _with_bad_rows(tmp_path, world):
 
 def test_eval_robust_reports_skipped_rows_like_the_other_evals(tmp_path, micro_world):
     from mmrobust.pipelines.evaluate import EvalData
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     data = EvalData(manifest=str(_with_bad_rows(tmp_path, micro_world)), classes=str(micro_world.classes),
                     data_root=str(tmp_path.parent))
@@ -124,7 +124,7 @@ def test_empty_eps_is_a_one_line_error(tmp_path, micro_world, capsys):
 
 def test_config_file_eps_replaces_the_default(tmp_path, micro_world):
     from mmrobust.cli.main import main
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     config = tmp_path / "c.yaml"
     config.write_text("eps: 8/255\nattack: pgd\nsteps: 1\nn_samples: 8\n")

@@ -301,7 +301,7 @@ def test_training_that_skipped_many_rows_warns(tmp_path, micro_world):
     import csv
 
     from mmrobust.cli.main import main
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     rows = list(csv.DictReader(micro_world.train_manifest.open()))
     for r in rows[:20]:

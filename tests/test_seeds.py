@@ -11,7 +11,7 @@ import pytest
 from mmrobust.cli.main import main
 from mmrobust.stories.backdoor import BackdoorDemo
 from mmrobust.stories.seeds import run_seeds, with_seed
-from mmrobust.reports.records import read_json
+from mmrobust.jsonio import read_json
 from mmrobust.reports.spread import Claim, aggregate_table, check_claims, format_spread, spread
 
 

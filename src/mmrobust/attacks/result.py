@@ -33,7 +33,7 @@ class AttackResult:
         return float(self.robust.float().mean()) if len(self.robust) else float("nan")
 
     def per_sample(self, ids: list[Any] | None = None) -> list[dict[str, Any]]:
-        """One JSON-ready record per sample (for mmrobust.reports.records.write_jsonl)."""
+        """One JSON-ready record per sample (for mmrobust.jsonio.write_jsonl)."""
         ids = list(range(len(self.robust))) if ids is None else list(ids)
         rows = []
         for i, sid in enumerate(ids):

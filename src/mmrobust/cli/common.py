@@ -22,7 +22,7 @@ def print_warnings(warnings: Any) -> None:
 def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     """The warnings of the record ``results_<name>.json`` (``results.json`` without a name) a command just
     wrote into ``out_dir``."""
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     try:  # read_json refuses a malformed or deeply nested file with a ValueError
         record = read_json(Path(out_dir) / (f"results_{name}.json" if name else "results.json"))

@@ -133,7 +133,7 @@ def run_swap(args: argparse.Namespace) -> int:
     out = swap_and_save(args.lvlm, args.encoder, out_dir=args.out, pretrained=args.pretrained,
                         image_size=args.image_size, overwrite=args.overwrite)
     print(f"wrote {out} (swapped-in {args.encoder}; record in {out / 'swap.json'})")
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     print_warnings(read_json(out / "swap.json").get("warnings"))
     return 0

@@ -28,6 +28,7 @@ from mmrobust.data.datasets import collate
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.zeroshot import Classifier, model_classifier
+from mmrobust.jsonio import Journal
 from mmrobust.losses.embedding import squared_l2
 from mmrobust.models.clip import CLIPModel
 from mmrobust import registry
@@ -96,15 +97,9 @@ class PartialResults:
     def load(self) -> dict[tuple[float, int], dict[str, Any]]:
         """Finished chunks of this key, by (eps, batch start)."""
         done: dict[tuple[float, int], dict[str, Any]] = {}
-        if not self.path.is_file():
-            return done
         other = 0
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                chunk = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn last line of a killed run
-            if isinstance(chunk, dict) and chunk.get("key") == self.key and _CHUNK_FIELDS <= set(chunk):
+        for chunk in Journal(self.path, what="partial results").records():  # a torn last line is skipped
+            if chunk.get("key") == self.key and _CHUNK_FIELDS <= set(chunk):
                 done[(float(chunk["eps"]), int(chunk["start"]))] = chunk
             else:
                 other += 1
@@ -123,16 +118,7 @@ class PartialResults:
             tmp = file.with_name(file.name + ".tmp")
             save_file({"x_adv": x_adv.contiguous()}, str(tmp))
             os.replace(tmp, file)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"key": self.key, **chunk}).encode() + b"\n"
-        with self.path.open("a+b") as f:
-            if f.seek(0, os.SEEK_END) > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":  # a line torn by a kill: start on a fresh one
-                    line = b"\n" + line
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        Journal(self.path, what="partial results").append({"key": self.key, **chunk}, sync=True)
 
     def adv(self, chunk: dict[str, Any]) -> torch.Tensor | None:
         file = self.adv_file(chunk["eps"], chunk["start"])

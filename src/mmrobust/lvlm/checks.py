@@ -93,7 +93,7 @@ def deployed_warnings(model_dir: str | Path, processor: Any) -> list[str]:
     """Sanity warnings of an LVLM folder written by ``mmrobust lvlm swap``: those of its ``swap.json`` (the tower's
     resolution and token count against the LVLM's) and a processor whose normalization is not the swapped tower's.
     An LVLM without ``swap.json`` (its own tower) gets none."""
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
     from mmrobust.safety import ensure_regular_file
 
     path = Path(model_dir) / "swap.json"

@@ -34,7 +34,8 @@ from mmrobust.lvlm.convert import HFVisionModel, convert_clip_vision, load_hf_vi
 from mmrobust.models.mllm.hf import load_hf_llava
 from mmrobust.models.clip import CLIPModel, create_clip
 from mmrobust.models.limits import MAX_PATCHES, MAX_TOWER_IMAGE_SIZE, one_line
-from mmrobust.reports.records import git_sha, write_json
+from mmrobust.reports.records import git_sha
+from mmrobust.jsonio import write_json
 from mmrobust.reports.sanity import normalization_mismatch, tower_resolution
 from mmrobust.values import check_int
 

@@ -173,7 +173,7 @@ def poison_warnings(record: str | Path, data: EvalData) -> list[str]:
     """Warnings a poison record supports on a backdoor evaluation: too few poisoned pairs, and test images that
     are also (poisoned or clean) training images."""
     from mmrobust.data.poison import PoisonRecord
-    from mmrobust.reports.records import read_json
+    from mmrobust.jsonio import read_json
 
     rec = PoisonRecord.load(record)
     found = too_few_poisoned(len(rec.poisoned_ids) or len(rec.keys), rec.n_rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from mmrobust.errors import DataError
-from mmrobust.reports.records import read_json
+from mmrobust.jsonio import read_json
 from mmrobust.safety import ensure_regular_file
 
 SECTIONS = ("metrics", "protocol", "config", "seeds", "git_sha")  # in this order in the listing

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mmrobust.reports.records import read_json, write_jsonl, write_results
+from mmrobust.reports.records import write_results
+from mmrobust.jsonio import read_json, write_jsonl
 
 UNITS = ("", "%", "count", "s")  # "%": a fraction in [0,1] shown x100; "count": an integer; "s": seconds
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mmrobust.errors import DataError
-from mmrobust.reports.records import read_json
+from mmrobust.jsonio import read_json
 from mmrobust.safety import ensure_regular_file
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}

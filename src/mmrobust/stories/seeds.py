@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mmrobust.errors import DataError
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.plots import seed_bars
-from mmrobust.reports.records import read_json
+from mmrobust.jsonio import read_json
 from mmrobust.reports.spread import aggregate_table, check_claims, claims_table
 from mmrobust.reports.tables import format_table
 

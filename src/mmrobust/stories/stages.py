@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mmrobust.data.manifest import read_csv
-from mmrobust.reports.records import read_json, write_json
+from mmrobust.jsonio import read_json, write_json
 
 DONE = "stage.json"
 

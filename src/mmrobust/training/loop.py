@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from mmrobust.data.datasets import collate
 from mmrobust.values import SEED_MAX, check_int, check_number, setting
 from mmrobust.errors import ConfigError, DataError, TrainingError
+from mmrobust.jsonio import Journal
 from mmrobust.models.checkpoint import load_torch_file
 from mmrobust.training.distributed import (all_reduce_mean_, barrier, broadcast_, max_across_ranks,
                                            mean_across_ranks, world)
@@ -179,19 +180,7 @@ def _load(path: Path, task: Any, opt: torch.optim.Optimizer, sched: Any, scaler:
 
 def _trim_log(path: Path, step: int) -> None:
     """Keep only log rows up to ``step`` (rows after the checkpoint are recomputed by the resumed run)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a half-written line from a kill
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            keep.append(line + "\n")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
+    Journal(path, what="training log").keep(lambda row: isinstance(row.get("step"), int) and row["step"] <= step)
 
 
 def _refuse_existing(out: Path) -> None:
@@ -300,31 +289,26 @@ def _loop(task: Any, loader: Any, opt: torch.optim.Optimizer, sched: Any, scaler
     """The steps from ``result.steps_done`` on; rank 0 writes log rows and checkpoints."""
     main, distributed = world()[0] == 0, world()[1] > 1
     ckpt, synced = out / "checkpoints" / CKPT_NAME, _batchnorm_buffers(task) if distributed else []
-    log = (out / LOG_NAME).open("a") if main else None
-    try:
-        for step, batch in enumerate(loader, start=result.steps_done):
-            dropped = batch.pop("n_dropped", 0)
-            result.n_dropped += dropped
-            if distributed and max_across_ranks(dropped, device):
-                raise _drop_error(step)
-            if "image" not in batch:
-                continue
-            broadcast_(synced)
-            terms = _step(task, _split(_to(batch, device), cfg.accum_steps), opt, sched, scaler, cfg, device, step)
-            result.steps_done = step + 1
-            if step % cfg.log_every == 0 or step + 1 == cfg.steps:
-                row = {"step": step + 1, "lr": sched.get_last_lr()[-1], **terms}
-                result.history.append(row)
-                if log is not None:
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                bar.set_postfix(loss=f"{terms['loss']:.3f}")
-            bar.update(1)
-            if main and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0:
-                _save(ckpt, task, opt, sched, scaler, step + 1, fp)
-    finally:
-        if log is not None:
-            log.close()
+    log = Journal(out / LOG_NAME, what="training log") if main else None
+    for step, batch in enumerate(loader, start=result.steps_done):
+        dropped = batch.pop("n_dropped", 0)
+        result.n_dropped += dropped
+        if distributed and max_across_ranks(dropped, device):
+            raise _drop_error(step)
+        if "image" not in batch:
+            continue
+        broadcast_(synced)
+        terms = _step(task, _split(_to(batch, device), cfg.accum_steps), opt, sched, scaler, cfg, device, step)
+        result.steps_done = step + 1
+        if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+            row = {"step": step + 1, "lr": sched.get_last_lr()[-1], **terms}
+            result.history.append(row)
+            if log is not None:
+                log.append(row)
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
+        bar.update(1)
+        if main and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0:
+            _save(ckpt, task, opt, sched, scaler, step + 1, fp)
 
 
 def _loader(dataset: torch.utils.data.Dataset, cfg: TrainConfig, start: int) -> torch.utils.data.DataLoader:

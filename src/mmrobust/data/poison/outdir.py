@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mmrobust.data.manifest import POISON_RECORD_FORMAT as RECORD_FORMAT
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.reports.records import read_json, write_json
+from mmrobust.jsonio import read_json, write_json
 from mmrobust.safety import is_inside
 
 IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir

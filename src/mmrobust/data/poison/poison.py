@@ -35,7 +35,7 @@ from mmrobust.safety import ensure_regular_file, resolve_inside
 from mmrobust.data.transforms import load_image
 from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
 from mmrobust.errors import ConfigError, DataError
-from mmrobust.reports.records import read_json, write_json
+from mmrobust.jsonio import read_json, write_json
 from mmrobust.data.poison.outdir import RECORD_FORMAT, discard_written, prepare_out
 from mmrobust.values import check_seed
 

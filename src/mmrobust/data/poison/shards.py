@@ -35,7 +35,7 @@ from mmrobust.data.poison.triggers import Trigger, trigger_spec
 from mmrobust.data.shards.index import CAPTION_EXT, ShardIndex, shard_index, split_name, tar_members
 from mmrobust.data.transforms import decode_image
 from mmrobust.errors import DataError
-from mmrobust.reports.records import write_json
+from mmrobust.jsonio import write_json
 
 Tensor = torch.Tensor
 

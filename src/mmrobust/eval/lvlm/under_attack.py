@@ -36,6 +36,7 @@ from mmrobust.attacks.ops import check_eps
 from mmrobust.errors import DataError
 from mmrobust.eval.mllm.harness import mllm_warnings, parse_rows, parser_sha
 from mmrobust.eval.mllm.task import MLLMTask, Question
+from mmrobust.jsonio import Journal
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import decoding_protocol, digest, eps_fields, eps_label
@@ -69,15 +70,8 @@ def batch_key(settings: dict[str, Any], batch: Sequence[Question]) -> str:
 
 def read_partial(path: Path) -> dict[str, list[dict]]:
     """Finished batches (key -> rows) of a partial file; lines that do not parse (a torn write) are skipped."""
-    done: dict[str, list[dict]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                obj = json.loads(line)
-                done[str(obj["key"])] = list(obj["rows"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return done
+    return {str(obj["key"]): list(obj["rows"]) for obj in Journal(path, what="partial results").records()
+            if "key" in obj and isinstance(obj.get("rows"), list)}
 
 
 def resumable_batches(questions: Sequence[Question], batch_size: int, settings: dict[str, Any],
@@ -97,8 +91,8 @@ def resumable_batches(questions: Sequence[Question], batch_size: int, settings: 
         else:
             done[key] = compute(batch)
             if partial is not None:
-                with open(partial, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "settings": settings, "rows": done[key]}) + "\n")
+                Journal(partial, what="partial results").append({"key": key, "settings": settings,
+                                                                  "rows": done[key]})
         rows += done[key]
     return rows, n_resumed
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from mmrobust.jsonio import Journal
 from mmrobust.safety import ensure_regular_file
 
 
@@ -38,31 +38,22 @@ def file_sha256(path: str | Path) -> str:
 
 
 class ResponseCache:
-    """Load existing answers from ``path`` and append new ones (thread-safe, flushed per line)."""
+    """Load existing answers from ``path`` and append new ones (thread-safe; a :class:`~mmrobust.jsonio.Journal`
+    line per answer)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._journal = Journal(self.path, what="response cache")
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         self.n_corrupt_lines = 0
-        self._load()
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        raw = ensure_regular_file(self.path, "response cache").read_bytes()
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            rec = _record(line)
-            if rec is None:
-                self.n_corrupt_lines += 1
-            else:
+        for rec in self._journal.records():
+            if _is_answer(rec):
                 self._entries.setdefault(rec["key"], rec)  # first answer wins
-        if raw and not raw.endswith(b"\n"):  # killed mid-line: start the next record on a fresh line
-            with self.path.open("ab") as f:
-                f.write(b"\n")
+            else:
+                self.n_corrupt_lines += 1
+        self.n_corrupt_lines += self._journal.n_skipped
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
@@ -76,24 +67,13 @@ class ResponseCache:
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         """Append one answer; a key already present is not written again."""
         rec = {"key": key, **record, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
             if key in self._entries:
                 return
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)  # one write of the whole line: never interleaved or half-buffered
-            finally:
-                os.close(fd)
+            self._journal.append(rec)  # one write of the whole line: never interleaved or half-buffered
             self._entries[key] = rec
 
 
-def _record(line: bytes) -> dict[str, Any] | None:
-    """A cache line as a record, or None when it is cut, not an object, or lacks a key or a text reply."""
-    try:
-        rec = json.loads(line)
-    except (ValueError, RecursionError):  # cut by a kill, not UTF-8, absurdly nested
-        return None
-    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or not isinstance(rec.get("response"), str):
-        return None
-    return rec
+def _is_answer(rec: dict[str, Any]) -> bool:
+    """A cache record has a key and a text reply (other lines are skipped as corrupt)."""
+    return isinstance(rec.get("key"), str) and isinstance(rec.get("response"), str)
