@@ -138,10 +138,10 @@ def drop_error(manifest: str, out: Path) -> str:
 
 def _worker(out: Path, manifest: str) -> None:
     from mmrobust.training import loop
-    from mmrobust.training.distributed import init_from_env, world
+    from mmrobust.training.distributed import init_from_env, rank_and_size
 
     rank, size = init_from_env("cpu")
-    assert (rank, size) == world() and size == int(os.environ["WORLD_SIZE"]) > 1
+    assert (rank, size) == rank_and_size() and size == int(os.environ["WORLD_SIZE"]) > 1
     batch = rank_rows(global_batch(), rank, size)
     results: dict = {f"losses_{str(dtype)[6:]}": {n: loss_and_grads(n, batch, dtype) for n in LOSS_TASKS}
                      for dtype in DTYPES}

@@ -69,7 +69,7 @@ def test_the_mix_asks_with_mmrs_instructions():
 
     assert vqa_mix.OFFICIAL_SUFFIX == OFFICIAL_SUFFIX and vqa_mix.TEXT_SUFFIX == TEXT_SUFFIX
     assert get_prompt("option-text").template.endswith(TEXT_SUFFIX)
-    from mmrobust.eval.lvlm.vqa import VQA_PROMPT
+    from mmrobust.eval.vqa import VQA_PROMPT
 
     assert VQA_PROMPT == "{question}" + vqa_mix.VQA_SUFFIX
 

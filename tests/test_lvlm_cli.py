@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mmrobust.cli.main import main
-from mmrobust.eval.lvlm.caption import CAPTION_PROMPT
-from mmrobust.eval.lvlm.vqa import VQA_PROMPT
+from mmrobust.eval.caption import CAPTION_PROMPT
+from mmrobust.eval.vqa import VQA_PROMPT
 from mmrobust.world.llava import build_tiny_llava
 
 ROWS = [{"id": f"q{k}", "image": f"img/{k}.png", "question": "what colour is it ?", "answers": [c], "group": "colour"}
@@ -111,7 +111,7 @@ def test_targeted_partial_rows_are_reused_only_for_the_same_model(tmp_path, mode
     """A killed `lvlm targeted` resumes from its partial file, but never with another model's rows."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.eval.vqa import VQATask, load_vqa
     from mmrobust.pipelines.lvlm import targeted_rows
 
     questions = VQATask(load_vqa(_data(tmp_path, ROWS, "vqa.jsonl"))).questions()

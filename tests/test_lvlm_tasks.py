@@ -15,8 +15,8 @@ from mmrobust.eval.lvlm import (
     CaptionTask, VQATask, cider_scores, evaluate_under_attack, load_captions, load_vqa, normalize_answer,
     soft_accuracy, tokenize_caption,
 )
-from mmrobust.eval.lvlm.caption import CAPTION_PROMPT
-from mmrobust.eval.lvlm.vqa import VQA_PROMPT, extract_free_form
+from mmrobust.eval.caption import CAPTION_PROMPT
+from mmrobust.eval.vqa import VQA_PROMPT, extract_free_form
 from mmrobust.models.mllm.scripted import ScriptedAdapter
 from mmrobust.registry import EVALS
 from mmrobust.reports.contract import write_record
@@ -252,8 +252,8 @@ def test_caption_under_attack(tmp_path: Path, llava) -> None:
 
 @pytest.mark.parametrize("content", ['{"id": "1"}\n'.encode("utf-16"), b"\xff\xfe\x00garbage\n"])
 def test_non_utf8_question_and_caption_files_are_one_line_errors(tmp_path, content):
-    from mmrobust.eval.lvlm.caption import load_captions
-    from mmrobust.eval.lvlm.vqa import load_vqa
+    from mmrobust.eval.caption import load_captions
+    from mmrobust.eval.vqa import load_vqa
 
     f = tmp_path / "q.jsonl"
     f.write_bytes(content)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 import mmrobust
 from mmrobust.cli.main import main
-from mmrobust.eval.lvlm.vqa import VQA_PROMPT
+from mmrobust.eval.vqa import VQA_PROMPT
 from mmrobust.registry import BENCHMARKS, LVLM_ATTACKS, LVLM_TASKS
 from mmrobust.world.llava import build_tiny_llava
 

@@ -68,13 +68,8 @@ class Registry:
         return self.get(name)(**kwargs)
 
     def slots(self, name: str, *, skip: tuple[str, ...] = ()) -> dict[str, Slot]:
-        """The options ``name`` takes by keyword (its dataclass fields or signature), minus ``skip``. A lazy
-        factory (``factory.target = (module, attribute)``) is read through to what it builds."""
-        obj = self.get(name)
-        target = getattr(obj, "target", None)
-        if target is not None:
-            obj = getattr(importlib.import_module(target[0]), target[1])
-        return option_slots(obj, skip=skip)
+        """The options ``name`` takes by keyword (its dataclass fields or signature), minus ``skip``."""
+        return option_slots(self.get(name), skip=skip)
 
     def typed(self, name: str, options: dict[str, Any] | None, *, skip: tuple[str, ...] = (),
               hint: str = "") -> dict[str, Any]:
@@ -109,17 +104,14 @@ class Registry:
         return name in self._items
 
 
+# Each registry names the package (or module) that fills it: a module registers what it defines, and a package
+# imports every module in it (:func:`import_modules`), so a new entry is one new file, with no list to edit.
 TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))
 TASKS = Registry("task", ("mmrobust.tasks",))
 ATTACKS = Registry("attack", ("mmrobust.attacks",))
 PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))
 MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
-EVALS = Registry("evaluation", ("mmrobust.eval.zeroshot", "mmrobust.eval.backdoor", "mmrobust.eval.retrieval",
-                                "mmrobust.eval.robust", "mmrobust.eval.mmr.task", "mmrobust.eval.lvlm.vqa",
-                                "mmrobust.eval.lvlm.caption"))
-
-
-# Registries whose package imports every module in it (:func:`import_modules`): a new entry is one new file.
+EVALS = Registry("evaluation", ("mmrobust.eval",))
 LVLM_TASKS = Registry("LVLM task", ("mmrobust.eval.lvlm",))  # tasks `mmrobust lvlm eval --task` attacks
 LVLM_ATTACKS = Registry("LVLM attack", ("mmrobust.lvlm.attacks",))  # `mmrobust lvlm eval --attack`
 BENCHMARKS = Registry("benchmark", ("mmrobust.eval.benchmarks",))  # `mmrobust bench run NAME`

@@ -71,3 +71,7 @@ __all__ = [
     "random_delta",
     "run_checks",
 ]
+
+from mmrobust.registry import import_modules  # noqa: E402
+
+import_modules(__name__, __path__)  # every module registers what it defines: a new one is one new file

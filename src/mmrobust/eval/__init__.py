@@ -13,3 +13,7 @@ __all__ = ["BackdoorSettings", "Classifier", "EvalSpec", "RetrievalSettings", "R
            "attack_success", "build_classifier", "embedding_drift", "evaluate_backdoor", "evaluate_retrieval",
            "evaluate_robust", "evaluate_zeroshot", "evaluation", "model_classifier", "recall_at_k",
            "run_evaluation", "zero_shot_weights"]
+
+from mmrobust.registry import import_modules  # noqa: E402
+
+import_modules(__name__, __path__)  # every module registers what it defines: a new one is one new file

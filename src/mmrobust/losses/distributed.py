@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 
 
-def world() -> tuple[int, int]:
+def rank_and_size() -> tuple[int, int]:
     """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -19,7 +19,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     sums gradients across ranks, so per-rank losses over local rows x global columns add up to the
     loss over the global batch (as open_clip's ``gather_with_grad``).
     """
-    rank, size = world()
+    rank, size = rank_and_size()
     if size == 1:
         return x
     import torch.distributed.nn as dist_nn
@@ -29,7 +29,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 def local_targets(batch: int, device: torch.device) -> torch.Tensor:
     """Indices of this rank's rows inside the gathered global batch."""
-    rank, _ = world()
+    rank, _ = rank_and_size()
     return torch.arange(batch, device=device) + rank * batch
 
 
@@ -40,7 +40,7 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     sums over ranks too, averaging the ranks' gradients gives the gradient of this global mean (needed
     where a loss is not linear in the batch mean, e.g. PAR's threshold on the mean distance).
     """
-    rank, size = world()
+    rank, size = rank_and_size()
     if size == 1:
         return x.mean()
     import torch.distributed.nn as dist_nn

@@ -21,7 +21,7 @@ from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
 from mmrobust.reports.sanity import rows_skipped, target_absent, too_few_poisoned
 from mmrobust.values import check_seed
-from mmrobust.training.distributed import barrier, is_main, world
+from mmrobust.training.distributed import barrier, is_main, rank_and_size
 from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
 
 CONFIG_FILE = "config.yaml"
@@ -306,5 +306,5 @@ def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset:
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
                   warnings=poison_warnings(job) + _skip_warnings(dataset),
                   extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
-                         "world_size": world()[1],
+                         "world_size": rank_and_size()[1],
                          **({"incomplete_samples": shards["incomplete"]} if shards else {})})

@@ -151,7 +151,7 @@ def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str, load: Callable[
          ) -> dict[str, Any]:
     """Clean and attacked VQA accuracy (record written to ``out/vqa``)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
-    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.eval.vqa import VQATask, load_vqa
 
     def make() -> dict[str, Any]:
         model, processor = load()
@@ -175,7 +175,7 @@ def _slug(text: str) -> str:
 def _targeted(out: Path, s: LVLMDemo, model_dir: str, questions: str, target: str,
               load: Callable[[], tuple[Any, Any]]) -> dict[str, Any]:
     """Targeted APGD on the shape questions whose answer is not ``target``: success rate, clean and attacked."""
-    from mmrobust.eval.lvlm.vqa import VQATask, load_vqa
+    from mmrobust.eval.vqa import VQATask, load_vqa
     from mmrobust.pipelines.lvlm import targeted_record, targeted_rows
 
     def make() -> dict[str, Any]:

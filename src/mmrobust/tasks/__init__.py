@@ -9,3 +9,7 @@ from mmrobust.tasks.supervised import SupervisedTask
 from mmrobust.tasks.tecoa import TeCoATask
 
 __all__ = ["CLIPTask", "CleanCLIPTask", "FARETask", "MLLMSFTTask", "PARTask", "SupervisedTask", "Task", "TeCoATask"]
+
+from mmrobust.registry import import_modules  # noqa: E402
+
+import_modules(__name__, __path__)  # every module registers what it defines: a new one is one new file

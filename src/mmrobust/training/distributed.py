@@ -24,22 +24,22 @@ import torch
 import torch.distributed as dist
 
 from mmrobust.errors import ConfigError
-from mmrobust.losses.distributed import world
+from mmrobust.losses.distributed import rank_and_size
 
 BUCKET_BYTES = 25 * 2**20  # DDP's default bucket size
 
-__all__ = ["world", "is_main", "barrier", "init_from_env", "distributed_from_env", "broadcast_", "all_reduce_mean_",
+__all__ = ["rank_and_size", "is_main", "barrier", "init_from_env", "distributed_from_env", "broadcast_", "all_reduce_mean_",
            "mean_across_ranks", "max_across_ranks"]
 
 
 def is_main() -> bool:
     """True on rank 0 (or without a process group): the rank that writes files and shows progress."""
-    return world()[0] == 0
+    return rank_and_size()[0] == 0
 
 
 def barrier() -> None:
     """Wait for every rank; a no-op in one process."""
-    if world()[1] > 1:
+    if rank_and_size()[1] > 1:
         dist.barrier()
 
 
@@ -60,7 +60,7 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
     """
     size = _env_int("WORLD_SIZE", 1)
     if size <= 1 or (dist.is_available() and dist.is_initialized()):
-        return world()
+        return rank_and_size()
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process")
     missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
@@ -73,7 +73,7 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
             raise ConfigError(f"--device {device} under torchrun but CUDA is not available; use --device cpu (gloo)")
         torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
     dist.init_process_group(backend="nccl" if cuda else "gloo", rank=_env_int("RANK", 0), world_size=size)
-    return world()
+    return rank_and_size()
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def distributed_from_env(device: str = "cpu") -> Iterator[tuple[int, int]]:
 
 def broadcast_(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
     """Overwrite ``tensors`` in place with rank ``src``'s values (start all ranks from the same weights)."""
-    if world()[1] == 1:
+    if rank_and_size()[1] == 1:
         return
     with torch.no_grad():
         for t in tensors:
@@ -118,7 +118,7 @@ def all_reduce_mean_(tensors: Sequence[torch.Tensor], *, bucket_bytes: int = BUC
     Flattens buckets of ~25 MB so a model with many small tensors costs few collectives; every rank
     must pass the same shapes in the same order.
     """
-    size = world()[1]
+    size = rank_and_size()[1]
     if size == 1:
         return
     for bucket in _buckets(list(tensors), bucket_bytes):
@@ -133,7 +133,7 @@ def all_reduce_mean_(tensors: Sequence[torch.Tensor], *, bucket_bytes: int = BUC
 
 def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The mean over ranks of scalar ``values`` (same keys everywhere), in one collective."""
-    if world()[1] == 1 or not values:
+    if rank_and_size()[1] == 1 or not values:
         return values
     keys = sorted(values)
     stacked = torch.stack([values[k].detach().to(torch.float64).reshape(()) for k in keys])
@@ -143,7 +143,7 @@ def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def max_across_ranks(value: int, device: torch.device) -> int:
     """The largest ``value`` any rank holds (e.g. unreadable images in this step)."""
-    if world()[1] == 1:
+    if rank_and_size()[1] == 1:
         return value
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

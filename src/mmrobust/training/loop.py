@@ -29,7 +29,7 @@ from mmrobust.errors import ConfigError, DataError, TrainingError
 from mmrobust.jsonio import Journal
 from mmrobust.models.checkpoint import load_torch_file
 from mmrobust.training.distributed import (all_reduce_mean_, barrier, broadcast_, max_across_ranks,
-                                           mean_across_ranks, world)
+                                           mean_across_ranks, rank_and_size)
 from mmrobust.training.optim import cosine_with_warmup, param_groups
 from mmrobust.training.sampler import EpochBatches
 
@@ -231,7 +231,7 @@ def _step(task: Any, micro: list[dict], opt: torch.optim.Optimizer, sched: Any, 
     """One optimizer step over this rank's micro-batches. Under torchrun the ranks' gradients are averaged
     once, after the last micro-batch (DDP's ``no_sync`` accumulation), and the logged terms are the
     ranks' means; a non-finite loss on any rank stops every rank at the same step."""
-    distributed = world()[1] > 1
+    distributed = rank_and_size()[1] > 1
     opt.zero_grad(set_to_none=True)
     terms = _forward_backward(task, micro, scaler, cfg, device, step, check=not distributed)
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -287,7 +287,7 @@ def _drop_error(step: int) -> DataError:
 def _loop(task: Any, loader: Any, opt: torch.optim.Optimizer, sched: Any, scaler: Any, cfg: TrainConfig,
           device: torch.device, out: Path, result: TrainResult, bar: Any, fp: str) -> None:
     """The steps from ``result.steps_done`` on; rank 0 writes log rows and checkpoints."""
-    main, distributed = world()[0] == 0, world()[1] > 1
+    main, distributed = rank_and_size()[0] == 0, rank_and_size()[1] > 1
     ckpt, synced = out / "checkpoints" / CKPT_NAME, _batchnorm_buffers(task) if distributed else []
     log = Journal(out / LOG_NAME, what="training log") if main else None
     for step, batch in enumerate(loader, start=result.steps_done):
@@ -313,7 +313,7 @@ def _loop(task: Any, loader: Any, opt: torch.optim.Optimizer, sched: Any, scaler
 
 def _loader(dataset: torch.utils.data.Dataset, cfg: TrainConfig, start: int) -> torch.utils.data.DataLoader:
     """Batches from step ``start`` on: this rank's share of each global batch (all of it in one process)."""
-    rank, world_size = world()
+    rank, world_size = rank_and_size()
     sampler = EpochBatches(len(dataset), batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps,
                            start_step=start, rank=rank, world_size=world_size, micro_batches=cfg.accum_steps)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -333,7 +333,7 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
     progress bar (``out_dir`` must be on a filesystem every rank sees).
     """
     out = Path(out_dir)
-    rank = world()[0]
+    rank = rank_and_size()[0]
     if not resume:
         _refuse_existing(out)
     device = torch.device(cfg.device)

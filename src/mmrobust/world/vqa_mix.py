@@ -37,14 +37,11 @@ import numpy as np
 from mmrobust.errors import DataError
 from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.mmr import QA, pick_others, plural, scene_facts, with_article
+from mmrobust.prompts import OFFICIAL_SUFFIX, TEXT_SUFFIX  # MMR's own instructions
 from mmrobust.world.mmr_train import CATEGORIES, draw_scene, NUMBER_WORDS, balanced_letters
 from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for
 
 MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
-# MMR's official instruction (eval.mmr.prompts.OFFICIAL_SUFFIX; the world sits below eval, so it is
-# spelled out here and a test checks that the two agree)
-OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
-TEXT_SUFFIX = "\nAnswer with the text of the right option."  # eval.mmr.prompts' "option-text" prompt
 KINDS = ("caption", "vqa", "mc", "mc-premise")
 ANSWER_FORMATS = ("letter", "letter+text", "text")
 LETTERS = "ABCD"
@@ -200,7 +197,7 @@ VQA_STREAM = 0x76716176  # "vqav": the VQA evaluation questions' seed stream
 def generate_vqa_questions(out_dir: str | Path, *, per_category: int, seed: int, image_size: int = 32,
                            categories: tuple[str, ...] = CATEGORIES) -> Path:
     """Held-out short-answer questions over fresh scenes in the VQA JSONL format of
-    :mod:`mmrobust.eval.lvlm.vqa` (``id``, ``image``, ``question`` without the instruction, ``answers``,
+    :mod:`mmrobust.eval.vqa` (``id``, ``image``, ``question`` without the instruction, ``answers``,
     ``group``): ``per_category`` per category, the mix's questions and answers. Writes ``questions.jsonl``
     + ``images/``; returns the file. Same arguments, same bytes."""
     check_int("per_category", per_category, low=1, fix="ask for at least one question per category")

@@ -1,7 +1,7 @@
-"""``caption``: image captioning CIDEr of a caption JSONL or ``karpathy:PATH`` (:mod:`mmrobust.eval.lvlm.caption`)."""
+"""``caption``: image captioning CIDEr of a caption JSONL or ``karpathy:PATH`` (:mod:`mmrobust.eval.caption`)."""
 from __future__ import annotations
 
-from mmrobust.eval.lvlm.caption import CaptionSettings, evaluate_caption
+from mmrobust.eval.caption import CaptionSettings, evaluate_caption
 from mmrobust.eval.mllm.benchmark import benchmark
 
 

@@ -1,8 +1,8 @@
 """``vqa``: open-ended VQA (VQAv2 soft accuracy and exact match) of a VQA JSONL file
-(:mod:`mmrobust.eval.lvlm.vqa`)."""
+(:mod:`mmrobust.eval.vqa`)."""
 from __future__ import annotations
 
-from mmrobust.eval.lvlm.vqa import VQASettings, evaluate_vqa
+from mmrobust.eval.vqa import VQASettings, evaluate_vqa
 from mmrobust.eval.mllm.benchmark import benchmark
 
 

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 from mmrobust.eval.mmr.dataset import MMRItem
 from mmrobust.errors import ConfigError
-
-OFFICIAL_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
-TEXT_SUFFIX = "\nAnswer with the text of the right option."
+from mmrobust.prompts import OFFICIAL_SUFFIX, TEXT_SUFFIX  # shared with the synthetic world
 
 
 @dataclass(frozen=True)

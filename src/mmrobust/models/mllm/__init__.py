@@ -2,32 +2,16 @@
 
 ``build_adapter("hf", model=..., options={...})``: transformers in process;
 ``"openai"``: any OpenAI-compatible server (vLLM, Ollama, hosted); ``"scripted"``: tests and demos.
-Options are checked against the adapter's own signature, so a new adapter needs no CLI flags.
-Factories import their heavy dependencies only when called.
+Options are checked against the adapter's own signature, so a new adapter needs no CLI flags. Each adapter
+module registers its class; this package imports every module in it, so a new adapter is one new file. The
+adapters import their heavy dependencies (torch, transformers) only when built.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Mapping
 
 from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, GenResult
-from mmrobust.registry import MLLM_ADAPTERS
-
-
-def _lazy(name: str, module: str, cls: str) -> None:
-    """Register ``name`` as a factory that imports ``module.cls`` only when called."""
-
-    def factory(**kwargs: Any) -> MLLM:
-        return getattr(importlib.import_module(module), cls)(**kwargs)
-
-    factory.__doc__ = f"{cls} from {module} (imported on first use)."
-    factory.target = (module, cls)  # type: ignore[attr-defined]
-    MLLM_ADAPTERS.register(name)(factory)
-
-
-_lazy("hf", "mmrobust.models.mllm.hf", "HFAdapter")  # Hugging Face transformers in process
-_lazy("openai", "mmrobust.models.mllm.openai", "OpenAIAdapter")  # OpenAI-compatible chat completions
-_lazy("scripted", "mmrobust.models.mllm.scripted", "ScriptedAdapter")  # replies from a rule or table
+from mmrobust.registry import MLLM_ADAPTERS, import_modules
 
 
 def adapter_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -48,3 +32,5 @@ def build_adapter(name: str, *, model: str, options: Mapping[str, Any] | None = 
 
 
 __all__ = ["MLLM", "GenerationParams", "GenRequest", "GenResult", "adapter_options", "build_adapter"]
+
+import_modules(__name__, __path__)  # each adapter module registers itself

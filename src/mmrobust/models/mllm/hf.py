@@ -19,6 +19,7 @@ from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.checkpoint import refused_pickle
 from mmrobust.models.limits import one_line
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.registry import MLLM_ADAPTERS
 from mmrobust.values import check_int
 from mmrobust.safety import ensure_regular_file
 
@@ -50,6 +51,7 @@ def load_hf_llava(path: str | Path, *, dtype: Any = None, revision: str | None =
     return model, processor
 
 
+@MLLM_ADAPTERS.register("hf")
 class HFAdapter:
     """In-process transformers model; ``device``: auto|cpu|cuda|cuda:N|mps; ``dtype``: auto|float32|float16|bfloat16."""
 

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.registry import MLLM_ADAPTERS
 from mmrobust.models.mllm.deadline import Control, Watchdog, read_capped, watched_adapter_class
 from mmrobust.models.mllm.deadline import Fatal as _Fatal, Retryable as _Retryable
 from mmrobust.values import check_int, check_number
@@ -50,6 +51,7 @@ def _next(done: queue.SimpleQueue) -> Any:
         except queue.Empty:
             continue
 
+@MLLM_ADAPTERS.register("openai")
 class OpenAIAdapter:
     """Chat-completions client with bounded concurrency, per-attempt deadlines and retries."""
 

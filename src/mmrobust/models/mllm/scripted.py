@@ -17,9 +17,11 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.mllm.base import GenerationParams, GenRequest, GenResult
+from mmrobust.registry import MLLM_ADAPTERS
 from mmrobust.safety import ensure_regular_file
 
 
+@MLLM_ADAPTERS.register("scripted")
 class ScriptedAdapter:
     """Deterministic stand-in for a model; records the uids it was asked in ``calls``."""
 

@@ -27,8 +27,7 @@ import numpy as np
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.contract import evaluation
 from mmrobust.data.manifest import read_jsonl_objects
-from mmrobust.eval.lvlm.tasks import LVLMData, attack_task
-from mmrobust.eval.lvlm.vqa import field_strings, item_basics, scored_groups
+from mmrobust.eval.vqa import field_strings, item_basics, scored_groups
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.reports.contract import Record, Table
@@ -179,13 +178,6 @@ class CaptionTask(MLLMTask):
 
     def provenance(self) -> dict[str, Any]:
         return {"n_images": len(self.items)}
-
-
-@attack_task("caption", CaptionTask, karpathy=True)
-def load_caption_task(source: LVLMData) -> CaptionTask:
-    """Captioning CIDEr under attack: a caption JSONL, or karpathy:PATH (its split, images below data_root)."""
-    return CaptionTask(load_caption_data(source.data, split=source.split, image_root=source.data_root,
-                                         allow_outside=source.allow_outside))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ import numpy as np
 from mmrobust.data.manifest import read_jsonl_objects
 from mmrobust.errors import DataError
 from mmrobust.eval.contract import evaluation
-from mmrobust.eval.lvlm.tasks import LVLMData, attack_task
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask, Question, bootstrap_mean, group_seed
 from mmrobust.reports.contract import Record, Table
@@ -243,12 +242,6 @@ class VQATask(MLLMTask):
 
     def provenance(self) -> dict[str, Any]:
         return {"n_questions": len(self.items)}
-
-
-@attack_task("vqa", VQATask)
-def load_vqa_task(source: LVLMData) -> VQATask:
-    """VQA accuracy under attack: the questions of a VQA JSONL file."""
-    return VQATask(load_vqa(source.data, allow_outside=source.allow_outside))
 
 
 @dataclass(frozen=True)
