@@ -3,6 +3,7 @@ untargeted attack on a tiny random LLaVA (resume without recomputing finished ba
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 from mmrobust.errors import DataError
 from mmrobust.eval.contract import run_evaluation
+from mmrobust.eval.lvlm.under_attack import UnderAttackSettings
 from mmrobust.eval.lvlm import (
     CaptionTask, VQATask, cider_scores, evaluate_under_attack, load_captions, load_vqa, normalize_answer,
     soft_accuracy, tokenize_caption,
@@ -206,8 +208,8 @@ def test_vqa_under_attack_resumes(tmp_path: Path, llava) -> None:
     _images(tmp_path, ["a", "b", "c"])
     task = VQATask(load_vqa(_jsonl(tmp_path / "vqa.jsonl", VQA_ROWS[:2])))
     out = tmp_path / "attack"
-    kw = dict(eps=EPS, steps=2, seed=0, out_dir=out, batch_size=1, generate=greedy_outputs, n_boot=20,
-              max_new_tokens=4)
+    kw = dict(settings=UnderAttackSettings(eps=EPS, steps=2, seed=0, batch_size=1, n_boot=20, max_new_tokens=4),
+              out_dir=out, generate=greedy_outputs)
     attack = Counting()
     rec = evaluate_under_attack(model, proc, task, attack=attack, **kw)
     assert attack.images == 2 and rec.kind == "vqa-attack" and rec.metrics["eps_label"] == "4/255"
@@ -233,7 +235,7 @@ def test_vqa_under_attack_resumes(tmp_path: Path, llava) -> None:
     assert torn.images == 1 and rec3.extra["batches"]["resumed"] == 1
 
     changed = Counting()
-    evaluate_under_attack(model, proc, task, attack=changed, **{**kw, "steps": 1})
+    evaluate_under_attack(model, proc, task, attack=changed, **{**kw, "settings": replace(kw["settings"], steps=1)})
     assert changed.images == 2  # another setting: nothing reused
 
 
@@ -243,8 +245,9 @@ def test_caption_under_attack(tmp_path: Path, llava) -> None:
     model, proc = llava
     _images(tmp_path, ["a", "b", "c"])
     task = CaptionTask(load_captions(_jsonl(tmp_path / "cap.jsonl", CAP_ROWS[:2])))
-    rec = evaluate_under_attack(model, proc, task, eps=EPS, steps=2, seed=0, out_dir=tmp_path, batch_size=2,
-                                attack=attack_lvlm_untargeted, generate=greedy_outputs, n_boot=0, max_new_tokens=4)
+    rec = evaluate_under_attack(model, proc, task, UnderAttackSettings(eps=EPS, steps=2, seed=0, batch_size=2, n_boot=0,
+                                                                      max_new_tokens=4),
+                                out_dir=tmp_path, attack=attack_lvlm_untargeted, generate=greedy_outputs)
     assert rec.kind == "caption-attack" and rec.samples[0]["references"] == CAP_ROWS[0]["captions"]
     assert {"clean_cider", "adv_cider"} <= set(rec.samples[0]) and rec.metrics["inside_eps"]
     assert [c.key for c in rec.tables[0].columns] == ["group", "clean_cider", "adv_cider", "n"]

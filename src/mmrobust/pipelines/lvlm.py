@@ -73,17 +73,18 @@ def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
     """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
     ``job.data``: the registered attack ``job.attack`` (default APGD) on the LM loss of the reference answers
     (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
-    from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
+    from mmrobust.eval.lvlm.under_attack import UnderAttackSettings, evaluate_under_attack
     from mmrobust.lvlm.attack import greedy_outputs
 
     attack = LVLM_ATTACKS.get(job.attack)
     options = attack.check_options(job.attack_options)
     task = load_task(job)
     model, processor = _model(job)
-    rec = evaluate_under_attack(model, processor, task, eps=job.eps, steps=job.steps, seed=job.seed,
-                                out_dir=job.out_dir, batch_size=job.batch_size, parser=job.parser,
-                                n_boot=job.n_boot, max_new_tokens=job.max_new_tokens, attack=attack.fn,
-                                generate=greedy_outputs, attack_label=attack.protocol, attack_options=options)
+    settings = UnderAttackSettings(eps=job.eps, steps=job.steps, seed=job.seed, batch_size=job.batch_size,
+                                   max_new_tokens=job.max_new_tokens, parser=job.parser, n_boot=job.n_boot,
+                                   attack_label=attack.protocol, attack_options=options)
+    rec = evaluate_under_attack(model, processor, task, settings, out_dir=job.out_dir, attack=attack.fn,
+                                generate=greedy_outputs)
     rec.config = {**asdict(job), **rec.config}
     rec.warnings += _swap_warnings(job, processor)
     write_record(job.out_dir, rec)

@@ -150,14 +150,14 @@ def _load(model_dir: str) -> tuple[Any, Any]:
 def _vqa(out: Path, s: LVLMDemo, model_dir: str, questions: str, load: Callable[[], tuple[Any, Any]]
          ) -> dict[str, Any]:
     """Clean and attacked VQA accuracy (record written to ``out/vqa``)."""
-    from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
+    from mmrobust.eval.lvlm.under_attack import UnderAttackSettings, evaluate_under_attack
     from mmrobust.eval.vqa import VQATask, load_vqa
 
     def make() -> dict[str, Any]:
         model, processor = load()
-        rec = evaluate_under_attack(model, processor, VQATask(load_vqa(questions)), eps=s.eps, steps=s.steps,
-                                    seed=s.seed, out_dir=out / "vqa", batch_size=s.batch, n_boot=s.n_boot,
-                                    max_new_tokens=s.max_new_tokens)
+        settings = UnderAttackSettings(eps=s.eps, steps=s.steps, seed=s.seed, batch_size=s.batch, n_boot=s.n_boot,
+                                       max_new_tokens=s.max_new_tokens)
+        rec = evaluate_under_attack(model, processor, VQATask(load_vqa(questions)), settings, out_dir=out / "vqa")
         write_record(out / "vqa", rec, name="vqa-attack")
         m = rec.metrics
         return {"clean": m["clean"], "adversarial": m["adversarial"], "eps_label": m["eps_label"],

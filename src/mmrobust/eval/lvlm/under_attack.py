@@ -16,9 +16,9 @@ settings skips those batches, a changed setting recomputes everything. A torn la
 Example::
 
     from mmrobust.lvlm.attack import attack_lvlm_untargeted, greedy_outputs
-    rec = evaluate_under_attack(model, processor, VQATask(load_vqa("vqa.jsonl")), eps=4/255, steps=100, seed=0,
-                                out_dir="runs/vqa-attack", batch_size=8, attack=attack_lvlm_untargeted,
-                                generate=greedy_outputs)
+    rec = evaluate_under_attack(model, processor, VQATask(load_vqa("vqa.jsonl")),
+                                UnderAttackSettings(eps=4/255, steps=100, seed=0, batch_size=8),
+                                out_dir="runs/vqa-attack", attack=attack_lvlm_untargeted, generate=greedy_outputs)
     write_record("runs/vqa-attack", rec)
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -97,22 +98,56 @@ def resumable_batches(questions: Sequence[Question], batch_size: int, settings: 
     return rows, n_resumed
 
 
-def _attack_batch(model: Any, processor: Any, task: MLLMTask, batch: Sequence[Question], *, attack: Attack,
-                  generate: Generate, eps: float, steps: int, seed: int, size: int, max_new_tokens: int,
-                  options: Mapping[str, Any]) -> list[dict]:
-    """Clean + adversarial greedy replies of one batch, with the attack's losses and the perturbation size."""
-    device = next(model.parameters()).device
-    x = load_pixels(batch, size, device)
-    prompts = [q.prompt for q in batch]
-    refs = [task.references(q) for q in batch]
-    clean = generate(model, processor, x, prompts, max_new_tokens=max_new_tokens)
-    x_adv, rec = attack(model, processor, x, prompts, refs, eps=eps, steps=steps, seed=seed,
-                        max_new_tokens=max_new_tokens, **options)
-    adv = generate(model, processor, x_adv, prompts, max_new_tokens=max_new_tokens)
-    linf = (x_adv.detach() - x).abs().flatten(1).amax(1).cpu().tolist()  # (B,)
-    return [{"uid": q.uid, "clean_response": c, "adv_response": a, "clean_loss": cl, "adv_loss": fl, "linf": d,
-             "references": r} for q, c, a, cl, fl, d, r in zip(batch, clean, adv, rec.clean_loss, rec.final_loss,
-                                                                 linf, refs)]
+@dataclass(frozen=True)
+class UnderAttackSettings:
+    """How an LVLM evaluation under attack runs: l-inf ``eps`` in [0, 1] image units, attack ``steps`` and
+    ``seed``, questions per batch, greedy decoding length, answer parser, bootstrap resamples, the image size
+    (None: the vision tower's), and the attack's protocol label and options (:mod:`mmrobust.lvlm.attacks`)."""
+
+    eps: float = 4 / 255
+    steps: int = 100
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 20
+    parser: str = "official"
+    n_boot: int = 1000
+    image_size: int | None = None
+    attack_label: str = DEFAULT_ATTACK
+    attack_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", check_eps(self.eps))
+        check_int("steps", self.steps, low=1), check_int("batch_size", self.batch_size, low=1)
+        check_seed("seed", self.seed), check_int("n_boot", self.n_boot, low=0), PARSERS.get(self.parser)
+        object.__setattr__(self, "attack_options", dict(self.attack_options or {}))
+
+
+@dataclass(frozen=True)
+class _AttackRun:
+    """What every batch of one evaluation under attack shares."""
+
+    model: Any
+    processor: Any
+    task: MLLMTask
+    attack: Attack
+    generate: Generate
+    settings: UnderAttackSettings
+    size: int
+
+    def batch(self, batch: Sequence[Question]) -> list[dict]:
+        """Clean + adversarial greedy replies of one batch, with the attack's losses and the perturbation size."""
+        s, gen = self.settings, self.generate
+        x = load_pixels(batch, self.size, next(self.model.parameters()).device)
+        prompts = [q.prompt for q in batch]
+        refs = [self.task.references(q) for q in batch]
+        clean = gen(self.model, self.processor, x, prompts, max_new_tokens=s.max_new_tokens)
+        x_adv, rec = self.attack(self.model, self.processor, x, prompts, refs, eps=s.eps, steps=s.steps,
+                                 seed=s.seed, max_new_tokens=s.max_new_tokens, **s.attack_options)
+        adv = gen(self.model, self.processor, x_adv, prompts, max_new_tokens=s.max_new_tokens)
+        linf = (x_adv.detach() - x).abs().flatten(1).amax(1).cpu().tolist()  # (B,)
+        return [{"uid": q.uid, "clean_response": c, "adv_response": a, "clean_loss": cl, "adv_loss": fl, "linf": d,
+                 "references": r} for q, c, a, cl, fl, d, r in zip(batch, clean, adv, rec.clean_loss,
+                                                                     rec.final_loss, linf, refs)]
 
 
 def _scored(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict], which: str, *, parser: str,
@@ -125,47 +160,38 @@ def _scored(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
     return parsed, task.sample_scores(parsed), metrics
 
 
-def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, *, eps: float, steps: int, seed: int,
-                          out_dir: str | Path, batch_size: int, attack: Attack | None = None,
-                          generate: Generate | None = None,
-                          parser: str = "official", n_boot: int = 1000, max_new_tokens: int = 20,
-                          image_size: int | None = None, attack_label: str = DEFAULT_ATTACK,
-                          attack_options: Mapping[str, Any] | None = None) -> Record:
+def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, settings: UnderAttackSettings, *,
+                          out_dir: str | Path, attack: Attack | None = None, generate: Generate | None = None
+                          ) -> Record:
     """Clean vs adversarial score of ``task`` (an attackable MLLMTask: VQATask, CaptionTask, MMRAttackTask) for
-    an HF LLaVA-style ``model``.
+    an HF LLaVA-style ``model``, run as ``settings`` say.
 
-    ``eps`` in [0, 1] image units (l-inf); ``steps`` attack steps; ``image_size``: default the vision tower's.
     ``attack`` is called as ``attack(model, processor, x, prompts, references, eps=, steps=, seed=,
-    max_new_tokens=, **attack_options)`` (:mod:`mmrobust.lvlm.attacks`); ``attack_label`` names it in the
-    record's protocol. Returns a record of kind ``<task>-attack`` (write it with ``write_record``); per-sample
-    rows in ``samples``.
+    max_new_tokens=, **settings.attack_options)`` (:mod:`mmrobust.lvlm.attacks`); ``settings.attack_label``
+    names it in the record's protocol. Returns a record of kind ``<task>-attack`` (write it with
+    ``write_record``); per-sample rows in ``samples``.
     """
     if attack is None or generate is None:  # the LVLM attack and greedy decoding of mmrobust.lvlm by default
         from mmrobust.lvlm.attack import attack_lvlm_untargeted, greedy_outputs
 
         attack, generate = attack or attack_lvlm_untargeted, generate or greedy_outputs
-    eps, size = check_eps(eps), image_size or int(model.config.vision_config.image_size)
-    check_int("steps", steps, low=1), check_int("batch_size", batch_size, low=1), check_seed("seed", seed)
-    check_int("n_boot", n_boot, low=0), PARSERS.get(parser)
+    s = settings
+    size = s.image_size or int(model.config.vision_config.image_size)
     if not task.metric_keys:
         raise NotImplementedError(f"task {task.name!r} cannot be attacked: it declares no metric_keys")
     questions = list(task.questions())
-    settings = {"task": task.name, "eps": eps, "steps": steps, "seed": seed, "batch_size": batch_size,
-                "max_new_tokens": max_new_tokens, "image_size": size, "norm": "linf",
-                "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__,
-                **_attack_settings(attack_label, attack_options)}
-    options = dict(attack_options or {})
+    key = {"task": task.name, "eps": s.eps, "steps": s.steps, "seed": s.seed, "batch_size": s.batch_size,
+           "max_new_tokens": s.max_new_tokens, "image_size": size, "norm": "linf",
+           "model": str(getattr(model.config, "_name_or_path", "")) or type(model).__name__,
+           **_attack_settings(s.attack_label, s.attack_options)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"partial_{task.name}_attack.jsonl"
-    done, n_resumed = resumable_batches(
-        questions, batch_size, settings, partial,
-        lambda batch: _attack_batch(model, processor, task, batch, attack=attack, generate=generate, eps=eps,
-                                    steps=steps, seed=seed, size=size, max_new_tokens=max_new_tokens,
-                                    options=options))
+    run = _AttackRun(model, processor, task, attack, generate, s, size)
+    done, n_resumed = resumable_batches(questions, s.batch_size, key, partial, run.batch)
     rows = {r["uid"]: r for r in done}
-    return _record(task, questions, rows, settings, parser=parser, n_boot=n_boot, seed=seed,
-                   n_batches=-(-len(questions) // batch_size), n_resumed=n_resumed, partial=partial)
+    return _record(task, questions, rows, key, parser=s.parser, n_boot=s.n_boot, seed=s.seed,
+                   n_batches=-(-len(questions) // s.batch_size), n_resumed=n_resumed, partial=partial)
 
 
 def _attack_settings(label: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
