@@ -47,6 +47,43 @@ def test_every_cli_default_equals_its_dataclass_default():
     assert checked >= 25  # train, eval zeroshot/backdoor/retrieval/robust all derive their options
 
 
+def _commands():
+    """Each command and the settings dataclasses its options spell ({option dest: field} where they differ;
+    None: the option is no spelling of that field, e.g. eval backdoor's --target None means 'the record's')."""
+    from mmrobust.eval.backdoor import BackdoorSettings
+    from mmrobust.eval.mmr.task import RunSettings
+    from mmrobust.eval.retrieval import RetrievalSettings
+    from mmrobust.eval.zeroshot import ZeroShotSettings
+    from mmrobust.models.mllm.base import GenerationParams
+    from mmrobust.pipelines.lvlm import LVLMAttackJob
+
+    return [(("train",), TrainConfig, {}), (("eval", "zeroshot"), ZeroShotSettings, {}),
+            (("eval", "backdoor"), BackdoorSettings, {"target": None, "trigger": None}), (("eval", "retrieval"), RetrievalSettings, {}),
+            (("eval", "robust"), RobustSettings, {}), (("lvlm", "eval"), LVLMAttackJob, {"out": "out_dir"}),
+            (("lvlm", "targeted"), LVLMAttackJob, {"out": "out_dir"}),
+            (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {})]
+
+
+@pytest.mark.parametrize("path,cls,aliases", _commands())
+def test_no_option_spells_a_setting_with_another_default(path, cls, aliases):
+    """Options typed by hand (not derived) are caught too: any option naming a field of the command's
+    settings must default to the field's default (None for a required option)."""
+    parser = dict(_parsers(build_parser()))[path]
+    defaults, n = _field_defaults(cls), 0
+    for action in parser._actions:
+        name = aliases.get(action.dest, action.dest)  # None: an option that means something else
+        if name is None or not action.option_strings or name not in defaults or action.dest in ("help", "config"):
+            continue
+        want = defaults[name]
+        cli = action.default
+        if isinstance(want, dict) or action.required:
+            continue  # KEY=VALUE options start empty; a required option has no default
+        assert cli == want, f"mmrobust {' '.join(path)} --{action.dest} defaults to {cli!r}, {cls.__name__}.{name} " \
+                            f"to {want!r}"
+        n += 1
+    assert n >= 1
+
+
 @pytest.mark.parametrize("path,cls", [(("train",), TrainConfig), (("eval", "robust"), RobustSettings)])
 def test_commands_derive_their_settings_options(path, cls):
     parser = dict(_parsers(build_parser()))[path]
