@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
-                                 seed)
+                                 run_subaction, seed)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,11 +56,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    action = getattr(args, "bench_action", None)
-    if action is None:
-        args.bench_parser.print_help()
-        return 2
-    return action(args)
+    return run_subaction(args, "bench_action", "bench_parser")
 
 
 def _list(args: argparse.Namespace) -> int:

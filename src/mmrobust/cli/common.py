@@ -31,6 +31,17 @@ def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     print_warnings(record.get("warnings") if isinstance(record, dict) else None)
 
 
+def run_subaction(args: argparse.Namespace, action: str, parent: str) -> int:
+    """Run the sub-action a command's parser picked (``args.<action>``), with its ``--config`` file applied when
+    its parser takes one; with no sub-action, the command's help (``args.<parent>``) and exit status 2."""
+    fn = getattr(args, action, None)
+    if fn is None:
+        getattr(args, parent).print_help()
+        return 2
+    parser = getattr(args, "_parser", None)
+    return fn(apply_config(parser, args) if parser is not None else args)
+
+
 def seed_list(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-4"`` as a list of distinct seeds (at most 100)."""
     try:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmrobust.cli.common import (add_config_option, apply_config, key_values, non_negative_float, non_negative_int,
+from mmrobust.cli.common import (add_config_option, key_values, run_subaction, non_negative_float, non_negative_int,
                                  number, positive_int, print_warnings, seed)
 
 
@@ -133,11 +133,7 @@ def _add_make_tiny(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    action = getattr(args, "mmr_action", None)
-    if action is None:
-        args.mmr_parser.print_help()
-        return 2
-    return action(apply_config(args._parser, args))
+    return run_subaction(args, "mmr_action", "mmr_parser")
 
 
 def _run(args: argparse.Namespace) -> int:

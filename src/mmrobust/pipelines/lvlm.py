@@ -5,33 +5,29 @@ both resume from per-batch partial files after a kill.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from mmrobust.errors import ConfigError
+from mmrobust.eval.lvlm.under_attack import UnderAttackSettings
 from mmrobust.registry import LVLM_ATTACKS, LVLM_TASKS
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.models.limits import MAX_ATTACK_EPS, MAX_NEW_TOKENS
-from mmrobust.values import check_int, check_number, check_seed
+from mmrobust.values import check_int, check_number
 
 
-@dataclass(frozen=True)
-class LVLMAttackJob:
-    """Model, data and attack settings of an LVLM evaluation (eps in (0, 64/255] image units, l-inf; at most
-    4,096 new tokens: :mod:`mmrobust.models.limits`)."""
+@dataclass(frozen=True, kw_only=True)
+class LVLMAttackJob(UnderAttackSettings):
+    """Model, data and attack settings of an LVLM evaluation: the evaluation's own settings
+    (:class:`~mmrobust.eval.lvlm.under_attack.UnderAttackSettings`: eps, steps, seed, batch size, decoding, parser,
+    bootstrap) plus what to load and where to write (eps in (0, 64/255] image units, l-inf; at most 4,096 new
+    tokens: :mod:`mmrobust.models.limits`)."""
 
     model: str  # an HF model folder or hub id (LLaVA-1.5 / LLaVA-NeXT style)
     data: str  # VQA JSONL (id, image, question, answers), caption JSONL (id, image, captions) or MMR questions
     task: str = "vqa"  # an LVLM_TASKS name (mmrobust.eval.lvlm)
     out_dir: str = "runs/lvlm"
-    eps: float = 4 / 255
-    steps: int = 100
-    seed: int = 0
-    batch_size: int = 8
-    max_new_tokens: int = 20
-    parser: str = "official"
-    n_boot: int = 1000
     dtype: str = "float32"
     device: str = "cpu"
     allow_outside: bool = False
@@ -39,17 +35,21 @@ class LVLMAttackJob:
     split: str = "test"  # with data karpathy:PATH (task "caption"): the Karpathy split
     data_root: str | None = None  # with data karpathy:PATH: the image folder (default: the JSON's folder)
     attack: str = "apgd"  # `lvlm eval`: an LVLM_ATTACKS name (mmrobust.lvlm.attacks); `targeted` is APGD
-    attack_options: dict[str, Any] = field(default_factory=dict)  # the attack's own options (text or typed)
 
     def __post_init__(self) -> None:
         LVLM_TASKS.get(self.task)  # unknown names: one line with the choices
         LVLM_ATTACKS.get(self.attack).check_options(self.attack_options)
-        check_int("steps", self.steps, low=1, fix="--steps"), check_int("batch_size", self.batch_size, low=1)
+        check_int("steps", self.steps, low=1, fix="--steps")
         check_int("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, fix="e.g. --max-new-tokens 20")
-        check_seed("seed", self.seed)
         # eps 0 attacks nothing (the "under attack" score is the clean one); past 64/255 the image is repainted
         check_number("eps", self.eps, low=0, high=MAX_ATTACK_EPS, low_open=True,
                      fix="use a radius in (0, 64/255], e.g. --eps 4/255")
+        super().__post_init__()  # the evaluation's own checks (batch size, seed, parser, bootstrap)
+
+    def under_attack(self, label: str, options: dict[str, Any]) -> UnderAttackSettings:
+        """The evaluation's settings: this job's, with the attack's protocol label and typed options."""
+        common = {f.name: getattr(self, f.name) for f in fields(UnderAttackSettings)}
+        return UnderAttackSettings(**{**common, "attack_label": label, "attack_options": options})
 
 
 def load_task(job: LVLMAttackJob) -> Any:
@@ -73,18 +73,15 @@ def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
     """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
     ``job.data``: the registered attack ``job.attack`` (default APGD) on the LM loss of the reference answers
     (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
-    from mmrobust.eval.lvlm.under_attack import UnderAttackSettings, evaluate_under_attack
+    from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
     from mmrobust.lvlm.attack import greedy_outputs
 
     attack = LVLM_ATTACKS.get(job.attack)
     options = attack.check_options(job.attack_options)
     task = load_task(job)
     model, processor = _model(job)
-    settings = UnderAttackSettings(eps=job.eps, steps=job.steps, seed=job.seed, batch_size=job.batch_size,
-                                   max_new_tokens=job.max_new_tokens, parser=job.parser, n_boot=job.n_boot,
-                                   attack_label=attack.protocol, attack_options=options)
-    rec = evaluate_under_attack(model, processor, task, settings, out_dir=job.out_dir, attack=attack.fn,
-                                generate=greedy_outputs)
+    rec = evaluate_under_attack(model, processor, task, job.under_attack(attack.protocol, options), out_dir=job.out_dir,
+                                attack=attack.fn, generate=greedy_outputs)
     rec.config = {**asdict(job), **rec.config}
     rec.warnings += _swap_warnings(job, processor)
     write_record(job.out_dir, rec)
