@@ -9,7 +9,7 @@ from mmrobust.cli.common import (add_config_option, add_path_options, apply_conf
 from mmrobust.cli.options import add_settings, settings_from
 from mmrobust.tasks.build import task_option_values
 from mmrobust.errors import ConfigError
-from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, check_run_dir, run_train
+from mmrobust.pipelines.train import RUN_FILES, DataSpec, ModelSpec, TrainJob, run_train
 from mmrobust.registry import TASKS
 from mmrobust.training.distributed import distributed_from_env
 from mmrobust.training.loop import TrainConfig
@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     TASKS.get(args.task)  # unknown task -> one-line error before any work
     job = job_from_args(args)
     with distributed_from_env(args.device) as (rank, _):  # under torchrun: join its process group
-        replaced = check_run_dir(job, resume=args.resume, overwrite=args.overwrite)
-        if replaced and rank == 0:
-            print(f"mmrobust train: --overwrite: replacing {', '.join(replaced)} in {args.out}", file=sys.stderr)
-        model_dir, result = run_train(job, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+        announce = (lambda names: print(f"mmrobust train: --overwrite: replacing {', '.join(names)} in {args.out}",
+                                        file=sys.stderr)) if rank == 0 else None
+        model_dir, result = run_train(job, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                                      on_replace=announce)
     if rank != 0:
         return 0
     last = result.history[-1] if result.history else {}

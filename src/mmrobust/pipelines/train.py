@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -247,16 +247,19 @@ def _mllm_setup(job: TrainJob) -> tuple[Any, Any]:
     return task, dataset
 
 
-def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True) -> tuple[Path, TrainResult]:
+def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+              on_replace: Callable[[list[str]], None] | None = None) -> tuple[Path, TrainResult]:
     """Train per ``job``; writes config.yaml, checkpoints/, train_log.jsonl, model/ and results.json.
 
     An ``out_dir`` holding an earlier run is an error unless ``resume`` (same settings: continue from its
     checkpoint) or ``overwrite`` (delete that run's files first). config.yaml is written only once the
     run starts, so a refused resume leaves it as it was. Returns (exported model directory, result).
-    Under torchrun every rank calls it; rank 0 alone deletes, writes and exports."""
+    Under torchrun every rank calls it; rank 0 alone deletes, writes and exports. ``on_replace`` hears the
+    names of the earlier run's files that ``overwrite`` replaces (the run directory is checked once, here)."""
     out = Path(job.out_dir)
     replace = check_run_dir(job, resume=resume, overwrite=overwrite)
+    if replace and on_replace is not None:
+        on_replace(replace)
     mllm = getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm"
     task, dataset = _mllm_setup(job) if mllm else _clip_setup(job, resume)
     barrier()  # under torchrun: every rank has checked out_dir before rank 0 deletes anything
