@@ -54,3 +54,21 @@ def test_paper_configs_give_task_options_as_a_mapping(name):
         assert job.task_options["eps"] == 2 / 255 and job.task_options["attack_steps"] == 10
     if name == "par_paper":
         assert job.task_options == {"tau": 2.15, "view": "noise-erase"}
+
+
+@pytest.mark.parametrize("argv,key,value", [
+    (["lvlm", "eval", "--model", "m", "--data", "d", "--out", "o"], "steps", 3),
+    (["lvlm", "targeted", "--model", "m", "--data", "d", "--out", "o", "--target", "x"], "max_new_tokens", 5),
+    (["mmr", "run", "--data", "d", "--model", "m", "--out", "o"], "bootstrap", 7),
+])
+def test_mmr_and_lvlm_actions_take_config_files_like_train_and_eval(argv, key, value, tmp_path):
+    from mmrobust.cli.common import apply_config
+    from mmrobust.cli.main import build_parser
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"{key}: {value}\n")
+    args = build_parser().parse_args([*argv, "--config", str(cfg)])
+    assert getattr(apply_config(args._parser, args), key) == value
+    assert getattr(apply_config(args._parser, build_parser().parse_args([*argv, "--config", str(cfg),
+                                                                         f"--{key.replace('_', '-')}", "9"])),
+                   key) == 9  # the command line wins

@@ -31,6 +31,18 @@ def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     print_warnings(record.get("warnings") if isinstance(record, dict) else None)
 
 
+def with_config(parser: argparse.ArgumentParser) -> None:
+    """Give an action's parser ``--config YAML`` (as ``train`` and ``eval`` have) and apply the file before its
+    function runs."""
+    add_config_option(parser)
+    fn = parser.get_default("func")
+
+    def configured(args: argparse.Namespace) -> int:
+        return fn(apply_config(parser, args))
+
+    parser.set_defaults(func=configured, _parser=parser)
+
+
 def run_subaction(args: argparse.Namespace, action: str, parent: str) -> int:
     """Run the sub-action a command's parser picked (``args.<action>``), with its ``--config`` file applied when
     its parser takes one; with no sub-action, the command's help (``args.<parent>``) and exit status 2."""

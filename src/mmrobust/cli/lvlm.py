@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from mmrobust.cli.common import (device, key_values, non_negative_int, parse_eps, positive_int,
-                                 print_record_warnings, print_warnings, seed)
+                                 print_record_warnings, print_warnings, seed, with_config)
 from mmrobust.registry import LVLM_ATTACKS, LVLM_TASKS
 
 
@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--group", help="attack only the questions of this group / category")
     t.set_defaults(func=run_targeted)
     p.set_defaults(func=run, lvlm_parser=p)
+    for action_parser in (s, e, t):
+        with_config(action_parser)
 
 
 def _attack_options(p: argparse.ArgumentParser) -> None:
