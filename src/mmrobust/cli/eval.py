@@ -6,11 +6,12 @@ import json
 
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
                                  add_seeds_option, over_seeds, print_record_warnings)
-from mmrobust.cli.options import add_settings
+from mmrobust.cli.options import add_settings, settings_from
 from mmrobust.eval.backdoor import BackdoorSettings
 from mmrobust.eval.retrieval import RetrievalSettings
 from mmrobust.eval.zeroshot import ZeroShotSettings
-from mmrobust.pipelines.evaluate import EvalData, eval_backdoor, eval_data, eval_retrieval, eval_zeroshot
+from mmrobust.pipelines.evaluate import (EvalData, RetrievalData, eval_backdoor, eval_data, eval_retrieval,
+                                         eval_zeroshot)
 from mmrobust.registry import TRIGGERS
 
 
@@ -92,10 +93,9 @@ def run_backdoor(args: argparse.Namespace) -> int:
 
 def run_retrieval(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
-    m = eval_retrieval(model=args.model, weights=_weights(args), manifest=args.data, out_dir=args.out,
-                       image_col=args.image_col,
-                       caption_col=args.caption_col, delimiter=args.delimiter, batch_size=args.batch_size,
-                       device=args.device, data_root=args.data_root, allow_outside=args.allow_outside_paths,
-                       split=args.split)
+    data = RetrievalData(args.data, image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter,
+                         data_root=args.data_root, allow_outside=args.allow_outside_paths, split=args.split)
+    m = eval_retrieval(model=args.model, weights=_weights(args), data=data, out_dir=args.out,
+                       settings=settings_from(args, RetrievalSettings))
     print(json.dumps(m))
     return 0

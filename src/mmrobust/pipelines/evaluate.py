@@ -202,28 +202,41 @@ def eval_backdoor(*, model: str, data: EvalData, out_dir: str | Path, trigger: A
     return _write(out_dir, record, {"model": model, "data": asdict(data)})
 
 
-def eval_retrieval(*, model: str, manifest: str, out_dir: str | Path, weights: dict | None = None,
-                   image_col: str = "image",
-                   caption_col: str = "caption", delimiter: str = ",", batch_size: int = 256, device: str = "cpu",
-                   clip: CLIPModel | None = None, data_root: str | None = None, allow_outside: bool = False,
-                   split: str = "test") -> dict[str, Any]:
-    """Image->text and text->image recall@1/5/10 over a manifest of image,caption rows (rows sharing an
-    image are one image with several captions) or a Karpathy-split JSON (``karpathy:PATH``, its ``split``
-    written as a manifest under ``out_dir/data``; images below ``data_root``, default the JSON's folder)."""
+@dataclass(frozen=True)
+class RetrievalData:
+    """An image-caption split: a CSV manifest of image,caption rows (rows sharing an image are one image with
+    several captions) or ``karpathy:PATH`` (a COCO / Flickr30k Karpathy-split JSON; ``split`` of it, images
+    below ``data_root``, default the JSON's folder)."""
+
+    manifest: str
+    image_col: str = "image"
+    caption_col: str = "caption"
+    delimiter: str = ","
+    data_root: str | None = None  # image paths must lie inside it (default: the manifest's folder)
+    allow_outside: bool = False
+    split: str = "test"
+
+
+def eval_retrieval(*, model: str, data: RetrievalData, out_dir: str | Path, settings: RetrievalSettings | None = None,
+                   weights: dict | None = None, clip: CLIPModel | None = None) -> dict[str, Any]:
+    """Image->text and text->image recall@1/5/10 over ``data`` (a Karpathy split is first written as a
+    manifest under ``out_dir/data``)."""
     from mmrobust.data.captions import RetrievalSplit, karpathy_split, parse_caption_spec
 
-    source = manifest
-    karpathy = parse_caption_spec(manifest)
+    settings = settings or RetrievalSettings()
+    karpathy = parse_caption_spec(data.manifest)
+    d = data
     if karpathy is not None:
-        data_root = data_root or str(karpathy.parent)
-        manifest = str(karpathy_split(manifest, Path(out_dir) / "data", split=split, image_root=data_root))
-        image_col, caption_col, delimiter = "image", "caption", ","
-    clip = clip or load_model(model, device=device, **(weights or {}))
-    ds = RetrievalSplit(manifest, image_size=clip.image_size, image_col=image_col, caption_col=caption_col,
-                        delimiter=delimiter, preload=True, paths=PathPolicy.of(manifest, data_root, allow_outside))
-    record = run_evaluation("retrieval", model=clip, data=ds,
-                            settings=RetrievalSettings(batch_size=batch_size, device=device))
-    return _write(out_dir, record, {"model": model, "manifest": source, "split": split if karpathy else None})
+        root = data.data_root or str(karpathy.parent)
+        manifest = str(karpathy_split(data.manifest, Path(out_dir) / "data", split=data.split, image_root=root))
+        d = RetrievalData(manifest, data_root=root, allow_outside=data.allow_outside, split=data.split)
+    clip = clip or load_model(model, device=settings.device, **(weights or {}))
+    ds = RetrievalSplit(d.manifest, image_size=clip.image_size, image_col=d.image_col, caption_col=d.caption_col,
+                        delimiter=d.delimiter, preload=True, paths=PathPolicy.of(d.manifest, d.data_root,
+                                                                                  d.allow_outside))
+    record = run_evaluation("retrieval", model=clip, data=ds, settings=settings)
+    return _write(out_dir, record, {"model": model, "manifest": data.manifest,
+                                    "split": data.split if karpathy else None})
 
 
 def zero_shot_agreement(model: CLIPModel, reference: CLIPModel, data: Any, images: torch.Tensor) -> float:
