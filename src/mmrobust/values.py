@@ -12,7 +12,7 @@ import inspect
 import typing
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -143,9 +143,9 @@ _EMPTY = inspect.Parameter.empty
 
 @dataclass(frozen=True)
 class Slot:
-    """One option of a thing built by name: its default (``Slot.NONE`` when it has none) and type hint."""
+    """One option of a thing built by name: its default (``inspect.Parameter.empty`` when it has none) and
+    type hint."""
 
-    NONE: ClassVar[object] = _EMPTY
     default: Any = _EMPTY
     annotation: Any = _EMPTY
 
