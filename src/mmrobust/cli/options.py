@@ -39,9 +39,19 @@ def text_to(like: Any, name: str, *, optional: bool = False) -> Callable[[str], 
     return parse
 
 
+def _shown(value: Any) -> str:
+    """A default as a user would type it: ``4/255`` for a whole number of 1/255 steps, lists comma-joined."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+        return f"{round(value * 255)}/255"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _help(f: dataclasses.Field, default: Any) -> str:
-    text = f.metadata.get("help", "")
-    shown = "none" if default is None else default
+    text, shown = f.metadata.get("help", ""), _shown(default)
     return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
