@@ -104,6 +104,13 @@ class Registry:
         return name in self._items
 
 
+def summary(*objects: Any, default: str = "") -> str:
+    """The first line of the first docstring among ``objects`` (what ``list`` commands show for a registered
+    entry), else ``default``."""
+    doc = next((o.__doc__ for o in objects if getattr(o, "__doc__", None)), "") or ""
+    return doc.strip().splitlines()[0] if doc.strip() else default
+
+
 # Each registry names the package (or module) that fills it: a module registers what it defines, and a package
 # imports every module in it (:func:`import_modules`), so a new entry is one new file, with no list to edit.
 TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))

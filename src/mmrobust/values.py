@@ -177,13 +177,14 @@ def _field_default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else _EMPTY
 
 
-def _example(slot: Slot) -> Any:
-    """A value of the option's type to convert text to: its default, else one named by its type hint."""
+def example_of(slot: Slot) -> Any:
+    """A value of the option's type to convert text to: its default, else one named by its type hint
+    (``0.0`` for ``float | None``); None when neither says."""
     if slot.default is not None and slot.default is not _EMPTY:
         return slot.default
     hint = slot.annotation
     kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
-    return _EXAMPLES.get(kinds[0], _MISSING) if len(kinds) == 1 else _MISSING
+    return _EXAMPLES.get(kinds[0]) if len(kinds) == 1 else None
 
 
 def option_value(owner: str, key: str, value: Any, slot: Slot) -> Any:
@@ -195,8 +196,8 @@ def option_value(owner: str, key: str, value: Any, slot: Slot) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("none", "null") and (
             slot.default is None or slot.default is _EMPTY):
         return None
-    like = _example(slot)
-    if like is not _MISSING:
+    like = example_of(slot)
+    if like is not None:
         return parse_value(value, like=like, name=f"{owner} option {key}")
     if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
         try:

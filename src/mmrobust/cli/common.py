@@ -31,27 +31,26 @@ def print_record_warnings(out_dir: str | Path, name: str | None = None) -> None:
     print_warnings(record.get("warnings") if isinstance(record, dict) else None)
 
 
-def with_config(parser: argparse.ArgumentParser) -> None:
-    """Give an action's parser ``--config YAML`` (as ``train`` and ``eval`` have) and apply the file before its
-    function runs."""
+def with_config(parser: argparse.ArgumentParser, attr: str = "func") -> None:
+    """Give an action's parser ``--config YAML`` (as ``train`` and ``eval`` have) and apply the file before the
+    function it runs (its default ``attr``) is called."""
     add_config_option(parser)
-    fn = parser.get_default("func")
+    fn = parser.get_default(attr)
 
     def configured(args: argparse.Namespace) -> int:
         return fn(apply_config(parser, args))
 
-    parser.set_defaults(func=configured, _parser=parser)
+    parser.set_defaults(**{attr: configured}, _parser=parser)
 
 
 def run_subaction(args: argparse.Namespace, action: str, parent: str) -> int:
-    """Run the sub-action a command's parser picked (``args.<action>``), with its ``--config`` file applied when
-    its parser takes one; with no sub-action, the command's help (``args.<parent>``) and exit status 2."""
+    """Run the sub-action a command's parser picked (``args.<action>``); with none, the command's help
+    (``args.<parent>``) and exit status 2."""
     fn = getattr(args, action, None)
     if fn is None:
         getattr(args, parent).print_help()
         return 2
-    parser = getattr(args, "_parser", None)
-    return fn(apply_config(parser, args) if parser is not None else args)
+    return fn(args)
 
 
 def seed_list(text: str) -> list[int]:
@@ -281,7 +280,7 @@ def apply_config(parser: argparse.ArgumentParser, argv_args: argparse.Namespace)
         current = getattr(ns, k)
         if isinstance(actions[k], argparse._AppendAction):  # repeatable options: config first, CLI after
             if isinstance(v, dict):  # KEY=VALUE options written as a mapping (opt: {tau: 2.15})
-                v = [f"{key}={'none' if x is None else x}" for key, x in v.items()]
+                v = [f"{name}={'none' if x is None else x}" for name, x in v.items()]
             items = v if isinstance(v, list) else [v]
             if any(isinstance(x, (dict, list)) for x in items):
                 raise ConfigError(f"config file {path}: {k} must be a list of plain values")

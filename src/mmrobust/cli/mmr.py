@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmrobust.cli.common import (add_config_option, key_values, run_subaction, non_negative_float, non_negative_int,
-                                 number, positive_int, print_warnings, seed)
+from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
+                                 run_subaction, seed, with_config)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_make_tiny(sub)
     p.set_defaults(func=run, mmr_parser=p)
     for action_parser in sub.choices.values():  # every action takes --config YAML, like train and eval
-        add_config_option(action_parser)
-        action_parser.set_defaults(_parser=action_parser)
+        with_config(action_parser, "mmr_action")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,8 @@ import typing
 from typing import Any, Callable, Iterable
 
 from mmrobust.cli.common import key_values
-from mmrobust.values import option_slots, parse_value
+from mmrobust.reports.protocol import eps_label
+from mmrobust.values import Slot, example_of, option_slots, parse_value
 
 SETTINGS_ATTR = "_mmrobust_settings"  # on a parser: the (dataclass, field names) its options come from
 
@@ -45,8 +46,8 @@ def _shown(value: Any) -> str:
         return "none"
     if isinstance(value, (list, tuple)):
         return ",".join(_shown(v) for v in value)
-    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
-        return f"{round(value * 255)}/255"
+    if isinstance(value, float) and 0 < value < 1:
+        return eps_label(value)  # 4/255 for a whole number of 1/255 steps, else the number
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -94,10 +95,9 @@ def _add_one(parser: Any, f: dataclasses.Field, default: Any, hint: Any, parse: 
         parser.add_argument(flag, dest=f.name, action="append", metavar="KEY=VALUE", default=None,
                             help=f"{f.metadata.get('help', '')} (repeatable)")
     else:
-        kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
         optional = default is None or type(None) in typing.get_args(hint)
-        like = default if default is not None else {int: 0, float: 0.0, str: ""}.get(kinds[0] if kinds else str, "")
-        parse = parse or (str if isinstance(like, str) else text_to(like, flag, optional=optional))
+        like = example_of(Slot(default, hint))  # None: no type to go by, the text stays text
+        parse = parse or (str if like is None or isinstance(like, str) else text_to(like, flag, optional=optional))
         parser.add_argument(flag, dest=f.name, type=parse, default=default, help=help_text,
                             metavar=None if choices is not None else flag[2:].upper().replace("-", "_"),
                             choices=list(choices) if choices is not None else None)

@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 
 from mmrobust.errors import ConfigError
 from mmrobust.eval.mllm.task import MLLMTask
-from mmrobust.registry import LVLM_TASKS
+from mmrobust.registry import LVLM_TASKS, summary
 
 T = TypeVar("T", bound=Callable[..., MLLMTask])
 
@@ -51,8 +51,7 @@ class LVLMTaskSpec:
     @property
     def description(self) -> str:
         """The first line of the loader's (else the class's) docstring."""
-        doc = (self.load.__doc__ or self.cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.name
+        return summary(self.load, self.cls, default=self.name)
 
 
 def attack_task(name: str, cls: type[MLLMTask], *, karpathy: bool = False) -> Callable[[T], T]:

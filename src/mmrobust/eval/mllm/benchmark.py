@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask
-from mmrobust.registry import BENCHMARKS
+from mmrobust.registry import BENCHMARKS, summary
 from mmrobust.reports.contract import Record
 from mmrobust.values import option_slots, typed_options
 
@@ -52,8 +52,7 @@ class Benchmark:
     @property
     def description(self) -> str:
         """The first line of the loader's docstring."""
-        doc = (self.load.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.name
+        return summary(self.load, default=self.name)
 
     def own_settings(self) -> list[str]:
         """The settings fields beyond the harness's (parser, params, n_boot, seed, cache)."""

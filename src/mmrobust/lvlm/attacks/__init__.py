@@ -23,7 +23,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
-from mmrobust.registry import LVLM_ATTACKS, import_modules
+from mmrobust.registry import LVLM_ATTACKS, import_modules, summary
 from mmrobust.values import option_slots, typed_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,8 +42,7 @@ class LVLMAttack:
     @property
     def description(self) -> str:
         """The first line of the function's docstring."""
-        doc = (self.fn.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.name
+        return summary(self.fn, default=self.name)
 
     def check_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """``options`` (values may be text, as from ``--attack-arg key=value``) checked against ``options``
