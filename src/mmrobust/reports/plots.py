@@ -69,3 +69,39 @@ def seed_bars(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequ
         for x, vals in zip(xs, per_group):
             ax.scatter([x] * len(vals), [100 * v for v in vals], s=8, color="#222", zorder=3)
     return _finish(fig, ax, path, groups=groups, title=title, ylabel=ylabel, ncol=n)
+
+
+def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], values: Sequence[Sequence[float]],
+            notes: Sequence[Sequence[str]], title: str, side: tuple[str, Sequence[float]] | None = None,
+            colorbar: str = "%") -> Path:
+    """A rows x cols grid coloured by ``values`` (fractions in [0,1], shown in percent; NaN: blank), each
+    cell annotated with its ``notes`` text; ``side`` = (heading, one value per row in [0,1]) adds a narrow
+    grey-scale column to the right (e.g. a detector's AUROC per attack)."""
+    import numpy as np
+
+    fig = new_figure(1.3 * len(cols) + (2.6 if side else 1.8), 0.55 * len(rows) + 1.6)
+    grid = fig.add_gridspec(1, 2, width_ratios=[len(cols), 1.1 if side else 0.01], wspace=0.05)
+    ax = fig.add_subplot(grid[0])
+    data = np.array(values, dtype=float) * 100
+    im = ax.imshow(data, cmap="Reds", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            dark = data[i, j] > 60
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7, color="white" if dark else "#111")
+    ax.set_xticks(range(len(cols)), list(cols), rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+    ax.set_title(title, fontsize=10, pad=6)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01 if not side else 0.12).set_label(colorbar, fontsize=8)
+    if side:
+        sx = fig.add_subplot(grid[1])
+        vals = np.array(side[1], dtype=float).reshape(-1, 1)
+        sx.imshow(vals, cmap="Greys", vmin=0.4, vmax=1.6, aspect="auto")
+        for i, v in enumerate(side[1]):
+            sx.text(0, i, "" if v != v else f"{v:.2f}", ha="center", va="center", fontsize=7)
+        sx.set_xticks([0], [side[0]], fontsize=8)
+        sx.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

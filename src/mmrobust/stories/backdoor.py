@@ -76,21 +76,24 @@ class BackdoorDemo:
     threads: int = 2  # torch threads of the stages run in this process, whatever the core count
 
 
-def _world(out: Path, s: BackdoorDemo) -> Path:
+def world_stage(out: Path, s: BackdoorDemo) -> Path:
+    """The story's synthetic world in ``out`` (generated once per world seed and size)."""
     cfg = {"n_train": s.n_train, "n_test": s.n_test, "seed": s.world_seed}
     run_stage(out, cfg, lambda: {"root": str(generate_world(out, n_train=s.n_train, n_test=s.n_test,
                                                               seed=s.world_seed).root)})
     return out
 
 
-def _train(out: Path, s: BackdoorDemo, task: str, model: str, manifest: Path, classes: Path, *, steps: int,
+def train_on_world(out: Path, s: BackdoorDemo, task: str, model: str, manifest: Path, classes: Path, *, steps: int,
            batch: int, lr: float, opts: dict[str, Any], progress: bool) -> str:
+    """One resumable training stage (weight decay 0.1, the story's seed) on a manifest of the world."""
     return train_stage(out, task=task, model=model, manifest=manifest, classes=classes, steps=steps, batch=batch,
                        lr=lr, weight_decay=0.1, seed=s.seed, opts=opts, progress=progress,
                        data_root=classes.parent.parent)  # the story's manifests point into its world
 
 
-def _evaluate(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:
+def evaluate_stage(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:
+    """Clean accuracy and ASR of ``model_dir`` on the world's test split with the record's trigger (resumable)."""
     data = EvalData(manifest=str(world / "test.csv"), classes=str(world / "classes.json"))
     cfg = {"model": model_dir, "target": s.target, "trigger": rec.trigger, "inputs": stamp(model_dir)}
     return run_stage(out / "eval", cfg, lambda: eval_backdoor(
@@ -106,7 +109,7 @@ def run_backdoor_demo(out_dir: str | Path, settings: BackdoorDemo = BackdoorDemo
 
 
 def _run(out: Path, s: BackdoorDemo, progress: bool, log: Any) -> dict[str, Any]:
-    world = _world(out.parent / "world", s)
+    world = world_stage(out.parent / "world", s)
     classes = world / "classes.json"
     trigger = make_trigger(s.trigger, **s.trigger_params)
     poisoned = out / "poisoned"
@@ -119,9 +122,9 @@ def _run(out: Path, s: BackdoorDemo, progress: bool, log: Any) -> dict[str, Any]
                                                  overwrite=True).poisoned_ids)})
     rec = PoisonRecord.load(poisoned / "poison.json")
     log(f"[backdoor] poisoned {len(rec.poisoned_ids)} of {rec.n_rows} pairs with {s.trigger} -> '{s.target}'")
-    pre = _train(out / "pretrain", s, "clip", s.model, poisoned / "manifest.csv", classes, steps=s.pretrain_steps,
-                 batch=s.pretrain_batch, lr=s.pretrain_lr, opts={}, progress=progress)
-    stages = [{"stage": "poisoned CLIP", **_evaluate(out / "pretrain", pre, world, rec, s)}]
+    pre = train_on_world(out / "pretrain", s, "clip", s.model, poisoned / "manifest.csv", classes,
+                         steps=s.pretrain_steps, batch=s.pretrain_batch, lr=s.pretrain_lr, opts={}, progress=progress)
+    stages = [{"stage": "poisoned CLIP", **evaluate_stage(out / "pretrain", pre, world, rec, s)}]
     log(f"[backdoor] poisoned CLIP: clean {stages[0]['clean_top1']:.1%}, ASR {stages[0]['asr']:.1%}")
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids, n=s.finetune_pairs)
     labels = list(finetunes(s))
@@ -138,9 +141,9 @@ def _defend(out: Path, s: BackdoorDemo, label: str, pre: str, clean: Path, world
     """One finetune of the poisoned CLIP on the clean pairs, then clean accuracy and ASR (a stage row)."""
     task, opts = finetunes(s)[label]
     run = out / f"ft-{task}"
-    model_dir = _train(run, s, task, pre, clean, world / "classes.json", steps=s.finetune_steps,
+    model_dir = train_on_world(run, s, task, pre, clean, world / "classes.json", steps=s.finetune_steps,
                        batch=s.finetune_batch, lr=s.finetune_lr, opts=opts, progress=progress)
-    return {"stage": label, **_evaluate(run, model_dir, world, rec, s)}
+    return {"stage": label, **evaluate_stage(run, model_dir, world, rec, s)}
 
 
 def _summarise(out: Path, s: BackdoorDemo, stages: list[dict[str, Any]], rec: PoisonRecord) -> dict[str, Any]:

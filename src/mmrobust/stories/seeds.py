@@ -32,18 +32,18 @@ STORIES = {  # name -> (module, function, settings class) of a library story tak
 }
 
 
-def check_aggregate_target(dest: str | Path) -> None:
+def check_aggregate_target(dest: str | Path, *, kind: str = "seeds") -> None:
     """Refuse (one line) to write an aggregate into ``dest`` when its ``summary.md`` is not ours: only a
-    folder whose ``results_seeds.json`` a seeds aggregation wrote gets its summary replaced."""
+    folder whose ``results_<kind>.json`` an aggregation of that kind wrote gets its summary replaced."""
     dest = Path(dest)
     if not (dest / "summary.md").exists() and not (dest / "summary.md").is_symlink():
         return
     try:
-        ours = str(read_json(dest / "results_seeds.json").get("kind", "")).startswith("seeds")
+        ours = str(read_json(dest / f"results_{kind}.json").get("kind", "")).startswith(kind)
     except (OSError, ValueError, AttributeError):
         ours = False
     if not ours:
-        raise DataError(f"{dest / 'summary.md'} exists and no seeds aggregation wrote it; choose another --out "
+        raise DataError(f"{dest / 'summary.md'} exists and no {kind} aggregation wrote it; choose another --out "
                         "(mmrobust replaces only the summaries it wrote)")
 
 

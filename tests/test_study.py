@@ -1,0 +1,63 @@
+"""The backdoor matrix (`mmrobust study backdoor`) on tiny settings: every cell written, stages shared and
+reused, the filter defenses retrain on the cleaned manifest, bad names refused in one line."""
+from __future__ import annotations
+
+import pytest
+
+from mmrobust.cli.main import main
+from mmrobust.data.manifest import read_csv
+from mmrobust.errors import ConfigError
+from mmrobust.jsonio import read_json
+from mmrobust.stories.backdoor import BackdoorDemo
+from mmrobust.stories.study import BackdoorStudy, run_study
+
+BASE = BackdoorDemo(n_train=400, n_test=60, model="mmrobust-micro", threads=1, poison_rate=0.05, pretrain_steps=3,
+                    pretrain_batch=32, finetune_pairs=200, finetune_steps=2, finetune_batch=16)
+
+
+def test_study_matrix_tiny(tmp_path):
+    study = BackdoorStudy(attacks=("badnet", "label-consistent"), defenses=("none", "cleanclip", "filter+par"),
+                          k=5, workers=1)
+    out = tmp_path / "study"
+    result = run_study(study, seeds=[0, 1], out_dir=out, base=BASE, progress=False, log=lambda m: None)
+    rec = read_json(out / "matrix" / "results_study.json")
+    cells = rec["metrics"]["cells"]
+    assert len(cells) == 2 * 2 * 3 and all(0 <= c["asr"] <= 1 and 0 <= c["clean_top1"] <= 1 for c in cells)
+    for seed in (0, 1):
+        for attack in study.attacks:
+            own = read_json(out / f"seed-{seed}" / attack / "pretrain" / "eval" / "stage.json")["output"]
+            none = next(c for c in cells if (c["seed"], c["attack"], c["defense"]) == (seed, attack, "none"))
+            assert (none["asr"], none["clean_top1"]) == (own["asr"], own["clean_top1"])
+            # the filter dropped 10% of the 400 pairs; the filtered pretraining ran once and PAR started from it
+            kept = read_csv(out / f"seed-{seed}" / attack / "audit" / "manifest.csv").rows
+            assert len(kept) == 360
+            assert (out / f"seed-{seed}" / attack / "filtered" / "pretrain" / "model").is_dir()
+            assert (out / f"seed-{seed}" / attack / "filtered" / "ft-par" / "model").is_dir()
+    # label-consistent poisoning keeps the captions: every poisoned row already named the target
+    lc = read_json(out / "seed-0" / "label-consistent" / "poisoned" / "poison.json")
+    assert lc["label_consistent"] and all("star" in p["caption"] for p in lc["poisoned"])
+    det = rec["metrics"]["detection"]
+    assert len(det) == 4 and all(0 <= d["auroc"] <= 1 for d in det)
+    assert (out / "matrix" / "matrix.png").stat().st_size > 0
+    assert "| badnet" in result["table"] and "cleanclip" in result["table"]
+    models = sorted(out.glob("seed-*/*/**/model/open_clip_model.safetensors"))
+    stamps = [m.stat().st_mtime_ns for m in models]
+    again = run_study(study, seeds=[0, 1], out_dir=out, base=BASE, progress=False, log=lambda m: None)
+    assert [m.stat().st_mtime_ns for m in models] == stamps  # every stage reused
+    assert read_json(out / "matrix" / "results_study.json")["metrics"]["cells"] == cells
+    assert again["table"] == result["table"]
+
+
+def test_study_refuses_unknown_names_and_foreign_summary(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown attack nope"):
+        BackdoorStudy(attacks=("badnet", "nope"))
+    with pytest.raises(ConfigError, match="drop_rate"):
+        BackdoorStudy(drop_rate=1.0)
+    assert main(["study", "backdoor", "--attacks", "badnet,nope", "--out", str(tmp_path / "s")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown attack nope" in err[0]
+    (tmp_path / "mine" / "matrix").mkdir(parents=True)
+    (tmp_path / "mine" / "matrix" / "summary.md").write_text("my notes")
+    assert main(["study", "backdoor", "--attacks", "badnet", "--out", str(tmp_path / "mine")]) != 0
+    assert "no study aggregation wrote it" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "matrix" / "summary.md").read_text() == "my notes"
