@@ -2,7 +2,9 @@
 
 Public API::
 
-    make_trigger(name, **params) -> Trigger        # "badnet", "blended", "wanet", "sig"
+    make_trigger(name, **params) -> Trigger        # "badnet", "blended", "wanet", "sig", PAR's structured
+                                                   # "badnet-stripes", "blended-stripes", "blended-triangles",
+                                                   # "blended-text"
     trigger(images, generator=None) -> images      # (C,H,W) or (B,C,H,W) in [0,1]
     apply_trigger(images, trigger_or_spec, *, generator=None)
     poison_manifest(manifest=..., out_dir=..., trigger=..., target=..., rate=... | count=..., seed=...)
@@ -11,6 +13,7 @@ Public API::
 """
 from mmrobust.data.poison.poison import DEFAULT_CAPTION_TEMPLATES, PoisonRecord, names_target, poison_manifest
 from mmrobust.data.poison.shards import poison_shards
+from mmrobust.data.poison.structured import BadNetStripes, BlendedStripes, BlendedText, BlendedTriangles
 from mmrobust.data.poison.triggers import (
     SIG,
     BadNet,
@@ -25,5 +28,6 @@ from mmrobust.data.poison.triggers import (
 
 __all__ = [
     "DEFAULT_CAPTION_TEMPLATES", "PoisonRecord", "names_target", "poison_manifest", "poison_shards",
-    "SIG", "BadNet", "Blended", "Trigger", "WaNet", "apply_trigger", "make_trigger", "trigger_from_dict", "trigger_spec",
+    "SIG", "BadNet", "Blended", "Trigger", "WaNet", "apply_trigger", "make_trigger", "trigger_from_dict",
+    "trigger_spec", "BadNetStripes", "BlendedStripes", "BlendedText", "BlendedTriangles",
 ]
