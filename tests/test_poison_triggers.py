@@ -40,7 +40,7 @@ def _images(b: int = 4, h: int = 16, w: int = 16, seed: int = 123) -> torch.Tens
 
 
 def test_registry_lists_all_triggers():
-    assert {"badnet", "blended", "wanet", "sig", *STRUCTURED} <= set(TRIGGERS.list())
+    assert {"badnet", "blended", "wanet", "sig", *STRUCTURED, "patch"} <= set(TRIGGERS.list())
 
 
 @pytest.mark.parametrize("name,params,random", CASES, ids=IDS)
