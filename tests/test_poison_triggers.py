@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mmrobust.data.poison import BadNet, Blended, SIG, WaNet, apply_trigger, make_trigger, trigger_from_dict, trigger_spec
+from mmrobust.data.poison import (SIG, BadNet, BadNetStripes, Blended, BlendedStripes, BlendedText, BlendedTriangles,
+                                  WaNet, apply_trigger, make_trigger, trigger_from_dict, trigger_spec)
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.registry import TRIGGERS
 
@@ -21,8 +22,17 @@ CASES = [
     ("blended", dict(alpha=0.3, pattern="random_noise"), True),
     ("wanet", dict(k=4, s=0.5), True),
     ("sig", dict(delta=20 / 255, frequency=6), False),
+    # PAR's structured triggers (Singh, Croce & Hein 2024)
+    ("badnet-stripes", dict(size=4, location="random"), True),
+    ("badnet-stripes", dict(size=4, location="bottom_right", per_image=False), True),
+    ("blended-stripes", dict(alpha=0.03), True),
+    ("blended-stripes", dict(alpha=0.1, width=2, per_image=False), True),
+    ("blended-triangles", dict(cell=4), False),
+    ("blended-text", dict(text="hi"), False),
 ]
-IDS = [f"{n}-{p.get('pattern', '')}-{p.get('location', '')}" for n, p, _ in CASES]
+IDS = [f"{n}-" + "-".join(f"{k}={v}" for k, v in p.items() if k in ("pattern", "location", "per_image", "width"))
+       for n, p, _ in CASES]
+STRUCTURED = ("badnet-stripes", "blended-stripes", "blended-triangles", "blended-text")
 
 
 def _images(b: int = 4, h: int = 16, w: int = 16, seed: int = 123) -> torch.Tensor:
@@ -30,7 +40,7 @@ def _images(b: int = 4, h: int = 16, w: int = 16, seed: int = 123) -> torch.Tens
 
 
 def test_registry_lists_all_triggers():
-    assert {"badnet", "blended", "wanet", "sig"} <= set(TRIGGERS.list())
+    assert {"badnet", "blended", "wanet", "sig", *STRUCTURED, "patch"} <= set(TRIGGERS.list())
 
 
 @pytest.mark.parametrize("name,params,random", CASES, ids=IDS)
@@ -50,8 +60,9 @@ def test_trigger_invariants(name, params, random):
 @pytest.mark.parametrize("name,params,random", CASES, ids=IDS)
 def test_seed_changes_random_triggers(name, params, random):
     x = _images()
-    a = make_trigger(name, **params, **({"seed": 0} if name != "sig" else {}))(x)
-    b = make_trigger(name, **params, **({"seed": 1} if name != "sig" else {}))(x)
+    seeded = "seed" in TRIGGERS.slots(name)
+    a = make_trigger(name, **params, **({"seed": 0} if seeded else {}))(x)
+    b = make_trigger(name, **params, **({"seed": 1} if seeded else {}))(x)
     assert torch.equal(a, b) != random
 
 
@@ -150,6 +161,22 @@ def test_wanet_warp_is_small_smooth_and_seeded():
     ("badnet", dict(colour="red"), "trigger .badnet. has no option"),
     ("badnet", dict(size="six"), "trigger .badnet. option size: expected an int"),
     ("nosuch", dict(), "unknown trigger"),
+    ("badnet-stripes", dict(size=0), "size"),
+    ("badnet-stripes", dict(location="middle"), "location"),
+    ("badnet-stripes", dict(per_image="maybe"), "per_image"),
+    ("blended-stripes", dict(alpha=0.0), "alpha"),
+    ("blended-stripes", dict(width=0), "width"),
+    ("blended-stripes", dict(alpha=float("nan")), "alpha"),
+    ("blended-triangles", dict(cell=1), "cell"),
+    ("blended-triangles", dict(alpha=2), "alpha"),
+    ("blended-triangles", dict(seed=1), "has no option"),
+    ("blended-text", dict(text=""), "text"),
+    ("blended-text", dict(text="   "), "text"),
+    ("blended-text", dict(text="x" * 65), "text"),
+    ("blended-text", dict(text="caf\u00e9\n"), "text"),
+    ("blended-text", dict(width=1.5), "width"),
+    ("blended-text", dict(color="mauve"), "color"),
+    ("blended-text", dict(alpha=-0.5), "alpha"),
 ])
 def test_bad_config_is_one_line_config_error(name, params, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -172,3 +199,89 @@ def test_patch_larger_than_image_and_bad_inputs():
         BadNet(size=2)(torch.rand(3, 8, 8) * 2 - 1)
     with pytest.raises(DataError, match="shape"):
         BadNet(size=2)(torch.rand(8, 8))
+
+
+# --- PAR's structured triggers (Singh, Croce & Hein 2024) ------------------------------------------------------
+
+
+def test_structured_defaults_are_the_papers():
+    assert (BadNetStripes().size, BadNetStripes().location, BadNetStripes().per_image) == (16, "random", True)
+    assert (BlendedStripes().alpha, BlendedStripes().width, BlendedStripes().per_image) == (0.03, 1, True)
+    assert (BlendedTriangles().alpha, BlendedTriangles().cell) == (0.15, 14)
+    assert (BlendedText().text, BlendedText().alpha, BlendedText().color, BlendedText().width) == \
+        ("watermarked", 0.5, "red", 0.875)
+
+
+@pytest.mark.parametrize("location,top,left", [("top_left", 0, 0), ("bottom_right", 12, 12), ("center", 6, 6)])
+def test_badnet_stripes_are_binary_one_pixel_columns_in_the_patch_only(location, top, left):
+    x = torch.full((8, 3, 16, 16), 0.5)
+    y = BadNetStripes(size=4, location=location)(x)
+    changed = (y != x).any(dim=1)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[top : top + 4, left : left + 4] = True
+    assert torch.equal(changed, expected.expand(8, 16, 16))  # every patch pixel is 0 or 1, never 0.5
+    patch = y[:, :, top : top + 4, left : left + 4]
+    assert set(patch.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(patch, patch[:, :, :1, :].expand_as(patch)), "each column is one colour"
+    assert len({tuple(p.flatten().tolist()) for p in patch}) > 1, "per_image: fresh stripes per image"
+    fixed = BadNetStripes(size=4, location=location, per_image=False, seed=3)
+    a, b = fixed(x)[:, :, top : top + 4, left : left + 4], fixed(x[:2])[:, :, top : top + 4, left : left + 4]
+    assert torch.equal(a, a[:1].expand_as(a)) and torch.equal(a[:2], b), "per_image=False: one pattern from seed"
+
+
+def test_blended_stripes_match_formula_with_a_plus_minus_one_key():
+    x = torch.full((4, 3, 10, 12), 0.5)
+    y = BlendedStripes(alpha=0.1, width=2, per_image=False, seed=3)(x)
+    key = (y - 0.9 * x) / 0.1
+    assert torch.allclose(key.abs(), torch.ones_like(key), atol=1e-5), "key is -1 or +1 (the reference's)"
+    assert torch.equal(key, key[:, :, :1, :].expand_as(key)), "vertical stripes"
+    assert torch.equal(key[..., 0::2], key[..., 1::2]), "stripes 2 px wide"
+    assert torch.equal(key, key[:1].expand_as(key)) and (key[0, :, 0, ::2] > 0).float().std() > 0
+    fresh = BlendedStripes(alpha=0.1, width=1)(x)
+    assert not torch.equal(fresh[0], fresh[1]), "per_image: fresh key per image"
+    dark = BlendedStripes(alpha=0.5, per_image=False)(torch.zeros(1, 3, 4, 4))
+    assert dark.min() == 0 and set(dark.unique().tolist()) <= {0.0, 0.5}, "clipped to [0,1]"
+
+
+def test_blended_triangles_match_naive_formula():
+    cell, alpha, h, w = 4, 0.15, 10, 13
+    x = _images(1, h, w)
+    y = BlendedTriangles(alpha=alpha, cell=cell)(x)
+    for i in range(h):
+        for j in range(w):
+            k = 0.4 if i % cell >= j % cell else 0.8
+            assert torch.allclose(y[0, :, i, j], (1 - alpha) * x[0, :, i, j] + alpha * k, atol=1e-6)
+
+
+def test_blended_text_changes_only_red_where_the_word_is_centred():
+    x = torch.full((2, 3, 224, 224), 0.5)
+    y = BlendedText()(x)
+    assert torch.equal(y[:, 1:], x[:, 1:]), "red text changes the red channel only (the reference's blend)"
+    rows, cols = (y[0, 0] != 0.5).nonzero(as_tuple=True)
+    assert abs((cols.min() + cols.max()) / 2 - 111.5) <= 2 and abs((rows.min() + rows.max()) / 2 - 111.5) <= 2
+    assert abs(int(cols.max() - cols.min() + 1) - 0.875 * 224) <= 3, "the word spans 0.875 of the width"
+    assert 10 <= int(rows.max() - rows.min() + 1) <= 50 and y.max() <= 0.75 + 1e-6
+    white = BlendedText(text="ok", color="white", alpha=0.5)(x)
+    assert not torch.equal(white[:, 1], x[:, 1]) and not torch.equal(white[:, 0], y[:, 0])
+    small = BlendedText()(torch.full((3, 32, 32), 0.5))
+    assert 0 < (small != 0.5).any(0).sum() < 32 * 32 // 4, "a 32 px image gets a small (28 px wide) word"
+    assert torch.equal(BlendedText()(x), y), "deterministic"
+
+
+@pytest.mark.parametrize("name,params", [("badnet-stripes", dict(size=4)), ("blended-stripes", {}),
+                                         ("blended-triangles", dict(cell=3)), ("blended-text", dict(text="ab"))])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_structured_triggers_keep_dtype(name, params, dtype):
+    trig = make_trigger(name, **params)
+    x = _images(2)
+    y = trig(x.to(dtype))
+    assert y.dtype == dtype and y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert torch.allclose(y.float(), trig(x), atol=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_structured_triggers_on_cuda_match_cpu(name):
+    trig, x = make_trigger(name), _images(2, 32, 32)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(trig(x.cuda(), gen()).cpu(), trig(x, gen()), atol=1e-6)

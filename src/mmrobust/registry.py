@@ -113,7 +113,8 @@ def summary(*objects: Any, default: str = "") -> str:
 
 # Each registry names the package (or module) that fills it: a module registers what it defines, and a package
 # imports every module in it (:func:`import_modules`), so a new entry is one new file, with no list to edit.
-TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers",))
+TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers", "mmrobust.data.poison.structured",
+                                "mmrobust.data.poison.patch"))
 TASKS = Registry("task", ("mmrobust.tasks",))
 ATTACKS = Registry("attack", ("mmrobust.attacks",))
 PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))

@@ -12,13 +12,15 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "bench", "lvlm", "report", "compare", "study")
+SUBCOMMANDS = ("demo", "generate", "poison", "make-trigger", "train", "eval", "mmr", "bench", "lvlm", "report",
+               "compare", "study")
 
 
 HELP = {
     "demo": "run the embedded stories (backdoor, adversarial, MMR) on synthetic data",
     "generate": "write the synthetic image-caption world (train.csv, test.csv, classes.json)",
     "poison": "poison a manifest -> new manifest + triggered images + poison.json",
+    "make-trigger": "optimize a trigger on a surrogate CLIP (badclip) -> patch.png + trigger.json for poison",
     "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
     "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
@@ -44,10 +46,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen is not None and name != chosen:
             sub.add_parser(name, help=HELP.get(name))
             continue
+        module = f"mmrobust.cli.{name.replace('-', '_')}"  # make-trigger -> make_trigger
         try:
-            mod = importlib.import_module(f"mmrobust.cli.{name}")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:  # subcommand not built yet
-            if e.name == f"mmrobust.cli.{name}":
+            if e.name == module:
                 continue
             raise
         mod.register(sub)

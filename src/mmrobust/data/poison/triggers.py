@@ -130,34 +130,48 @@ class BadNet(Trigger):
         _check_choice("badnet location", self.location, LOCATIONS)
         _check_seed("badnet", self.seed)
 
-    def _corner(self, h: int, w: int) -> tuple[int, int]:
-        s, m = self.size, self.margin
-        if self.location == "center":
-            return (h - s) // 2, (w - s) // 2
-        top = m if self.location.startswith("top") else h - s - m
-        left = m if self.location.endswith("left") else w - s - m
-        return top, left
-
     def _apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        b, c, h, w = x.shape
+        b, c, _, _ = x.shape
         s = self.size
-        if s + (0 if self.location == "random" else self.margin) > min(h, w):
-            raise ConfigError(f"badnet patch of {s}px (margin {self.margin}) does not fit {h}x{w} images; use a smaller size")
         if self.pattern == "random_noise":
             patches = _pattern("noise", (b, c, s, s), gen)
         else:
             patches = _pattern(self.pattern, (c, s, s), _seeded(self.seed)).expand(b, c, s, s)
-        patches = patches.to(device=x.device, dtype=x.dtype)
-        out = x.clone()
-        if self.location == "random":
-            tops = torch.randint(0, h - s + 1, (b,), generator=gen).tolist()
-            lefts = torch.randint(0, w - s + 1, (b,), generator=gen).tolist()
-            for i, (t, l) in enumerate(zip(tops, lefts)):
-                out[i, :, t : t + s, l : l + s] = patches[i]
-        else:
-            t, l = self._corner(h, w)
-            out[:, :, t : t + s, l : l + s] = patches
-        return out
+        return paste_patches(x, patches, location=self.location, margin=self.margin, generator=gen, what="badnet")
+
+
+def _corner(location: str, size: int, margin: int, h: int, w: int) -> tuple[int, int]:
+    """Top-left pixel of a ``size`` patch at a fixed ``location``, ``margin`` pixels from the edges."""
+    if location == "center":
+        return (h - size) // 2, (w - size) // 2
+    top = margin if location.startswith("top") else h - size - margin
+    left = margin if location.endswith("left") else w - size - margin
+    return top, left
+
+
+def paste_patches(x: Tensor, patches: Tensor, *, location: str, margin: int = 0,
+                  generator: torch.Generator | None = None, what: str = "patch") -> Tensor:
+    """``x`` (B,C,H,W) with a square patch pasted into every image: ``patches`` is (C,s,s) (one for all) or
+    (B,C,s,s). ``location`` is one of LOCATIONS; "random" draws a top-left corner per image from ``generator``.
+    Differentiable in ``patches`` (a copy of ``x`` is written, never ``x`` itself); used by BadNet-style
+    triggers and by the BadCLIP patch optimizer."""
+    _check_choice(f"{what} location", location, LOCATIONS)
+    b, _, h, w = x.shape
+    s = patches.shape[-1]
+    if s + (0 if location == "random" else margin) > min(h, w):
+        raise ConfigError(f"{what} patch of {s}px (margin {margin}) does not fit {h}x{w} images; use a smaller size")
+    patches = patches.to(device=x.device, dtype=x.dtype)
+    out = x.clone()
+    if location == "random":
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        tops = torch.randint(0, h - s + 1, (b,), generator=gen).tolist()
+        lefts = torch.randint(0, w - s + 1, (b,), generator=gen).tolist()
+        for i, (t, l) in enumerate(zip(tops, lefts)):
+            out[i, :, t : t + s, l : l + s] = patches[i] if patches.ndim == 4 else patches
+    else:
+        t, l = _corner(location, s, margin, h, w)
+        out[:, :, t : t + s, l : l + s] = patches
+    return out
 
 
 @TRIGGERS.register("blended")
