@@ -52,6 +52,13 @@ ATTACKS: dict[str, Attack] = {
     "wanet": Attack("wanet", {"k": 4, "s": 0.5}),
     "sig": Attack("sig", {"delta": 20 / 255, "frequency": 6}),
     "label-consistent": Attack("sig", {"delta": 20 / 255, "frequency": 6}, label_consistent=True),
+    # BadCLIP (Liang et al., CVPR 2024): a 6 px patch optimized on a clean surrogate, pasted where badnet's is
+    "badclip": Attack("patch", {"size": 6, "location": "bottom_right", "steps": 1000}, optimized=True),
+    # PAR's structured triggers (Singh, Croce & Hein 2024), sizes scaled from 224 px to the world's 32 px
+    "badnet-stripes": Attack("badnet-stripes", {"size": 6}),
+    "blended-stripes": Attack("blended-stripes", {}),
+    "blended-triangles": Attack("blended-triangles", {"cell": 2}),
+    "blended-text": Attack("blended-text", {}),
 }
 
 
@@ -76,8 +83,8 @@ class BackdoorStudy:
     """What the matrix crosses, and the detector of the filter defenses. Budgets (world size, steps, lr,
     poison rate, target) are the backdoor story's settings (:class:`BackdoorDemo`), passed beside it."""
 
-    attacks: tuple[str, ...] = setting(("badnet", "blended", "wanet", "sig", "label-consistent"),
-                                       "attacks (rows), comma-separated")
+    attacks: tuple[str, ...] = setting(("badnet", "blended", "wanet", "sig", "label-consistent", "badclip",
+                                        "badnet-stripes", "blended-stripes"), "attacks (rows), comma-separated")
     defenses: tuple[str, ...] = setting(("none", "mmcl", "cleanclip", "par", "supervised", "filter-retrain"),
                                         "defenses (columns), comma-separated")
     detector: str = setting("dao", "poisoned-pair detector of the audit and the filter defenses")
@@ -168,13 +175,34 @@ def _trigger(out: Path, base: BackdoorDemo, name: str, *, progress: bool) -> dic
     attack = ATTACKS[name]
     if attack.optimized:
         return optimized_trigger(out, base, attack, progress=progress)
-    return {"name": attack.trigger, "config": make_trigger(attack.trigger, **dict(attack.params)).to_dict()}
+    trigger = make_trigger(attack.trigger, **dict(attack.params))
+    if "seed" in trigger.to_dict():  # a trigger's fixed random parts (a noise key) are drawn anew at each seed
+        trigger = make_trigger(attack.trigger, **{**attack.params, "seed": base.seed})
+    return {"name": attack.trigger, "config": trigger.to_dict()}
 
 
 def optimized_trigger(out: Path, base: BackdoorDemo, attack: Attack, *, progress: bool) -> dict[str, Any]:
-    """BadCLIP's patch for this seed: a clean CLIP pretrained on the world's clean pairs with the story's
-    budget is the surrogate, then the patch is optimized against it (resumable stages)."""
-    raise ConfigError(f"optimized trigger {attack.trigger} is not available in this build")
+    """BadCLIP's patch at this seed (``out`` = OUT/seed-K): the surrogate is a clean CLIP pretrained on the
+    world's clean pairs with the story's budget and another training seed (the attacker's own model, not
+    the victim's), then the patch is optimized against it on the world's labelled training images."""
+    from mmrobust.data.poison.badclip import BadCLIPSettings
+    from mmrobust.pipelines.badclip import make_badclip_trigger
+    from mmrobust.pipelines.evaluate import EvalData
+
+    world = out / "world"
+    own = dataclasses.replace(base, seed=base.seed + 10_000)
+    surrogate = train_on_world(out / "surrogate", own, "clip", base.model, world / "train.csv",
+                               world / "classes.json", steps=base.pretrain_steps, batch=base.pretrain_batch,
+                               lr=base.pretrain_lr, opts={}, progress=progress)
+    params = dict(attack.params)
+    settings = BadCLIPSettings(**params, seed=base.seed)
+    data = EvalData(manifest=str(world / "train.csv"), classes=str(world / "classes.json"))
+    patch = out / "badclip" / "patch"
+    cfg = {"settings": dataclasses.asdict(settings), "target": base.target, "inputs": [stamp(surrogate)]}
+    made = run_stage(out / "badclip" / "stage", cfg, lambda: {"trigger": make_badclip_trigger(
+        surrogate=surrogate, data=data, target=base.target, out_dir=patch, settings=settings,
+        overwrite=True).trigger})
+    return dict(made["trigger"])
 
 
 Call = tuple[Callable[..., Any], tuple, dict]
