@@ -12,7 +12,7 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "mmr", "bench", "lvlm", "report", "compare")
+SUBCOMMANDS = ("demo", "generate", "poison", "train", "eval", "audit", "mmr", "bench", "lvlm", "report", "compare")
 
 
 HELP = {
@@ -21,6 +21,7 @@ HELP = {
     "poison": "poison a manifest -> new manifest + triggered images + poison.json",
     "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
     "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
+    "audit": "score pairs for poisoning (DAO, k-distance, LID, SLOF), AUROC against a record, drop the top-scored",
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
     "bench": "run any registered MLLM benchmark (mmr, vqa, caption, ...) against any adapter",
     "lvlm": "LVLM tools: swap a robust CLIP tower into LLaVA",
