@@ -101,6 +101,16 @@ def test_a_larger_cluster_needs_reference_sets_smaller_than_k_over_the_rate():
     assert torch.equal(again, split["kdist"])
 
 
+def test_reference_sets_cover_every_sample_once_and_hold_k_plus_2():
+    from mmrobust.eval.detect.run import reference_sets
+
+    for n, size, least in ((1000, 100, 18), (530, 150, 18), (19, 18, 18), (50, 100, 18)):
+        sets = reference_sets(n, size, seed=0, min_size=least)
+        assert sorted(torch.cat(sets).tolist()) == list(range(n)) and min(map(len, sets)) >= min(n, least)
+        assert max(map(len, sets)) - min(map(len, sets)) <= 1
+    assert [len(s) for s in reference_sets(530, 150, seed=0, min_size=18)] == [133, 133, 132, 132]
+
+
 def test_lid_estimates_the_intrinsic_dimension():
     g = torch.Generator().manual_seed(0)
     for d, lo, hi in ((2, 1.6, 2.5), (8, 5.0, 9.0)):

@@ -46,13 +46,13 @@ def detector_options(names: Sequence[str], options: Mapping[str, Mapping[str, An
     return out
 
 
-def reference_sets(n: int, size: int | None, seed: int) -> list[Tensor]:
+def reference_sets(n: int, size: int | None, seed: int, min_size: int = 1) -> list[Tensor]:
     """Sample numbers of each reference set: one set of all ``n`` (``size`` None or >= n), else a seeded
-    permutation split into ceil(n / size) near-equal sets."""
+    permutation split into round(n / size) near-equal sets, never smaller than ``min_size``."""
     if size is None or size >= n:
         return [torch.arange(n)]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return list(torch.tensor_split(perm, math.ceil(n / size)))
+    return list(torch.tensor_split(perm, max(1, min(round(n / size), n // min_size))))
 
 
 def _score_set(x: Tensor, names: Sequence[str], typed: dict[str, dict], *, k: int, seed: int, chunk_size: int,
@@ -86,7 +86,7 @@ def score_embeddings(embeddings: Tensor, names: Sequence[str], *, k: int, seed: 
     if reference_size is not None:
         check_int("reference_size", reference_size, low=k + 2, fix="a reference set must hold k + 2 samples")
     out = {name: torch.empty(n, dtype=torch.float64) for name in names}
-    for ids in reference_sets(n, reference_size, seed):
+    for ids in reference_sets(n, reference_size, seed, min_size=k + 2):
         part = _score_set(x[ids.to(x.device)], names, typed, k=k, seed=seed, chunk_size=chunk_size, device=device)
         for name, s in part.items():
             out[name][ids] = s
