@@ -23,13 +23,13 @@ left commented out) and so what gave the paper's tables; ``"power"``, the formul
 logarithm (log-sum-exp: same ranking, never overflows). Defaults: k = 16 (the reference's
 ``extract_bd_scores.py --k`` and README; its LID detector used k = 64 there).
 
-Where the reference differs (checked by hand, see the audit notes): its neighbours' LID and k-distance come
-from a distance matrix that still holds each neighbour's zero distance to itself (so LID(o) gets a
-log(1e-4) term and rho(o) is r_k(o), not r_{k+1}(o)), and it looks neighbours up with indices into rows
-whose self column was removed (shifted by one past the query's own row). Here both use the same N_k,
-rho and LID for query and neighbours. Degenerate ties are kept finite: distances in denominators are
-floored at ``FLOOR`` and a LID whose log-sum is not negative is capped at k / FLOOR (the reference returns
-negative or inf and maps nan/inf to 1000 afterwards).
+Where the reference code differs (checked by hand on fixed embeddings; README, Protocol notes): its
+neighbours' LID and k-distance come from a distance matrix that still holds each neighbour's zero distance
+to itself (so LID(o) gets a log(1e-4) term and rho(o) is r_k(o), not r_{k+1}(o)), and it looks neighbours up
+with indices into rows whose self column was removed (shifted by one past the query's own row). Here query
+and neighbours use the same N_k, rho and LID; with those two slips corrected the reference agrees to 1e-12.
+Degenerate ties are kept finite: distances in denominators are floored at ``FLOOR`` and a LID whose log-sum is
+not negative is capped at k / FLOOR (the reference returns negative or inf and maps nan/inf to 1000 afterwards).
 """
 from __future__ import annotations
 
