@@ -214,3 +214,24 @@ def test_torchrun_audit_equals_one_process(shard_run, tmp_path):
     assert len(a) == len(b) == 256 and ddp.stdout.count("results_audit.json") == 1  # rank 0 alone writes
     for x, y in zip(map(json.loads, a), map(json.loads, b)):
         assert x["key"] == y["key"] and x["scores"] == pytest.approx(y["scores"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"poisoned_ids": [3, 9999]}, "names row 9999 (1 such) but"),
+    ({"n_rows": 300}, "was written for 300 rows but"),
+    ({"kind": "shards", "data": "shards:shards/x.tar", "poisoned_keys": ["a"]}, "is for shards but --data is manifest"),
+])
+def test_a_manifest_record_for_other_rows_is_refused(micro_world, tmp_path, capsys, change, message):
+    from mmrobust.data.poison import make_trigger, poison_manifest
+
+    rec = poison_manifest(manifest=micro_world.train_manifest, out_dir=tmp_path / "p", target="star", count=5,
+                          trigger=make_trigger("badnet", size=4))
+    forged = tmp_path / "forged" / "poison.json"
+    forged.parent.mkdir()
+    forged.write_text(json.dumps({**json.loads(rec.record_path.read_text()), **change}))
+    before = _digests(tmp_path / "p")
+    assert _run("audit", "--model", "mmrobust-micro", "--data", rec.manifest, "--poison-record", forged,
+                "--drop-top", 10, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert _digests(tmp_path / "p") == before and not (tmp_path / "out").exists()
