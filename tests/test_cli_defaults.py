@@ -55,13 +55,15 @@ def _commands():
     from mmrobust.eval.retrieval import RetrievalSettings
     from mmrobust.eval.zeroshot import ZeroShotSettings
     from mmrobust.models.mllm.base import GenerationParams
+    from mmrobust.pipelines.audit import AuditSettings
     from mmrobust.pipelines.lvlm import LVLMAttackJob
 
     return [(("train",), TrainConfig, {}), (("eval", "zeroshot"), ZeroShotSettings, {}),
             (("eval", "backdoor"), BackdoorSettings, {"target": None, "trigger": None}), (("eval", "retrieval"), RetrievalSettings, {}),
             (("eval", "robust"), RobustSettings, {}), (("lvlm", "eval"), LVLMAttackJob, {"out": "out_dir"}),
             (("lvlm", "targeted"), LVLMAttackJob, {"out": "out_dir"}),
-            (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {})]
+            (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {}),
+            (("audit",), AuditSettings, {})]
 
 
 @pytest.mark.parametrize("path,cls,aliases", _commands())

@@ -123,6 +123,7 @@ EVALS = Registry("evaluation", ("mmrobust.eval",))
 LVLM_TASKS = Registry("LVLM task", ("mmrobust.eval.lvlm",))  # tasks `mmrobust lvlm eval --task` attacks
 LVLM_ATTACKS = Registry("LVLM attack", ("mmrobust.lvlm.attacks",))  # `mmrobust lvlm eval --attack`
 BENCHMARKS = Registry("benchmark", ("mmrobust.eval.benchmarks",))  # `mmrobust bench run NAME`
+DETECTORS = Registry("detector", ("mmrobust.eval.detect",))  # `mmrobust audit --detector NAME`
 
 
 def import_modules(package: str, path: Iterable[str]) -> list[str]:

@@ -12,8 +12,8 @@ import sys
 
 from mmrobust.errors import MMRobustError
 
-SUBCOMMANDS = ("demo", "generate", "poison", "make-trigger", "train", "eval", "mmr", "bench", "lvlm", "report",
-               "compare", "study")
+SUBCOMMANDS = ("demo", "generate", "poison", "make-trigger", "train", "eval", "audit", "mmr", "bench", "lvlm",
+               "report", "compare", "study")
 
 
 HELP = {
@@ -23,6 +23,7 @@ HELP = {
     "make-trigger": "optimize a trigger on a surrogate CLIP (badclip) -> patch.png + trigger.json for poison",
     "train": "train or finetune a CLIP with a task (clip, cleanclip, par, supervised, fare, tecoa)",
     "eval": "evaluate a CLIP: zeroshot, backdoor (ASR), retrieval, robust",
+    "audit": "score pairs for poisoning (DAO, k-distance, LID, SLOF), AUROC against a record, drop the top-scored",
     "mmr": "MMR leading-question benchmark for multimodal LLMs",
     "bench": "run any registered MLLM benchmark (mmr, vqa, caption, ...) against any adapter",
     "lvlm": "LVLM tools: swap a robust CLIP tower into LLaVA",

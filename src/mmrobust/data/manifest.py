@@ -7,8 +7,10 @@ names the row) and their one-line messages.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -73,33 +75,72 @@ def read_csv(path: str | Path, *, delimiter: str = ",", option: str = "the manif
 
 
 POISON_RECORD_FORMAT = "mmrobust.poison/1"  # the "format" of every poison.json mmrobust poison writes
+AUDIT_DROP_FORMAT = "mmrobust.audit-drop/1"  # the "format" of the dropped.json beside a manifest audit --drop-top wrote
+# record beside a manifest.csv that mmrobust wrote from another manifest -> that record's format
+DERIVED_RECORDS = (("poison.json", POISON_RECORD_FORMAT), ("dropped.json", AUDIT_DROP_FORMAT))
+
+
+def _source_of(manifest: Path) -> Path | None:
+    """The source manifest a ``manifest.csv`` was copied from, when a sibling record of ours names it and it
+    still has the recorded SHA-256 (a copied or edited record cannot widen the root); else None."""
+    if manifest.name != "manifest.csv":
+        return None
+    for name, fmt in DERIVED_RECORDS:
+        rec_path = manifest.parent / name
+        try:
+            rec = json.loads(rec_path.read_text()) if rec_path.is_file() else None
+            if not isinstance(rec, dict) or rec.get("format") != fmt:
+                continue
+            source = Path(str(rec["source_manifest"]))
+            if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() == rec.get("source_sha256"):
+                return source
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def poison_source_root(manifest: str | Path) -> Path | None:
-    """The source folder of a manifest written by ``mmrobust poison``: its untouched rows point back into
-    the folder of the manifest it copied. Trusted only when the sibling ``poison.json`` is ours and the
-    source manifest it names still has the recorded SHA-256 (a copied record cannot widen the root)."""
-    import hashlib
-    import json
+    """The source folder of a manifest written by ``mmrobust poison`` (or ``mmrobust audit --drop-top``): its
+    untouched rows point back into the folder of the manifest it copied. Trusted only when the sibling
+    ``poison.json`` (``dropped.json``) is ours and the source manifest it names still has the recorded SHA-256."""
+    source = _source_of(Path(manifest))
+    return source.parent if source is not None else None
 
-    m = Path(manifest)
-    rec_path = m.parent / "poison.json"
+
+def source_roots(manifest: str | Path, depth: int = 4) -> tuple[Path, ...]:
+    """The folders of the manifests ``manifest`` was copied from by mmrobust, nearest first, following up to
+    ``depth`` copies (a cleaned copy of a poisoned manifest points into both earlier folders)."""
+    roots: list[Path] = []
+    current = Path(manifest)
+    for _ in range(depth):
+        source = _source_of(current)
+        if source is None or source.parent in roots:
+            break
+        roots.append(source.parent)
+        current = source
+    return tuple(roots)
+
+
+def base_from(out_dir: Path, manifest_dir: Path) -> str:
+    """A manifest's folder as seen from ``out_dir`` (relative if possible): what a copy written into
+    ``out_dir`` prefixes its relative image paths with."""
     try:
-        rec = json.loads(rec_path.read_text()) if rec_path.is_file() and m.name == "manifest.csv" else None
-        if not isinstance(rec, dict) or rec.get("format") != POISON_RECORD_FORMAT:
-            return None
-        source = Path(str(rec["source_manifest"]))
-        if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() == rec.get("source_sha256"):
-            return source.parent
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return os.path.relpath(manifest_dir.resolve(), out_dir.resolve())
+    except ValueError:  # different drives (Windows)
+        return str(manifest_dir.resolve())
+
+
+def rebase(original: str, base: str) -> str:
+    """An image path as written in a copied manifest: absolute stays, relative is prefixed with ``base``."""
+    if Path(original).expanduser().is_absolute():
+        return original
+    return Path(os.path.normpath(os.path.join(base, original))).as_posix()
 
 
 @dataclass(frozen=True)
 class PathPolicy:
     """Where the image paths of a manifest may point: inside its ``roots`` (by default the manifest's own
-    folder, plus the source folder of a manifest that mmrobust poison wrote), anywhere with
+    folder, plus the source folders of a manifest that mmrobust poison or audit --drop-top wrote), anywhere with
     ``allow_outside``. A manifest is untrusted input: without this, a row could make the tool read any
     local file."""
 
@@ -110,8 +151,7 @@ class PathPolicy:
     def of(cls, manifest: str | Path, data_root: str | Path | None = None, allow_outside: bool = False) -> "PathPolicy":
         if data_root is not None:
             return cls((Path(data_root),), bool(allow_outside))
-        source = poison_source_root(manifest)
-        return cls((Path(manifest).parent, *([source] if source else [])), bool(allow_outside))
+        return cls((Path(manifest).parent, *source_roots(manifest)), bool(allow_outside))
 
     @property
     def root(self) -> Path:

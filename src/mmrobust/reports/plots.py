@@ -100,6 +100,32 @@ def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], value
             sx.text(0, i, "" if v != v else f"{v:.2f}", ha="center", va="center", fontsize=7)
         sx.set_xticks([0], [side[0]], fontsize=8)
         sx.set_yticks([])
+
+
+def score_histograms(path: str | Path, *, scores: dict[str, Sequence[float]], poisoned: Sequence[bool] | None,
+                     title: str, bins: int = 40) -> Path:
+    """One panel per detector: the histogram of its per-sample scores, clean and poisoned pairs apart (each as a
+    share of its own group, so a few poisons stay visible) when ``poisoned`` is given."""
+    import numpy as np
+
+    fig = new_figure(max(4.0, 3.2 * len(scores)), 3.2)
+    axes = fig.subplots(1, len(scores), squeeze=False)[0]
+    mask = np.asarray(poisoned, dtype=bool) if poisoned is not None else None
+    for ax, (name, values) in zip(axes, scores.items()):
+        v = np.asarray(values, dtype=np.float64)
+        edges = np.histogram_bin_edges(v, bins=bins)
+        groups = [("all pairs", v, "#3b7dd8")] if mask is None else [("clean", v[~mask], "#3b7dd8"),
+                                                                     ("poisoned", v[mask], "#d8453b")]
+        for label, part, color in groups:
+            if len(part):
+                ax.hist(part, bins=edges, weights=np.full(len(part), 1 / len(part)), alpha=0.6, color=color,
+                        label=f"{label} ({len(part)})")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("score (higher = more suspicious)", fontsize=8)
+        ax.set_ylabel("share of group", fontsize=8)
+        ax.legend(fontsize=7, frameon=False)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

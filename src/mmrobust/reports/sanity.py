@@ -94,6 +94,22 @@ def rows_skipped(n_skipped: int, n_rows: int, first_reason: str = "", *, limit: 
             "model trained on the rest: fix the paths (--data-root) or the files, then train again."]
 
 
+def poisons_outnumber_k(n_poisoned: int, n_scored: int, k: int, set_size: int) -> list[str]:
+    """Poisoned-pair detection (Huang et al., ICLR 2025): a reference set of ``set_size`` scored pairs holds
+    about ``n_poisoned * set_size / n_scored`` poisoned ones; at k or more they are each other's k nearest
+    neighbours, their neighbourhood looks dense and the density scores stop finding them."""
+    if n_scored <= 0 or n_poisoned <= 0:
+        return []
+    per_set = n_poisoned * set_size / n_scored
+    if per_set < k:
+        return []
+    fit = max(k + 2, int(k * n_scored / (2 * n_poisoned)))
+    return [f"about {per_set:.0f} of the {n_poisoned} poisoned pairs fall in each reference set of {set_size} "
+            f"(k = {k}): they are each other's nearest neighbours and look dense, so the density scores miss them; "
+            f"score against smaller reference sets (--reference-size {fit}, about k/2 poisons each, as the paper's "
+            "random batches) or raise --k."]
+
+
 def target_absent(target: str, classnames: Sequence[str]) -> list[str]:
     """The poison target is not one of the evaluation / training classes (ASR cannot be measured)."""
     if target in classnames:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from mmrobust.data.manifest import CsvTable, PathPolicy, read_csv
+from mmrobust.data.manifest import CsvTable, PathPolicy, base_from, read_csv, rebase
 from mmrobust.safety import ensure_regular_file, resolve_inside
 from mmrobust.data.transforms import load_image
 from mmrobust.data.poison.triggers import Trigger, make_trigger, trigger_from_dict, trigger_spec
@@ -137,21 +136,6 @@ def _resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _base_from(out_dir: Path, manifest_dir: Path) -> str:
-    """The source manifest's directory as seen from out_dir (relative if possible)."""
-    try:
-        return os.path.relpath(manifest_dir.resolve(), out_dir.resolve())
-    except ValueError:  # different drives (Windows)
-        return str(manifest_dir.resolve())
-
-
-def _rebase(original: str, base: str) -> str:
-    """An image path as written in the new manifest: absolute stays, relative is prefixed with ``base``."""
-    if Path(original).expanduser().is_absolute():
-        return original
-    return Path(os.path.normpath(os.path.join(base, original))).as_posix()
-
-
 def _load_image(path: Path, image_size: int | None) -> Tensor:
     """An RGB image as a (3,H,W) float tensor in [0,1], optionally resized to a square."""
     return load_image(path, image_size, fit="stretch").float().div(255)
@@ -243,7 +227,7 @@ def _rewrite_rows(rows: list[list[str]], base: str, captions: dict[int, str], im
     """New manifest rows (paths re-based on out_dir; poisoned rows get their image and caption)."""
     new_rows = [list(r) for r in rows]
     for r in new_rows:
-        r[img_i] = _rebase(r[img_i], base)
+        r[img_i] = rebase(r[img_i], base)
     poisoned = []
     for row, caption in captions.items():
         new_rows[row][img_i], new_rows[row][cap_i] = f"images/{row:08d}.png", caption
@@ -321,7 +305,7 @@ def poison_manifest(
                             f"first: {skipped[0]['image']}); fix the image paths or lower the rate/count")
         captions = {row: rows[row][cap_i] if label_consistent else _target_caption(templates, target, seed, row)
                     for row in chosen}
-        new_rows, poisoned = _rewrite_rows(rows, _base_from(out_dir, manifest.parent), captions, img_i, cap_i)
+        new_rows, poisoned = _rewrite_rows(rows, base_from(out_dir, manifest.parent), captions, img_i, cap_i)
         spec = trigger_spec(trig)
         _write_run(out_dir, table, new_rows, delimiter, written, {
             "format": RECORD_FORMAT, "manifest": "manifest.csv", "source_manifest": str(manifest.resolve()),
