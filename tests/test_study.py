@@ -16,28 +16,34 @@ BASE = BackdoorDemo(n_train=400, n_test=60, model="mmrobust-micro", threads=1, p
 
 
 def test_study_matrix_tiny(tmp_path):
-    study = BackdoorStudy(attacks=("badnet", "label-consistent"), defenses=("none", "cleanclip", "filter+par"),
-                          k=5, workers=1)
+    study = BackdoorStudy(attacks=("badnet", "label-consistent", "badclip"),
+                          defenses=("none", "cleanclip", "filter+par"), k=5, badclip_steps=5, workers=1)
     out = tmp_path / "study"
     result = run_study(study, seeds=[0, 1], out_dir=out, base=BASE, progress=False, log=lambda m: None)
     rec = read_json(out / "matrix" / "results_study.json")
     cells = rec["metrics"]["cells"]
-    assert len(cells) == 2 * 2 * 3 and all(0 <= c["asr"] <= 1 and 0 <= c["clean_top1"] <= 1 for c in cells)
+    assert len(cells) == 2 * 3 * 3 and all(0 <= c["asr"] <= 1 and 0 <= c["clean_top1"] <= 1 for c in cells)
     for seed in (0, 1):
         for attack in study.attacks:
             own = read_json(out / f"seed-{seed}" / attack / "pretrain" / "eval" / "stage.json")["output"]
             none = next(c for c in cells if (c["seed"], c["attack"], c["defense"]) == (seed, attack, "none"))
             assert (none["asr"], none["clean_top1"]) == (own["asr"], own["clean_top1"])
             # the filter dropped 10% of the 400 pairs; the filtered pretraining ran once and PAR started from it
-            kept = read_csv(out / f"seed-{seed}" / attack / "audit" / "manifest.csv").rows
+            kept = read_csv(out / f"seed-{seed}" / attack / "audit" / "run" / "manifest.csv").rows
             assert len(kept) == 360
             assert (out / f"seed-{seed}" / attack / "filtered" / "pretrain" / "model").is_dir()
             assert (out / f"seed-{seed}" / attack / "filtered" / "ft-par" / "model").is_dir()
     # label-consistent poisoning keeps the captions: every poisoned row already named the target
     lc = read_json(out / "seed-0" / "label-consistent" / "poisoned" / "poison.json")
     assert lc["label_consistent"] and all("star" in p["caption"] for p in lc["poisoned"])
+    # BadCLIP's patch was optimized once per seed on a clean surrogate and is what the poison record names
+    for seed in (0, 1):
+        patch = out / f"seed-{seed}" / "badclip" / "patch" / "patch.png"
+        trig = read_json(out / f"seed-{seed}" / "badclip" / "poisoned" / "poison.json")["trigger"]
+        assert trig["name"] == "patch" and trig["config"]["file"] == str(patch.resolve())
+        assert (out / f"seed-{seed}" / "surrogate" / "model").is_dir()
     det = rec["metrics"]["detection"]
-    assert len(det) == 4 and all(0 <= d["auroc"] <= 1 for d in det)
+    assert len(det) == 6 and all(0 <= d["auroc"] <= 1 for d in det)
     assert (out / "matrix" / "matrix.png").stat().st_size > 0
     assert "| badnet" in result["table"] and "cleanclip" in result["table"]
     models = sorted(out.glob("seed-*/*/**/model/open_clip_model.safetensors"))

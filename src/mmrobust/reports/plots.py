@@ -80,6 +80,7 @@ def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], value
     import numpy as np
 
     fig = new_figure(1.3 * len(cols) + (2.6 if side else 1.8), 0.55 * len(rows) + 1.6)
+    fig.set_layout_engine("constrained")
     grid = fig.add_gridspec(1, 2, width_ratios=[len(cols), 1.1 if side else 0.01], wspace=0.05)
     ax = fig.add_subplot(grid[0])
     data = np.array(values, dtype=float) * 100
@@ -100,6 +101,10 @@ def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], value
             sx.text(0, i, "" if v != v else f"{v:.2f}", ha="center", va="center", fontsize=7)
         sx.set_xticks([0], [side[0]], fontsize=8)
         sx.set_yticks([])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
 def score_histograms(path: str | Path, *, scores: dict[str, Sequence[float]], poisoned: Sequence[bool] | None,

@@ -18,6 +18,7 @@ each. Example::
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -53,13 +54,16 @@ ATTACKS: dict[str, Attack] = {
     "sig": Attack("sig", {"delta": 20 / 255, "frequency": 6}),
     "label-consistent": Attack("sig", {"delta": 20 / 255, "frequency": 6}, label_consistent=True),
     # BadCLIP (Liang et al., CVPR 2024): a 6 px patch optimized on a clean surrogate, pasted where badnet's is
-    "badclip": Attack("patch", {"size": 6, "location": "bottom_right", "steps": 1000}, optimized=True),
+    "badclip": Attack("patch", {"size": 6, "location": "bottom_right"}, optimized=True),
     # PAR's structured triggers (Singh, Croce & Hein 2024), sizes scaled from 224 px to the world's 32 px
     "badnet-stripes": Attack("badnet-stripes", {"size": 6}),
     "blended-stripes": Attack("blended-stripes", {}),
     "blended-triangles": Attack("blended-triangles", {"cell": 2}),
     "blended-text": Attack("blended-text", {}),
 }
+
+
+DETECTORS = ("dao", "kdist", "lid", "slof", "iforest")  # all scored in the audit (one neighbour search)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class BackdoorStudy:
     detector: str = setting("dao", "poisoned-pair detector of the audit and the filter defenses")
     k: int = setting(16, "neighbours of the detector")
     drop_rate: float = setting(0.10, "share of training pairs the filter defenses drop (twice the poison rate)")
+    badclip_steps: int = setting(1000, "Adam steps of BadCLIP's patch optimization on the surrogate")
     workers: int = setting(2, "stages side by side, one torch thread each (1: in this process, in order)")
 
     def __post_init__(self) -> None:
@@ -136,14 +141,25 @@ def poisoned_stage(out: Path, base: BackdoorDemo, study: BackdoorStudy, name: st
 
 
 def audit_stage(out: Path, model: str, rec: PoisonRecord, study: BackdoorStudy) -> dict[str, Any]:
-    """Score every poisoned-set pair with the study's detector on the poisoned model; detection metrics
-    against the record, and a cleaned manifest without the top ``drop_rate`` share (resumable)."""
-    from mmrobust.pipelines.audit import AuditJob, run_audit
+    """Score every pair of the poisoned set with each detector on the poisoned model: detection metrics
+    against the record, and a cleaned manifest without the study detector's top ``drop_rate`` share
+    (resumable; the audit writes into ``out/run``, a folder of ours that an interrupted stage leaves behind)."""
+    from mmrobust.pipelines.audit import AuditSettings, run_audit
+    from mmrobust.pipelines.train import DataSpec
 
-    job = AuditJob(model=model, data=str(rec.manifest), poison_record=str(rec.record_path), out_dir=str(out),
-                   detectors=(study.detector,), k=study.k, drop_top=study.drop_rate)
-    cfg = {"job": dataclasses.asdict(job), "inputs": [stamp(model), stamp(rec.manifest)]}
-    return run_stage(out, cfg, lambda: run_audit(job))
+    settings = AuditSettings(detectors=DETECTORS, k=study.k, drop_top=study.drop_rate, drop_by=study.detector)
+    cfg = {"settings": dataclasses.asdict(settings), "inputs": [stamp(model), stamp(rec.manifest)]}
+
+    def audit() -> dict[str, Any]:
+        if (out / "run").is_dir():
+            shutil.rmtree(out / "run")  # an interrupted audit of this stage: the cleaned copy is never replaced
+        res = run_audit(model=model, data=DataSpec(manifest=str(rec.manifest)), out_dir=out / "run",
+                        settings=settings, poison_record=rec.record_path)
+        m = res.metrics
+        return {"detectors": {d: {key: m[key][d] for key in ("auroc", "ap", "precision_at_n")} for d in DETECTORS},
+                "cleaned_manifest": res.cleaned, "dropped": m["n_dropped"], "dropped_poisoned": m["n_poisoned_dropped"]}
+
+    return run_stage(out, cfg, audit)
 
 
 def cell_stage(out: Path, base: BackdoorDemo, name: str, defense: str, poisoned: dict[str, Any], *,
@@ -170,18 +186,18 @@ def cell_stage(out: Path, base: BackdoorDemo, name: str, defense: str, poisoned:
     return evaluate_stage(run / f"ft-{task}", model, world, rec, base)
 
 
-def _trigger(out: Path, base: BackdoorDemo, name: str, *, progress: bool) -> dict[str, Any]:
+def _trigger(out: Path, base: BackdoorDemo, study: BackdoorStudy, name: str, *, progress: bool) -> dict[str, Any]:
     """The attack's trigger spec at this seed; an optimized trigger is made here (on a clean surrogate)."""
     attack = ATTACKS[name]
     if attack.optimized:
-        return optimized_trigger(out, base, attack, progress=progress)
+        return optimized_trigger(out, base, attack, steps=study.badclip_steps, progress=progress)
     trigger = make_trigger(attack.trigger, **dict(attack.params))
     if "seed" in trigger.to_dict():  # a trigger's fixed random parts (a noise key) are drawn anew at each seed
         trigger = make_trigger(attack.trigger, **{**attack.params, "seed": base.seed})
     return {"name": attack.trigger, "config": trigger.to_dict()}
 
 
-def optimized_trigger(out: Path, base: BackdoorDemo, attack: Attack, *, progress: bool) -> dict[str, Any]:
+def optimized_trigger(out: Path, base: BackdoorDemo, attack: Attack, *, steps: int, progress: bool) -> dict[str, Any]:
     """BadCLIP's patch at this seed (``out`` = OUT/seed-K): the surrogate is a clean CLIP pretrained on the
     world's clean pairs with the story's budget and another training seed (the attacker's own model, not
     the victim's), then the patch is optimized against it on the world's labelled training images."""
@@ -195,7 +211,7 @@ def optimized_trigger(out: Path, base: BackdoorDemo, attack: Attack, *, progress
                                world / "classes.json", steps=base.pretrain_steps, batch=base.pretrain_batch,
                                lr=base.pretrain_lr, opts={}, progress=progress)
     params = dict(attack.params)
-    settings = BadCLIPSettings(**params, seed=base.seed)
+    settings = BadCLIPSettings(**params, steps=steps, seed=base.seed)
     data = EvalData(manifest=str(world / "train.csv"), classes=str(world / "classes.json"))
     patch = out / "badclip" / "patch"
     cfg = {"settings": dataclasses.asdict(settings), "target": base.target, "inputs": [stamp(surrogate)]}
@@ -253,7 +269,7 @@ def _poisoned_models(out: Path, study: BackdoorStudy, bases: Mapping[int, Backdo
                      log: Callable[[str], Any]) -> dict[tuple[int, str], dict[str, Any]]:
     """(seed, attack) -> :func:`poisoned_stage`'s output, the stages run ``study.workers`` at a time."""
     jobs = [(seed, name) for seed in bases for name in study.attacks]
-    triggers = {(seed, name): _trigger(out / f"seed-{seed}", bases[seed], name, progress=progress)
+    triggers = {(seed, name): _trigger(out / f"seed-{seed}", bases[seed], study, name, progress=progress)
                 for seed, name in jobs}
     log(f"[study] {len(jobs)} poisoned models ({len(study.attacks)} attacks x {len(bases)} seeds), "
         f"{study.workers} at a time")
