@@ -56,14 +56,17 @@ def _commands():
     from mmrobust.eval.zeroshot import ZeroShotSettings
     from mmrobust.models.mllm.base import GenerationParams
     from mmrobust.pipelines.audit import AuditSettings
+    from mmrobust.data.poison.badclip import BadCLIPSettings
     from mmrobust.pipelines.lvlm import LVLMAttackJob
+    from mmrobust.stories.study import BackdoorStudy
 
     return [(("train",), TrainConfig, {}), (("eval", "zeroshot"), ZeroShotSettings, {}),
             (("eval", "backdoor"), BackdoorSettings, {"target": None, "trigger": None}), (("eval", "retrieval"), RetrievalSettings, {}),
             (("eval", "robust"), RobustSettings, {}), (("lvlm", "eval"), LVLMAttackJob, {"out": "out_dir"}),
             (("lvlm", "targeted"), LVLMAttackJob, {"out": "out_dir"}),
             (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {}),
-            (("audit",), AuditSettings, {})]
+            (("audit",), AuditSettings, {}), (("make-trigger", "badclip"), BadCLIPSettings, {}),
+            (("study", "backdoor"), BackdoorStudy, {})]
 
 
 @pytest.mark.parametrize("path,cls,aliases", _commands())
