@@ -18,7 +18,7 @@ from typing import Collection
 import numpy as np
 
 from mmrobust.data.manifest import base_from, read_csv, rebase
-from mmrobust.data.poison.outdir import SHARD_NAME
+from mmrobust.data.poison.outdir import shard_names
 from mmrobust.data.shards.index import ShardIndex, tar_members
 from mmrobust.errors import ConfigError, DataError
 
@@ -65,24 +65,11 @@ def _copy_without(src: Path, dst: Path, skip: set[int], written: list[Path]) -> 
                     tar.addfile(_tar_info(name, size), inp)  # copies exactly `size` bytes from `inp`
 
 
-def shard_names(index: ShardIndex) -> list[str]:
-    """``shards/NAME.tar`` for each shard of ``index`` (its own file name); refuses odd or clashing names."""
-    names = [f"shards/{p.name}" for p in index.shards]
-    bad = next((n for n in names if not SHARD_NAME.fullmatch(n)), None)
-    if bad is not None:
-        raise DataError(f"shard name {bad[7:]!r} is not a plain file name (letters, digits, . _ -, ending in .tar); "
-                        "rename the shards, e.g. 00000.tar")
-    if len(set(names)) != len(names):
-        raise DataError("two shards share a file name (in different folders); the cleaned copy keeps the names, so "
-                        "give them distinct names")
-    return names
-
-
 def write_shard_subset(index: ShardIndex, out_dir: Path, *, drop: Collection[int]) -> list[Path]:
     """Write ``out_dir/shards/NAME.tar`` for each shard of ``index``: its members copied byte-for-byte in archive
     order, except every member of the samples numbered ``drop`` (sample numbers of ``index``); other members
     (incomplete samples, metadata) are kept. Returns the shards written."""
-    names = shard_names(index)
+    names = shard_names(index.shards, "cleaned copy")
     folder = out_dir / "shards"
     targets = [out_dir / n for n in names]
     for path in targets:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Sequence
 
 from mmrobust.data.manifest import POISON_RECORD_FORMAT as RECORD_FORMAT
 from mmrobust.errors import ConfigError, DataError
@@ -141,3 +142,17 @@ def prepare_shard_out(out_dir: Path, sources: list[Path], names: list[str], over
     write_json(out_dir / "poison.json", {"format": RECORD_FORMAT, "kind": "shards", "status": "writing",
                                          "shards": names, "poisoned": []})
     return shards, created
+
+
+def shard_names(shards: Sequence[Path], copy: str = "copy") -> list[str]:
+    """``shards/NAME.tar`` for each input shard (its own file name), as a poisoned or cleaned ``copy`` keeps them;
+    refuses odd or clashing names."""
+    names = [f"shards/{p.name}" for p in shards]
+    bad = next((n for n in names if not SHARD_NAME.fullmatch(n)), None)
+    if bad is not None:
+        raise DataError(f"shard name {bad[7:]!r} is not a plain file name (letters, digits, . _ -, ending in .tar); "
+                        "rename the shards, e.g. 00000.tar")
+    if len(set(names)) != len(names):
+        raise DataError(f"two shards share a file name (in different folders); the {copy} keeps the names, so give "
+                        "them distinct names")
+    return names

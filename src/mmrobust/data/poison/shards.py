@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmrobust.data.poison.outdir import RECORD_FORMAT, SHARD_NAME, prepare_shard_out
+from mmrobust.data.poison.outdir import RECORD_FORMAT, prepare_shard_out, shard_names
 from mmrobust.data.poison.poison import (DEFAULT_CAPTION_TEMPLATES, SKIPPED_ERRORS, PoisonRecord, _check_args,
                                          _n_poison, _resolve_trigger, _selection_order, _subseed, _target_caption)
 from mmrobust.data.poison.triggers import Trigger, trigger_spec
@@ -43,19 +43,6 @@ FORMATS = {"jpg": ("JPEG", {"quality": 100, "subsampling": 0}), "jpeg": ("JPEG",
            "png": ("PNG", {"compress_level": 6}), "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 4}),
            "bmp": ("BMP", {}), "tif": ("TIFF", {}), "tiff": ("TIFF", {})}
 MAX_LISTED = 1000  # incomplete / unreadable samples listed in poison.json (all are counted)
-
-
-def _output_names(shards: tuple[Path, ...]) -> list[str]:
-    """``shards/NAME.tar`` for each input shard (its own file name); refuses clashing or odd names."""
-    names = [f"shards/{p.name}" for p in shards]
-    bad = next((n for n in names if not SHARD_NAME.fullmatch(n)), None)
-    if bad is not None:
-        raise DataError(f"shard name {bad[7:]!r} is not a plain file name (letters, digits, . _ -, ending in .tar); "
-                        "rename the shards, e.g. 00000.tar")
-    if len(set(names)) != len(names):
-        raise DataError("two shards of the pattern share a file name (in different folders); the poisoned copy keeps "
-                        "the names, so give them distinct names")
-    return names
 
 
 def _output_pattern(pattern: str, shards: tuple[Path, ...]) -> str:
@@ -247,7 +234,7 @@ def poison_shards(
     trig = _resolve_trigger(trigger)
     templates = _check_args(caption_templates, target, ",", image_size, seed, target_synonyms)
     index = shard_index(shards)
-    names = _output_names(index.shards)
+    names = shard_names(index.shards, "poisoned copy")
     _check_keys(index)
     complete = index.complete()
     if not len(complete):
