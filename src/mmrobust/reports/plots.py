@@ -79,9 +79,9 @@ def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], value
     grey-scale column to the right (e.g. a detector's AUROC per attack)."""
     import numpy as np
 
-    fig = new_figure(1.3 * len(cols) + (2.6 if side else 1.8), 0.55 * len(rows) + 1.6)
+    fig = new_figure(1.2 * len(cols) + (2.8 if side else 1.8), 0.5 * len(rows) + 1.6)
     fig.set_layout_engine("constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=[len(cols), 1.1 if side else 0.01], wspace=0.05)
+    grid = fig.add_gridspec(1, 2, width_ratios=[len(cols), 0.9 if side else 0.01])
     ax = fig.add_subplot(grid[0])
     data = np.array(values, dtype=float) * 100
     im = ax.imshow(data, cmap="Reds", vmin=0, vmax=100, aspect="auto")
@@ -92,15 +92,17 @@ def heatmap(path: str | Path, *, rows: Sequence[str], cols: Sequence[str], value
     ax.set_xticks(range(len(cols)), list(cols), rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_title(title, fontsize=10, pad=6)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01 if not side else 0.12).set_label(colorbar, fontsize=8)
+    axes = [ax]
     if side:
         sx = fig.add_subplot(grid[1])
+        axes.append(sx)
         vals = np.array(side[1], dtype=float).reshape(-1, 1)
         sx.imshow(vals, cmap="Greys", vmin=0.4, vmax=1.6, aspect="auto")
         for i, v in enumerate(side[1]):
             sx.text(0, i, "" if v != v else f"{v:.2f}", ha="center", va="center", fontsize=7)
         sx.set_xticks([0], [side[0]], fontsize=8)
         sx.set_yticks([])
+    fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02).set_label(colorbar, fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
