@@ -78,7 +78,8 @@ class Defense:
 DEFENSES: dict[str, Defense] = {
     "none": Defense(), "mmcl": Defense("clip"), "cleanclip": Defense("cleanclip"), "par": Defense("par"),
     "supervised": Defense("supervised"), "filter-retrain": Defense(filtered=True),
-    "filter+cleanclip": Defense("cleanclip", filtered=True), "filter+par": Defense("par", filtered=True),
+    "filter+mmcl": Defense("clip", filtered=True), "filter+cleanclip": Defense("cleanclip", filtered=True),
+    "filter+par": Defense("par", filtered=True), "filter+supervised": Defense("supervised", filtered=True),
 }
 
 
