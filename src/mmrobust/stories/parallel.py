@@ -8,7 +8,7 @@ Fixing the threads per stage also makes a stage's numbers independent of how man
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -83,7 +83,7 @@ def _in_pool(calls: Sequence[Call], workers: int, threads: int, done: Callable[[
         results: list[Any] = [None] * len(calls)
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)  # report each as it ends
             for fut in finished:
                 if fut.exception() is not None:
                     for other in pending:
