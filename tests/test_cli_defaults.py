@@ -57,6 +57,7 @@ def _commands():
     from mmrobust.models.mllm.base import GenerationParams
     from mmrobust.pipelines.audit import AuditSettings
     from mmrobust.data.poison.badclip import BadCLIPSettings
+    from mmrobust.eval.challenge import ChallengeSettings
     from mmrobust.pipelines.lvlm import LVLMAttackJob
     from mmrobust.stories.study import BackdoorStudy
 
@@ -66,7 +67,7 @@ def _commands():
             (("lvlm", "targeted"), LVLMAttackJob, {"out": "out_dir"}),
             (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {}),
             (("audit",), AuditSettings, {}), (("make-trigger", "badclip"), BadCLIPSettings, {}),
-            (("study", "backdoor"), BackdoorStudy, {})]
+            (("study", "backdoor"), BackdoorStudy, {}), (("bench", "run"), ChallengeSettings, {})]
 
 
 @pytest.mark.parametrize("path,cls,aliases", _commands())

@@ -124,6 +124,9 @@ LVLM_TASKS = Registry("LVLM task", ("mmrobust.eval.lvlm",))  # tasks `mmrobust l
 LVLM_ATTACKS = Registry("LVLM attack", ("mmrobust.lvlm.attacks",))  # `mmrobust lvlm eval --attack`
 BENCHMARKS = Registry("benchmark", ("mmrobust.eval.benchmarks",))  # `mmrobust bench run NAME`
 DETECTORS = Registry("detector", ("mmrobust.eval.detect",))  # `mmrobust audit --detector NAME`
+PUSHBACKS = Registry("pushback template", ("mmrobust.eval.challenge.templates",))  # `bench run --challenge NAME`
+# `mmrobust poison --instructions FILE --attack NAME`: image-trigger, text-trigger, shadowcast
+INSTRUCTION_ATTACKS = Registry("instruction attack", ("mmrobust.data.poison.instructions",))
 
 
 def import_modules(package: str, path: Iterable[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""`mmrobust audit`: score every pair of a manifest or of shards for poisoning (Huang et al., ICLR 2025), report
-AUROC / AP / precision at n against a poison record, and optionally write a copy without the top-scored pairs."""
+"""`mmrobust audit`: score every pair of a manifest, of shards or of an MLLM instruction file (``--instructions``) for
+poisoning (Huang et al., ICLR 2025), report AUROC / AP / precision at n against a poison record, and optionally
+write a copy without the top-scored pairs."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,15 @@ from mmrobust.cli.common import (add_config_option, add_path_options, apply_conf
 from mmrobust.cli.options import add_settings, settings_from
 from mmrobust.errors import ConfigError
 from mmrobust.pipelines.audit import AuditResult, AuditSettings, run_audit
+from mmrobust.pipelines.audit_data import InstructionData
 from mmrobust.pipelines.train import DataSpec
 from mmrobust.registry import DETECTORS
 from mmrobust.training.distributed import distributed_from_env
+
+
+MANIFEST_ONLY = (("classes", None, "--classes"), ("image_col", "image", "--image-col"),
+                 ("caption_col", "caption", "--caption-col"), ("delimiter", ",", "--delimiter"),
+                 ("data_root", None, "--data-root"))
 
 
 def detector_list(text: str) -> tuple[str, ...]:
@@ -45,21 +52,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Embed every pair with the CLIP, score it by the density / dimensionality of its k "
                                    "nearest neighbours (Huang et al., ICLR 2025; higher = more suspicious), and write "
                                    "OUT/results_audit.json, OUT/samples_audit.jsonl and OUT/audit_scores.png. With "
-                                   "--drop-top also a cleaned copy (OUT/manifest.csv or OUT/shards/) and "
+                                   "--drop-top also a cleaned copy (OUT/manifest.csv, OUT/instructions.jsonl or "
+                                   "OUT/shards/) and "
                                    "OUT/dropped.json. The input is only read. Under torchrun each rank embeds a slice.")
     add_config_option(p)
     p.add_argument("--model", required=True, help="open_clip name, hf-hub:org/repo, or a model directory (RUN/model)")
     p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
     p.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
-    p.add_argument("--data", required=True, help="CSV manifest of image,caption rows, or shards:PATTERN (webdataset "
-                                                 "tars of KEY.jpg + KEY.txt)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="CSV manifest of image,caption rows, or shards:PATTERN (webdataset tars of "
+                                       "KEY.jpg + KEY.txt)")
+    source.add_argument("--instructions", help="MLLM instruction JSONL: each row scored by its image and/or its "
+                                               "text (assistant turns, then user turns) under --embedding")
     p.add_argument("--classes", help="classes.json (or imagenet) for shards whose samples carry .cls labels")
     p.add_argument("--image-col", default="image")
     p.add_argument("--caption-col", default="caption")
     p.add_argument("--delimiter", type=delimiter, default=",", help="CSV delimiter (one character; \\t for a tab)")
     add_path_options(p)
-    p.add_argument("--poison-record", help="poison.json of mmrobust poison: rows (manifest) or keys (shards) to "
-                                           "measure AUROC / AP / precision at n against")
+    p.add_argument("--poison-record", help="poison.json of mmrobust poison: rows (manifest), keys (shards) or row ids "
+                                           "(instructions) to measure AUROC / AP / precision at n against")
     p.add_argument("--out", required=True, help="output folder (not the data's folder, holding none of the input)")
     add_settings(p, AuditSettings, types={"detectors": detector_list, "drop_top": drop_amount, "device": device},
                  choices={"embedding": ["image", "text", "pair"]})
@@ -91,9 +102,17 @@ def print_summary(result: AuditResult, settings: AuditSettings) -> None:
 def run(args: argparse.Namespace) -> int:
     args = apply_config(args._parser, args)
     settings = settings_from(args, AuditSettings, detector_options=key_values(args.detector_options))
-    data = DataSpec(manifest=args.data, image_col=args.image_col, caption_col=args.caption_col,
-                    delimiter=args.delimiter, classes=args.classes, preload=False, data_root=args.data_root,
-                    allow_outside=args.allow_outside_paths)
+    data: DataSpec | InstructionData
+    if args.instructions is not None:
+        given = [f for d, default, f in MANIFEST_ONLY if getattr(args, d) != default]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --data; drop them with --instructions (images are "
+                              "relative to the JSONL file; --allow-outside-paths allows others)")
+        data = InstructionData(args.instructions, allow_outside=args.allow_outside_paths)
+    else:
+        data = DataSpec(manifest=args.data, image_col=args.image_col, caption_col=args.caption_col,
+                        delimiter=args.delimiter, classes=args.classes, preload=False, data_root=args.data_root,
+                        allow_outside=args.allow_outside_paths)
     with distributed_from_env(settings.device):  # under torchrun: each rank embeds a slice, rank 0 scores
         result = run_audit(model=args.model, data=data, out_dir=args.out, settings=settings,
                            weights={"pretrained": args.pretrained, "checkpoint": args.checkpoint},

@@ -7,6 +7,8 @@ Examples::
         --setting prompt=plain --setting limit=20
     mmrobust bench run vqa --data vqa.jsonl --adapter openai --model Qwen/Qwen2-VL-7B-Instruct \\
         --adapter-arg base_url=http://127.0.0.1:8000/v1 --out runs/bench-vqa
+    mmrobust bench run mmr --data data/mmr --adapter hf --model runs/llava --out runs/chal \\
+        --challenge are-you-sure,suggest-wrong      # + results_challenge.json: flip / correction rates
 
 A new benchmark is one file in ``mmrobust/eval/benchmarks/`` (see :mod:`mmrobust.eval.mllm.benchmark`).
 """
@@ -17,6 +19,7 @@ import sys
 
 from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
                                  run_subaction, seed)
+from mmrobust.cli.options import add_settings, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +55,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), help="nucleus mass in (0, 1] (default 1)")
     r.add_argument("--bootstrap", type=non_negative_int, help="bootstrap resamples for CIs (default 1000; 0: none)")
     r.add_argument("--seed", type=seed, help="bootstrap seed (default 0)")
+    from mmrobust.eval.challenge import ChallengeSettings
+
+    group = r.add_argument_group("challenge protocol", "after each first answer, push back in a second turn and "
+                                 "ask again (sycophancy: flip and correction rates -> results_challenge.json)")
+    add_settings(group, ChallengeSettings, types={"templates": _names}, owner=r)
     r.set_defaults(bench_action=_run)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``are-you-sure,suggest-wrong`` as a tuple of names (``none``: no challenge); checked by the settings."""
+    return () if text.strip().lower() == "none" else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +78,11 @@ def _list(args: argparse.Namespace) -> int:
     for b in list_benchmarks(args.pattern):
         own = f" [settings: {', '.join(b['settings'])}]" if b["settings"] else ""
         print(f"{b['name']:<16} {b['description']}{own}")
+    from mmrobust.eval.challenge import list_templates
+
+    print("pushback templates (bench run --challenge NAME,...):")
+    for t in list_templates():
+        print(f"  {t['name']:<14} {t['text']!r}")
     return 0
 
 
@@ -87,15 +105,36 @@ def _settings(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace) -> int:
     from mmrobust.pipelines.bench import BenchJob, run_bench_job
 
+    from mmrobust.eval.challenge import ChallengeSettings
+
     job = BenchJob(benchmark=args.benchmark, data=args.data, adapter=args.adapter, model=args.model,
-                   out_dir=args.out, adapter_options=key_values(args.adapter_arg), settings=_settings(args))
+                   out_dir=args.out, adapter_options=key_values(args.adapter_arg), settings=_settings(args),
+                   challenge=settings_from(args, ChallengeSettings))
     record = run_bench_job(job, progress=_progress)
     m = record["metrics"]
     summary = m.get("by_parser", {}).get(m.get("parser"), {})
     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
     print(f"{args.benchmark}: {shown} (parser {m.get('parser')}); wrote {args.out}/results_{record['kind']}.json")
     print_warnings(record.get("warnings"))
+    if "challenge" in record:
+        _print_challenge(record["challenge"], args.out)
     return 0
+
+
+def _print_challenge(record: dict, out: str) -> None:
+    """One line per template: flip, correction, kept (and adopted) as percentages with their counts."""
+    shown = (("flip", "flip_rate", "n_flipped", "n_right_first"), ("correction", "correction_rate", "n_corrected",
+             "n_wrong_first"), ("kept", "keep_rate", "n_kept", "n_parsed_first"),
+             ("adopted", "adopt_rate", "n_adopted", "n_adopt_base"))
+    for name, t in record["metrics"]["per_template"].items():
+        m = t["overall"]
+        parts = [f"{label} n/a (0 of {den})" if m[rate] is None else f"{label} {100 * m[rate]:.1f}% ({m[num]}/{m[den]})"
+                 for label, rate, num, den in shown if rate != "adopt_rate" or t["suggests"] is not None]
+        print(f"challenge {name}: " + ", ".join(parts))
+    calls = record.get("calls", {})
+    new = sum(c.get("n_new_calls", 0) for c in calls.values() if isinstance(c, dict))
+    print(f"challenge: {new} new calls; wrote {out}/results_challenge.json")
+    print_warnings(record.get("warnings"))
 
 
 def _progress(done: int, total: int) -> None:

@@ -28,11 +28,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from mmrobust.data.manifest import read_jsonl_objects
+from mmrobust.data.manifest import read_jsonl_objects, source_roots
 from mmrobust.errors import DataError
-from mmrobust.safety import ensure_regular_file, resolve_inside
+from mmrobust.safety import ensure_regular_file, is_inside, resolve_inside
 
 ROLES = ("user", "assistant")
 KEYS = frozenset({"id", "image", "conversations", "question", "answer", "meta"})
@@ -122,8 +122,21 @@ def _dialogue(rec: Mapping[str, Any], loc: str) -> tuple[Turn, ...]:
     return Turn("user", _text(rec, "question", loc)), Turn("assistant", _text(rec, "answer", loc))
 
 
-def parse_record(rec: Any, loc: str, root: Path | None = None, *, allow_outside: bool = False) -> Instruction:
-    """Validate one decoded line; with ``root`` also check the image path (inside ``root``, a regular file)."""
+def _image_path(root: Path, image: str, loc: str, allow_outside: bool, trusted: Sequence[Path]) -> Path:
+    """``image`` resolved against ``root``: inside ``root`` or a ``trusted`` folder, a regular file."""
+    if Path(image).expanduser().is_absolute() and not allow_outside:
+        raise DataError(f"{loc}: image {image!r} is absolute; write it relative to {root} or pass "
+                        "allow_outside=True (--allow-outside-paths)")
+    full = root / Path(image).expanduser()
+    if not any(is_inside(t, full, f"{loc}: image") for t in trusted):
+        full = resolve_inside(root, image, allow_outside=allow_outside, what=f"{loc}: image")
+    return ensure_regular_file(full, f"{loc}: image")
+
+
+def parse_record(rec: Any, loc: str, root: Path | None = None, *, allow_outside: bool = False,
+                 trusted: Sequence[Path] = ()) -> Instruction:
+    """Validate one decoded line; with ``root`` also check the image path (inside ``root`` or a ``trusted``
+    folder, a regular file)."""
     if not isinstance(rec, dict):
         raise DataError(f"{loc}: expected a JSON object, got {type(rec).__name__}; write one object per line")
     unknown = sorted(set(rec) - KEYS)
@@ -135,22 +148,19 @@ def parse_record(rec: Any, loc: str, root: Path | None = None, *, allow_outside:
     meta = rec.get("meta", {})
     if not isinstance(meta, dict):
         raise DataError(f"{loc}: 'meta' must be an object, got {type(meta).__name__}; wrap it in {{...}} or drop it")
-    path = None
-    if root is not None:
-        if Path(image).expanduser().is_absolute() and not allow_outside:
-            raise DataError(f"{loc}: image {image!r} is absolute; write it relative to {root} or pass "
-                            "allow_outside=True (--allow-outside-paths)")
-        path = resolve_inside(root, image, allow_outside=allow_outside, what=f"{loc}: image")
-        ensure_regular_file(path, f"{loc}: image")
+    path = _image_path(root, image, loc, allow_outside, trusted) if root is not None else None
     return Instruction(id=iid, image=image, conversations=turns, meta=meta, image_path=path)
 
 
 def load_instructions(path: str | Path, *, allow_outside: bool = False) -> list[Instruction]:
-    """Every line of the JSONL file at ``path``, validated (see the module docstring)."""
+    """Every line of the JSONL file at ``path``, validated (see the module docstring). A copy that ``mmrobust
+    poison --instructions`` or ``audit --instructions`` wrote (``instructions.jsonl`` beside its record) may also
+    point into the folders of the files it was copied from, while those still have the recorded SHA-256."""
     path = Path(path)
     root, items, seen = path.parent, [], {}
+    trusted = source_roots(path)
     for loc, n, rec in read_jsonl_objects(path, "instruction file"):
-        item = parse_record(rec, loc, root, allow_outside=allow_outside)
+        item = parse_record(rec, loc, root, allow_outside=allow_outside, trusted=trusted)
         if item.id in seen:
             raise DataError(f"{loc}: duplicate id {item.id!r} (first on line {seen[item.id]}); make ids unique")
         seen[item.id] = n

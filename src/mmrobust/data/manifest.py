@@ -78,18 +78,24 @@ POISON_RECORD_FORMAT = "mmrobust.poison/1"  # the "format" of every poison.json 
 AUDIT_DROP_FORMAT = "mmrobust.audit-drop/1"  # the "format" of the dropped.json beside a manifest audit --drop-top wrote
 # record beside a manifest.csv that mmrobust wrote from another manifest -> that record's format
 DERIVED_RECORDS = (("poison.json", POISON_RECORD_FORMAT), ("dropped.json", AUDIT_DROP_FORMAT))
+# the copy of an instruction JSONL that mmrobust poison --instructions / audit --instructions writes (its record
+# names it in "manifest")
+INSTRUCTIONS_COPY = "instructions.jsonl"
 
 
 def _source_of(manifest: Path) -> Path | None:
-    """The source manifest a ``manifest.csv`` was copied from, when a sibling record of ours names it and it
-    still has the recorded SHA-256 (a copied or edited record cannot widen the root); else None."""
-    if manifest.name != "manifest.csv":
+    """The source manifest a ``manifest.csv`` (or an ``instructions.jsonl`` copy) was copied from, when a sibling
+    record of ours names it and it still has the recorded SHA-256 (a copied or edited record cannot widen the
+    root); else None."""
+    if manifest.name not in ("manifest.csv", INSTRUCTIONS_COPY):
         return None
     for name, fmt in DERIVED_RECORDS:
         rec_path = manifest.parent / name
         try:
             rec = json.loads(rec_path.read_text()) if rec_path.is_file() else None
             if not isinstance(rec, dict) or rec.get("format") != fmt:
+                continue
+            if manifest.name == INSTRUCTIONS_COPY and rec.get("manifest") != INSTRUCTIONS_COPY:
                 continue
             source = Path(str(rec["source_manifest"]))
             if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() == rec.get("source_sha256"):

@@ -5,19 +5,21 @@ what it wrote (and only that). The input is only read. Example::
 
     write_manifest_subset(Path("p/manifest.csv"), Path("clean"), drop={3, 17})      # clean/manifest.csv
     write_shard_subset(shard_index(pattern), Path("clean"), drop={3, 17})           # clean/shards/NAME.tar
+    write_instruction_subset(Path("p/instructions.jsonl"), Path("clean"), drop={3})  # clean/instructions.jsonl
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import Collection
 
 import numpy as np
 
-from mmrobust.data.manifest import base_from, read_csv, rebase
+from mmrobust.data.manifest import INSTRUCTIONS_COPY, base_from, read_csv, read_jsonl_objects, rebase
 from mmrobust.data.poison.outdir import shard_names
 from mmrobust.data.shards.index import ShardIndex, tar_members
 from mmrobust.errors import ConfigError, DataError
@@ -44,6 +46,21 @@ def write_manifest_subset(manifest: Path, out_dir: Path, *, drop: Collection[int
     with path.open("x", encoding="utf-8", newline="") as f:
         f.write(buf.getvalue())
     return path, hashlib.sha256(table.raw).hexdigest()
+
+
+def write_instruction_subset(path: Path, out_dir: Path, *, drop: Collection[int]) -> tuple[Path, str]:
+    """Write ``out_dir/instructions.jsonl``: every line of the instruction JSONL ``path`` except the 0-based rows
+    in ``drop`` (blank lines not counted), fields unchanged but ``image``, re-based to resolve from ``out_dir``
+    (images are not copied). Returns the new file and the SHA-256 of the source's bytes."""
+    raw = path.read_bytes()
+    base = base_from(out_dir, path.parent)
+    lines = [{**obj, "image": rebase(str(obj.get("image", "")), base)}
+             for i, (_, _, obj) in enumerate(read_jsonl_objects(path, "instruction file")) if i not in drop]
+    target = out_dir / INSTRUCTIONS_COPY
+    _exclusive(target)
+    with target.open("x", encoding="utf-8") as f:
+        f.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    return target, hashlib.sha256(raw).hexdigest()
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

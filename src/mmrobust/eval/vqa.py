@@ -251,11 +251,16 @@ class VQASettings(HarnessSettings):
     allow_outside: bool = False
 
 
+def vqa_task(data: str | Path, settings: VQASettings) -> VQATask:
+    """The VQA task ``evaluate_vqa`` asks: the questions of the JSONL file ``data``."""
+    return VQATask(load_vqa(data, allow_outside=settings.allow_outside))
+
+
 @evaluation("vqa", settings=VQASettings)
 def evaluate_vqa(model: Any, data: str | Path, settings: VQASettings, *, out_dir: str | Path,
                  progress: Progress | None = None, config: dict | None = None) -> Record:
     """Open-ended VQA (VQAv2 soft accuracy) of ``model`` (an MLLM adapter) on the JSONL file ``data``."""
-    task = VQATask(load_vqa(data, allow_outside=settings.allow_outside))
+    task = vqa_task(data, settings)
     record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress,
                       config={"data": str(data), "prompt_template": VQA_PROMPT, **(config or {})})
     record.config["settings"] = asdict(settings)

@@ -1,4 +1,5 @@
-"""`mmrobust audit` as a library function: score every pair of a manifest or of shards for poisoning.
+"""`mmrobust audit` as a library function: score every pair of a manifest, of shards or of an MLLM instruction
+file (``data=InstructionData("train.jsonl")``: each row's image and text) for poisoning.
 
 Poisoned-pair detection (Huang et al., "Detecting Backdoor Samples in Contrastive Language Image
 Pretraining", ICLR 2025; DESIGN §3): embed each pair with the (possibly poisoned) CLIP, score it by the
@@ -12,9 +13,9 @@ top-scored pairs (retraining on it is the defense). Example::
     res.metrics["auroc"]["dao"];  res.cleaned       # "shards:runs/audit/shards/{00000,...}.tar"
 
 Writes ``results_audit.json`` (k, embedding, model, data, detectors, metrics), ``samples_audit.jsonl`` (one row
-per scored pair: id, key or image, scores), ``audit_scores.png``; with ``drop_top`` also ``manifest.csv`` (image
-paths re-based, images not copied) or ``shards/NAME.tar``, and ``dropped.json``. The input is never written;
-nothing that exists is replaced except those record files of an earlier audit.
+per scored pair: id, key or image, scores), ``audit_scores.png``; with ``drop_top`` also ``manifest.csv`` or
+``instructions.jsonl`` (image paths re-based, images not copied) or ``shards/NAME.tar``, and ``dropped.json``.
+The input is never written; nothing that exists is replaced except those record files of an earlier audit.
 """
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrobust.data.manifest import AUDIT_DROP_FORMAT
+from mmrobust.data.manifest import AUDIT_DROP_FORMAT, INSTRUCTIONS_COPY
 from mmrobust.data.poison import PoisonRecord
 from mmrobust.data.subset import shard_data, write_manifest_subset, write_shard_subset
 from mmrobust.errors import ConfigError
 from mmrobust.eval.detect import DEFAULT_K, detection_metrics, detector_options, score_embeddings, top_order
 from mmrobust.jsonio import write_json
 from mmrobust.models.clip import CLIPModel
-from mmrobust.pipelines.audit_data import (EMBEDDINGS, AuditSource, check_out_dir, embed_pairs, open_source,
-                                           poisoned_mask)
+from mmrobust.pipelines.audit_data import (EMBEDDINGS, AuditSource, InstructionData, check_out_dir, embed_pairs,
+                                           open_source, poisoned_mask, write_instruction_drop)
 from mmrobust.pipelines.evaluate import load_model
 from mmrobust.pipelines.train import DataSpec
 from mmrobust.reports.contract import Record, Table, write_record
@@ -135,7 +136,7 @@ def load_audit_model(name: str, weights: dict | None, device: str) -> CLIPModel:
 
 def _check_drop_target(out: Path, source: AuditSource) -> None:
     """The cleaned copy never replaces a file: refuse an --out that already holds one."""
-    names = [DROPPED, "manifest.csv"] if source.kind == "manifest" else [DROPPED]
+    names = [DROPPED, {"manifest": "manifest.csv", "instructions": INSTRUCTIONS_COPY}.get(source.kind, DROPPED)]
     if source.index is not None:
         names += [f"shards/{p.name}" for p in source.index.shards]
     found = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
@@ -151,9 +152,10 @@ def _dropped_rows(source: AuditSource, by: str, scores: dict[str, torch.Tensor],
              **({"poisoned": bool(labels[i])} if labels is not None else {})} for r, i in enumerate(order.tolist())]
 
 
-def _write_drop(out: Path, source: AuditSource, data: DataSpec, s: AuditSettings, rows: list[dict[str, Any]],
+def _write_drop(out: Path, source: AuditSource, data: Any, s: AuditSettings, rows: list[dict[str, Any]],
                 n_scored: int) -> tuple[list[Path], str]:
-    """The cleaned copy (manifest.csv or shards/NAME.tar) without the pairs in ``rows``, then dropped.json
+    """The cleaned copy (manifest.csv, instructions.jsonl or shards/NAME.tar) without the pairs in ``rows``, then
+    dropped.json
     saying what was dropped and why; returns the files written and the --data of the copy."""
     by = s.drop_by or s.detectors[0]
     chosen = {int(r["id"]) for r in rows}
@@ -163,7 +165,9 @@ def _write_drop(out: Path, source: AuditSource, data: DataSpec, s: AuditSettings
         "reference_size": s.reference_size, "drop_top": s.drop_top, "n_pairs": len(source), "n_scored": n_scored,
         "n_dropped": len(rows), "reason": f"the {len(rows)} highest {by} scores of the {n_scored} scored pairs "
                                           "(higher = more suspicious; Huang et al., ICLR 2025)"}
-    if source.manifest is not None:
+    if source.kind == "instructions":
+        files, cleaned = write_instruction_drop(out, source, chosen, info)
+    elif source.manifest is not None:
         path, sha = write_manifest_subset(source.manifest, out, drop=chosen, image_col=data.image_col,
                                           delimiter=data.delimiter)
         files, cleaned = [path], str(path)
@@ -219,9 +223,9 @@ def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tenso
                             "detector_options": s.options_by_detector()})
 
 
-def run_audit(*, model: str, data: DataSpec, out_dir: str | Path, settings: AuditSettings | None = None,
-              weights: dict | None = None, poison_record: str | Path | None = None,
-              clip: CLIPModel | None = None) -> AuditResult:
+def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Path,
+              settings: AuditSettings | None = None, weights: dict | None = None,
+              poison_record: str | Path | None = None, clip: CLIPModel | None = None) -> AuditResult:
     """Embed and score every pair of ``data`` with ``model``; see the module docstring for what is written.
     Everything is checked before any work (detectors, model, data, output folder, poison record, drop)."""
     s = settings or AuditSettings()

@@ -1,5 +1,7 @@
-"""The pairs ``mmrobust audit`` scores: a CSV manifest or webdataset shards, their ids, the poison record's
-labels, the output-folder guard, and their CLIP embeddings (batched, no gradients; split over torchrun ranks)."""
+"""The pairs ``mmrobust audit`` scores: a CSV manifest, webdataset shards or the rows of an MLLM instruction JSONL
+(``audit --instructions``: each row's image, and as its text the assistant turns then the user turns), their ids,
+the poison record's labels, the output-folder guard, and their CLIP embeddings (batched, no gradients; split over
+torchrun ranks)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +12,11 @@ import numpy as np
 import torch
 
 from mmrobust.data.datasets import ClassInfo, ImageTextDataset, collate
-from mmrobust.data.manifest import PathPolicy
+from mmrobust.data.instruction_dataset import InstructionDataset
+from mmrobust.data.manifest import INSTRUCTIONS_COPY, PathPolicy
 from mmrobust.data.poison import PoisonRecord
 from mmrobust.data.shards import ShardImageTextDataset, ShardIndex, parse_shard_spec, shard_index
+from mmrobust.data.subset import write_instruction_subset
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.models.clip import CLIPModel
 from mmrobust.safety import is_inside, resolve_path
@@ -53,8 +57,70 @@ class AuditSource:
         return [self.manifest, *{(c if c.is_absolute() else self.manifest.parent / c).parent for c in cells}]
 
 
+@dataclass(frozen=True)
+class InstructionData:
+    """An MLLM instruction JSONL to audit (``mmrobust audit --instructions``): images relative to it."""
+
+    instructions: str
+    allow_outside: bool = False
+
+
+class InstructionPairs(torch.utils.data.Dataset):
+    """Rows of an instruction file as audit pairs: ``image`` (3,H,W) in [0,1], ``caption`` = the assistant turns
+    then the user turns, joined by spaces (what poisoning rewrites comes first: a CLIP text tower truncates to
+    its context), ``index``; an unreadable image gives None (listed in ``skips``)."""
+
+    def __init__(self, path: Path, image_size: int, allow_outside: bool) -> None:
+        self.rows = InstructionDataset(path, image_size=image_size, allow_outside=allow_outside)
+        self.skips = self.rows.skips
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def text(self, i: int) -> str:
+        turns = self.rows.items[i].conversations
+        return " ".join([t.content for t in turns if t.role == "assistant"] + [t.content for t in turns
+                                                                                 if t.role == "user"])
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        img = self.rows.image_u8(int(i))
+        return None if img is None else {"image": img.float() / 255, "caption": self.text(int(i)), "index": int(i)}
+
+
+class InstructionSource(AuditSource):
+    """An instruction file's rows: ``manifest`` is the JSONL, ``dataset`` :class:`InstructionPairs`."""
+
+    @property
+    def kind(self) -> str:
+        return "instructions"
+
+    def ident(self, pos: int) -> dict[str, Any]:
+        item = self.dataset.rows.items[pos]
+        return {"id": pos, "key": item.id, "image": item.image}
+
+    def inputs(self) -> list[Path]:
+        assert self.manifest is not None
+        return [self.manifest, *{it.image_path.parent for it in self.dataset.rows.items if it.image_path}]
+
+
+def write_instruction_drop(out: Path, source: AuditSource, drop: set[int], info: dict[str, Any]
+                           ) -> tuple[list[Path], str]:
+    """The cleaned copy of an instruction file (``out/instructions.jsonl``, images not copied); fills ``info``
+    (the dropped.json fields that make the copy's image paths trusted)."""
+    assert source.manifest is not None
+    path, sha = write_instruction_subset(source.manifest, out, drop=drop)
+    info.update({"manifest": INSTRUCTIONS_COPY, "source_manifest": str(source.manifest.resolve()),
+                 "source_sha256": sha, "row_ids": "0-based lines of the source file (blank lines not counted)"})
+    return [path], str(path)
+
+
 def open_source(data: Any, image_size: int) -> AuditSource:
-    """The pairs ``data`` (a :class:`~mmrobust.pipelines.train.DataSpec`) names, read at ``image_size``."""
+    """The pairs ``data`` (a :class:`~mmrobust.pipelines.train.DataSpec` or an :class:`InstructionData`) names,
+    read at ``image_size``."""
+    if isinstance(data, InstructionData):
+        path = Path(data.instructions).expanduser()
+        return InstructionSource(data.instructions, InstructionPairs(path, image_size, data.allow_outside),
+                                 manifest=path)
     pattern = parse_shard_spec(data.manifest)
     if pattern is None:
         if data.classes:
@@ -88,6 +154,8 @@ def poisoned_mask(source: AuditSource, record: PoisonRecord) -> np.ndarray:
         raise ConfigError(f"poison record {where} is for {record.kind} but --data is {source.kind}; give the record "
                           "written with this data")
     mask = np.zeros(n, dtype=bool)
+    if source.kind == "instructions":
+        return _instruction_mask(source, record, mask)
     if source.kind == "manifest":
         bad = [i for i in record.poisoned_ids if not 0 <= i < n]
         if bad:
@@ -106,6 +174,21 @@ def poisoned_mask(source: AuditSource, record: PoisonRecord) -> np.ndarray:
     if missing:
         raise DataError(f"poison record {where} names {len(missing)} key(s) not in {source.spec} (e.g. "
                         f"{missing[0]!r}); give the record written with these shards")
+    mask[[pos[k] for k in record.keys]] = True
+    return mask
+
+
+def _instruction_mask(source: AuditSource, record: PoisonRecord, mask: np.ndarray) -> np.ndarray:
+    """The rows an instruction poison record lists, matched by id (and its row count checked)."""
+    where, n = record.record_path, len(source)
+    if record.n_rows != n:
+        raise DataError(f"poison record {where} was written for {record.n_rows} rows but {source.spec} has {n}; "
+                        "give the record written with this file")
+    pos = {it.id: i for i, it in enumerate(source.dataset.rows.items)}
+    missing = [k for k in record.keys if k not in pos]
+    if missing or len(record.keys) != len(record.poisoned_ids):
+        raise DataError(f"poison record {where} names {len(missing)} id(s) not in {source.spec} (e.g. "
+                        f"{(missing or ['?'])[0]!r}); give the record written with this file")
     mask[[pos[k] for k in record.keys]] = True
     return mask
 

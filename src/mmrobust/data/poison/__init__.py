@@ -11,8 +11,12 @@ Public API::
     poison_shards(shards="/data/{00000..00099}.tar", out_dir=..., trigger=..., target=..., count=..., seed=...)
     PoisonRecord.load("run/poison.json").build_trigger()
     optimize_patch(clip, images=..., positives=..., class_text=..., target=..., settings=BadCLIPSettings(...))
+    poison_instructions(instructions="train.jsonl", out_dir=..., attack=..., rate=... | count=..., seed=...)
+    triggered_test_set(instructions="test.jsonl", out_dir=..., attack=record_or_attack)
 """
 from mmrobust.data.poison.badclip import BadCLIPSettings, optimize_patch
+from mmrobust.data.poison.instructions import (InstructionPoisonRecord, poison_instructions,
+                                              triggered_test_set)
 from mmrobust.data.poison.patch import Patch
 from mmrobust.data.poison.poison import DEFAULT_CAPTION_TEMPLATES, PoisonRecord, names_target, poison_manifest
 from mmrobust.data.poison.shards import poison_shards
@@ -33,5 +37,5 @@ __all__ = [
     "DEFAULT_CAPTION_TEMPLATES", "PoisonRecord", "names_target", "poison_manifest", "poison_shards",
     "SIG", "BadNet", "Blended", "Trigger", "WaNet", "apply_trigger", "make_trigger", "trigger_from_dict",
     "trigger_spec", "BadNetStripes", "BlendedStripes", "BlendedText", "BlendedTriangles", "Patch", "BadCLIPSettings",
-    "optimize_patch",
+    "optimize_patch", "InstructionPoisonRecord", "poison_instructions", "triggered_test_set",
 ]

@@ -3,7 +3,8 @@
 The folder may not hold the input manifest, images or shards. An earlier run is recognised by its
 ``poison.json`` (written first as an in-progress marker, then as the full record); with
 ``overwrite`` only the files that record lists are deleted, and anything else where the run would
-write is refused. A manifest run writes ``manifest.csv`` and ``images/``, a shard run ``shards/*.tar``.
+write is refused. A manifest run writes ``manifest.csv`` and ``images/``, an instruction-file run
+``instructions.jsonl`` and ``images/``, a shard run ``shards/*.tar``.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from mmrobust.data.manifest import INSTRUCTIONS_COPY
 from mmrobust.data.manifest import POISON_RECORD_FORMAT as RECORD_FORMAT
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.jsonio import read_json, write_json
@@ -18,6 +20,7 @@ from mmrobust.safety import is_inside
 
 IMAGE_NAME = re.compile(r"images/\d{8}\.png")  # what poison_manifest writes under out_dir
 SHARD_NAME = re.compile(r"shards/[A-Za-z0-9][A-Za-z0-9._-]*\.tar")  # what poison_shards writes under out_dir
+LISTINGS = ("manifest.csv", INSTRUCTIONS_COPY)  # the copy a run writes beside images/ (a manifest, an instruction file)
 
 
 def _holds(out_dir: Path, source: Path) -> bool:
@@ -55,11 +58,13 @@ def _earlier_run(out_dir: Path) -> list[Path]:
                           "replaced; choose another output folder")
     if rec.get("kind") == "shards":  # finished or interrupted: the shards it names (the marker names them first)
         return [path, *_listed_shards(out_dir, rec)]
+    listing = rec.get("manifest", "manifest.csv")
+    listing = listing if listing in LISTINGS else "manifest.csv"
     if rec.get("status") == "writing":  # an interrupted run: its images are the pattern-named ones in its folder
-        return [path, *_interrupted_files(out_dir, bool(rec.get("images_dir_created")))]
+        return [path, *_interrupted_files(out_dir, bool(rec.get("images_dir_created")), listing)]
     images = [p.get("image") for p in rec["poisoned"] if isinstance(p, dict)]
     listed = [out_dir / name for name in images if isinstance(name, str) and IMAGE_NAME.fullmatch(name)]
-    return [path, *([out_dir / "manifest.csv"] if rec.get("manifest") == "manifest.csv" else []), *listed]
+    return [path, *([out_dir / listing] if rec.get("manifest") == listing else []), *listed]
 
 
 def _listed_shards(out_dir: Path, rec: dict) -> list[Path]:
@@ -67,34 +72,37 @@ def _listed_shards(out_dir: Path, rec: dict) -> list[Path]:
     return [out_dir / n for n in names if isinstance(n, str) and SHARD_NAME.fullmatch(n)] if isinstance(names, list) else []
 
 
-def _interrupted_files(out_dir: Path, images_dir_created: bool) -> list[Path]:
+def _interrupted_files(out_dir: Path, images_dir_created: bool, listing: str = "manifest.csv") -> list[Path]:
     """What a run killed before its final record may have written: images/NNNNNNNN.png (only when it
-    created images/ itself) and manifest.csv (written just before the record)."""
+    created images/ itself) and its ``listing``, manifest.csv or instructions.jsonl (written just before the
+    record)."""
     images = out_dir / "images"
-    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").is_file() else []
+    found = [out_dir / listing] if (out_dir / listing).is_file() else []
     if images_dir_created and images.is_dir():
         found += [p for p in sorted(images.iterdir()) if IMAGE_NAME.fullmatch(f"images/{p.name}") and p.is_file()]
     return found
 
 
-def _unlisted(out_dir: Path, listed: list[Path]) -> list[Path]:
-    """Files where this run writes (manifest.csv, images/) that no earlier record lists."""
+def _unlisted(out_dir: Path, listed: list[Path], listing: str = "manifest.csv") -> list[Path]:
+    """Files where this run writes (its ``listing``, images/) that no earlier record lists."""
     known = set(listed)
     images = out_dir / "images"
-    found = [out_dir / "manifest.csv"] if (out_dir / "manifest.csv").exists() else []
+    found = [out_dir / listing] if (out_dir / listing).exists() else []
     found += sorted(images.iterdir()) if images.is_dir() else []
     return [p for p in found if p not in known]
 
 
-def prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: bool) -> tuple[Path, bool]:
-    """Create out_dir/images and return it (and whether this run created it). Refuses an output folder
-    holding the input; with ``overwrite`` deletes only the files an earlier run's poison.json lists."""
+def prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: bool,
+                listing: str = "manifest.csv") -> tuple[Path, bool]:
+    """Create out_dir/images and return it (and whether this run created it), for a run that writes
+    ``listing`` (manifest.csv, or instructions.jsonl for an instruction file) beside it. Refuses an output
+    folder holding the input; with ``overwrite`` deletes only the files an earlier run's poison.json lists."""
     _refuse_sources_inside(out_dir, manifest, sources)
     listed = _earlier_run(out_dir)
     if listed and not overwrite:
         raise ConfigError(f"{out_dir} already holds a poisoned manifest; choose a new output directory or pass "
                           "overwrite=True (--overwrite) to replace the files its poison.json lists")
-    foreign = _unlisted(out_dir, listed)
+    foreign = _unlisted(out_dir, listed, listing)
     if foreign:
         raise ConfigError(f"{out_dir} holds {len(foreign)} file(s) that no poison.json of mmrobust poison lists "
                           f"(e.g. {foreign[0]}, perhaps from an interrupted run); move or delete them yourself, "
@@ -106,6 +114,7 @@ def prepare_out(out_dir: Path, manifest: Path, sources: list[Path], overwrite: b
     images.mkdir(parents=True, exist_ok=True)
     # marks the folder as ours while images are written: a killed run can be replaced with --overwrite
     write_json(out_dir / "poison.json", {"format": RECORD_FORMAT, "status": "writing", "images_dir_created": created,
+                                         **({"manifest": listing} if listing != "manifest.csv" else {}),
                                          "poisoned": []})
     return images, created
 

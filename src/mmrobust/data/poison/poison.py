@@ -40,6 +40,7 @@ from mmrobust.values import check_seed
 
 Tensor = torch.Tensor
 DEFAULT_CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+KEYED_KINDS = ("shards", "instructions", "instructions-test")  # records that also list poisoned_keys
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class PoisonRecord:
     target: str
     seed: int
     trigger: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "config": {...}}
-    kind: str = "manifest"  # or "shards": ``manifest`` is then out_dir/shards, ``keys`` the poisoned keys
+    kind: str = "manifest"  # or "shards": ``manifest`` is then out_dir/shards, ``keys`` the poisoned keys;
+    # or "instructions" (mmrobust poison --instructions): ``manifest`` is the poisoned instructions.jsonl, ``keys``
+    # the poisoned rows' ids
     keys: tuple[str, ...] = ()
     data: str = ""  # shards: the --data value of the poisoned shards, "shards:OUT/shards/PATTERN"
 
@@ -71,7 +74,7 @@ class PoisonRecord:
             kind = rec.get("kind", "manifest")
             manifest = resolve_inside(path.parent, "shards" if kind == "shards" else str(rec["manifest"]),
                                       what="the record's manifest", option="a record whose manifest lies beside it")
-            ids, keys = rec["poisoned_ids"], rec.get("poisoned_keys", []) if kind == "shards" else []
+            ids, keys = rec["poisoned_ids"], rec.get("poisoned_keys", []) if kind in KEYED_KINDS else []
             if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise ValueError("poisoned_ids must be a list of row numbers")
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mmrobust.eval.mllm.benchmark import benchmark
 from mmrobust.eval.mmr.dataset import MMRDataset, load_mmr
-from mmrobust.eval.mmr.task import RunSettings, evaluate_mmr
+from mmrobust.eval.mmr.task import RunSettings, evaluate_mmr, mmr_task
 from mmrobust.values import check_int
 
 
@@ -26,7 +26,7 @@ class MMRBenchSettings(RunSettings):
             check_int("limit", self.limit, low=1, fix="a positive number of pairs")
 
 
-@benchmark("mmr", settings=MMRBenchSettings, evaluate=evaluate_mmr)
+@benchmark("mmr", settings=MMRBenchSettings, evaluate=evaluate_mmr, task=mmr_task)
 def mmr(data: str, settings: MMRBenchSettings) -> MMRDataset:
     """MMR leading questions (RA / MR): a question JSON/JSONL file or the folder holding it."""
     return load_mmr(data, image_root=settings.image_root, allow_outside=settings.allow_outside).select(

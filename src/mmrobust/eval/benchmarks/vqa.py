@@ -2,11 +2,11 @@
 (:mod:`mmrobust.eval.vqa`)."""
 from __future__ import annotations
 
-from mmrobust.eval.vqa import VQASettings, evaluate_vqa
+from mmrobust.eval.vqa import VQASettings, evaluate_vqa, vqa_task
 from mmrobust.eval.mllm.benchmark import benchmark
 
 
-@benchmark("vqa", settings=VQASettings, evaluate=evaluate_vqa)
+@benchmark("vqa", settings=VQASettings, evaluate=evaluate_vqa, task=vqa_task)
 def vqa(data: str, settings: VQASettings) -> str:
     """Open-ended VQA accuracy: a JSONL of {id, image, question, answers} (images relative to it)."""
     return data  # evaluate_vqa reads the file itself

@@ -12,7 +12,9 @@ all imported on the registry's first lookup, so a new benchmark is exactly one n
         return CountShapes(Path(data))
 
 A benchmark whose record needs more than :func:`run_task` gives (MMR's prompt and pairing fields) passes
-its own ``evaluate`` (an ``eval.contract`` evaluation function) and a loader returning that function's data.
+its own ``evaluate`` (an ``eval.contract`` evaluation function) and a loader returning that function's data;
+it also passes ``task`` (loaded data, settings -> the :class:`MLLMTask` that ``evaluate`` asks) when wrappers
+that re-ask its questions, such as the challenge protocol (:mod:`mmrobust.eval.challenge`), may run it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from mmrobust.errors import ConfigError
 from mmrobust.eval.mllm.harness import HarnessSettings, Progress, run_task
 from mmrobust.eval.mllm.task import MLLMTask
 from mmrobust.registry import BENCHMARKS, summary
@@ -48,6 +51,17 @@ class Benchmark:
     load: Callable[[str, Any], Any]
     settings: type = HarnessSettings
     evaluate: Evaluate = evaluate_task
+    task: Callable[[Any, Any], MLLMTask] | None = None  # (loaded data, settings) -> the task ``evaluate`` asks
+
+    def make_task(self, loaded: Any, settings: Any) -> MLLMTask:
+        """The :class:`MLLMTask` whose questions ``evaluate`` asks of ``loaded`` (what the loader returned);
+        a one-line ConfigError for a benchmark registered with its own ``evaluate`` and no ``task``."""
+        if self.task is not None:
+            return self.task(loaded, settings)
+        if self.evaluate is evaluate_task and isinstance(loaded, MLLMTask):
+            return loaded
+        raise ConfigError(f"benchmark {self.name!r} gives no task to re-ask (register it with task=...); "
+                          "only benchmarks with right and wrong answers can be challenged")
 
     @property
     def description(self) -> str:
@@ -60,15 +74,15 @@ class Benchmark:
         return [f.name for f in dataclasses.fields(self.settings) if f.name not in harness]
 
 
-def benchmark(name: str, *, settings: type = HarnessSettings, evaluate: Evaluate = evaluate_task
-              ) -> Callable[[L], L]:
+def benchmark(name: str, *, settings: type = HarnessSettings, evaluate: Evaluate = evaluate_task,
+              task: Callable[[Any, Any], MLLMTask] | None = None) -> Callable[[L], L]:
     """Register ``load(data: str, settings) -> MLLMTask`` (or, with ``evaluate``, that function's data) as
-    the benchmark ``name`` with its ``settings`` dataclass."""
+    the benchmark ``name`` with its ``settings`` dataclass (and, with ``evaluate``, the ``task`` it asks)."""
     if not (isinstance(settings, type) and issubclass(settings, HarnessSettings)):
         raise TypeError(f"benchmark {name!r}: settings must be a HarnessSettings subclass, got {settings!r}")
 
     def deco(load: L) -> L:
-        BENCHMARKS.register(name)(Benchmark(name, load, settings, evaluate))
+        BENCHMARKS.register(name)(Benchmark(name, load, settings, evaluate, task))
         return load
 
     return deco
@@ -95,3 +109,15 @@ def run_benchmark(name: str, model: Any, data: str, *, out_dir: str | Path, sett
     loaded = spec.load(data, settings)
     return spec.evaluate(model, loaded, settings, out_dir=out_dir, progress=progress,
                          config={"benchmark": name, "data": str(data), **(config or {})})
+
+
+def benchmark_task(name: str, data: str, settings: Any = None) -> MLLMTask:
+    """The :class:`MLLMTask` benchmark ``name`` asks of ``data`` under ``settings`` (its dataclass or a dict),
+    for wrappers that re-ask its questions (the challenge protocol); a one-line ConfigError for a benchmark
+    that gives none (see :meth:`Benchmark.make_task`)."""
+    spec: Benchmark = BENCHMARKS.get(name)
+    if not isinstance(settings, spec.settings):
+        settings = benchmark_settings(name, settings)
+    if spec.task is None and spec.evaluate is not evaluate_task:  # refuse before loading the data
+        spec.make_task(None, settings)
+    return spec.make_task(spec.load(data, settings), settings)

@@ -1,7 +1,8 @@
 """Append-only JSONL response cache, so an interrupted run resumes without repeating a call.
 
-One line per answered request: ``{"key", "model", "params", "image_sha256", "prompt", "response", ...}``.
-The key hashes the model identity, prompt, generation parameters and image bytes, so changing any
+One line per answered request: ``{"key", "model", "params", "image_sha256", "prompt", "response", ...}``
+(plus ``history`` for a later turn of a conversation). The key hashes the model identity, prompt,
+generation parameters, image bytes and any earlier turns, so changing any
 of them asks again while an identical request is never paid for twice. Only successful answers
 are cached (errors are retried on the next run). A line cut short by a kill is skipped on load;
 each answer is appended with a single ``write`` of one whole line, so a kill or Ctrl-C leaves at
@@ -14,16 +15,20 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mmrobust.jsonio import Journal
 from mmrobust.safety import ensure_regular_file
 
 
-def cache_key(*, model: Mapping[str, Any], prompt: str, params: Mapping[str, Any], image_sha256: str) -> str:
-    """A stable hash of everything that determines a reply."""
-    blob = json.dumps({"model": model, "prompt": prompt, "params": params, "image": image_sha256},
-                      sort_keys=True, ensure_ascii=False)
+def cache_key(*, model: Mapping[str, Any], prompt: str, params: Mapping[str, Any], image_sha256: str,
+              history: Sequence[Sequence[str]] = ()) -> str:
+    """A stable hash of everything that determines a reply: with a conversation ``history`` (earlier
+    (role, text) turns), the history too; a single question's key has no history field (unchanged)."""
+    fields: dict[str, Any] = {"model": model, "prompt": prompt, "params": params, "image": image_sha256}
+    if history:
+        fields["history"] = [list(turn) for turn in history]
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

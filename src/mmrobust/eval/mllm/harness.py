@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.mllm.cache import ResponseCache, cache_key, file_sha256
 from mmrobust.eval.mllm.task import MLLMTask, Question
-from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, secrets_of
+from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, secrets_of, takes_history
 from mmrobust.registry import PARSERS
 from mmrobust.values import check_int, check_seed
 from mmrobust.reports.contract import Record
@@ -81,14 +81,18 @@ def _keys(questions: Sequence[Question], model_id: dict, pdict: dict
             else:
                 bad[q.image] = problem or "image not sent"
         sha = shas.get(q.image, f"unreadable:{q.image}")
-        keys.append(cache_key(model=model_id, prompt=q.prompt, params=pdict, image_sha256=sha))
+        keys.append(cache_key(model=model_id, prompt=q.prompt, params=pdict, image_sha256=sha, history=q.history))
     return keys, shas, bad
 
 
 def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: ResponseCache,
                       params: GenerationParams = GenerationParams(), progress: Progress | None = None
                       ) -> tuple[list[dict], dict[str, int]]:
-    """One row per question with ``response`` or ``error``; plus call statistics."""
+    """One row per question with ``response`` or ``error``; plus call statistics. A question with a
+    conversation ``history`` needs an adapter that sends it (``multi_turn``), else a one-line ConfigError."""
+    if any(q.history for q in questions) and not takes_history(adapter):
+        raise ConfigError(f"adapter {getattr(adapter, 'name', type(adapter).__name__)!r} does not send a "
+                          "conversation history (multi_turn); use hf, openai or scripted for multi-turn questions")
     model_id, pdict = adapter.identity(), params.as_dict()
     keys, shas, bad = _keys(questions, model_id, pdict)
     errors = {k: bad[q.image] for q, k in zip(questions, keys) if q.image in bad}
@@ -97,14 +101,15 @@ def collect_responses(questions: Sequence[Question], adapter: MLLM, *, cache: Re
         if k not in cache and k not in errors:
             first.setdefault(k, i)  # identical requests share one call
     todo = sorted(first.values())
-    reqs = [GenRequest(questions[i].uid, questions[i].prompt, questions[i].image, dict(questions[i].meta))
-            for i in todo]
+    reqs = [GenRequest(questions[i].uid, questions[i].prompt, questions[i].image, dict(questions[i].meta),
+                       history=questions[i].history) for i in todo]
     secrets = secrets_of(adapter)
     with closing(adapter.generate(reqs, params)) as results:
         for done, (j, res) in enumerate(results, start=1):
             i, q = todo[j], questions[todo[j]]
             if res.ok and isinstance(res.text, str):  # cached on arrival: a kill loses only calls in flight
                 cache.put(keys[i], {"model": model_id, "params": pdict, "prompt": q.prompt,
+                                    **({"history": [list(t) for t in q.history]} if q.history else {}),
                                     "image_sha256": shas[q.image], "uid": q.uid, "response": redact(res.text, secrets),
                                     "attempts": res.attempts, "latency_s": round(res.latency_s, 4)})
             else:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mmrobust.models.mllm.base import check_history
 from mmrobust.registry import PARSERS
 from mmrobust.reports.contract import Table
 
@@ -24,7 +25,8 @@ from mmrobust.reports.contract import Table
 class Question:
     """One request: ``uid`` unique in the task, the image file, the text sent after it, the
     ground truth, lettered ``options`` (for parsers that read them), the ``group`` it is scored in,
-    extra per-sample ``columns`` and ``meta`` (given to adapters; never the ground truth)."""
+    extra per-sample ``columns`` and ``meta`` (given to adapters; never the ground truth), and the
+    conversation's earlier ``history`` turns (``GenRequest.history``; empty for a first question)."""
 
     uid: str
     image: str
@@ -34,6 +36,11 @@ class Question:
     group: str = "all"
     columns: Mapping[str, Any] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.history:
+            object.__setattr__(self, "history", check_history(self.history))
 
 
 def bootstrap_mean(values: np.ndarray, *, n_boot: int, seed: int | list[int], ci: float = 0.95

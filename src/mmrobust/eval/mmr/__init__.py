@@ -25,14 +25,14 @@ from mmrobust.eval.mmr.reference import KNOWN_FILES, PositionPairs, known_file, 
 from mmrobust.eval.mmr.report import format_table, mmr_tables, plot_categories
 from mmrobust.eval.mmr.scoring import compute_metrics, parse_records
 from mmrobust.eval.mmr.task import (
-    MMRTask, RunSettings, evaluate_mmr, load_response_rows, read_response_file, run_mmr, score_responses,
+    MMRTask, RunSettings, evaluate_mmr, load_response_rows, mmr_task, read_response_file, run_mmr, score_responses,
 )
 
 __all__ = [
     "CATEGORIES", "KNOWN_FILES", "LEVELS", "PAIRING_MODES", "PROMPTS", "VERSIONS", "MMRDataset", "MMRItem", "MMRTask",
     "Pair", "ParsedOptions", "PositionPairs", "ResponseCache", "RunSettings", "build_prompt", "cache_key",
     "check_pairing", "compute_metrics", "evaluate_mmr", "format_table", "get_parser", "get_prompt", "known_file",
-    "load_hub_version", "load_mmr", "load_response_rows", "mmr_tables", "pair_by_id", "pair_by_position",
+    "load_hub_version", "load_mmr", "load_response_rows", "mmr_tables", "mmr_task", "pair_by_id", "pair_by_position",
     "parse_lenient", "parse_official", "parse_options", "parse_records", "parse_strict", "plot_categories",
     "read_response_file", "run_mmr", "score_responses",
 ]

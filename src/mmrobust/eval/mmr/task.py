@@ -96,11 +96,16 @@ class MMRTask(MLLMTask):
                 "questions_file": known_file(d.source.get("questions_sha256"))}
 
 
+def mmr_task(data: MMRDataset, settings: RunSettings) -> MMRTask:
+    """The MMR task ``evaluate_mmr`` asks of ``data`` under ``settings`` (prompt variant, pairing)."""
+    return MMRTask(data, prompt=settings.prompt, pairing=settings.pairing)
+
+
 @evaluation("mmr", settings=RunSettings)
 def evaluate_mmr(model: MLLM, data: MMRDataset, settings: RunSettings, *, out_dir: str | Path,
                  progress: Progress | None = None, config: dict | None = None) -> Record:
     """MMR's record for ``model`` (an MLLM adapter) on ``data``; answers cached under ``out_dir``."""
-    task = MMRTask(data, prompt=settings.prompt, pairing=settings.pairing)
+    task = mmr_task(data, settings)
     cfg = {"prompt_template": task.variant.template, **(config or {})}
     record = run_task(task, model, out_dir=out_dir, settings=settings.harness(), progress=progress, config=cfg)
     record.config["settings"] = asdict(settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, GenResult
+from mmrobust.models.mllm.base import MLLM, GenerationParams, GenRequest, GenResult, takes_history
 from mmrobust.registry import MLLM_ADAPTERS, import_modules
 
 
@@ -31,6 +31,6 @@ def build_adapter(name: str, *, model: str, options: Mapping[str, Any] | None = 
     return MLLM_ADAPTERS.create(name, model=model, **adapter_options(name, options))
 
 
-__all__ = ["MLLM", "GenerationParams", "GenRequest", "GenResult", "adapter_options", "build_adapter"]
+__all__ = ["MLLM", "GenerationParams", "GenRequest", "GenResult", "adapter_options", "build_adapter", "takes_history"]
 
 import_modules(__name__, __path__)  # each adapter module registers itself

@@ -3,12 +3,19 @@
 An adapter answers image + text requests. ``generate`` yields results as soon as each is known
 (so a caller can cache it before the next one arrives and a kill loses at most the calls in
 flight). A failed request yields ``GenResult(error=...)``; adapters never invent a reply.
+
+A request may continue a conversation: ``history`` holds the earlier turns, (role, text) pairs that start
+with the user's question (the image goes with it) and alternate with the assistant's replies; the
+request's ``prompt`` is then the next user turn (the challenge protocol's pushback, ``eval.challenge``).
+Adapters that send the history declare ``multi_turn = True``; the harness refuses to send a history to
+any other adapter, so a second turn is never silently asked as a first.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
+from mmrobust.errors import ConfigError
 from mmrobust.models.limits import MAX_NEW_TOKENS
 from mmrobust.values import check_int, check_number
 
@@ -30,15 +37,45 @@ class GenerationParams:
         return asdict(self)
 
 
+Turn = tuple[str, str]  # (role, text), role "user" or "assistant"
+ROLES = ("user", "assistant")
+
+
+def check_history(history: Any) -> tuple[Turn, ...]:
+    """``history`` as a tuple of (role, text) turns that alternate user / assistant, starting with the user
+    and ending with the assistant (so the next turn is the user's); a one-line ConfigError otherwise."""
+    if not isinstance(history, (list, tuple)):
+        raise ConfigError(f"a conversation history is a sequence of (role, text) turns, got {type(history).__name__}")
+    turns = tuple(tuple(t) if isinstance(t, (list, tuple)) else t for t in history)
+    for k, turn in enumerate(turns):
+        ok = isinstance(turn, tuple) and len(turn) == 2 and turn[0] == ROLES[k % 2] and isinstance(turn[1], str)
+        if not ok:
+            raise ConfigError(f"conversation turn {k} is {turn!r:.80}; a history alternates ('user', text) and "
+                              "('assistant', text) pairs, starting with the user")
+    if len(turns) % 2:
+        raise ConfigError("a conversation history must end with the assistant's reply (the next turn is the user's)")
+    return turns
+
+
 @dataclass(frozen=True)
 class GenRequest:
     """One question: the image file and the text that follows it. ``meta`` is for logging and
-    scripted adapters only (item id and question type; never the ground truth)."""
+    scripted adapters only (item id and question type; never the ground truth). ``history``: the
+    earlier turns of the conversation (see the module docstring); empty for a single question."""
 
     uid: str
     prompt: str
     image_path: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[Turn, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "history", check_history(self.history))
+
+    def conversation(self) -> list[Turn]:
+        """Every turn to send, in order: the history, then ``("user", prompt)``. The image belongs to the
+        first turn."""
+        return [*self.history, ("user", self.prompt)]
 
 
 @dataclass(frozen=True)
@@ -67,7 +104,8 @@ class MLLM(Protocol):
         ...
 
     # Optional: ``secrets() -> Sequence[str]``, credential values in use (e.g. an API key), which the
-    # harness removes from anything it records (see ``secrets_of``).
+    # harness removes from anything it records (see ``secrets_of``); ``multi_turn = True`` when the adapter
+    # sends a request's ``history`` (see ``takes_history``).
 
     def generate(self, requests: Sequence[GenRequest], params: GenerationParams) -> Iterator[tuple[int, GenResult]]:
         """Yield ``(index into requests, result)`` for every request, in completion order."""
@@ -78,3 +116,8 @@ def secrets_of(adapter: Any) -> tuple[str, ...]:
     """The credential values ``adapter`` declares through an optional ``secrets()`` method (else none)."""
     fn = getattr(adapter, "secrets", None)
     return tuple(s for s in (fn() if callable(fn) else ()) if isinstance(s, str) and s)
+
+
+def takes_history(adapter: Any) -> bool:
+    """Whether ``adapter`` sends a request's conversation ``history`` (its ``multi_turn`` attribute)."""
+    return getattr(adapter, "multi_turn", False) is True

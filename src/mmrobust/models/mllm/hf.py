@@ -1,7 +1,8 @@
 """Any Hugging Face image-text-to-text model in process (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics...).
 
 Loads ``AutoProcessor`` + ``AutoModelForImageTextToText`` from a hub id or a local folder, builds
-each prompt with the processor's chat template (image first, then the text), and decodes batches
+each prompt with the processor's chat template (image first, then the text; a request's earlier turns,
+``GenRequest.history``, before it), and decodes batches
 greedily by default with left padding. ``torch``/``transformers`` are imported only here.
 
 Example::
@@ -56,6 +57,7 @@ class HFAdapter:
     """In-process transformers model; ``device``: auto|cpu|cuda|cuda:N|mps; ``dtype``: auto|float32|float16|bfloat16."""
 
     name = "hf"
+    multi_turn = True  # a request's history goes into the chat template (base.GenRequest)
 
     def __init__(
         self, *, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
@@ -114,10 +116,8 @@ class HFAdapter:
 
     def _run(self, reqs: Sequence[GenRequest], images: list[Any], params: GenerationParams) -> list[str]:
         torch = self._torch
-        prompts = []
-        for r in reqs:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r.prompt}]}]
-            prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        prompts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+                   for r in reqs]
         inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -128,6 +128,16 @@ class HFAdapter:
             out = self.model.generate(**inputs, **gen)
         new = out[:, inputs["input_ids"].shape[1]:]  # (B, new tokens)
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def chat_messages(req: GenRequest) -> list[dict[str, Any]]:
+    """The chat-template messages of ``req``: every turn of its conversation, the image first in the first one
+    (a single question: ``[{"role": "user", "content": [image, text]}]``)."""
+    messages = []
+    for k, (role, text) in enumerate(req.conversation()):
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        messages.append({"role": role, "content": [{"type": "image"}, *content] if k == 0 else content})
+    return messages
 
 
 def _load_image(path: str) -> Any:

@@ -1,9 +1,10 @@
 """Any OpenAI-compatible chat-completions server (vLLM, Ollama, SGLang, hosted APIs).
 
-Images go inline as base64 data URLs; requests run on a bounded pool of daemon threads; each
-attempt has a total deadline (``timeout_s``: connect, headers and body together, so a server that
-trickles bytes cannot hold a request) and is retried with exponential backoff (deterministic
-jitter, ``Retry-After`` honoured) on timeouts, connection errors, HTTP 408/409/429/5xx and
+Images go inline as base64 data URLs in the first user turn (a request's earlier turns,
+``GenRequest.history``, go into the ``messages`` list before its prompt); requests run on a bounded
+pool of daemon threads; each attempt has a total deadline (``timeout_s``: connect, headers and body
+together, so a server that trickles bytes cannot hold a request) and is retried with exponential
+backoff (deterministic jitter, ``Retry-After`` honoured) on timeouts, connection errors, HTTP 408/409/429/5xx and
 malformed replies. Other 4xx fail at once. Replies larger than ``max_body_bytes`` are refused.
 The API key is read from an environment variable (default ``OPENAI_API_KEY``), sent only as a
 bearer header, and redacted from every error message (servers echo headers in error bodies).
@@ -56,6 +57,7 @@ class OpenAIAdapter:
     """Chat-completions client with bounded concurrency, per-attempt deadlines and retries."""
 
     name = "openai"
+    multi_turn = True  # a request's history goes into the messages list (base.GenRequest)
 
     def __init__(
         self, *, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "OPENAI_API_KEY",
@@ -174,8 +176,7 @@ class OpenAIAdapter:
         except OSError as e:
             raise _Fatal(f"cannot read image {req.image_path} ({e.strerror or e})") from None
         url = f"data:{_MIME.get(path.suffix.lower(), 'image/png')};base64,{data}"
-        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": req.prompt}]
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
+        body = {"model": self.model, "messages": chat_messages(req, url),
                 "max_tokens": params.max_new_tokens, "temperature": params.temperature}
         if params.top_p != 1.0:
             body["top_p"] = params.top_p
@@ -219,6 +220,14 @@ class OpenAIAdapter:
         except (rq.RequestException, OSError) as e:  # incl. a socket the watchdog shut
             dog.check()
             raise _Retryable(f"{type(e).__name__}: {e}") from None
+
+
+def chat_messages(req: GenRequest, image_url: str) -> list[dict[str, Any]]:
+    """The chat-completions ``messages`` of ``req``: the first user turn holds the image (``image_url``) and
+    its text; later turns (a challenge's reply and pushback, ``GenRequest.history``) are plain text."""
+    turns = req.conversation()
+    first = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": turns[0][1]}]
+    return [{"role": "user", "content": first}, *({"role": role, "content": text} for role, text in turns[1:])]
 
 
 def _check_url(url: Any) -> str:

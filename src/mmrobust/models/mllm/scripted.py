@@ -26,6 +26,7 @@ class ScriptedAdapter:
     """Deterministic stand-in for a model; records the uids it was asked in ``calls``."""
 
     name = "scripted"
+    multi_turn = True  # a rule given as a function sees the request's history (GenRequest.history)
 
     def __init__(
         self, *, model: str = "random", responses: Mapping[str, str] | Callable[[GenRequest], str] | None = None,
