@@ -74,8 +74,10 @@ def aggregate_table(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         rows.append(out)
     # "%" cells are text now ("87.6 ± 1.2 ..."): the unit moves into the heading
     columns = [{**c, "unit": "", "heading": c["heading"] + " (%)"} if c.get("unit") == "%" else dict(c) for c in cols]
-    caption = f"Mean ± standard deviation (min-max) over {len(tables)} seeds. {first.get('caption', '')}".strip()
-    return {"title": f"{first['title']} ({len(tables)} seeds)", "columns": columns, "rows": rows, "caption": caption}
+    n = f"{len(tables)} seed{'s' if len(tables) != 1 else ''}"
+    over = f"Mean ± standard deviation (min-max) over {n}." if len(tables) > 1 else "One seed: no spread."
+    caption = f"{over} {first.get('caption', '')}".strip()
+    return {"title": f"{first['title']} ({n})", "columns": columns, "rows": rows, "caption": caption}
 
 
 @dataclass(frozen=True)
