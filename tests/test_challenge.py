@@ -21,6 +21,7 @@ from mmrobust.models.mllm import GenRequest
 from mmrobust.models.mllm.scripted import ScriptedAdapter
 from mmrobust.registry import PUSHBACKS
 from mmrobust.reports.contract import write_record
+from _mmr import mmr_world_and_llava
 
 FIRST = {"red": "A", "green": "A", "blue": "C"}  # ground truths A, B, C: red and blue right, green wrong
 AGAIN = {"red": "B", "green": "B", "blue": "C"}  # after "are you sure?": red flips, green is corrected, blue keeps
@@ -306,11 +307,7 @@ def test_openai_second_request_carries_the_first_assistant_reply(tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("chal-hf")
-    world, model = root / "world", root / "tiny-llava"
-    assert main(["mmr", "make-data", "--out", str(world), "--pairs-per-category", "1", "--image-size", "32"]) == 0
-    assert main(["mmr", "make-tiny-llava", "--out", str(model), "--data", str(world), "--seed", "0"]) == 0
-    return world, model
+    return mmr_world_and_llava(tmp_path_factory.mktemp("chal-hf"), 1)
 
 
 def test_hf_adapter_challenge_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:

@@ -7,15 +7,12 @@ from pathlib import Path
 import pytest
 
 from mmrobust.cli.main import main
+from _mmr import mmr_world_and_llava
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("mmr-hf")
-    world, model = root / "world", root / "tiny-llava"
-    assert main(["mmr", "make-data", "--out", str(world), "--pairs-per-category", "2", "--image-size", "32"]) == 0
-    assert main(["mmr", "make-tiny-llava", "--out", str(model), "--data", str(world), "--seed", "0"]) == 0
-    return world, model
+    return mmr_world_and_llava(tmp_path_factory.mktemp("mmr-hf"), 2)
 
 
 def test_tiny_llava_loads_with_auto_classes(tiny: tuple[Path, Path]) -> None:
