@@ -213,7 +213,10 @@ def test_torchrun_audit_equals_one_process(shard_run, tmp_path):
     a, b = ((tmp_path / d / "samples_audit.jsonl").read_text().splitlines() for d in ("ddp", "one"))
     assert len(a) == len(b) == 256 and ddp.stdout.count("results_audit.json") == 1  # rank 0 alone writes
     for x, y in zip(map(json.loads, a), map(json.loads, b)):
-        assert x["key"] == y["key"] and x["scores"] == pytest.approx(y["scores"], rel=1e-5, abs=1e-6)
+        # the ranks embed in other batch shapes, so float32 GEMMs round differently (more so on other MKL paths,
+        # MKL_CBWR=AVX2): about 1e-6 relative in the embeddings, which DAO scales by the neighbours' LIDs
+        # (several units) and sums over k log distance ratios; seen: 2.4e-5 relative under MKL_CBWR=AVX2
+        assert x["key"] == y["key"] and x["scores"] == pytest.approx(y["scores"], rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize("change,message", [
