@@ -105,9 +105,9 @@ def poisons_outnumber_k(n_poisoned: int, n_scored: int, k: int, set_size: int) -
         return []
     fit = max(k + 2, int(k * n_scored / (2 * n_poisoned)))
     return [f"about {per_set:.0f} of the {n_poisoned} poisoned pairs fall in each reference set of {set_size} "
-            f"(k = {k}): they are each other's nearest neighbours and look dense, so the density scores miss them; "
-            f"score against smaller reference sets (--reference-size {fit}, about k/2 poisons each, as the paper's "
-            "random batches) or raise --k."]
+            f"(k = {k}): they are each other's nearest neighbours and look dense, so the density scores may miss "
+            f"them (the paper's setting has few poisons per set: --reference-size {fit}, about k/2 poisons each, as "
+            "its random batches; on the embedded world's 5% this scored worse, see the README's backdoor matrix)."]
 
 
 def target_absent(target: str, classnames: Sequence[str]) -> list[str]:
