@@ -59,6 +59,10 @@ def test_study_refuses_unknown_names_and_foreign_summary(tmp_path, capsys):
         BackdoorStudy(attacks=("badnet", "nope"))
     with pytest.raises(ConfigError, match="drop_rate"):
         BackdoorStudy(drop_rate=1.0)
+    with pytest.raises(ConfigError, match="study k"):
+        BackdoorStudy(k=0)
+    with pytest.raises(ConfigError, match="unknown detector"):
+        BackdoorStudy(detector="magic")
     assert main(["study", "backdoor", "--attacks", "badnet,nope", "--out", str(tmp_path / "s")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown attack nope" in err[0]

@@ -29,7 +29,7 @@ from mmrobust.stories.backdoor import BackdoorDemo, evaluate_stage, finetunes, t
 from mmrobust.stories.parallel import run_parallel, torch_threads
 from mmrobust.stories.seeds import with_seed
 from mmrobust.stories.stages import clean_subset, run_stage, stamp
-from mmrobust.values import setting
+from mmrobust.values import check_int, setting
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,11 @@ class BackdoorStudy:
                                   f"{', '.join(known)}")
         if not 0 < self.drop_rate < 1:
             raise ConfigError(f"drop_rate {self.drop_rate} must lie in (0, 1), e.g. 0.1")
+        check_int("study k (neighbours)", self.k, low=1, fix="e.g. 16")
+        check_int("study badclip_steps", self.badclip_steps, low=1, fix="e.g. 1000")
+        check_int("study workers", self.workers, low=1, fix="1 runs the stages in this process")
+        if self.detector not in DETECTORS:  # checked before hours of training, not at the first audit
+            raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
 
 
 def _task_options(base: BackdoorDemo) -> dict[str, dict[str, Any]]:
