@@ -92,6 +92,12 @@ def train_on_world(out: Path, s: BackdoorDemo, task: str, model: str, manifest: 
                        data_root=classes.parent.parent)  # the story's manifests point into its world
 
 
+def pretrain_stage(out: Path, s: BackdoorDemo, manifest: Path, classes: Path, *, progress: bool) -> str:
+    """A CLIP pretrained from scratch on ``manifest`` with the story's pretraining budget (resumable)."""
+    return train_on_world(out, s, "clip", s.model, manifest, classes, steps=s.pretrain_steps, batch=s.pretrain_batch,
+                          lr=s.pretrain_lr, opts={}, progress=progress)
+
+
 def evaluate_stage(out: Path, model_dir: str, world: Path, rec: PoisonRecord, s: BackdoorDemo) -> dict[str, Any]:
     """Clean accuracy and ASR of ``model_dir`` on the world's test split with the record's trigger (resumable)."""
     data = EvalData(manifest=str(world / "test.csv"), classes=str(world / "classes.json"))
@@ -122,8 +128,7 @@ def _run(out: Path, s: BackdoorDemo, progress: bool, log: Any) -> dict[str, Any]
                                                  overwrite=True).poisoned_ids)})
     rec = PoisonRecord.load(poisoned / "poison.json")
     log(f"[backdoor] poisoned {len(rec.poisoned_ids)} of {rec.n_rows} pairs with {s.trigger} -> '{s.target}'")
-    pre = train_on_world(out / "pretrain", s, "clip", s.model, poisoned / "manifest.csv", classes,
-                         steps=s.pretrain_steps, batch=s.pretrain_batch, lr=s.pretrain_lr, opts={}, progress=progress)
+    pre = pretrain_stage(out / "pretrain", s, poisoned / "manifest.csv", classes, progress=progress)
     stages = [{"stage": "poisoned CLIP", **evaluate_stage(out / "pretrain", pre, world, rec, s)}]
     log(f"[backdoor] poisoned CLIP: clean {stages[0]['clean_top1']:.1%}, ASR {stages[0]['asr']:.1%}")
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids, n=s.finetune_pairs)

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from mmrobust.data.poison import PoisonRecord, make_trigger, poison_manifest
 from mmrobust.errors import ConfigError
-from mmrobust.stories.backdoor import BackdoorDemo, evaluate_stage, finetunes, train_on_world, world_stage
+from mmrobust.stories.backdoor import (BackdoorDemo, evaluate_stage, finetunes, pretrain_stage, train_on_world,
+                                      world_stage)
 from mmrobust.stories.parallel import run_parallel, torch_threads
 from mmrobust.stories.seeds import with_seed
 from mmrobust.stories.stages import clean_subset, run_stage, stamp
@@ -135,9 +136,7 @@ def poisoned_stage(out: Path, base: BackdoorDemo, study: BackdoorStudy, name: st
     """Poison, pretrain, evaluate and audit one attack at one seed (``out`` = OUT/seed-K/<attack>)."""
     world = out.parent / "world"
     rec = _poison(out / "poisoned", base, name, world, trigger)
-    model = train_on_world(out / "pretrain", base, "clip", base.model, rec.manifest, world / "classes.json",
-                           steps=base.pretrain_steps, batch=base.pretrain_batch, lr=base.pretrain_lr, opts={},
-                           progress=progress)
+    model = pretrain_stage(out / "pretrain", base, rec.manifest, world / "classes.json", progress=progress)
     metrics = evaluate_stage(out / "pretrain", model, world, rec, base)
     audit = audit_stage(out / "audit", model, rec, study)
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids,
@@ -180,9 +179,7 @@ def cell_stage(out: Path, base: BackdoorDemo, name: str, defense: str, poisoned:
     if d.filtered:
         run = out / "filtered"
         cleaned = Path(poisoned["audit"]["cleaned_manifest"])
-        model = train_on_world(run / "pretrain", base, "clip", base.model, cleaned, world / "classes.json",
-                               steps=base.pretrain_steps, batch=base.pretrain_batch, lr=base.pretrain_lr, opts={},
-                               progress=progress)
+        model = pretrain_stage(run / "pretrain", base, cleaned, world / "classes.json", progress=progress)
         if d.task is None:
             return evaluate_stage(run / "pretrain", model, world, rec, base)
     task = str(d.task)
@@ -213,9 +210,7 @@ def optimized_trigger(out: Path, base: BackdoorDemo, attack: Attack, *, steps: i
 
     world = out / "world"
     own = dataclasses.replace(base, seed=base.seed + 10_000)
-    surrogate = train_on_world(out / "surrogate", own, "clip", base.model, world / "train.csv",
-                               world / "classes.json", steps=base.pretrain_steps, batch=base.pretrain_batch,
-                               lr=base.pretrain_lr, opts={}, progress=progress)
+    surrogate = pretrain_stage(out / "surrogate", own, world / "train.csv", world / "classes.json", progress=progress)
     params = dict(attack.params)
     settings = BadCLIPSettings(**params, steps=steps, seed=base.seed)
     data = EvalData(manifest=str(world / "train.csv"), classes=str(world / "classes.json"))
