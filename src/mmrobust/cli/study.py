@@ -12,7 +12,7 @@ from mmrobust.cli.options import add_settings, settings_from
 def register(sub: argparse._SubParsersAction) -> None:
     from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
 
-    p = sub.add_parser("study", help="the backdoor attack x defense matrix over seeds",
+    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors",
                        description="Studies that cross many runs into one table.")
     p.set_defaults(func=lambda a: run_subaction(a, "action", "_study"), _study=p)
     actions = p.add_subparsers(dest="study", metavar="STUDY")
@@ -31,6 +31,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(action=run_backdoor)
     with_config(b, "action")
+    _register_instructions(actions)
+
+
+def _register_instructions(actions: argparse._SubParsersAction) -> None:
+    from mmrobust.stories.instruction_study import ATTACKS, InstructionStudy
+
+    i = actions.add_parser(
+        "instructions", help="instruction-data backdoors of the tiny LLaVA: ASR, clean accuracy, filter, retrain",
+        description="For each seed: finetune the MMR story's baseline LLaVA on a VQA set, clean and with each "
+                    "attack's poisoned rows; measure ASR and clean accuracy; filter the poisoned set with the audit "
+                    "(image and text embeddings) and finetune again. Resumable stage by stage; attacks: "
+                    f"{', '.join(ATTACKS)}.")
+    i.add_argument("--out", default="runs/demo", help="run directory (default runs/demo, where `mmrobust demo --seeds` "
+                   "puts the baselines it shares); the aggregate goes into OUT/instructions/")
+    i.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="seeds (default 0,1,2)")
+    add_settings(i, InstructionStudy, choices={"detector": _detectors()}, types={"attacks": _names})
+    i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the MMR story's baseline (MMRTrainedDemo), e.g. base_steps=400")
+    i.add_argument("--quiet", action="store_true", help="no progress bars")
+    i.set_defaults(action=run_instructions)
+    with_config(i, "action")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -58,4 +79,22 @@ def run_backdoor(args: argparse.Namespace) -> int:
     from mmrobust.reports.html import write_report
 
     print(f"report: {write_report([Path(args.out) / 'matrix'], Path(args.out) / 'report.html')}")
+    return 0
+
+
+def run_instructions(args: argparse.Namespace) -> int:
+    from mmrobust.stories.instruction_study import InstructionStudy, run_instruction_study
+    from mmrobust.stories.mmr_trained import MMRTrainedDemo
+    from mmrobust.stories.overrides import apply_overrides
+
+    study = settings_from(args, InstructionStudy)
+    base = apply_overrides(MMRTrainedDemo(), args.set)
+    seeds, start = seed_list(args.seeds), time.time()
+    result = run_instruction_study(study, seeds=seeds, out_dir=Path(args.out), base=base, progress=not args.quiet,
+                                   log=lambda m: print(m, flush=True))
+    print(f"\n{result['table']}\n\n{result['claims']}\n(plot {result['plot']}; {time.time() - start:.0f} s)",
+          flush=True)
+    from mmrobust.reports.html import write_report
+
+    print(f"report: {write_report([Path(args.out) / 'instructions'], Path(args.out) / 'report.html')}")
     return 0

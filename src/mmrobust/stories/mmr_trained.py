@@ -103,23 +103,32 @@ class _Clock:
         return out
 
 
-def _run(out: Path, s: MMRTrainedDemo, progress: bool, log: Any) -> dict[str, Any]:
-    clock = _Clock()
+def baseline_stage(out: Path, s: MMRTrainedDemo, *, progress: bool, log: Any = print,
+                   clock: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+    """The story's data, CLIP, tiny LLaVA and baseline SFT in ``out`` (each stage resumable): returns
+    ``{"data", "clip", "init", "base"}``; ``base["model_dir"]`` is the baseline LLaVA other studies start from."""
+    clock = clock or (lambda name, fn: fn())
     data = clock("data", lambda: _data(out, s))
     clip = clock("clip", lambda: _clip(out, s, progress))
     init = clock("llava", lambda: _llava(out, s, clip, data))
     log(f"[mmr-trained] tiny LLaVA with the world's CLIP tower: {init['n_params']:,} parameters")
-    base = clock("train baseline", lambda: _sft(out / "baseline", s, init["model_dir"], data["mix"],
-                                                 steps=s.base_steps, lr=s.base_lr, progress=progress))
+    base = clock("train baseline", lambda: sft_stage(out / "baseline", s, init["model_dir"], data["mix"],
+                                                      steps=s.base_steps, lr=s.base_lr, progress=progress))
+    return {"data": data, "clip": clip, "init": init, "base": base}
+
+
+def _run(out: Path, s: MMRTrainedDemo, progress: bool, log: Any) -> dict[str, Any]:
+    clock = _Clock()
+    made = baseline_stage(out, s, progress=progress, log=log, clock=clock)
+    data, init, base = made["data"], made["init"], made["base"]
     tuned = {"baseline": base}
-    tuned["control"] = clock("train control", lambda: _sft(out / "control", s, base["model_dir"], data["control"],
-                                                            steps=s.tune_steps, lr=s.tune_lr, progress=progress))
-    tuned["MMR-tuned"] = clock("train MMR-tuned", lambda: _sft(out / "mmr-tuned", s, base["model_dir"], data["paired"],
-                                                                steps=s.tune_steps, lr=s.tune_lr, progress=progress))
+    for label, folder, key in (("control", "control", "control"), ("MMR-tuned", "mmr-tuned", "paired")):
+        tuned[label] = clock(f"train {label}", lambda: sft_stage(out / folder, s, base["model_dir"], data[key],
+                                                                 steps=s.tune_steps, lr=s.tune_lr, progress=progress))
     rows = []
     for label in MODELS:
         model_dir = tuned[label]["model_dir"]
-        held = clock(f"held-out {label}", lambda: _heldout(Path(model_dir).parent / "heldout", s, model_dir,
+        held = clock(f"held-out {label}", lambda: heldout_stage(Path(model_dir).parent / "heldout", s, model_dir,
                                                            data["heldout"]))
         mmr = clock(f"MMR {label}", lambda: _mmr(Path(model_dir).parent / "mmr", s, model_dir, data["world"]))
         rows.append(_row(label, tuned[label], held, mmr))
@@ -234,7 +243,7 @@ def _n_params(model_dir: Path) -> int:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
-def _sft(out: Path, s: MMRTrainedDemo, model: str, manifest: str, *, steps: int, lr: float,
+def sft_stage(out: Path, s: MMRTrainedDemo, model: str, manifest: str, *, steps: int, lr: float,
          progress: bool) -> dict[str, Any]:
     """One resumable ``mllm-sft`` run (tower frozen; projector + Llama train); returns its model dir and losses."""
     from mmrobust.pipelines.train import DataSpec, ModelSpec, TrainJob, run_train
@@ -264,13 +273,13 @@ def _json_line(line: str) -> dict[str, Any]:
     return json.loads(line) if line.strip() else {}
 
 
-def _adapter(model_dir: str, s: MMRTrainedDemo):
+def mllm_adapter(model_dir: str, s: MMRTrainedDemo):
     from mmrobust.models.mllm import build_adapter
 
     return build_adapter("hf", model=model_dir, options={"device": "cpu", "dtype": "float32", "batch_size": s.eval_batch})
 
 
-def _heldout(out: Path, s: MMRTrainedDemo, model_dir: str, manifest: str) -> dict[str, Any]:
+def heldout_stage(out: Path, s: MMRTrainedDemo, model_dir: str, manifest: str) -> dict[str, Any]:
     """Accuracy on held-out straightforward multiple-choice questions (fresh images), the MMR run's parser."""
     from mmrobust.data.instructions import load_instructions
     from mmrobust.eval.mllm.parsing import get_parser
@@ -279,7 +288,7 @@ def _heldout(out: Path, s: MMRTrainedDemo, model_dir: str, manifest: str) -> dic
     def make() -> dict[str, Any]:
         items = load_instructions(manifest)
         reqs = [GenRequest(uid=i.id, prompt=i.question, image_path=str(i.image_path)) for i in items]
-        replies = dict(_adapter(model_dir, s).generate(reqs, GenerationParams(max_new_tokens=s.max_new_tokens)))
+        replies = dict(mllm_adapter(model_dir, s).generate(reqs, GenerationParams(max_new_tokens=s.max_new_tokens)))
         parse = get_parser(PARSER)
         letters = [parse(replies[k].text, i.meta["options"]) if replies[k].ok else None for k, i in enumerate(items)]
         right = [got == i.meta["letter"] for got, i in zip(letters, items)]
@@ -298,7 +307,7 @@ def _mmr(out: Path, s: MMRTrainedDemo, model_dir: str, questions: str) -> dict[s
     def make() -> dict[str, Any]:
         settings = RunSettings(n_boot=s.n_boot, seed=s.seed, params=GenerationParams(max_new_tokens=s.max_new_tokens),
                                prompt=PROMPT, parser=PARSER)
-        record = run_mmr(load_mmr(questions), _adapter(model_dir, s), out_dir=out, settings=settings)
+        record = run_mmr(load_mmr(questions), mllm_adapter(model_dir, s), out_dir=out, settings=settings)
         return {"overall": record["metrics"]["overall"], "per_category": record["metrics"]["per_category"],
                 "neg_answers": _neg_answers(out / "samples_mmr.jsonl")}
 
