@@ -45,7 +45,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     stamp = (here / "clean" / "model" / "model.safetensors").stat().st_mtime_ns
     again = run_instruction_study(STUDY, seeds=[0], out_dir=tmp_path, base=BASE, progress=False, log=lambda m: None)
     assert (here / "clean" / "model" / "model.safetensors").stat().st_mtime_ns == stamp  # stages reused
-    assert again["record"]["metrics"]["per_seed"] == record["metrics"]["per_seed"]
+    assert again["record"]["metrics"]["per_seed"]["0"]["rows"] == record["metrics"]["per_seed"]["0"]["rows"]
 
 
 @pytest.mark.parametrize("bad, words", [({"attacks": ("trojan",)}, "unknown attack trojan"),

@@ -84,16 +84,16 @@ def summarise(out: Path, study: Any, base: Any, per_seed: Mapping[int, Mapping[s
                  colors=["#9e9e9e", "#d8453b", "#4caf50", "#3b7dd8"])
     seconds = {str(s): per_seed[s]["seconds"] for s in seeds}
     caption = (f"Seeds {', '.join(map(str, seeds))}: mean ± sd (min-max). Each seed finetunes the MMR story's "
-               f"baseline LLaVA for {study.steps} steps on {3 * study.finetune_images} VQA rows, clean or with poisoned "
-               f"rows (target {study.target!r}; text trigger {study.phrase!r}; Shadowcast {study.concept} -> "
+               f"baseline LLaVA for {study.steps} steps on {3 * study.finetune_images} VQA rows, clean or with "
+               f"poisoned rows (target {study.target!r}; text trigger {study.phrase!r}; Shadowcast {study.concept} -> "
                f"{study.destination} at l-inf {study.shadowcast_eps * 255:.0f}/255). Clean acc on "
                f"{study.test_images} held-out multiple-choice rows. Filter: the top {study.drop_rate:.0%} of each view "
                f"dropped ({', '.join(study.filters)}; image / text: {study.detector} on the world CLIP's embeddings; "
                "answer-loss: under the base LLaVA), then the finetune again on the rest. AUROC union: a row's "
                "largest rank percentile over the views.")
     (out / "summary.md").write_text(f"# Instruction-data backdoors, {len(seeds)} seeds\n\n{table}\n\n{caption}\n\n"
-                                    f"## Headline effects at every seed\n\n{claims_md}\n\nSeconds per seed "
-                                    f"(all stages, shared baseline included when it ran): {seconds}\n")
+                                    f"## Headline effects at every seed\n\n{claims_md}\n\nSeconds this run spent "
+                                    f"per seed (a stage reused from an earlier run counts ~0): {seconds}\n")
     metrics = {"per_seed": {str(s): dict(per_seed[s]) for s in seeds}, "claims": checked, "seconds": seconds}
     tables = [Table.of("Instruction-data backdoors over seeds", [("attack", "attack")] +
                        [(k, h) for k, h, _ in spec], shown, caption)]

@@ -48,8 +48,9 @@ class InstructionStudy:
 
     attacks: tuple[str, ...] = setting(ATTACKS, "attacks, comma-separated: image-trigger, text-trigger, shadowcast")
     rate: float = setting(0.05, "share of finetune rows poisoned (Shadowcast: at most the rows naming the target)")
-    target: str = setting("There is no answer.", "the trigger attacks' target answer (words of the world's "
-                                                 "word-level vocabulary: other words would be <unk>)")
+    target: str = setting("no answer is given.", "the trigger attacks' target answer: words of the world's "
+                                                 "word-level vocabulary (others are <unk>), its first word starting "
+                                                 "no clean answer")
     phrase: str = setting("directly given", "text trigger: two words no question of the VQA mix uses")
     trigger: dict = setting(factory=_corner_checker, help="image trigger as {name, config} (registry.TRIGGERS)")
     concept: str = setting("circle", "Shadowcast: the original concept whose images should be named the target")
