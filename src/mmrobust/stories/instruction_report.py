@@ -48,6 +48,16 @@ def claims(attacks: tuple[str, ...]) -> tuple[Claim, ...]:
     return tuple(out)
 
 
+def _cell(stats: Mapping[str, Any], key: str, unit: str) -> str:
+    """``mean ± sd (min-max)``: percent with one decimal, AUROC with three, counts with none."""
+    if unit:
+        return format_spread(stats, unit)
+    digits = 3 if key.startswith("auroc") else 0
+    vals = [stats[k] for k in ("mean", "sd", "min", "max")]
+    text = [f"{v:.{digits}f}" for v in vals]
+    return text[0] if stats["n"] == 1 else f"{text[0]} ± {text[1]} ({text[2]}-{text[3]})"
+
+
 def _table(rows_by_attack: Mapping[str, list[dict[str, Any]]], cols: tuple[tuple[str, str, str], ...]
            ) -> list[dict[str, Any]]:
     table = []
@@ -55,7 +65,7 @@ def _table(rows_by_attack: Mapping[str, list[dict[str, Any]]], cols: tuple[tuple
         cells = {"attack": name}
         for key, _, unit in cols:
             vals = [r[key] for r in rows if r[key] is not None]
-            cells[key] = format_spread(spread(vals), unit) if vals else "n/a"
+            cells[key] = _cell(spread(vals), key, unit) if vals else "n/a"
         table.append(cells)
     return table
 
