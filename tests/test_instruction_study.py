@@ -63,3 +63,14 @@ def test_cli_refuses_unknown_attack(capsys):
     assert main(["study", "instructions", "--attacks", "trojan"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown attack trojan" in err and len(err.splitlines()) == 1
+
+
+def test_cli_keeps_the_default_trigger_and_reads_a_given_one():
+    from mmrobust.cli.main import build_parser
+    from mmrobust.cli.options import settings_from
+
+    argv = ["study", "instructions"]
+    assert settings_from(build_parser(argv).parse_args(argv), InstructionStudy).trigger == InstructionStudy().trigger
+    argv += ["--trigger", "name=blended", "--attacks", "image-trigger"]
+    study = settings_from(build_parser(argv).parse_args(argv), InstructionStudy)
+    assert study.trigger["name"] == "blended" and study.attacks == ("image-trigger",)

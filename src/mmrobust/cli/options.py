@@ -111,7 +111,9 @@ def settings_from(args: argparse.Namespace, cls: type, **fixed: Any) -> Any:
         if f.init and f.name not in fixed and hasattr(args, f.name):
             v = getattr(args, f.name)
             if isinstance(slots[f.name].default, dict):
-                v = key_values(v) if isinstance(v, list) else dict(v or {})
+                if v is None:
+                    continue  # not given: the field's own default (a factory's dict, not an empty one)
+                v = key_values(v) if isinstance(v, list) else dict(v)
             values[f.name] = v
     return cls(**values, **fixed)
 
