@@ -62,7 +62,7 @@ class InstructionStudy:
     test_images: int = setting(300, "held-out images: one multiple-choice row each (clean accuracy, trigger ASR)")
     concept_images: int = setting(600, "held-out images with shape questions (Shadowcast's concept test rows)")
     steps: int = setting(250, "finetune steps (batch and weight decay: the MMR story's)")
-    lr: float = setting(2e-3, "finetune learning rate")
+    lr: float = setting(4e-3, "finetune learning rate (at 2e-3 the checkerboard took at seeds 0-2, not at 3)")
     filters: tuple[str, ...] = setting(FILTERS, "filter views: image / text (the audit's detector on the world CLIP's "
                                                 "embeddings), answer-loss (under the base LLaVA, Wan et al. 2023)")
     drop_rate: float = setting(0.05, "share of rows the filter drops per view")
