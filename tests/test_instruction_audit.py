@@ -74,3 +74,31 @@ def test_audit_instructions_refusals(poisoned, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (argv, err)
     assert not (tmp_path / "a").exists()
+
+
+def test_audit_answer_loss_view_and_its_refusals(poisoned, tmp_path, capsys):
+    from mmrobust.world.llava import build_tiny_llava
+
+    llava = build_tiny_llava(tmp_path / "llava", seed=0, image_size=16)
+    out = tmp_path / "audit-loss"
+    assert main(["audit", "--model", "mmrobust-micro", "--instructions", str(poisoned.instructions),
+                 "--poison-record", str(poisoned.record_path), "--detector", "kdist", "--k", "4",
+                 "--answer-loss-model", str(llava), "--drop-by", "answer-loss", "--drop-top", "4",
+                 "--out", str(out)]) == 0
+    assert "answer-loss" in capsys.readouterr().out
+    res = json.loads((out / "results_audit.json").read_text())
+    assert set(res["metrics"]["auroc"]) == {"kdist", "answer-loss"} and 0 <= res["metrics"]["auroc"]["answer-loss"] <= 1
+    rows = [json.loads(x) for x in (out / "samples_audit.jsonl").read_text().splitlines()]
+    top = sorted(rows, key=lambda r: -r["scores"]["answer-loss"])[:4]
+    assert {r["key"] for r in top} == {r["key"] for r in json.loads((out / "dropped.json").read_text())["dropped"]}
+    assert main(["audit", "--model", "mmrobust-micro", "--instructions", str(poisoned.instructions),
+                 "--drop-by", "answer-loss", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs --answer-loss-model" in err and len(err.splitlines()) == 1
+    manifest = tmp_path / "m.csv"
+    poison_src = make_instructions(tmp_path / "img", n=4)  # any folder with images: a CSV manifest of them
+    manifest.write_text("image,caption\n" + "".join(f"{poison_src.parent}/imgs/{i}.png,a star\n" for i in range(4)))
+    assert main(["audit", "--model", "mmrobust-micro", "--data", str(manifest), "--answer-loss-model", str(llava),
+                 "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "use it with --instructions" in err and len(err.splitlines()) == 1

@@ -87,7 +87,7 @@ def print_summary(result: AuditResult, settings: AuditSettings) -> None:
     if m.get("n_poisoned") is not None:
         print(f"{'detector':10s} {'AUROC':>7s} {'AP':>7s} {'P@n':>7s}   ({m['n_poisoned']} of {m['n_scored']} "
               f"scored pairs poisoned, n = {m['n_poisoned']})")
-        for name in settings.detectors:
+        for name in m["auroc"]:  # the detectors run, answer-loss included
             print(f"{name:10s} {_show(m['auroc'].get(name)):>7s} {_show(m['ap'].get(name)):>7s} "
                   f"{_show(m['precision_at_n'].get(name)):>7s}")
     else:

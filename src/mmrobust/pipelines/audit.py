@@ -46,6 +46,7 @@ from mmrobust.training.distributed import is_main
 from mmrobust.values import check_int, check_seed, setting
 
 PLOT = "audit_scores.png"
+ANSWER_LOSS = "answer-loss"  # the score of --answer-loss-model (instruction rows only)
 DROPPED = "dropped.json"
 
 
@@ -69,6 +70,9 @@ class AuditSettings:
     batch_size: int = setting(256, "pairs embedded at once")
     workers: int = setting(0, "DataLoader worker processes reading images")
     chunk_size: int = setting(1024, "rows per block of the exact neighbour search (memory: rows x pairs)")
+    answer_loss_model: str | None = setting(None, "instructions only: also score each row by its answers' loss "
+                                                  "under this LLaVA-family model before finetuning (detector "
+                                                  "answer-loss; Wan et al., ICML 2023)")
     seed: int = setting(0, "seed of the isolation forest and of the reference sets")
     device: str = setting("cpu", "cpu, cuda or cuda:N")
 
@@ -81,9 +85,10 @@ class AuditSettings:
         if self.reference_size is not None:
             check_int("reference_size", self.reference_size, low=self.k + 2,
                       fix="a reference set must hold the pair, its k neighbours and one more")
-        if self.drop_by is not None and self.drop_by not in self.detectors:
-            raise ConfigError(f"--drop-by {self.drop_by!r} is not among the detectors run "
-                              f"({', '.join(self.detectors)})")
+        run = (*self.detectors, *((ANSWER_LOSS,) if self.answer_loss_model else ()))
+        if self.drop_by is not None and self.drop_by not in run:
+            raise ConfigError(f"--drop-by {self.drop_by!r} is not among the detectors run ({', '.join(run)}"
+                              f"{'' if self.answer_loss_model else '; answer-loss needs --answer-loss-model'})")
 
     def options_by_detector(self) -> dict[str, dict[str, Any]]:
         """``{"dao.form": "power"}`` as ``{"dao": {"form": "power"}}``."""
@@ -218,7 +223,7 @@ def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tenso
     return Record(kind="audit", metrics=metrics, samples=samples, config=config, seeds={"seed": s.seed},
                   tables=[table] if rows else [], plots=[PLOT], warnings=warnings,
                   extra={"skipped": [{"id": p, "reason": reasons.get(p, "unreadable")} for p in skipped[:100]]},
-                  protocol={"detectors": list(s.detectors), "k": s.k, "embedding": s.embedding,
+                  protocol={"detectors": list(scores), "answer_loss_model": s.answer_loss_model, "k": s.k, "embedding": s.embedding,
                             "normalize": s.normalize, "reference_size": s.reference_size, "distance": "euclidean",
                             "detector_options": s.options_by_detector()})
 
@@ -234,6 +239,8 @@ def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Pa
     detector_options(s.detectors, options)
     clip = clip or load_audit_model(model, weights, s.device)
     source = open_source(data, clip.image_size)
+    if s.answer_loss_model and source.kind != "instructions":
+        raise ConfigError("--answer-loss-model scores instruction rows by their answers; use it with --instructions")
     check_out_dir(out, source)
     mask = poisoned_mask(source, PoisonRecord.load(poison_record)) if poison_record is not None else None
     drop_count(s.drop_top, len(source))
@@ -245,6 +252,13 @@ def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Pa
         return AuditResult()
     scores = score_embeddings(emb, s.detectors, k=s.k, seed=s.seed, options=options,
                               reference_size=s.reference_size, chunk_size=s.chunk_size, device=s.device)
+    if s.answer_loss_model:
+        from mmrobust.pipelines.answer_loss import answer_losses
+
+        assert isinstance(data, InstructionData)
+        losses = answer_losses(s.answer_loss_model, data.instructions, device=s.device,
+                               allow_outside=data.allow_outside)
+        scores[ANSWER_LOSS] = losses[pos].nan_to_num(nan=-math.inf)
     labels = mask[pos.numpy()] if mask is not None else None
     n_drop = drop_count(s.drop_top, len(pos))
     order = top_order(scores[s.drop_by or s.detectors[0]].numpy())[:n_drop]
