@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from mmrobust.cli.common import run_subaction, seed_list, with_config
 from mmrobust.cli.options import add_settings, settings_from
@@ -70,16 +71,8 @@ def run_backdoor(args: argparse.Namespace) -> int:
     from mmrobust.stories.overrides import apply_overrides
     from mmrobust.stories.study import BackdoorStudy, run_study
 
-    study = settings_from(args, BackdoorStudy)
     base = apply_overrides(BackdoorDemo(), args.set)
-    seeds, start = seed_list(args.seeds), time.time()
-    result = run_study(study, seeds=seeds, out_dir=Path(args.out), base=base, progress=not args.quiet,
-                       log=lambda m: print(m, flush=True))
-    print(f"\n{result['table']}\n(plot {result['plot']}; {time.time() - start:.0f} s)", flush=True)
-    from mmrobust.reports.html import write_report
-
-    print(f"report: {write_report([Path(args.out) / 'matrix'], Path(args.out) / 'report.html')}")
-    return 0
+    return _run_study(args, run_study, settings_from(args, BackdoorStudy), base, "matrix")
 
 
 def run_instructions(args: argparse.Namespace) -> int:
@@ -87,14 +80,19 @@ def run_instructions(args: argparse.Namespace) -> int:
     from mmrobust.stories.mmr_trained import MMRTrainedDemo
     from mmrobust.stories.overrides import apply_overrides
 
-    study = settings_from(args, InstructionStudy)
     base = apply_overrides(MMRTrainedDemo(), args.set)
-    seeds, start = seed_list(args.seeds), time.time()
-    result = run_instruction_study(study, seeds=seeds, out_dir=Path(args.out), base=base, progress=not args.quiet,
-                                   log=lambda m: print(m, flush=True))
-    print(f"\n{result['table']}\n\n{result['claims']}\n(plot {result['plot']}; {time.time() - start:.0f} s)",
-          flush=True)
+    return _run_study(args, run_instruction_study, settings_from(args, InstructionStudy), base, "instructions")
+
+
+def _run_study(args: argparse.Namespace, run: Callable[..., dict[str, Any]], study: Any, base: Any,
+               folder: str) -> int:
+    """Run a study over ``--seeds`` into ``--out``, print its table (and claims), write the report page."""
     from mmrobust.reports.html import write_report
 
-    print(f"report: {write_report([Path(args.out) / 'instructions'], Path(args.out) / 'report.html')}")
+    seeds, start = seed_list(args.seeds), time.time()
+    result = run(study, seeds=seeds, out_dir=Path(args.out), base=base, progress=not args.quiet,
+                 log=lambda m: print(m, flush=True))
+    claims = f"\n\n{result['claims']}" if result.get("claims") else ""
+    print(f"\n{result['table']}{claims}\n(plot {result['plot']}; {time.time() - start:.0f} s)", flush=True)
+    print(f"report: {write_report([Path(args.out) / folder], Path(args.out) / 'report.html')}")
     return 0
