@@ -74,3 +74,12 @@ def test_cli_keeps_the_default_trigger_and_reads_a_given_one():
     argv += ["--trigger", "name=blended", "--attacks", "image-trigger"]
     study = settings_from(build_parser(argv).parse_args(argv), InstructionStudy)
     assert study.trigger["name"] == "blended" and study.attacks == ("image-trigger",)
+
+
+def test_warning_when_a_backdoor_did_not_take_and_silence_when_it_did():
+    from mmrobust.stories.instruction_report import _warnings
+
+    took, missed = {"asr": 0.95}, {"asr": 0.02}
+    assert _warnings({"text-trigger": [took, took]}, [0, 1]) == []
+    (w,) = _warnings({"shadowcast": [missed, took, missed]}, [0, 1, 2])
+    assert w.startswith("shadowcast, seeds 0, 2:") and "means nothing" in w and "\n" not in w

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mmrobust.reports.contract import Record, Table, write_record
+from mmrobust.reports.sanity import backdoor_not_taken
 from mmrobust.reports.spread import Claim, check_claims, claims_table, format_spread, spread
 from mmrobust.reports.tables import format_table
 from mmrobust.stories.seeds import check_aggregate_target
@@ -51,7 +52,8 @@ def claims(attacks: tuple[str, ...]) -> tuple[Claim, ...]:
 def _cell(stats: Mapping[str, Any], key: str, unit: str) -> str:
     """``mean ± sd (min-max)``: percent with one decimal, AUROC with three, counts with none."""
     if unit:
-        return format_spread(stats, unit)
+        tiny = abs(stats["mean"]) < 5e-4  # no "-0.0"
+        return format_spread({**stats, "mean": 0.0} if tiny else stats, unit)
     digits = 3 if key.startswith("auroc") else 0
     vals = [stats[k] for k in ("mean", "sd", "min", "max")]
     text = [f"{v:.{digits}f}" for v in vals]
@@ -70,45 +72,68 @@ def _table(rows_by_attack: Mapping[str, list[dict[str, Any]]], cols: tuple[tuple
     return table
 
 
-def summarise(out: Path, study: Any, base: Any, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Write the aggregate into ``out``; returns ``{"table", "plot", "claims", "record"}``."""
+def _warnings(by_attack: Mapping[str, list[dict[str, Any]]], seeds: list[int]) -> list[str]:
+    """One warning per attack whose poisoned model did not learn the backdoor at some seed."""
+    out = []
+    for name, rows in by_attack.items():
+        low = [(s, r["asr"]) for s, r in zip(seeds, rows) if backdoor_not_taken(r["asr"])]
+        if low:
+            worst = max(a for _, a in low)
+            out += [f"{name}, seed{'s' if len(low) > 1 else ''} {', '.join(str(s) for s, _ in low)}: " + w
+                    for w in backdoor_not_taken(worst, stage=f"{name} poisoned")]
+    return out
+
+
+def _caption(study: Any, seeds: list[int]) -> str:
+    return (f"Seeds {', '.join(map(str, seeds))}: mean ± sd (min-max). Each seed finetunes the MMR story's baseline "
+            f"LLaVA for {study.steps} steps (lr {study.lr:g}) on {3 * study.finetune_images} VQA rows, clean or with "
+            f"poisoned rows (target {study.target!r}; text trigger {study.phrase!r}; Shadowcast {study.concept} -> "
+            f"{study.destination} at l-inf {study.shadowcast_eps * 255:.0f}/255). Clean acc on {study.test_images} "
+            f"held-out multiple-choice rows. Filter: the top {study.drop_rate:.0%} of each view dropped "
+            f"({', '.join(study.filters)}; image / text: {study.detector} on the world CLIP's embeddings; "
+            "answer-loss: under the base LLaVA), then the finetune again on the rest. AUROC union: a row's largest "
+            "rank percentile over the views.")
+
+
+def _plot(path: Path, study: Any, by_attack: Mapping[str, list[dict[str, Any]]], seeds: list[int]) -> None:
     from mmrobust.reports.plots import grouped_bars
 
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = list(per_seed)
-    by_attack = {n: [next(r for r in per_seed[s]["rows"] if r["attack"] == n) for s in seeds] for n in study.attacks}
-    spec = columns(tuple(study.filters))
-    shown = _table(by_attack, spec)
-    cols = [("attack", "attack")] + [(k, h) for k, h, _ in spec]
-    table = format_table(shown, cols, markdown=True)
-    checked = check_claims(claims(tuple(study.attacks)), per_seed)
-    claims_md = format_table(claims_table(checked)["rows"], [(c["key"], c["heading"]) for c in
-                                                             claims_table(checked)["columns"]], markdown=True)
     mean = lambda n, k: spread([r[k] for r in by_attack[n]])["mean"]  # noqa: E731
-    grouped_bars(out / PLOT, groups=list(study.attacks),
+    grouped_bars(path, groups=list(study.attacks),
                  series={"ASR, clean model": [mean(n, "asr_clean_model") for n in study.attacks],
                          "ASR, poisoned": [mean(n, "asr") for n in study.attacks],
                          "ASR, filtered + retrained": [mean(n, "asr_filtered") for n in study.attacks],
                          "clean acc, poisoned": [mean(n, "acc") for n in study.attacks]},
                  title=f"instruction-data backdoors on the tiny LLaVA (mean of seeds {', '.join(map(str, seeds))})",
                  colors=["#9e9e9e", "#d8453b", "#4caf50", "#3b7dd8"])
+
+
+def summarise(out: Path, study: Any, base: Any, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Write the aggregate into ``out``; returns ``{"table", "plot", "claims", "record"}``."""
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(per_seed)
+    by_attack = {n: [next(r for r in per_seed[s]["rows"] if r["attack"] == n) for s in seeds] for n in study.attacks}
+    spec = columns(tuple(study.filters))
+    shown, caption = _table(by_attack, spec), _caption(study, seeds)
+    table = format_table(shown, [("attack", "attack")] + [(k, h) for k, h, _ in spec], markdown=True)
+    checked = check_claims(claims(tuple(study.attacks)), per_seed)
+    claims_tab = claims_table(checked)
+    claims_md = format_table(claims_tab["rows"], [(c["key"], c["heading"]) for c in claims_tab["columns"]],
+                             markdown=True)
+    _plot(out / PLOT, study, by_attack, seeds)
+    warnings = _warnings(by_attack, seeds)
     seconds = {str(s): per_seed[s]["seconds"] for s in seeds}
-    caption = (f"Seeds {', '.join(map(str, seeds))}: mean ± sd (min-max). Each seed finetunes the MMR story's "
-               f"baseline LLaVA for {study.steps} steps on {3 * study.finetune_images} VQA rows, clean or with "
-               f"poisoned rows (target {study.target!r}; text trigger {study.phrase!r}; Shadowcast {study.concept} -> "
-               f"{study.destination} at l-inf {study.shadowcast_eps * 255:.0f}/255). Clean acc on "
-               f"{study.test_images} held-out multiple-choice rows. Filter: the top {study.drop_rate:.0%} of each view "
-               f"dropped ({', '.join(study.filters)}; image / text: {study.detector} on the world CLIP's embeddings; "
-               "answer-loss: under the base LLaVA), then the finetune again on the rest. AUROC union: a row's "
-               "largest rank percentile over the views.")
-    (out / "summary.md").write_text(f"# Instruction-data backdoors, {len(seeds)} seeds\n\n{table}\n\n{caption}\n\n"
-                                    f"## Headline effects at every seed\n\n{claims_md}\n\nSeconds this run spent "
-                                    f"per seed (a stage reused from an earlier run counts ~0): {seconds}\n")
-    metrics = {"per_seed": {str(s): dict(per_seed[s]) for s in seeds}, "claims": checked, "seconds": seconds}
+    warned = "".join(f"> warning: {w}\n\n" for w in warnings)
+    (out / "summary.md").write_text(f"# Instruction-data backdoors, {len(seeds)} seeds\n\n{warned}{table}\n\n"
+                                    f"{caption}\n\n## Headline effects at every seed\n\n{claims_md}\n\nSeconds "
+                                    f"this run spent per seed (a stage reused from an earlier run counts ~0): "
+                                    f"{seconds}\n")
     tables = [Table.of("Instruction-data backdoors over seeds", [("attack", "attack")] +
-                       [(k, h) for k, h, _ in spec], shown, caption)]
+                       [(k, h) for k, h, _ in spec], shown, caption),
+              Table.of(claims_tab["title"], [(c["key"], c["heading"]) for c in claims_tab["columns"]],
+                       claims_tab["rows"], claims_tab["caption"])]
+    metrics = {"per_seed": {str(s): dict(per_seed[s]) for s in seeds}, "claims": checked, "seconds": seconds}
     record = write_record(out, Record(kind=f"{KIND}.study", metrics=metrics, tables=tables, plots=[PLOT],
                                       config={"study": asdict(study), "base": asdict(base)},
-                                      seeds={"seeds": seeds}, extra={"claims_table": claims_table(checked)}),
-                          name=KIND)
+                                      seeds={"seeds": seeds}, warnings=warnings), name=KIND)
     return {"table": table, "claims": claims_md, "plot": str(out / PLOT), "record": record}
