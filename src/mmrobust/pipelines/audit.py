@@ -223,8 +223,9 @@ def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tenso
     return Record(kind="audit", metrics=metrics, samples=samples, config=config, seeds={"seed": s.seed},
                   tables=[table] if rows else [], plots=[PLOT], warnings=warnings,
                   extra={"skipped": [{"id": p, "reason": reasons.get(p, "unreadable")} for p in skipped[:100]]},
-                  protocol={"detectors": list(scores), "answer_loss_model": s.answer_loss_model, "k": s.k, "embedding": s.embedding,
-                            "normalize": s.normalize, "reference_size": s.reference_size, "distance": "euclidean",
+                  protocol={"detectors": list(scores), "answer_loss_model": s.answer_loss_model, "k": s.k,
+                            "embedding": s.embedding, "normalize": s.normalize, "reference_size": s.reference_size,
+                            "distance": "euclidean",
                             "detector_options": s.options_by_detector()})
 
 
