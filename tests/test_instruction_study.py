@@ -50,7 +50,9 @@ def test_study_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.parametrize("bad, words", [({"attacks": ("trojan",)}, "unknown attack trojan"),
                                         ({"attacks": ()}, "(none given)"), ({"rate": 0.0}, "rate"),
-                                        ({"detector": "oracle"}, "unknown detector"), ({"steps": 0}, "steps")])
+                                        ({"detector": "oracle"}, "unknown detector"), ({"steps": 0}, "steps"),
+                                        ({"target": " "}, "target must be a non-empty string"),
+                                        ({"shadowcast_eps": 2.0}, "eps")])
 def test_settings_refused_in_one_line(bad, words):
     with pytest.raises(ConfigError) as err:
         InstructionStudy(**bad)

@@ -171,7 +171,8 @@ def _write_drop(out: Path, source: AuditSource, data: Any, s: AuditSettings, row
         "n_dropped": len(rows), "reason": f"the {len(rows)} highest {by} scores of the {n_scored} scored pairs "
                                           "(higher = more suspicious; Huang et al., ICLR 2025)"}
     if source.kind == "instructions":
-        files, cleaned = write_instruction_drop(out, source, chosen, info)
+        assert source.manifest is not None
+        files, cleaned = write_instruction_drop(out, source.manifest, chosen, info)
     elif source.manifest is not None:
         path, sha = write_manifest_subset(source.manifest, out, drop=chosen, image_col=data.image_col,
                                           delimiter=data.delimiter)

@@ -103,13 +103,11 @@ class InstructionSource(AuditSource):
         return [self.manifest, *{it.image_path.parent for it in self.dataset.rows.items if it.image_path}]
 
 
-def write_instruction_drop(out: Path, source: AuditSource, drop: set[int], info: dict[str, Any]
-                           ) -> tuple[list[Path], str]:
-    """The cleaned copy of an instruction file (``out/instructions.jsonl``, images not copied); fills ``info``
-    (the dropped.json fields that make the copy's image paths trusted)."""
-    assert source.manifest is not None
-    path, sha = write_instruction_subset(source.manifest, out, drop=drop)
-    info.update({"manifest": INSTRUCTIONS_COPY, "source_manifest": str(source.manifest.resolve()),
+def write_instruction_drop(out: Path, source: Path, drop: set[int], info: dict[str, Any]) -> tuple[list[Path], str]:
+    """The cleaned copy of the instruction file ``source`` (``out/instructions.jsonl``, images not copied); fills
+    ``info`` (the dropped.json fields that make the copy's image paths trusted)."""
+    path, sha = write_instruction_subset(source, out, drop=drop)
+    info.update({"manifest": INSTRUCTIONS_COPY, "source_manifest": str(source.resolve()),
                  "source_sha256": sha, "row_ids": "0-based lines of the source file (blank lines not counted)"})
     return [path], str(path)
 

@@ -85,6 +85,8 @@ class InstructionStudy:
 
         if self.detector not in DETECTORS.list():
             raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS.list())}")
+        for name in self.attacks:  # target, phrase, trigger, Shadowcast budget: refused now, not after the baseline
+            _attack(self, name)
 
 
 def _data(out: Path, study: InstructionStudy, seed: int, size: int) -> dict[str, str]:
@@ -128,9 +130,10 @@ def poison_stage(out: Path, study: InstructionStudy, name: str, data: dict[str, 
 
     def make() -> dict[str, Any]:
         encoder = EncoderSpec(base) if attack.needs_encoder() else None
-        n_rows = sum(1 for line in Path(data["finetune"]).read_text().splitlines() if line.strip())
-        want = round(study.rate * n_rows)
-        count = min(want, len(attack.candidates(_items(data["finetune"])))) if name == "shadowcast" else None
+        count = None
+        if name == "shadowcast":  # every row naming the destination at most (a clean-label attack has no more)
+            items = _items(data["finetune"])
+            count = min(round(study.rate * len(items)), len(attack.candidates(items)))
         rec = run_instruction_poison(instructions=data["finetune"], out_dir=out / "poisoned", attack=attack,
                                      rate=None if count else study.rate, count=count, seed=seed, encoder=encoder,
                                      overwrite=True)
@@ -176,8 +179,11 @@ def filter_stage(out: Path, study: InstructionStudy, clip: str, base: str, poiso
     from mmrobust.eval.detect import detection_metrics
 
     def make() -> dict[str, Any]:
+        from mmrobust.pipelines.audit import load_audit_model
+
         labels = _labels(poisoned)
-        scores = {view: _view_scores(out, study, view, clip, base, poisoned) for view in study.filters}
+        tower = load_audit_model(clip, None, "cpu") if set(study.filters) - {"answer-loss"} else None  # once
+        scores = {view: _view_scores(out, study, view, (clip, tower), base, poisoned) for view in study.filters}
         ranks = {view: _percentiles(v) for view, v in scores.items()}
         auroc = {view: detection_metrics(np.nan_to_num(v, nan=-np.inf), labels)["auroc"] for view, v in scores.items()}
         union = np.max(np.stack(list(ranks.values())), axis=0)
@@ -200,9 +206,10 @@ def _labels(poisoned: dict[str, Any]) -> Any:
     return labels
 
 
-def _view_scores(out: Path, study: InstructionStudy, view: str, clip: str, base: str, poisoned: dict[str, Any]
-                 ) -> Any:
-    """(N,) scores of one filter view in row order (higher: more suspicious; NaN: not scored)."""
+def _view_scores(out: Path, study: InstructionStudy, view: str, clip: tuple[str, Any], base: str,
+                 poisoned: dict[str, Any]) -> Any:
+    """(N,) scores of one filter view in row order (higher: more suspicious; NaN: not scored); ``clip``: the world
+    CLIP's folder and the model loaded from it."""
     import numpy as np
 
     if view == "answer-loss":
@@ -214,7 +221,7 @@ def _view_scores(out: Path, study: InstructionStudy, view: str, clip: str, base:
 
     if (out / view).is_dir():
         shutil.rmtree(out / view)  # an interrupted audit of this stage (a folder of ours)
-    run_audit(model=clip, data=InstructionData(poisoned["instructions"]), out_dir=out / view,
+    run_audit(model=clip[0], clip=clip[1], data=InstructionData(poisoned["instructions"]), out_dir=out / view,
               settings=AuditSettings(detectors=(study.detector,), embedding=view), poison_record=poisoned["record"])
     scores = np.full(poisoned["n_rows"], np.nan)
     for row in _jsonl(out / view / "samples_audit.jsonl"):
@@ -241,25 +248,24 @@ def _percentiles(scores: Any) -> Any:
 
 def _drop(out: Path, study: InstructionStudy, poisoned: dict[str, Any], ranks: dict[str, Any], labels: Any
           ) -> dict[str, Any]:
-    from mmrobust.data.manifest import AUDIT_DROP_FORMAT, INSTRUCTIONS_COPY
-    from mmrobust.data.subset import write_instruction_subset
+    """Drop each view's top ``drop_rate`` rows: ``out/cleaned/instructions.jsonl`` + the audit's ``dropped.json``."""
+    from mmrobust.data.manifest import AUDIT_DROP_FORMAT
     from mmrobust.jsonio import write_json
+    from mmrobust.pipelines.audit_data import write_instruction_drop
 
     drop = sorted({int(i) for r in ranks.values() for i in (r > 1 - study.drop_rate).nonzero()[0]})
     hit = int(labels[drop].sum()) if drop else 0
     clean_dir = out / "cleaned"
     if clean_dir.is_dir():
-        shutil.rmtree(clean_dir)
+        shutil.rmtree(clean_dir)  # an interrupted stage's copy (a folder of ours)
     clean_dir.mkdir(parents=True)
-    source = Path(poisoned["instructions"])
-    path, sha = write_instruction_subset(source, clean_dir, drop=set(drop))
+    info: dict[str, Any] = {"format": AUDIT_DROP_FORMAT, "generator": "mmrobust study instructions",
+                            "kind": "instructions", "detector": study.detector, "filters": list(study.filters)}
+    _, path = write_instruction_drop(clean_dir, Path(poisoned["instructions"]), set(drop), info)
     write_json(clean_dir / "dropped.json", {  # the audit's record of a cleaned copy: its image paths are trusted
-        "format": AUDIT_DROP_FORMAT, "generator": "mmrobust study instructions", "kind": "instructions",
-        "manifest": INSTRUCTIONS_COPY, "source_manifest": str(source.resolve()), "source_sha256": sha,
-        "row_ids": "0-based lines of the source file (blank lines not counted)", "detector": study.detector,
-        "filters": list(study.filters), "n_dropped": len(drop), "dropped": drop,
+        **info, "n_dropped": len(drop), "dropped": drop,
         "reason": f"in the top {study.drop_rate:.0%} of a filter view's scores ({', '.join(study.filters)})"})
-    return {"cleaned": str(path), "dropped": len(drop), "dropped_poisoned": hit,
+    return {"cleaned": path, "dropped": len(drop), "dropped_poisoned": hit,
             "remaining_poisoned": poisoned["n_poisoned"] - hit}
 
 Call = tuple[Callable[..., Any], tuple, dict]
