@@ -7,6 +7,7 @@ import argparse
 from mmrobust.cli.common import (add_config_option, add_path_options, apply_config, delimiter, device, key_values,
                                  number, positive_int, print_warnings, seed)
 from mmrobust.data.poison import poison_manifest, poison_shards
+from mmrobust.data.poison.preview import write_poison_preview
 from mmrobust.data.shards import parse_shard_spec
 from mmrobust.errors import ConfigError
 from mmrobust.registry import INSTRUCTION_ATTACKS, TRIGGERS
@@ -102,8 +103,14 @@ def run(args: argparse.Namespace) -> int:
     rec = poison_manifest(manifest=args.manifest, data_root=args.data_root, allow_outside=args.allow_outside_paths,
                           image_col=args.image_col, caption_col=args.caption_col, delimiter=args.delimiter, **common)
     print(f"poisoned {len(rec.poisoned_ids)} of {rec.n_rows} rows -> {rec.manifest} (record: {rec.record_path})")
+    _print_preview(write_poison_preview(rec, data_root=args.data_root, allow_outside=args.allow_outside_paths))
     print_warnings(too_few_poisoned(len(rec.poisoned_ids), rec.n_rows))
     return 0
+
+
+def _print_preview(result: tuple) -> None:
+    path, why = result
+    print(f"trigger preview: {path}" if path is not None else f"no trigger preview ({why})")
 
 
 def _run_shards(args: argparse.Namespace, pattern: str, common: dict) -> int:
@@ -113,5 +120,6 @@ def _run_shards(args: argparse.Namespace, pattern: str, common: dict) -> int:
                           "(shards hold KEY.jpg/png/webp images and KEY.txt captions)")
     rec = poison_shards(shards=pattern, **common)
     print(f"poisoned {len(rec.keys)} of {rec.n_rows} samples -> {rec.data} (record: {rec.record_path})")
+    _print_preview(write_poison_preview(rec))
     print_warnings(too_few_poisoned(len(rec.keys), rec.n_rows))
     return 0

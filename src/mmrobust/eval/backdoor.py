@@ -36,6 +36,11 @@ def attack_success(pred_triggered: torch.Tensor, labels: torch.Tensor, target: i
     return (float(hit.float().mean()) if n else float("nan")), n
 
 
+def trigger_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of sample ``index``'s trigger randomness (the same whatever the batch size)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + int(index))
+
+
 def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *, trigger: Callable,
                       target: int, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                       topk: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -47,7 +52,7 @@ def evaluate_backdoor(model: CLIPModel, dataset: Any, classifier: Classifier, *,
     """
 
     def apply(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([trigger(img, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
+        return torch.stack([trigger(img, generator=trigger_generator(seed, i))
                             for img, i in zip(images.cpu(), index)]).to(images.device)
 
     clean = predict(model, classifier, dataset, batch_size=batch_size, device=device)
@@ -91,13 +96,15 @@ class BackdoorSettings:
 def backdoor_record(model: CLIPModel, data: Any, settings: BackdoorSettings) -> Record:
     """Clean accuracy and attack success rate of a trigger towards a target class (Bansal et al. 2023)."""
     from mmrobust.data.poison.triggers import trigger_from_dict
+    from mmrobust.eval.backdoor_pictures import backdoor_pictures
 
     names = data.classes.classnames
     if settings.target not in names:
         raise ConfigError(f"target {settings.target!r} is not a class of the evaluation data; choose one of "
                           f"{', '.join(names)}")
+    trigger = trigger_from_dict(settings.trigger)
     metrics, rows = evaluate_backdoor(model, data, model_classifier(model, data),
-                                      trigger=trigger_from_dict(settings.trigger), target=names.index(settings.target),
+                                      trigger=trigger, target=names.index(settings.target),
                                       seed=settings.seed, batch_size=settings.batch_size, device=settings.device,
                                       topk=settings.topk)
     metrics["target_name"] = settings.target
@@ -117,4 +124,6 @@ def backdoor_record(model: CLIPModel, data: Any, settings: BackdoorSettings) -> 
                 "asr_topk": settings.topk, "trigger_seed": settings.seed}
     return Record(kind="backdoor", metrics=metrics, samples=rows, tables=[table], seeds={"trigger": settings.seed},
                   config={"trigger": settings.trigger, "target": settings.target},
-                  extra={"skipped_images": data.skips.summary()["skipped"]}, warnings=warnings, protocol=protocol)
+                  extra={"skipped_images": data.skips.summary()["skipped"]}, warnings=warnings, protocol=protocol,
+                  pictures=backdoor_pictures(data, rows, trigger, target=settings.target, seed=settings.seed,
+                                             generator=trigger_generator))

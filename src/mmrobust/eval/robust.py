@@ -160,6 +160,7 @@ class _Run:
     options: dict[str, Any]  # the attack's keyword options as called
     partial: PartialResults | None
     keep_adv: bool
+    keeper: Any = None  # an ExampleKeeper (robust_pictures) offered every attacked chunk, or None
 
     def chunk(self, eps: float, start: int, done: dict[tuple[float, int], dict[str, Any]]
               ) -> tuple[dict[str, Any], torch.Tensor | None]:
@@ -170,6 +171,7 @@ class _Run:
         if old is not None and self.partial is not None and old["ids"] == self.ids[start:stop]:
             adv = self.partial.adv(old) if self.keep_adv else None
             if adv is not None or not self.keep_adv:
+                self._offer(eps, start, old, adv)
                 return old, adv
         x, y = self.x[start:stop].to(s.device), self.y[start:stop].to(s.device)
         res = self.fn(self.logits_fn, x, y, eps=eps, norm=s.norm, seed=s.seed, **self.options)
@@ -178,10 +180,18 @@ class _Run:
                  "config": json.loads(json.dumps(res.config, default=str))}
         if getattr(res, "broken_by", None) is not None:  # a worst case: which attack broke each point
             chunk["broken_by"] = list(res.broken_by)
-        adv = res.x_adv.detach().cpu() if self.keep_adv else None
+        adv = res.x_adv.detach().cpu()
+        self._offer(eps, start, chunk, adv)
+        adv = adv if self.keep_adv else None
         if self.partial is not None:
             self.partial.append(chunk, adv)
         return chunk, adv
+
+    def _offer(self, eps: float, start: int, chunk: dict[str, Any], adv: torch.Tensor | None) -> None:
+        if self.keeper is not None:
+            stop = start + len(chunk["ids"])
+            self.keeper.offer(eps, chunk, self.x[start:stop], self.y[start:stop], adv, self.logits_fn,
+                              self.settings.device)
 
 
 def skipped_rows(dataset: Any, ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -191,13 +201,14 @@ def skipped_rows(dataset: Any, ids: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, settings: RobustSettings, *,
-                    save_adv: Path | None = None, partial: Path | None = None
+                    save_adv: Path | None = None, partial: Path | None = None, keeper: Any = None
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Clean and robust accuracy per eps. Returns (metrics, per-sample rows).
 
     ``partial`` (a JSONL path) saves each finished (eps, batch) chunk and reuses the chunks a killed
     run with the same settings, model and data finished. ``metrics["n_skipped"]`` counts the sampled
-    rows whose image could not be read (:func:`skipped_rows` lists them); ``n`` excludes them."""
+    rows whose image could not be read (:func:`skipped_rows` lists them); ``n`` excludes them. ``keeper`` (an
+    :class:`~mmrobust.eval.robust_pictures.ExampleKeeper`) is offered every attacked chunk."""
     s = settings
     fn, options = ATTACKS.get(s.attack), dict(s.attack_options)
     wanted = sample_ids(len(dataset), s.n_samples, s.seed)
@@ -209,7 +220,7 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, sett
                     "options": options, "device": torch.device(s.device).type}
     store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
     call = {"check": False, **options} if s.check and "check" in inspect.signature(fn).parameters else options
-    run = _Run(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None)
+    run = _Run(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None, keeper)
     done = store.load() if store is not None else {}
     metrics: dict[str, Any] = {"attack": s.attack, "norm": s.norm, "n": len(ids),
                                "n_skipped": len(skipped_rows(dataset, wanted)), "seed": s.seed, "eps": {},
@@ -314,9 +325,12 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
     """Clean and robust zero-shot accuracy per eps under an attack (Croce & Hein 2020; Schlarmann et al. 2024).
 
     ``partial`` (a JSONL path) keeps finished chunks so a killed run resumes (see :func:`evaluate_robust`)."""
+    from mmrobust.eval.robust_pictures import ExampleKeeper, picture_eps, robust_pictures
+
     s = settings
     clf = model_classifier(model, data)
-    metrics, rows = evaluate_robust(model, data, clf, s, save_adv=save_adv, partial=partial)
+    keeper = ExampleKeeper(picture_eps(s.eps), seed=s.seed)  # a few attacked images for the record's pictures
+    metrics, rows = evaluate_robust(model, data, clf, s, save_adv=save_adv, partial=partial, keeper=keeper)
     table_rows = [{"eps": "0 (clean)", "accuracy": metrics["clean_top1"]}]
     table_rows += [{"eps": name, "accuracy": r["robust_top1"]} for name, r in metrics["eps"].items()]
     table = Table.of(f"Robust accuracy under {s.attack} ({s.norm})", [("eps", "eps"), ("accuracy", "accuracy", "%")],
@@ -328,7 +342,8 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
     return Record(kind="robust", metrics=metrics, samples=rows, tables=[table],
                   seeds={"sample": s.seed, "attack": s.seed},
                   extra={"sample_ids": [r["index"] for r in rows], "skipped_images": skipped},
-                  warnings=found, protocol=robust_protocol(data, clf.source, s))
+                  warnings=found, protocol=robust_protocol(data, clf.source, s),
+                  pictures=robust_pictures(metrics, keeper, data.classes.classnames, attack=s.attack, norm=s.norm))
 
 
 def robust_protocol(data: Any, classifier: str, s: RobustSettings) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Run records (the results contract: Record, Table, Column, write_record), tables, plots, HTML reports."""
-from mmrobust.reports.contract import Column, Record, Table, record_files, write_record
+from mmrobust.reports.contract import Column, Picture, Record, Table, record_files, write_record
 from mmrobust.reports.records import git_sha, write_results
 from mmrobust.jsonio import read_json, write_json, write_jsonl
 
-__all__ = ["Column", "Record", "Table", "git_sha", "read_json", "record_files", "write_json", "write_jsonl",
+__all__ = ["Column", "Picture", "Record", "Table", "git_sha", "read_json", "record_files", "write_json", "write_jsonl",
            "write_record", "write_results"]

@@ -138,3 +138,31 @@ def score_histograms(path: str | Path, *, scores: dict[str, Sequence[float]], po
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def eps_curve(path: str | Path, *, series: dict[str, Sequence[tuple[float, float]]], title: str,
+              ylabel: str = "accuracy (%)") -> Path:
+    """Accuracy against the attack radius: one line per series (a model, a record), points (eps in [0,1], value
+    in [0,1]) with the clean accuracy at eps 0; the x axis in k/255 (ticks at the eps used), y in percent."""
+    from mmrobust.reports.png import save_png
+
+    fig = new_figure(6.0, 3.8)
+    ax = fig.subplots()
+    ticks: set[float] = set()
+    for name, points in series.items():
+        pts = sorted((255 * float(e), 100 * float(v)) for e, v in points)
+        ticks.update(x for x, _ in pts)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=4, label=name)
+        if pts:
+            ax.annotate(f"{pts[-1][1]:.0f}", pts[-1], textcoords="offset points", xytext=(4, 4), fontsize=7)
+    shown = sorted(ticks)
+    ax.set_xticks(shown, [f"{x:.3g}" for x in shown], fontsize=8)
+    ax.set_xlabel("eps (k/255; 0 = clean images)")
+    ax.set_ylim(-3, 103)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10, pad=4)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.tight_layout()
+    return save_png(fig, path)

@@ -36,6 +36,7 @@ from PIL import Image
 from mmrobust.attacks.ops import check_eps
 from mmrobust.errors import DataError
 from mmrobust.eval.mllm.harness import mllm_warnings, parse_rows, parser_sha
+from mmrobust.eval.lvlm.reply_pictures import ReplyKeeper, reply_pictures
 from mmrobust.eval.mllm.task import MLLMTask, Question
 from mmrobust.jsonio import Journal
 from mmrobust.registry import PARSERS
@@ -133,6 +134,7 @@ class _AttackRun:
     generate: Generate
     settings: UnderAttackSettings
     size: int
+    keeper: ReplyKeeper | None = None  # a few images for the record's picture
 
     def batch(self, batch: Sequence[Question]) -> list[dict]:
         """Clean + adversarial greedy replies of one batch, with the attack's losses and the perturbation size."""
@@ -145,6 +147,8 @@ class _AttackRun:
                                  seed=s.seed, max_new_tokens=s.max_new_tokens, **s.attack_options)
         adv = gen(self.model, self.processor, x_adv, prompts, max_new_tokens=s.max_new_tokens)
         linf = (x_adv.detach() - x).abs().flatten(1).amax(1).cpu().tolist()  # (B,)
+        if self.keeper is not None:
+            self.keeper.offer([q.uid for q in batch], x, x_adv, clean, adv)
         return [{"uid": q.uid, "clean_response": c, "adv_response": a, "clean_loss": cl, "adv_loss": fl, "linf": d,
                  "references": r} for q, c, a, cl, fl, d, r in zip(batch, clean, adv, rec.clean_loss,
                                                                      rec.final_loss, linf, refs)]
@@ -187,11 +191,14 @@ def evaluate_under_attack(model: Any, processor: Any, task: MLLMTask, settings: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f"partial_{task.name}_attack.jsonl"
-    run = _AttackRun(model, processor, task, attack, generate, s, size)
+    run = _AttackRun(model, processor, task, attack, generate, s, size, ReplyKeeper())
     done, n_resumed = resumable_batches(questions, s.batch_size, key, partial, run.batch)
     rows = {r["uid"]: r for r in done}
-    return _record(task, questions, rows, key, parser=s.parser, n_boot=s.n_boot, seed=s.seed,
-                   n_batches=-(-len(questions) // s.batch_size), n_resumed=n_resumed, partial=partial)
+    rec = _record(task, questions, rows, key, parser=s.parser, n_boot=s.n_boot, seed=s.seed,
+                  n_batches=-(-len(questions) // s.batch_size), n_resumed=n_resumed, partial=partial)
+    rec.pictures = reply_pictures(task, questions, rec.samples, run.keeper, title=f"{rec.tables[0].title}: replies "
+                                  "(wrong or worse replies in red)")
+    return rec
 
 
 def _attack_settings(label: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
