@@ -251,6 +251,7 @@ def test_cli_make_trigger_then_poison_records_the_png(surrogate, micro_world, tm
     png, record = tmp_path / "bc" / "patch.png", json.loads((tmp_path / "bc" / "trigger.json").read_text())
     sha = hashlib.sha256(png.read_bytes()).hexdigest()
     assert str(png) in out and record["sha256"] == sha and record["target"] == "star" and record["seed"] == 3
+    assert f"preview: {tmp_path / 'bc' / 'preview.png'}" in out and (tmp_path / "bc" / "preview.png").is_file()
     assert record["surrogate"]["model"] == str(surrogate) and record["settings"]["size"] == 6
     assert record["data"]["manifest"] == str(micro_world.train_manifest.resolve())
     assert set(record["loss"]["final"]) >= {"text", "visual", "total"}
@@ -258,8 +259,9 @@ def test_cli_make_trigger_then_poison_records_the_png(surrogate, micro_world, tm
     argv = shlex.split(line)[1:]
     argv[argv.index("--out") + 1] = str(tmp_path / "poisoned")
     argv[argv.index("--rate") + 1] = "0.05"
-    rc, _, err = run_cli(argv)
+    rc, out, err = run_cli(argv)
     assert rc == 0, err
+    assert "trigger preview:" in out and (tmp_path / "poisoned" / "trigger.png").is_file()
     rec = json.loads((tmp_path / "poisoned" / "poison.json").read_text())
     assert rec["trigger"] == record["trigger"] == {"name": "patch", "config": {
         "file": str(png.resolve()), "sha256": sha, "size": 6, "location": "bottom_right", "margin": 0, "seed": 0}}

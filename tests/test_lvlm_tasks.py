@@ -222,11 +222,12 @@ def test_vqa_under_attack_resumes(tmp_path: Path, llava) -> None:
     assert len(partial.read_text().splitlines()) == 2
     written = write_record(out, rec)
     assert written["tables"][0]["title"].startswith("vqa under attack (l-inf eps 4/255")
+    assert written["files"]["plots"] == ["vqa_examples.png"] and (out / "vqa_examples.png").is_file()
 
     again = Counting()
     rec2 = evaluate_under_attack(model, proc, task, attack=again, **kw)
     assert again.images == 0 and rec2.extra["batches"] == {"n": 2, "resumed": 2}
-    assert rec2.samples == rec.samples
+    assert rec2.samples == rec.samples and rec2.pictures == []  # resumed batches kept no images: nothing drawn
 
     lines = partial.read_text().splitlines()  # interrupted mid-write: the second batch's line is torn
     partial.write_text(lines[0] + "\n" + lines[1][:40])

@@ -86,6 +86,7 @@ def run_badclip(args: argparse.Namespace) -> int:
                                overwrite=args.overwrite, on_step=None if args.quiet else _progress(settings.steps))
     f = art.final
     print(f"wrote {art.patch} ({settings.size}x{settings.size} px, sha256 {art.sha256}) and {art.record}")
+    print(f"preview: {art.preview}" if art.preview is not None else f"no preview ({art.preview_error})")
     print(f"final: loss {f['total']:.4f} (text {f['text']:.4f}, visual {f['visual']:.4f}), target cosine "
           f"{f['target_cos']:.3f} (without the patch {f['clean_target_cos']:.3f})")
     print("poison with:")

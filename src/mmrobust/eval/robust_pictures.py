@@ -41,19 +41,29 @@ class ExampleKeeper:
     def __init__(self, eps: float | None, *, n: int = N_EXAMPLES, seed: int = 0) -> None:
         self.eps, self.n, self.seed = eps, n, seed
         self.pools: dict[bool, list[dict[str, Any]]] = {True: [], False: []}  # flipped -> kept examples
+        self.error = ""  # why keeping stopped: a picture must never fail the evaluation
 
     def offer(self, eps: float, chunk: dict[str, Any], x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor | None,
               logits_fn: Callable[[torch.Tensor], torch.Tensor], device: Any) -> None:
         """Look at one finished chunk (its ids and clean / robust flags, clean images ``x``, labels ``y``, attacked
         images ``x_adv`` on the CPU); keep the examples that rank among the first ``n`` of their group."""
-        if self.eps is None or x_adv is None or abs(eps - self.eps) > 1e-12:
+        if self.eps is None or x_adv is None or abs(eps - self.eps) > 1e-12 or self.error:
             return
+        try:
+            self._keep(chunk, x, y, x_adv, logits_fn, device)
+        except Exception as e:  # noqa: BLE001 - reported as the picture's failure (files.pictures_failed)
+            self.error = f"{type(e).__name__}: {e}"
+
+    def _keep(self, chunk: dict[str, Any], x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+              logits_fn: Callable[[torch.Tensor], torch.Tensor], device: Any) -> None:
+        seen = sorted((_priority(self.seed, int(i)), bool(ok and not rob), j, int(i))
+                      for j, (i, ok, rob) in enumerate(zip(chunk["ids"], chunk["clean"], chunk["robust"])))
         new = []
-        for j, (i, ok, rob) in enumerate(zip(chunk["ids"], chunk["clean"], chunk["robust"])):
-            flipped, prio = bool(ok and not rob), _priority(self.seed, int(i))
+        for flipped in (True, False):  # this chunk's first n of each group that beat the kept ones
             pool = self.pools[flipped]
-            if len(pool) < self.n or prio < max(p["priority"] for p in pool):
-                new.append((j, flipped, prio, int(i)))
+            bar = max((p["priority"] for p in pool), default=None) if len(pool) >= self.n else None
+            new += [(j, flipped, prio, i) for prio, f, j, i in seen if f == flipped and (bar is None or prio < bar)
+                    ][:self.n]
         if not new:
             return
         rows = [j for j, *_ in new]
@@ -78,6 +88,10 @@ def _shown(e: dict[str, Any], names: Sequence[str]) -> Shown:
                  clean_bad=e["pred"] != e["label"], altered_bad=e["pred_adv"] != e["label"])
 
 
+def _fail(error: str, path: Any) -> None:
+    raise RuntimeError(f"the examples could not be kept during the evaluation ({error})")
+
+
 def robust_pictures(metrics: dict[str, Any], keeper: ExampleKeeper, names: Sequence[str], *, attack: str,
                     norm: str) -> list[Picture]:
     """The robust record's pictures: ``robust_curve.png`` (accuracy against eps, clean at 0) when some eps is
@@ -89,7 +103,9 @@ def robust_pictures(metrics: dict[str, Any], keeper: ExampleKeeper, names: Seque
             eps_curve, series={f"{attack} ({norm})": points},
             title=f"Zero-shot accuracy under {attack} ({norm}), {metrics['n']} test images")))
     kept = keeper.examples()
-    if kept and keeper.eps is not None:
+    if keeper.error:
+        pics.append(Picture("robust_examples.png", partial(_fail, keeper.error)))
+    elif kept and keeper.eps is not None:
         shown = [_shown(e, names) for e in kept]
         n_flip = sum(e["pred"] == e["label"] and e["pred_adv"] != e["label"] for e in kept)
         title = (f"{attack} ({norm}) at eps {eps_label(keeper.eps)}: {len(kept)} seeded test images, "

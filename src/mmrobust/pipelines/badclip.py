@@ -1,7 +1,8 @@
 """`mmrobust make-trigger badclip` as a library function: optimize a BadCLIP patch (Liang et al., CVPR 2024) on a
 clean surrogate CLIP and write the artifact that `mmrobust poison --trigger patch` pastes.
 
-The artifact folder holds ``patch.png`` (the 8-bit patch, exactly what gets pasted) and ``trigger.json`` (settings,
+The artifact folder holds ``patch.png`` (the 8-bit patch, exactly what gets pasted), ``preview.png`` (a picture
+of it: as it is, on mid-grey and on an image) and ``trigger.json`` (settings,
 seed, surrogate, data, target, loss terms before and after, the PNG's sha256 and the ``patch`` trigger spec to
 poison with). Example::
 
@@ -14,6 +15,7 @@ poison with). Example::
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from mmrobust.pipelines.evaluate import EvalData, load_model, manifest_images
 from mmrobust.safety import check_replace, is_inside
 
 GENERATOR = "mmrobust make-trigger badclip"
-PATCH_NAME, RECORD_NAME = "patch.png", "trigger.json"
+PATCH_NAME, RECORD_NAME, PREVIEW_NAME = "patch.png", "trigger.json", "preview.png"
 PAPER = ("Liang et al., CVPR 2024, 'BadCLIP: Dual-Embedding Guided Backdoor Attack on Multimodal Contrastive "
          "Learning'")
 OBJECTIVE = ("text_weight * CE(s * f(x+p) @ T^T, target) + visual_weight * max(0, |f(x+p) - f(x_target)| - "
@@ -51,6 +53,8 @@ class BadCLIPArtifact:
     trigger: dict[str, Any]
     final: dict[str, float]
     image_size: int  # the surrogate's: poison at this size (mmrobust poison --image-size) to paste as optimized
+    preview: Path | None = None  # preview.png: the patch as it is, on mid-grey and on an image (None: not drawn)
+    preview_error: str = ""  # why not
 
 
 class _Images:
@@ -88,7 +92,8 @@ def check_out(out_dir: Path, data: EvalData, overwrite: bool) -> None:
     if inside is not None:
         raise ConfigError(f"--out {out_dir} holds the image {inside} of the data; write the trigger to a new folder "
                           "outside the data (e.g. --out runs/badclip)")
-    found = [n for n in (PATCH_NAME, RECORD_NAME) if (out_dir / n).exists() or (out_dir / n).is_symlink()]
+    found = [n for n in (PATCH_NAME, RECORD_NAME, PREVIEW_NAME)
+             if (out_dir / n).exists() or (out_dir / n).is_symlink()]
     check_replace(out_dir, found, marker=RECORD_NAME, generator=GENERATOR, overwrite=overwrite)
 
 
@@ -167,7 +172,27 @@ def make_badclip_trigger(*, surrogate: str, data: EvalData, target: str, out_dir
                      "image_col": data.image_col, "label_col": data.label_col, "delimiter": data.delimiter,
                      "n_images": len(others), "n_positives": len(targets), "n_unreadable": len(dataset.skips.skipped)},
             "target": target, "target_index": t}
-    return _write_artifact(out_dir, result, s, info)
+    art = _write_artifact(out_dir, result, s, info)
+    preview, error = write_preview(art, example=_Images(dataset, others)[0], target=target)
+    return dataclasses.replace(art, preview=preview, preview_error=error)
+
+
+def write_preview(art: BadCLIPArtifact, *, example: torch.Tensor, target: str) -> tuple[Path | None, str]:
+    """``preview.png`` beside the patch: the patch as it is, pasted on mid-grey and on ``example`` (an image that
+    carried it). Returns (path, '') or (None, why not): the artifact stands without its picture."""
+    from mmrobust.data.poison.preview import trigger_panels
+    from mmrobust.data.poison.triggers import trigger_from_dict
+    from mmrobust.reports.gallery import image_row
+
+    try:
+        trigger = trigger_from_dict(art.trigger)
+        h, w = (int(v) for v in example.shape[-2:])
+        panels = [("an image", example), ("the image with the patch", trigger(example)),
+                  *trigger_panels(trigger, height=h, width=w)]
+        title = f"BadCLIP patch for target '{target}' (sha256 {art.sha256[:12]}...), pasted as poisoning pastes it"
+        return image_row(art.out_dir / PREVIEW_NAME, panels, title=title), ""
+    except Exception as e:  # noqa: BLE001 - patch.png and trigger.json are written; only the picture is missing
+        return None, f"{type(e).__name__}: {e}"
 
 
 def _write_artifact(out_dir: Path, result: PatchResult, s: BadCLIPSettings, info: dict[str, Any]) -> BadCLIPArtifact:

@@ -6,7 +6,6 @@ A record from before the contract (no ``tables``) falls back to one table of its
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mmrobust.errors import DataError
 from mmrobust.jsonio import read_json
+from mmrobust.reports.png import img_html
 from mmrobust.safety import ensure_regular_file
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -65,11 +65,6 @@ def _fallback(record: Mapping[str, Any]) -> list[dict[str, Any]]:
              "caption": "(this record declares no tables: its scalar metrics, as stored)"}]
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<p><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></p>'
-
-
 def _valid_table(t: Any) -> bool:
     """A declared table as the contract writes it (records are files: a hand-edited one may not be)."""
     return (isinstance(t, dict) and isinstance(t.get("rows"), list) and isinstance(t.get("columns"), list)
@@ -97,22 +92,30 @@ def _record_html(run: Path, record: Mapping[str, Any]) -> list[str]:
     for name in plots:
         path = (run / str(name)).resolve()
         if path.suffix == ".png" and path.is_file() and run.resolve() in path.parents:  # never outside its run
-            parts.append(_img(path))
+            parts.append(img_html(path))
     parts.append(f"<p class='meta'>{html.escape(str(record.get('kind')))} · git "
                  f"{html.escape(str(record.get('git_sha')))} · {html.escape(str(record.get('created', '')))}"
                  f" · seeds {html.escape(json.dumps(record.get('seeds', {})))}</p>")
     return parts
 
 
-def _section(run: Path) -> str:
-    parts = [f"<h2>{html.escape(run.name)}</h2><p class='meta'>{html.escape(str(run))}</p>"]
+def read_records(run: Path) -> list[tuple[str, Any]]:
+    """(file name, record) of each ``results*.json`` of ``run``; the record is None where the file is not one."""
+    found: list[tuple[str, Any]] = []
     for res in sorted(run.glob("results*.json")):
         try:
             record = read_json(ensure_regular_file(res, "results file"))
         except (OSError, ValueError, DataError):
             record = None
-        if not isinstance(record, dict):
-            parts.append(f"<p class='meta'>{html.escape(res.name)}: not a results record, skipped</p>")
+        found.append((res.name, record if isinstance(record, dict) else None))
+    return found
+
+
+def _section(run: Path, records: list[tuple[str, Any]]) -> str:
+    parts = [f"<h2>{html.escape(run.name)}</h2><p class='meta'>{html.escape(str(run))}</p>"]
+    for name, record in records:
+        if record is None:
+            parts.append(f"<p class='meta'>{html.escape(name)}: not a results record, skipped</p>")
             continue
         parts += _record_html(run, record)
     return "\n".join(parts)
@@ -138,7 +141,10 @@ def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "m
     """Write a self-contained HTML report of the given run directories (replacing only a report of ours)."""
     out = Path(out)
     _check_replaceable(out)
-    sections = [_section(Path(r)) for r in runs if Path(r).is_dir()]
+    from mmrobust.reports.overview import overview_html
+
+    loaded = [(Path(r), read_records(Path(r))) for r in runs if Path(r).is_dir()]
+    sections = [overview_html(loaded)] + [_section(run, records) for run, records in loaded]
     page = (f"<!doctype html><html><head><meta charset='utf-8'>{GENERATOR}<title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,4 +154,4 @@ def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "m
     return out
 
 
-__all__: Sequence[str] = ["format_value", "html_table", "warnings_html", "write_report"]
+__all__: Sequence[str] = ["format_value", "html_table", "read_records", "warnings_html", "write_report"]

@@ -1,6 +1,8 @@
 """PNG files of ours: marked in their text chunk, so a file of the user's is never replaced by a picture."""
 from __future__ import annotations
 
+import base64
+import html
 import os
 import tempfile
 from pathlib import Path
@@ -42,3 +44,9 @@ def is_ours(path: str | Path) -> bool:
             return im.format == "PNG" and str(getattr(im, "text", {}).get("Software", "")) == GENERATOR
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False
+
+
+def img_html(path: Path) -> str:
+    """A PNG file embedded in HTML as a data URI (a report stays one self-contained file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<p><img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}"></p>'
