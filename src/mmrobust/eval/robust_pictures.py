@@ -108,8 +108,8 @@ def robust_pictures(metrics: dict[str, Any], keeper: ExampleKeeper, names: Seque
     elif kept and keeper.eps is not None:
         shown = [_shown(e, names) for e in kept]
         n_flip = sum(e["pred"] == e["label"] and e["pred_adv"] != e["label"] for e in kept)
-        title = (f"{attack} ({norm}) at eps {eps_label(keeper.eps)}: {len(kept)} seeded test images, "
-                 f"{n_flip} flipped by the attack (wrong predictions in red)")
+        title = (f"{attack} ({norm}) at eps {eps_label(keeper.eps)}: {len(kept)} test images, a seeded choice "
+                 f"showing flipped predictions first ({n_flip} of {len(kept)} flipped; wrong predictions in red)")
         pics.append(Picture("robust_examples.png", partial(example_grid, examples=shown, title=title,
                                                             altered_name=f"attacked\neps {eps_label(keeper.eps)}")))
     return pics

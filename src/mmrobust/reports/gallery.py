@@ -27,7 +27,7 @@ from mmrobust.reports.png import save_png
 BAD, GOOD = "#c62828", "#222222"  # a wrong (or backdoor-hit) prediction in red
 DPI = 100
 PANEL = 1.6  # inches per image panel (160 px at DPI): a 32 px image is shown 5x, nearest-neighbour
-LEFT, TEXT_ROW, TITLE = 1.3, 0.4, 0.6  # inches: row names column, caption lines under a row, title band
+LEFT, TEXT_ROW, TITLE = 1.3, 0.4, 0.8  # inches: row names column, caption lines under a row, title band
 
 
 def to_hwc(image: Any) -> np.ndarray:
@@ -145,14 +145,16 @@ def image_row(path: str | Path, panels: Sequence[tuple[str, Any]], *, title: str
     """Images side by side, each titled (a trigger on mid-grey, on an example, the patch as it is ...)."""
     if not panels:
         raise ValueError("no images to draw")
-    width, height = max(5.5, 0.3 + len(panels) * PANEL * 1.25), TITLE + PANEL + TEXT_ROW
+    width = max(5.5, 0.3 + len(panels) * PANEL * 1.25)
+    band = TITLE - (0.2 if "\n" not in title_lines(title, width) else 0.0)  # one title line: a narrower band
+    height = band + PANEL + TEXT_ROW
     fig = picture_figure(width, height)
-    grid = fig.add_gridspec(1, len(panels), left=0.15 / width, right=1 - 0.15 / width, top=1 - TITLE / height,
+    grid = fig.add_gridspec(1, len(panels), left=0.15 / width, right=1 - 0.15 / width, top=1 - band / height,
                             bottom=0.1 / height, wspace=0.25)
     for c, (name, image) in enumerate(panels):
         ax = fig.add_subplot(grid[0, c])
         image_panel(ax, to_hwc(image), PANEL * DPI)
-        ax.set_title(clip_text(name, 26, 2), fontsize=8.5, pad=3)
+        ax.set_title(clip_text(name, 30, 2), fontsize=8.5, pad=3)
     fig.suptitle(title_lines(title, width), fontsize=10, y=1 - 0.08 / height, va="top")
     return save_png(fig, path)
 
