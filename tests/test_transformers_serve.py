@@ -138,7 +138,7 @@ def test_transformers_serve_gives_the_hf_adapters_answers(served: tuple[Path, Pa
 def test_transformers_serve_gives_the_trained_llavas_answers(tmp_path: Path) -> None:
     """The MMR story's trained tiny LLaVA (MMR-tuned, tiny settings), served: the same answers as in process."""
     from mmrobust.stories.mmr_trained import PARSER, PROMPT, run_mmr_trained_demo
-    from tests.test_demo_mmr_trained import TINY
+    from test_demo_mmr_trained import TINY
 
     cmd = _serve_command()
     run_mmr_trained_demo(tmp_path / "story", TINY, progress=False, log=lambda m: None)
