@@ -81,8 +81,8 @@ def _lvlm(rec: Mapping[str, Any], data: str, model: str) -> str:
     attack = cfg.get("attack") if kind != "lvlm-targeted" and cfg.get("attack") not in (None, "apgd") else None
     seed = _d(rec.get("seeds")).get("attack", cfg.get("seed"))
     return (f"mmrobust lvlm {action} --task {_q(task)} --model {_q(model)}{data}"
-            + _flags(eps=m.get("eps_label"), steps=m.get("steps"), seed=seed, max_new_tokens=_tokens(rec),
-                     parser=m.get("parser"), attack=attack))
+            + _flags(prompt=cfg.get("prompt") if task == "mmr" else None, eps=m.get("eps_label"), steps=m.get("steps"),
+                     seed=seed, max_new_tokens=_tokens(rec), parser=m.get("parser"), attack=attack))
 
 
 def _tokens(rec: Mapping[str, Any]) -> Any:
