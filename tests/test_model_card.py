@@ -74,6 +74,19 @@ def _by_kind(records: list[dict]) -> dict[str, dict]:
     return {r["kind"]: r for r in records}
 
 
+def _commands_parse(text: str) -> int:
+    """Every mmrobust command of the card's "How to reproduce" block parses with mmrobust's own CLI parser."""
+    import shlex
+
+    from mmrobust.cli.main import build_parser
+
+    block = text.split("## How to reproduce", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("mmrobust ")]
+    for argv in commands:
+        assert getattr(build_parser(argv).parse_args(argv), "func", None), argv
+    return len(commands)
+
+
 def _read_back(path: Path) -> tuple[ModelCard, dict, dict]:
     """The card as the hub library loads it, its metadata, and its eval results by metric name."""
     card = ModelCard.load(path)  # a local file: no network
@@ -115,8 +128,9 @@ def test_clip_card_carries_the_records_numbers(tmp_path, clip_runs):
     assert card.data.to_dict()["model-index"] == meta["model-index"]
     text = out.read_text()
     assert "adversarial: robust accuracy falls with eps" in text and "## How to reproduce" in text
-    assert "mmrobust eval robust --model org/fare-micro --data world/test.csv" in text and "--eps 2/255,4/255" in text
-    assert "mmrobust generate --out world --seed 1" in text
+    assert "mmrobust eval robust --model hf-hub:org/fare-micro --data world/test.csv" in text
+    assert "--eps 2/255,4/255" in text and "mmrobust generate --out world --seed 1" in text
+    assert _commands_parse(text) == 4  # the world, then zeroshot, robust and backdoor
 
 
 def test_mllm_card_carries_ra_mr_per_category_and_the_flip_rate(tmp_path, mllm_runs):
@@ -144,6 +158,7 @@ def test_mllm_card_carries_ra_mr_per_category_and_the_flip_rate(tmp_path, mllm_r
     else:
         assert len(names) == 1 and res[names[0]].metric_value == round(100 * flip, 2)
     assert "mmrobust mmr make-data --out mmr-world --seed 0 --pairs-per-category 5 --image-size 16" in out.read_text()
+    assert _commands_parse(out.read_text()) == 3  # the world, mmr run, bench run --challenge
 
 
 def test_lvlm_card_carries_accuracy_under_attack_and_targeted_success(tmp_path, lvlm_runs):
@@ -162,6 +177,7 @@ def test_lvlm_card_carries_accuracy_under_attack_and_targeted_success(tmp_path, 
     assert hit.metric_value == round(100 * t["success"], 2) and hit.metric_type == "attack_success_rate"
     for r in res.values():
         assert r.task_type == "visual-question-answering" and r.dataset_type == "vqa.jsonl" and r.verified is False
+    assert _commands_parse(card.text) == 2  # lvlm eval, lvlm targeted
 
 
 def test_unknown_kinds_are_skipped_and_said(tmp_path, clip_runs):

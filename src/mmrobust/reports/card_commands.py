@@ -7,7 +7,8 @@ Example::
 
     reproduce(record, dataset, model="fare-clip")
     # (['mmrobust generate --out world --seed 0 --n-train 12000 --n-test 1000 --image-size 32'],
-    #  'mmrobust eval robust --model fare-clip --data world/test.csv --classes world/classes.json --attack apgd-ce ...')
+    #  'mmrobust eval robust --model fare-clip --data world/test.csv --classes world/classes.json --attack apgd-ce
+    #   --norm linf --eps 1/255,4/255 --n-samples 32 --seed 0 --out runs/robust')
 """
 from __future__ import annotations
 
@@ -60,9 +61,14 @@ def data_flags(dataset: Mapping[str, Any], kind: str) -> str:
     return f" --data {_q(data)}" + (" --classes classes.json" if kind in CLASSIFY else "")
 
 
+def _open_clip(model: str) -> str:
+    """An open_clip model name: a hub id (``org/name``, the card's name for a model on the hub) as ``hf-hub:``."""
+    return f"hf-hub:{model}" if model.count("/") == 1 and ":" not in model else model
+
+
 def _clip(rec: Mapping[str, Any], data: str, model: str) -> str:
     kind, m, p = str(rec.get("kind")), _d(rec.get("metrics")), _d(rec.get("protocol"))
-    cmd = f"mmrobust eval {kind} --model {_q(model)}{data}"
+    cmd = f"mmrobust eval {kind} --model {_q(_open_clip(model))}{data}"
     if kind == "robust":
         eps = ",".join(str(k) for k, v in _d(m.get("eps")).items())
         cmd += _flags(attack=m.get("attack"), norm=m.get("norm"), eps=eps, n_samples=m.get("n"), seed=m.get("seed"))
@@ -113,7 +119,7 @@ def _audit(rec: Mapping[str, Any], data: str, model: str) -> str:
     p = _d(rec.get("protocol"))
     if _d(_d(rec.get("config")).get("data")).get("instructions"):
         data = data.replace(" --data ", " --instructions ", 1)
-    return (f"mmrobust audit --model {_q(model)}{data} --poison-record poison.json"
+    return (f"mmrobust audit --model {_q(_open_clip(model))}{data} --poison-record poison.json"
             + _flags(detector=",".join(str(d) for d in p.get("detectors") or []), k=p.get("k"),
                      embedding=p.get("embedding"), reference_size=p.get("reference_size")))
 
@@ -130,5 +136,6 @@ def reproduce(record: Mapping[str, Any], dataset: Mapping[str, Any], *, model: s
     build = BUILDERS.get(str(record.get("kind")))
     if build is None:
         return [], None
+    kind = str(record.get("kind"))
     setup = world_setup(dataset)
-    return ([setup] if setup else []), build(record, data_flags(dataset, str(record.get("kind"))), model)
+    return ([setup] if setup else []), build(record, data_flags(dataset, kind), model) + f" --out runs/{_q(kind)}"
