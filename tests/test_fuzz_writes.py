@@ -15,13 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _fuzz import FUZZ, assert_clean_failure, run_cli, snapshot
+from mmrobust.reports.model_card import MARKER
 
 pytestmark = pytest.mark.timeout(900)
 
 USER_NAMES = st.lists(st.sampled_from(
     ["notes.txt", "train.csv", "test.csv", "classes.json", "manifest.csv", "poison.json", "config.yaml",
      "results.json", "model/open_clip_model.safetensors", "images/00000000.png", "images/mine.png",
-     "checkpoints/last.pt", "train_log.jsonl", "cache.jsonl", "report.html", "data/keep.bin"]),
+     "checkpoints/last.pt", "train_log.jsonl", "cache.jsonl", "report.html", "data/keep.bin", "README.md"]),
     min_size=0, max_size=4, unique=True)
 
 # outputs a command rewrites by design when run again into the same folder (its own results)
@@ -63,6 +64,7 @@ def _commands(root: Path, out: Path) -> dict[str, list[str]]:
         "mmr score": ["mmr", "score", str(root / "mmr-run" / "samples_mmr.jsonl"), "--out", str(out), "--bootstrap",
                       "0"],
         "report": ["report", str(root / "run"), str(root / "mmr-run"), "--out", str(out / "report.html")],
+        "report card": ["report", str(root / "mmr-run"), "--model-card", str(out), "--model", "org/m"],
     }
 
 
@@ -73,7 +75,7 @@ def _allowed_rewrite(command: str, rel: str) -> bool:
 
 @settings(FUZZ, max_examples=40)
 @given(command=st.sampled_from(["generate", "poison", "train", "eval zeroshot", "eval backdoor", "eval robust",
-                                "mmr run", "mmr score", "report"]),
+                                "mmr run", "mmr score", "report", "report card"]),
        names=USER_NAMES, into=st.sampled_from(["fresh", "fresh", "input world", "input run"]))
 def test_runs_write_only_under_out_and_delete_nothing(sandbox, command, names, into):
     scratch = Path(tempfile.mkdtemp(dir=sandbox))
@@ -84,13 +86,15 @@ def test_runs_write_only_under_out_and_delete_nothing(sandbox, command, names, i
         if not f.exists():
             f.write_bytes(f"user file {i}\n".encode())
     before = snapshot(sandbox)
+    own_cards = {rel for rel in before if Path(rel).name == "README.md" and MARKER in (sandbox / rel).read_text(
+        errors="replace")}  # model cards an earlier example wrote: rewritten by design, a user's README.md never
     rc, _, err = run_cli(_commands(sandbox, out)[command])
     assert_clean_failure(rc, err)
     after = snapshot(sandbox)
     out_rel = out.relative_to(sandbox)
     for rel, digest in before.items():
         inside_out = Path(rel).is_relative_to(out_rel)
-        if inside_out and _allowed_rewrite(command, rel):  # its own results, from an earlier example
+        if inside_out and (_allowed_rewrite(command, rel) or rel in own_cards):  # its own, from an earlier example
             continue
         assert after.get(rel) == digest, f"{command} changed or deleted {rel} (rc {rc}): {err[-500:]}"
     for rel in set(after) - set(before):
