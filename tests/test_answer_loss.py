@@ -11,7 +11,7 @@ from mmrobust.data.datasets import collate
 from mmrobust.data.instruction_dataset import InstructionDataset
 from mmrobust.pipelines.answer_loss import answer_losses
 from mmrobust.tasks.mllm_sft import MLLMSFTTask, load_hf_mllm
-from tests._instructions import N, make_instructions
+from _instructions import N, make_instructions
 
 
 @pytest.fixture(scope="module")

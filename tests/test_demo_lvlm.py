@@ -9,7 +9,7 @@ pytest.importorskip("transformers")
 
 from mmrobust.stories.lvlm import LVLMDemo, run_lvlm_demo
 from mmrobust.stories.mmr_trained import run_mmr_trained_demo
-from tests.test_demo_mmr_trained import TINY
+from test_demo_mmr_trained import TINY
 
 
 def test_lvlm_story_swaps_attacks_and_records(tmp_path):

@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from mmrobust.errors import ConfigError
 from mmrobust.stories.instruction_study import InstructionStudy, run_instruction_study
-from tests.test_demo_mmr_trained import TINY
+from test_demo_mmr_trained import TINY
 
 BASE = dataclasses.replace(TINY, max_new_tokens=6, base_steps=40)
 STUDY = InstructionStudy(attacks=("text-trigger", "image-trigger"), rate=0.25, finetune_images=24, test_images=12,

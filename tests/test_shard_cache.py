@@ -11,7 +11,7 @@ import pytest
 import mmrobust.data.shards.index as shard_mod
 from mmrobust.cli.main import main
 from mmrobust.data.shards import build_index, cached_shard_index, expand_pattern, load_index, save_index
-from tests.test_shards import _small_shards
+from test_shards import _small_shards
 
 FIELDS = ("keys", "shard_of", "first", "offset", "size", "ext_of", "image", "caption", "label")
 
