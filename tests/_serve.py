@@ -9,17 +9,22 @@ Server command (what :func:`serving` runs)::
 
 The positional model pins the server to that folder and loads it before the port opens, so
 ``GET /health`` answering 200 means it is ready; requests must then name the same path as ``model``.
+:func:`dying_server` is a stand-in that answers a few requests and then dies, for the harnesses' failure paths.
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -86,3 +91,52 @@ def serving(cmd: list[str], model: Path, log_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def dying_server(answer: Callable[[str], str], *, answers: int) -> Iterator[tuple[str, list[str]]]:
+    """A minimal OpenAI-compatible chat server that answers ``answers`` requests (``answer(prompt text)``), then
+    dies: its socket closes and every later connection is refused, as when a real server crashes midway.
+    Yields (base URL, the prompt texts it answered, in order)."""
+    answered: list[str] = []
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            parts = body["messages"][-1]["content"]
+            text = next(p["text"] for p in parts if p.get("type") == "text") if isinstance(parts, list) else parts
+            with lock:
+                if len(answered) >= answers:
+                    return  # no reply: the connection drops
+                answered.append(text)
+                last = len(answered) == answers
+            reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                "choices": [{"index": 0, "finish_reason": "stop",
+                                             "message": {"role": "assistant", "content": answer(text)}}],
+                                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            if last:
+                threading.Thread(target=die, daemon=True).start()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def die() -> None:
+        server.shutdown()
+        server.server_close()
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", answered
+    finally:
+        if thread.is_alive():
+            die()
+        thread.join(timeout=10)
