@@ -44,8 +44,8 @@ def _overall(out: Path) -> dict:
 
 def test_importing_the_integrations_imports_no_harness():
     code = ("import sys, mmrobust.integrations, mmrobust.integrations.score, mmrobust.integrations.lmms_eval, "
-            "mmrobust.integrations.vlmevalkit, mmrobust.cli.mmr; "
-            "print(sorted(m for m in ('lmms_eval', 'inspect_ai', 'datasets', 'openpyxl', 'pandas') if m in sys.modules))")
+            "mmrobust.integrations.vlmevalkit, mmrobust.cli.mmr; harnesses = ('lmms_eval', 'inspect_ai', 'datasets', "
+            "'openpyxl', 'pandas'); print(sorted(m for m in harnesses if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -231,7 +231,8 @@ def test_vlmevalkit_hostile_prediction_files(world, tmp_path, capsys):
         "extra": (pred.assign(index=[i if i != 5 else n + 3 for i in pred["index"]]), "whose index is not a question"),
         "twice": (pred.drop(columns=["uid"]).assign(index=[i if i != 5 else 4 for i in pred["index"]]),
                   "more than once"),
-        "other-uid": (pred.assign(index=[i if i != 5 else 4 for i in pred["index"]]), "it was exported from other data"),
+        "other-uid": (pred.assign(index=[i if i != 5 else 4 for i in pred["index"]]),
+                      "it was exported from other data"),
         "no-prediction": (pred.rename(columns={"prediction": "answer_text"}), "lacks the column(s) prediction"),
         "no-index": (pred.drop(columns=["index"]), "lacks the column(s) index"),
         "bad-index": (pred.astype({"index": str}).assign(index=["x"] + list(pred["index"][1:].astype(str))),

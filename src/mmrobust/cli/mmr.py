@@ -108,7 +108,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="let image paths in the question file leave the image folder (refused by default)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--name", help="task name (lmms-eval; default mmr) or dataset name (vlmevalkit; default MMR_mmrobust)")
+    p.add_argument("--name", help="task name (lmms-eval; default mmr) or dataset name (vlmevalkit; default "
+                                  "MMR_mmrobust)")
     p.add_argument("--prompt", default="official", help="lmms-eval: MMR prompt variant sent (official | normalized | "
                                                         "plain | letter-only | option-text)")
     p.add_argument("--parser", default="official", help="lmms-eval: answer parser its metrics use (official | strict | "
@@ -272,7 +273,8 @@ def _export(args: argparse.Namespace) -> int:
     name = args.name or "MMR_mmrobust"
     path = export_vlmevalkit(data, out_dir=args.out, name=name, overwrite=args.overwrite)
     print(f"wrote {path} ({2 * len(data.pairs)} questions); run VLMEvalKit: LMUData={Path(args.out)} python run.py "
-          f"--data {name} --model MODEL; then: mmrobust mmr score MODEL_{name}.xlsx --format vlmevalkit --data {args.data}")
+          f"--data {name} --model MODEL; then: mmrobust mmr score MODEL_{name}.xlsx --format vlmevalkit "
+          f"--data {args.data}")
     return 0
 
 

@@ -14,7 +14,8 @@ from mmrobust.errors import ConfigError, DataError
 from mmrobust.integrations.replies import HarnessReply
 from mmrobust.safety import ensure_regular_file
 
-RERUN = "rerun `inspect eval ... --log-dir DIR` (or `inspect eval-retry LOG`) against a live server and pass its new log"
+RERUN = ("rerun `inspect eval ... --log-dir DIR` (or `inspect eval-retry LOG`) against a live server and pass its "
+         "new log")
 
 
 def _read(path: Path) -> Any:

@@ -79,7 +79,8 @@ def _check_asked(questions: list[Question], by_uid: dict[str, HarnessReply], sou
         at = f" ({r.where})" if r.where else ""
         if r.ground_truth is not None and str(r.ground_truth).strip().upper() != q.ground_truth:
             raise DataError(f"{source}{at} gives ground truth {r.ground_truth!r} for {q.uid} but the MMR data says "
-                            f"{q.ground_truth!r}; it was asked from another version of the data: pass that file as --data")
+                            f"{q.ground_truth!r}; it was asked from another version of the data: pass that file as "
+                            "--data")
         if r.prompt is not None and r.prompt != q.prompt:
             raise DataError(f"{source}{at} asked {q.uid} with another text than the {prompt!r} prompt of the MMR data; "
                             "pass the --prompt it was exported with, or the question file it was asked from as --data")
@@ -101,9 +102,9 @@ def rows_for_replies(data: MMRDataset, replies: Sequence[HarnessReply], *, sourc
     failed = [q.uid for q in questions if by_uid[q.uid].error]
     if failed and not allow_errors:
         first = by_uid[failed[0]]
-        raise DataError(f"{source}: {len(failed)} of {len(questions)} requests failed in {harness} (first: {first.uid}: "
-                        f"{str(first.error)[:160]}); {rerun}, or pass --allow-errors to score the rest (their pairs "
-                        "are left out of RA / MR and counted)")
+        raise DataError(f"{source}: {len(failed)} of {len(questions)} requests failed in {harness} (first: "
+                        f"{first.uid}: {str(first.error)[:160]}); {rerun}, or pass --allow-errors to score the rest "
+                        "(their pairs are left out of RA / MR and counted)")
     rows = []
     for q in questions:
         r = by_uid[q.uid]

@@ -50,8 +50,9 @@ def tsv_rows(data: MMRDataset) -> list[dict[str, Any]]:
         else:
             first_row_of[image] = n
             encoded = base64.b64encode(Path(image).read_bytes()).decode("ascii")
-        rows.append({"index": n, "image": encoded, "question": stems[q.uid], **{k: q.options.get(k, "") for k in LETTERS},
-                     "answer": q.ground_truth, "category": q.columns["category"], "l2-category": q.columns["level"],
+        rows.append({"index": n, "image": encoded, "question": stems[q.uid],
+                     **{k: q.options.get(k, "") for k in LETTERS}, "answer": q.ground_truth,
+                     "category": q.columns["category"], "l2-category": q.columns["level"],
                      "id": q.columns["id"], "question_type": q.columns["question_type"], "uid": q.uid})
     return rows
 
@@ -85,7 +86,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, list) and all(isinstance(r, dict) for r in data):
                 return data
-            raise DataError(f"{path} is not a list of records (VLMEvalKit's PRED_FORMAT=json); pass its prediction file")
+            raise DataError(f"{path} is not a list of records (VLMEvalKit's PRED_FORMAT=json); pass its prediction "
+                            "file")
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, RecursionError) as e:
         raise DataError(f"{path} cannot be read as a VLMEvalKit prediction file ({type(e).__name__}: {str(e)[:120]}); "
                         "pass the .xlsx / .tsv / .json it wrote") from None

@@ -47,8 +47,8 @@ def mmr_doc_to_target(doc: dict) -> str:
 def mmr_row(doc: dict, reply: str | None) -> dict[str, Any]:
     """mmrobust's per-question row for ``reply`` to ``doc`` (an error row for a failed request)."""
     error = harness_error(reply)
-    return {**{k: doc[k] for k in ROW_KEYS}, "options": json.loads(doc["options"]), "response": None if error else reply,
-            "error": error, "parser": doc["parser"]}
+    return {**{k: doc[k] for k in ROW_KEYS}, "options": json.loads(doc["options"]),
+            "response": None if error else reply, "error": error, "parser": doc["parser"]}
 
 
 def mmr_process_results(doc: dict, results: Sequence[str]) -> dict[str, dict]:

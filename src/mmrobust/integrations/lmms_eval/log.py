@@ -56,7 +56,8 @@ def read_lmms_eval_samples(path: str | Path, questions: list[Question]) -> list[
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise DataError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start}); pass lmms-eval's samples JSONL") from None
+        raise DataError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start}); pass lmms-eval's samples "
+                        "JSONL") from None
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
