@@ -102,6 +102,11 @@ def test_lmms_eval_export_refuses_to_overwrite_and_bad_names(world, tmp_path, ca
     assert main(["mmr", "export", "--format", "lmms-eval", "--data", str(world), "--out", str(tmp_path / "g"),
                  "--name", "mmr; rm"]) == 2
     assert "task name" in capsys.readouterr().err
+    lone = tmp_path / "lone.json"  # one question, no pair: nothing to export, and nothing written
+    lone.write_text(json.dumps([{"id": "a/b/01", "question": "Q?\nA. x\nB. y", "ground_truth": "A",
+                                 "question_type": "POS", "image": "missing.png"}]))
+    assert main(["mmr", "export", "--format", "vlmevalkit", "--data", str(lone), "--out", str(tmp_path / "h")]) == 2
+    assert "no valid POS/NEG pair" in capsys.readouterr().err and not (tmp_path / "h").exists()
 
 
 def _lmms_samples(world: Path, folder: Path, texts: dict[str, str]) -> list[dict]:

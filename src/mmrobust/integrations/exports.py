@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmrobust.errors import ConfigError
+from mmrobust.errors import DataError
 from mmrobust.eval.mmr.dataset import MMRDataset
 from mmrobust.jsonio import write_json
 from mmrobust.safety import check_replace
@@ -21,8 +21,9 @@ def start_export(root: Path, files: Sequence[str], *, overwrite: bool, harness: 
     """Check ``root`` may take ``files`` (an earlier export there is replaced only with ``overwrite``), then
     write its marker first, so a later ``--overwrite`` knows the folder is ours."""
     if not data.pairs:
-        raise ConfigError(f"{data.source.get('questions_file', 'the MMR data')} holds no valid POS/NEG pair to "
-                          "export; check the question file (see its anomalies with `mmrobust mmr run --limit 1`)")
+        first = f" (first problem: {data.anomalies[0]['detail']})" if data.anomalies else ""
+        raise DataError(f"{data.source.get('questions_file', 'the MMR data')} holds no valid POS/NEG pair to "
+                        f"export{first}; check the question file and its images")
     found = [f for f in (*files, MARKER) if (root / f).exists()]
     check_replace(root, found, marker=MARKER, generator=GENERATOR, overwrite=overwrite)
     root.mkdir(parents=True, exist_ok=True)
