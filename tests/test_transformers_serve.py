@@ -9,23 +9,11 @@ processor's own chat template (it turns the adapter's ``image_url`` data-URL par
 adapter's ``{"type": "image"}``), loads the data URL to the same RGB image, decodes with
 ``skip_special_tokens=True`` like the ``hf`` adapter, and only leaves the text unstripped.
 
-Server command (what ``_serve`` runs)::
-
-    HF_HUB_OFFLINE=1 transformers serve <model dir> --device cpu --dtype float32 \\
-        --host 127.0.0.1 --port <free port>
-
-The positional model pins the server to that folder and loads it before the port opens, so
-``GET /health`` answering 200 means it is ready; requests must then name the same path as ``model``.
+The server command and its readiness check are in ``tests/_serve.py``.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -35,60 +23,15 @@ from mmrobust.eval.mmr import RunSettings, load_mmr, run_mmr
 from mmrobust.models.mllm import GenerationParams, build_adapter
 from mmrobust.world.llava import build_tiny_llava
 from mmrobust.world.mmr import generate_mmr_world
+from _serve import serve_command, serving
 
-READY_DEADLINE_S = 120.0  # import + model load on a busy 2-core machine; a few seconds normally
 SETTINGS = RunSettings(n_boot=0, params=GenerationParams(max_new_tokens=8, temperature=0.0))
-
-
-def _serve_command() -> list[str]:
-    """The ``transformers`` console script of this interpreter's environment, or skip the test."""
-    from transformers.utils.import_utils import is_serve_available
-
-    exe = Path(sys.executable).parent / "transformers"
-    found = str(exe) if exe.is_file() else shutil.which("transformers")
-    if found is None or not is_serve_available():
-        pytest.skip("`transformers serve` is not installed: pip install 'transformers[serving]' accelerate")
-    return [found, "serve"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail (with the server's log) on exit or past the deadline."""
-    import requests
-
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited with {proc.returncode} before it was ready:\n"
-                        f"{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=1.0).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"transformers serve was not ready after {READY_DEADLINE_S:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     """(MMR world, model folder, base URL of ``transformers serve`` serving that folder)."""
-    cmd = _serve_command()
+    cmd = serve_command()
     world = generate_mmr_world(tmp_path / "world", pairs_per_category=1, seed=0, image_size=32).parent
     words = [item.question for item in load_mmr(world).items]  # stems + options: no <unk> in prompts
     model = build_tiny_llava(tmp_path / "tiny-llava", seed=0, image_size=32, extra_words=words)
@@ -96,18 +39,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
 
 
 def _serving(cmd: list[str], world: Path, model: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*cmd, str(model), "--device", "cpu", "--dtype", "float32",
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    server = serving(cmd, model, tmp_path)
     try:
-        _wait_ready(proc, f"http://127.0.0.1:{port}/health", log)
-        yield world, model, f"http://127.0.0.1:{port}/v1"
+        yield world, model, next(server)
     finally:
-        _stop(proc)
+        server.close()
 
 
 def _responses(out: Path) -> dict[str, tuple[str, str | None]]:
@@ -140,13 +76,13 @@ def test_transformers_serve_gives_the_trained_llavas_answers(tmp_path: Path) -> 
     from mmrobust.stories.mmr_trained import PARSER, PROMPT, run_mmr_trained_demo
     from test_demo_mmr_trained import TINY
 
-    cmd = _serve_command()
+    cmd = serve_command()
     run_mmr_trained_demo(tmp_path / "story", TINY, progress=False, log=lambda m: None)
     world, model = tmp_path / "story" / "data" / "mmr-world", tmp_path / "story" / "mmr-tuned" / "model"
     settings = RunSettings(n_boot=0, prompt=PROMPT, parser=PARSER,
                            params=GenerationParams(max_new_tokens=16, temperature=0.0))
-    serving = _serving(cmd, world, model, tmp_path)
-    _, _, base_url = next(serving)
+    server = _serving(cmd, world, model, tmp_path)
+    _, _, base_url = next(server)
     try:
         remote = build_adapter("openai", model=str(model), options={"base_url": base_url, "timeout_s": 120,
                                                                     "max_retries": 0, "concurrency": 2})
@@ -155,7 +91,7 @@ def test_transformers_serve_gives_the_trained_llavas_answers(tmp_path: Path) -> 
         served_rec = run_mmr(data, remote, out_dir=tmp_path / "served", settings=settings)
         local_rec = run_mmr(data, local, out_dir=tmp_path / "local", settings=settings)
     finally:
-        serving.close()
+        server.close()
     assert served_rec["calls"]["n_errors"] == 0 and local_rec["calls"]["n_errors"] == 0
     got, want = _responses(tmp_path / "served"), _responses(tmp_path / "local")
     assert got == want and len(want) == 16

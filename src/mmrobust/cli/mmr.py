@@ -8,6 +8,8 @@ Examples::
     mmrobust mmr score runs/mmr-qwen/samples_mmr.jsonl --parser lenient --out runs/mmr-qwen/lenient
     mmrobust mmr run --version v1 ... --pairing reference   # the leaderboard's 300 pairs, by file position
     mmrobust mmr make-train --facts data/facts.jsonl --out data/train_pairs.jsonl   # paired training data
+    mmrobust mmr export --format lmms-eval --data data/mmr --out tasks   # lmms-eval --include_path tasks --tasks mmr
+    mmrobust mmr score RUNS/model/DATE_samples_mmr.jsonl --format lmms-eval --data data/mmr --out runs/mmr-lmms
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from mmrobust.cli.common import (key_values, non_negative_float, non_negative_int, number, positive_int, print_warnings,
                                  run_subaction, seed, with_config)
+from mmrobust.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="mmr_command", metavar="ACTION")
     _add_run(sub)
     _add_score(sub)
+    _add_export(sub)
     _add_make_data(sub)
     _add_make_train(sub)
     _add_make_tiny(sub)
@@ -68,14 +72,53 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="re-score a saved responses.jsonl under any parser (no model calls)")
-    p.add_argument("responses", help="samples_mmr.jsonl of a run (or a reference-format answer JSONL)")
+    p = sub.add_parser("score", help="re-score a saved responses.jsonl under any parser, or score a harness's log "
+                                     "(lmms-eval, Inspect, VLMEvalKit) of MMR (no model calls)")
+    p.add_argument("responses", help="samples_mmr.jsonl of a run (or a reference-format answer JSONL); with --format: "
+                                     "lmms-eval's *_samples_<task>.jsonl, Inspect's .eval/.json log, or VLMEvalKit's "
+                                     "prediction file (.xlsx/.tsv/.json)")
+    p.add_argument("--format", default="mmrobust", choices=("mmrobust", "lmms-eval", "inspect", "vlmevalkit"),
+                   help="what the file is (default: mmrobust's own samples file)")
+    p.add_argument("--data", help="with --format: the MMR question file (or folder) the harness was asked from; "
+                                  "every question must be answered once")
+    p.add_argument("--image-root", help="with --data: image folder if not next to the question file")
+    p.add_argument("--allow-outside-paths", action="store_true", help="with --data: let image paths leave the image "
+                                                                      "folder (refused by default)")
+    p.add_argument("--prompt", default="official", help="with --format lmms-eval / inspect: the MMR prompt variant "
+                                                        "the task was exported / run with (checked against the log)")
+    p.add_argument("--allow-errors", action="store_true", help="with --format: score a log whose requests partly "
+                   "failed (their pairs are left out of RA / MR and counted); refused by default")
     p.add_argument("--parser", default="official", help="official | strict | lenient")
     _add_pairing(p, "pair the file's rows by their order in it")
-    p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>[-reference])")
+    p.add_argument("--out", help="output folder (default: next to the file, rescored-<parser>[-reference], or "
+                                 "mmrobust-<format>-<parser> with --format)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (0: none)")
     p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(mmr_action=_score)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write MMR for another harness: an lmms-eval task folder or a VLMEvalKit TSV",
+                       description="lmms-eval: OUT/<name>/ with <name>.yaml, utils.py and mmr.jsonl (run with "
+                                   "--include_path OUT --tasks <name>); vlmevalkit: OUT/<name>.tsv (set LMUData=OUT, "
+                                   "run with --data <name>). Inspect needs no export: inspect eval mmrobust/mmr.")
+    p.add_argument("--format", required=True, choices=("lmms-eval", "vlmevalkit"), help="which harness")
+    p.add_argument("--data", required=True, help="MMR question JSON/JSONL file or folder holding it (images alongside)")
+    p.add_argument("--image-root", help="image folder if not next to the question file")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let image paths in the question file leave the image folder (refused by default)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", help="task name (lmms-eval; default mmr) or dataset name (vlmevalkit; default "
+                                  "MMR_mmrobust)")
+    p.add_argument("--prompt", default="official", help="lmms-eval: MMR prompt variant sent (official | normalized | "
+                                                        "plain | letter-only | option-text)")
+    p.add_argument("--parser", default="official", help="lmms-eval: answer parser its metrics use (official | strict | "
+                                                        "lenient)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64,
+                   help="lmms-eval: the task's default (its --gen_kwargs max_new_tokens=N overrides it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (only one this "
+                                                            "command wrote)")
+    p.set_defaults(mmr_action=_export)
 
 
 def _add_pairing(p: argparse.ArgumentParser, reference: str) -> None:
@@ -183,11 +226,55 @@ def _print_summary(record: dict, out: Path, format_table) -> None:
 def _score(args: argparse.Namespace) -> int:
     from mmrobust.eval.mmr import format_table, score_responses
 
+    if args.format != "mmrobust":
+        return _score_harness(args, format_table)
+    if args.data:
+        raise ConfigError("--data goes with --format lmms-eval | inspect | vlmevalkit; a samples_mmr.jsonl carries its "
+                          "questions")
     suffix = "" if args.pairing == "id" else f"-{args.pairing}"  # modes never share a folder
     out = Path(args.out) if args.out else Path(args.responses).parent / f"rescored-{args.parser}{suffix}"
     record = score_responses(args.responses, out_dir=out, parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
                              pairing=args.pairing)
     _print_summary(record, out, format_table)
+    return 0
+
+
+def _score_harness(args: argparse.Namespace, format_table) -> int:
+    from mmrobust.integrations.score import score_harness_log
+
+    if args.pairing != "id":
+        raise ConfigError("--pairing reference needs the file order of a full run; harness logs pair by id")
+    if not args.data:
+        raise ConfigError(f"--format {args.format} needs --data: the MMR question file the harness was asked from")
+    out = Path(args.out) if args.out else Path(args.responses).parent / f"mmrobust-{args.format}-{args.parser}"
+    record = score_harness_log(args.responses, harness=args.format, data=args.data, out_dir=out,
+                               image_root=args.image_root, allow_outside=args.allow_outside_paths, prompt=args.prompt,
+                               parser=args.parser, n_boot=args.bootstrap, seed=args.seed,
+                               allow_errors=args.allow_errors)
+    _print_summary(record, out, format_table)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mmrobust.eval.mmr import load_mmr
+
+    data = load_mmr(args.data, image_root=args.image_root, allow_outside=args.allow_outside_paths)
+    if args.format == "lmms-eval":
+        from mmrobust.integrations.lmms_eval import export_lmms_eval
+
+        path = export_lmms_eval(data, out_dir=args.out, task=args.name or "mmr", prompt=args.prompt,
+                                parser=args.parser, max_new_tokens=args.max_new_tokens, overwrite=args.overwrite)
+        print(f"wrote {path} ({2 * len(data.pairs)} questions); run: lmms-eval --include_path {Path(args.out)} "
+              f"--tasks {args.name or 'mmr'} --model openai --model_args model=MODEL,base_url=URL --log_samples "
+              "--output_path RUNS")
+        return 0
+    from mmrobust.integrations.vlmevalkit import export_vlmevalkit
+
+    name = args.name or "MMR_mmrobust"
+    path = export_vlmevalkit(data, out_dir=args.out, name=name, overwrite=args.overwrite)
+    print(f"wrote {path} ({2 * len(data.pairs)} questions); run VLMEvalKit: LMUData={Path(args.out)} python run.py "
+          f"--data {name} --model MODEL; then: mmrobust mmr score MODEL_{name}.xlsx --format vlmevalkit "
+          f"--data {args.data}")
     return 0
 
 
