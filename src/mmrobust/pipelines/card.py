@@ -31,7 +31,7 @@ from mmrobust.jsonio import write_json
 from mmrobust.pipelines.card_model import detect_kind, model_identity
 from mmrobust.pipelines.card_sections import CardContext, CardSection, Verdict
 from mmrobust.pipelines.card_settings import THRESHOLD_KINDS, THRESHOLD_RULES, CardJob
-from mmrobust.pipelines.stages import run_stage
+from mmrobust.pipelines.stages import run_stage, stage_done
 from mmrobust.registry import CARD_SECTIONS
 from mmrobust.safety import is_own_record
 
@@ -123,7 +123,8 @@ def check_job(job: CardJob) -> str:
 
 
 def run_section(ctx: CardContext, section: CardSection) -> SectionResult:
-    """Plan ``section``; run it as a resumable stage (or reuse it); read its verdicts."""
+    """Plan ``section``; reuse its finished stage, or load the model (first: a model that does not load leaves
+    nothing behind) and run it as a resumable stage; read its verdicts."""
     start = time.perf_counter()
     folder = ctx.out / section.name
     info = {"name": section.name, "title": section.title, "description": section.description, "folder": str(folder)}
@@ -131,18 +132,15 @@ def run_section(ctx: CardContext, section: CardSection) -> SectionResult:
     if isinstance(plan, str):
         ctx.log(f"[card] {section.name}: skipped ({plan})")
         return SectionResult(**info, status="skipped", reason=plan)
-    ran: list[bool] = []
-
-    def work() -> dict[str, Any]:
-        ran.append(True)
+    config = {"section": section.name, "model": ctx.identity, "settings": plan.config}
+    reused = stage_done(folder, config)
+    if not reused:
+        ctx.load(section.model)
         ctx.log(f"[card] {section.name}: running")
-        return plan.run(folder)
-
-    output = run_stage(folder, {"section": section.name, "model": ctx.identity, "settings": plan.config}, work)
+    output = run_stage(folder, config, lambda: plan.run(folder))
     seconds = round(time.perf_counter() - start, 1)
-    status = "ran" if ran else "reused"
-    ctx.log(f"[card] {section.name}: {status}" + (f" ({seconds} s)" if ran else ""))
-    return SectionResult(**info, status=status, seconds=seconds, output=output,
+    ctx.log(f"[card] {section.name}: " + ("reused" if reused else f"ran ({seconds} s)"))
+    return SectionResult(**info, status="reused" if reused else "ran", seconds=seconds, output=output,
                          verdicts=tuple(section.verdicts(ctx, output)))
 
 

@@ -233,7 +233,7 @@ for _section in (
                 "from --reference", _robust, _robust_verdicts),
     CardSection("classes", "clip", 30, "The classes that break first",
                 "per-class accuracy drop at the headline eps, from the robust section's samples", _classes,
-                _classes_verdicts),
+                _classes_verdicts, None),
     CardSection("audit", "clip", 40, "Poisoned-pair audit",
                 "poisoning scores of every pair of --audit-data (DAO), AUROC against --poison-record", _audit,
                 _audit_verdicts),

@@ -216,17 +216,18 @@ def _challenge_verdicts(ctx: CardContext, o: dict[str, Any]) -> list[Verdict]:
 for _section in (
     CardSection("vqa", "lvlm", 110, "VQA clean and under attack",
                 "VQA accuracy on clean images and under untargeted APGD on the LM loss of the answers",
-                _under_attack("vqa", "accuracy", lambda ctx: vqa_data(ctx)[0]), _vqa_verdicts),
+                _under_attack("vqa", "accuracy", lambda ctx: vqa_data(ctx)[0]), _vqa_verdicts, "lvlm"),
     CardSection("caption", "lvlm", 120, "Captioning clean and under attack",
                 "CIDEr of greedy captions on clean images and under untargeted APGD on the references' LM loss",
-                _under_attack("caption", "cider", caption_data), _caption_verdicts),
+                _under_attack("caption", "cider", caption_data), _caption_verdicts, "lvlm"),
     CardSection("targeted", "lvlm", 130, "Targeted attack",
-                "how often APGD on a target string's LM loss makes the model say it", _targeted, _targeted_verdicts),
+                "how often APGD on a target string's LM loss makes the model say it", _targeted, _targeted_verdicts,
+                "lvlm"),
     CardSection("mmr", "lvlm", 140, "Leading questions (MMR)",
-                "MMR's RA and MR per category, through the hf adapter", _mmr, _mmr_verdicts),
+                "MMR's RA and MR per category, through the hf adapter", _mmr, _mmr_verdicts, "adapter"),
     CardSection("challenge", "lvlm", 150, "Pushback (challenge protocol)",
                 "flip and correction rates when a second turn pushes back on the MMR answers", _challenge,
-                _challenge_verdicts),
+                _challenge_verdicts, "adapter"),
 ):
     CARD_SECTIONS.register(_section.name)(_section)
 

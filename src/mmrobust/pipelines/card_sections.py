@@ -79,7 +79,7 @@ Verdicts = Callable[["CardContext", dict[str, Any]], list[Verdict]]
 @dataclass(frozen=True)
 class CardSection:
     """A registered card section: ``kind`` (clip or lvlm) says which models it fits, ``order`` where it
-    stands on the page."""
+    stands on the page, ``model`` which loaded form of the model its run uses (:meth:`CardContext.load`)."""
 
     name: str
     kind: str
@@ -88,6 +88,7 @@ class CardSection:
     description: str
     plan: Plan
     verdicts: Verdicts
+    model: str | None = "clip"  # clip | lvlm (model + processor) | adapter (the hf MLLM adapter) | None: none
 
 
 class CardContext:
@@ -107,6 +108,17 @@ class CardContext:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def load(self, which: str | None) -> Any:
+        """The model as ``which`` (clip, lvlm or adapter; None: nothing) needs it. An LVLM is held in one form at a
+        time: loading the adapter drops the (model, processor) pair and back, so a large model is never twice in
+        memory."""
+        if which is None:
+            return None
+        other = {"lvlm": "adapter", "adapter": "lvlm"}.get(which)
+        if other is not None:
+            self._cache.pop(other, None)
+        return {"clip": self.clip, "lvlm": self.lvlm, "adapter": self.adapter}[which]()
 
     def clip(self) -> Any:
         """The CLIP under evaluation (:func:`mmrobust.pipelines.evaluate.load_model`)."""

@@ -12,12 +12,22 @@ from mmrobust.jsonio import read_json, write_json
 DONE = "stage.json"
 
 
+def _key(config: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(config, default=str))
+
+
+def stage_done(out_dir: Path, config: dict[str, Any]) -> bool:
+    """Whether ``out_dir`` holds a stage finished with ``config`` (what :func:`run_stage` would reuse)."""
+    marker = out_dir / DONE
+    return marker.is_file() and read_json(marker).get("config") == _key(config)
+
+
 def run_stage(out_dir: Path, config: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``fn`` once per (directory, config): a finished stage with the same config is reused, so an
     interrupted story resumes where it stopped (unfinished training continues from its checkpoint);
     a stage finished with other settings is deleted and recomputed."""
     marker = out_dir / DONE
-    key = json.loads(json.dumps(config, default=str))
+    key = _key(config)
     if marker.is_file():
         saved = read_json(marker)
         if saved.get("config") == key:
