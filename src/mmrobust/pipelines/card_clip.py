@@ -177,7 +177,7 @@ def _write_classes(out: Path, rows: list[dict[str, Any]], eps: str) -> None:
     shown = rows[:SHOWN_CLASSES]
     table = Table.of(f"The classes that break first (l-inf {eps})",
                      [("class", "class"), ("clean", "clean accuracy", "%"), ("robust", f"robust at {eps}", "%"),
-                      ("drop", "drop (points)", "%"), ("n", "attacked images", "count")], shown,
+                      ("drop", "drop", "%"), ("n", "attacked images", "count")], shown,
                      f"The {len(shown)} of {len(rows)} classes whose zero-shot accuracy drops most under the robust "
                      "section's attack at the headline eps, on its seeded sample (few images per class: a rough "
                      "ranking, not a measurement per class).")

@@ -18,6 +18,13 @@ KINDS = ("auto", "clip", "lvlm")
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 
 
+# the largest value of each count of a budget: far beyond any real evaluation, short of a run that never ends or
+# fills the disk with generated images (a typo such as world_images=1e9)
+_LIMITS = {"world_images": 100_000, "steps": 10_000, "n_robust": 1_000_000, "attack_batch": 100_000,
+           "vqa_per_category": 10_000, "caption_images": 10_000, "mmr_pairs_per_category": 10_000,
+           "lvlm_steps": 10_000, "targeted_steps": 10_000, "lvlm_batch": 10_000, "max_new_tokens": 4096}
+
+
 @dataclass(frozen=True)
 class CardBudget:
     """How much the card attacks and asks. ``quick`` (the default) finishes in minutes on a laptop CPU for a
@@ -43,12 +50,18 @@ class CardBudget:
     templates: tuple[str, ...] = setting(("are-you-sure", "suggest-wrong"), "pushback templates of the challenge")
 
     def __post_init__(self) -> None:
-        for name in ("world_images", "steps", "n_robust", "attack_batch", "vqa_per_category", "caption_images",
-                     "mmr_pairs_per_category", "lvlm_steps", "targeted_steps", "lvlm_batch", "max_new_tokens"):
-            check_int(f"budget {name}", getattr(self, name), low=1, fix=f"--budget-opt {name}=N with N >= 1")
-        check_int("budget n_boot", self.n_boot, low=0, fix="0 turns confidence intervals off")
+        for name, high in _LIMITS.items():
+            check_int(f"budget {name}", getattr(self, name), low=1, high=high,
+                      fix=f"--budget-opt {name}=N with 1 <= N <= {high:,}")
+        check_int("budget n_boot", self.n_boot, low=0, high=100_000, fix="0 turns confidence intervals off")
         if self.mmr_limit is not None:
             check_int("budget mmr_limit", self.mmr_limit, low=1, fix="a positive number of pairs, or none")
+        if not isinstance(self.templates, (tuple, list)) or not all(isinstance(t, str) for t in self.templates):
+            raise ConfigError(f"budget templates must be names of pushback templates, got {self.templates!r:.80}")
+        if self.templates:
+            from mmrobust.eval.challenge import get_templates
+
+            get_templates(tuple(self.templates))  # unknown or repeated names: one line, before any section runs
         eps = tuple(self.eps) if isinstance(self.eps, (list, tuple)) else (self.eps,)
         if not eps:
             raise ConfigError("budget eps is empty; give at least one radius, e.g. --budget-opt eps=[4/255]")
