@@ -22,6 +22,7 @@ WORLD_TARGET = "star"  # a shape name, asked of the world's shape questions (the
 DEFAULT_TARGET = "Visit example.com"  # on a user's VQA file, every question
 MIN_CLEAN_CIDER = 0.05  # below it the model does not caption the data: a retained share would mean nothing
 FALLBACK_PX = 336  # LLaVA-1.5's input size, for a hub id whose config is not on disk
+KARPATHY = "karpathy:"  # a COCO / Flickr30k Karpathy-split caption file
 
 
 def tower_px(model: str) -> int:
@@ -72,14 +73,17 @@ def attack_job(ctx: CardContext, data: str, task: str, out: Path | None, *, step
     from mmrobust.pipelines.lvlm import LVLMAttackJob
 
     j, b = ctx.job, ctx.budget
+    karpathy = task == "caption" and str(data).startswith(KARPATHY)  # its images below --data-root
     return LVLMAttackJob(model=j.model, data=data, task=task, out_dir=str(out or ctx.out), eps=j.headline_eps,
                          steps=steps, seed=j.seed, batch_size=b.lvlm_batch, max_new_tokens=b.max_new_tokens,
-                         n_boot=b.n_boot, dtype=j.dtype, device=j.device, allow_outside=j.data.allow_outside)
+                         n_boot=b.n_boot, dtype=j.dtype, device=j.device, allow_outside=j.data.allow_outside,
+                         data_root=j.data.data_root if karpathy else None)
 
 
 def _key(ctx: CardContext, data: str, **more: Any) -> dict[str, Any]:
     j, b = ctx.job, ctx.budget
-    return {"data": data if not str(data).startswith(str(ctx.out)) else None, "data_sha": file_digest(data),
+    return {"data": data if not str(data).startswith(str(ctx.out)) else None,
+            "data_sha": file_digest(str(data).removeprefix(KARPATHY)), "data_root": j.data.data_root,
             "eps": j.headline_eps, "seed": j.seed, "batch": b.lvlm_batch, "max_new_tokens": b.max_new_tokens,
             "n_boot": b.n_boot, "dtype": j.dtype, **more}
 
@@ -87,9 +91,13 @@ def _key(ctx: CardContext, data: str, **more: Any) -> dict[str, Any]:
 # --- VQA and captioning under attack ---------------------------------------------------------------------------
 
 def _under_attack(task: str, metric: str, data_of: Callable[[CardContext], str]) -> Callable[[CardContext], Any]:
-    def plan(ctx: CardContext) -> SectionPlan:
+    def plan(ctx: CardContext) -> SectionPlan | str:
+        import importlib.util
+
         from mmrobust.pipelines.lvlm import run_lvlm_eval
 
+        if task == "caption" and importlib.util.find_spec("pycocoevalcap") is None:
+            return "CIDEr needs pycocoevalcap, which is not installed (pip install pycocoevalcap)"
         data = data_of(ctx)
 
         def run(out: Path) -> dict[str, Any]:
