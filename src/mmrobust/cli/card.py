@@ -12,8 +12,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mmrobust.cli.common import add_path_options, delimiter, device, eps_list, key_values, parse_eps, seed
+
+if TYPE_CHECKING:
+    from mmrobust.pipelines.card_settings import CardJob
 
 
 def _sections_help() -> str:
@@ -91,7 +95,8 @@ def _add_lvlm(p: argparse.ArgumentParser) -> None:
     h.add_argument("--base-model", help="the card's base_model (default: --reference)")
 
 
-def job_from(args: argparse.Namespace) -> object:
+def job_from(args: argparse.Namespace) -> CardJob:
+    """The :class:`~mmrobust.pipelines.card_settings.CardJob` the options describe."""
     from mmrobust.errors import ConfigError
     from mmrobust.pipelines.card_settings import CardData, CardJob, card_budget, card_thresholds
 
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_sections:
         print(_sections_help())
         return 0
-    result = run_card(job_from(args))  # type: ignore[arg-type]
+    result = run_card(job_from(args))
     print("summary:")
     for v in result.summary:
         print(f"  {v.line}")

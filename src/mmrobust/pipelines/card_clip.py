@@ -34,7 +34,7 @@ def clip_data(ctx: CardContext) -> tuple[Any, dict[str, Any], str]:
         key = {"world": cfg}
         label = f"the embedded synthetic world ({b.world_images} test images, seed {ctx.job.seed})"
     else:
-        data = ctx._once("clip_data", lambda: eval_data(
+        data = ctx.once("clip_data", lambda: eval_data(
             d.data, d.classes, out_dir=ctx.out / "data" / "clip", image_col=d.image_col, label_col=d.label_col,
             delimiter=d.delimiter, data_root=d.data_root, allow_outside=d.allow_outside))
         key = {"data": {k: v for k, v in asdict(data).items() if k not in ("manifest", "classes")}, "spec": d.data}

@@ -38,12 +38,12 @@ class Verdict:
 
     @property
     def line(self) -> str:
-        if self.verdict == "FAIL":
-            return f"{self.threat}: {self.headline} — FAIL {self.rule}"
-        if self.verdict == "PASS":
-            return f"{self.threat}: {self.headline} — PASS ({'at least' if 'below' in self.rule else 'at most'} " \
-                   f"{self.rule.split(' ', 1)[1]})"
-        return f"{self.threat}: {self.headline}" + (f" — N/A ({self.rule})" if self.verdict == "N/A" else "")
+        """``threat: headline — FAIL below 30%`` (PASS: ``— PASS (at least 30%)``; N/A: the reason; INFO: none)."""
+        text = f"{self.threat}: {self.headline}"
+        if self.verdict == "PASS":  # the rule says where it would fail: "below 30%" passes "at least 30%"
+            side, limit = self.rule.split(" ", 1)
+            return f"{text} — PASS ({'at least' if side == 'below' else 'at most'} {limit})"
+        return text + {"FAIL": f" — FAIL {self.rule}", "N/A": f" — N/A ({self.rule})"}.get(self.verdict, "")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "line": self.line}
@@ -104,7 +104,8 @@ class CardContext:
     def budget(self) -> Any:
         return self.job.budget
 
-    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` the first time ``key`` is asked for, the same object after."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -125,7 +126,7 @@ class CardContext:
         from mmrobust.pipelines.evaluate import load_model
 
         j = self.job
-        return self._once("clip", lambda: load_or_explain("model", j.model, lambda: load_model(
+        return self.once("clip", lambda: load_or_explain("model", j.model, lambda: load_model(
             j.model, pretrained=j.pretrained, device=j.device)))
 
     def lvlm(self) -> tuple[Any, Any]:
@@ -136,7 +137,7 @@ class CardContext:
             m = load_hf_mllm(self.job.model, dtype=self.job.dtype)
             return m.model.to(self.job.device).eval(), m.processor
 
-        return self._once("lvlm", lambda: load_or_explain("model", self.job.model, load))
+        return self.once("lvlm", lambda: load_or_explain("model", self.job.model, load))
 
     def adapter_options(self) -> dict[str, Any]:
         return {"device": self.job.device, "dtype": self.job.dtype, "batch_size": self.budget.lvlm_batch}
@@ -145,7 +146,7 @@ class CardContext:
         """The ``hf`` MLLM adapter of the LVLM (MMR and the challenge ask through it)."""
         from mmrobust.models.mllm import build_adapter
 
-        return self._once("adapter", lambda: load_or_explain("model", self.job.model, lambda: build_adapter(
+        return self.once("adapter", lambda: load_or_explain("model", self.job.model, lambda: build_adapter(
             "hf", model=self.job.model, options=self.adapter_options())))
 
     def data(self, name: str, config: dict[str, Any], make: Callable[[Path], Path]) -> str:
