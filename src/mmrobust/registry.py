@@ -125,6 +125,8 @@ LVLM_ATTACKS = Registry("LVLM attack", ("mmrobust.lvlm.attacks",))  # `mmrobust 
 BENCHMARKS = Registry("benchmark", ("mmrobust.eval.benchmarks",))  # `mmrobust bench run NAME`
 DETECTORS = Registry("detector", ("mmrobust.eval.detect",))  # `mmrobust audit --detector NAME`
 PUSHBACKS = Registry("pushback template", ("mmrobust.eval.challenge.templates",))  # `bench run --challenge NAME`
+# `mmrobust card --sections NAME,...`: what the card evaluates, CLIP and LVLM sections (mmrobust.pipelines.card)
+CARD_SECTIONS = Registry("card section", ("mmrobust.pipelines.card_clip", "mmrobust.pipelines.card_lvlm"))
 # `mmrobust poison --instructions FILE --attack NAME`: image-trigger, text-trigger, shadowcast
 INSTRUCTION_ATTACKS = Registry("instruction attack", ("mmrobust.data.poison.instructions",))
 

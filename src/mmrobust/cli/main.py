@@ -13,7 +13,7 @@ import sys
 from mmrobust.errors import MMRobustError
 
 SUBCOMMANDS = ("demo", "generate", "poison", "make-trigger", "train", "eval", "audit", "mmr", "bench", "lvlm",
-               "report", "compare", "study")
+               "report", "compare", "study", "card")
 
 
 HELP = {
@@ -30,6 +30,7 @@ HELP = {
     "report": "HTML report (tables + plots) across run directories",
     "compare": "list the metrics and protocol fields that differ between two runs",
     "study": "the backdoor attack x defense matrix over seeds (clean accuracy, ASR, detection AUROC)",
+    "card": "every evaluation that fits a model (CLIP or LVLM), one page with a summary and verdicts",
 }
 
 

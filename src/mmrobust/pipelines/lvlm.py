@@ -69,17 +69,18 @@ def _model(job: LVLMAttackJob) -> tuple[Any, Any]:
     return m.model.to(job.device).eval(), m.processor
 
 
-def run_lvlm_eval(job: LVLMAttackJob) -> dict[str, Any]:
+def run_lvlm_eval(job: LVLMAttackJob, *, loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Clean and untargeted-attack score (VQA accuracy / CIDEr / MMR's RA and MR) of ``job.model`` on
     ``job.data``: the registered attack ``job.attack`` (default APGD) on the LM loss of the reference answers
-    (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`)."""
+    (:func:`mmrobust.eval.lvlm.under_attack.evaluate_under_attack`). ``loaded``: ``job.model`` already loaded,
+    as (model, processor) on ``job.device`` (a caller running several evaluations loads it once)."""
     from mmrobust.eval.lvlm.under_attack import evaluate_under_attack
     from mmrobust.lvlm.attack import greedy_outputs
 
     attack = LVLM_ATTACKS.get(job.attack)
     options = attack.check_options(job.attack_options)
     task = load_task(job)
-    model, processor = _model(job)
+    model, processor = loaded or _model(job)
     rec = evaluate_under_attack(model, processor, task, job.under_attack(attack.protocol, options), out_dir=job.out_dir,
                                 attack=attack.fn, generate=greedy_outputs)
     rec.config = {**asdict(job), **rec.config}
@@ -134,19 +135,27 @@ def targeted_rows(model: Any, processor: Any, questions: Sequence[Any], target: 
     return resumable_batches(questions, batch_size, settings, partial, attack)[0]
 
 
-def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = None) -> dict[str, Any]:
+def targeted_questions(job: LVLMAttackJob, target: str, *, group: str | None = None) -> list[Any]:
+    """The questions of ``job.data`` a targeted attack of ``target`` asks: those of ``group`` (all if None)
+    whose right answer is not already the target."""
+    questions = [q for q in load_task(job).questions() if group is None or q.group == group]
+    return [q for q in questions if target not in (q.ground_truth if isinstance(q.ground_truth, str) else "")]
+
+
+def run_lvlm_targeted(job: LVLMAttackJob, target: str, *, group: str | None = None,
+                      loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Targeted ("stealthy") attack success of ``target`` on the questions of ``job.data`` (those of ``group``
-    only, if given; VQA questions whose answer already is the target are left out)."""
+    only, if given; VQA questions whose answer already is the target are left out). ``loaded``: as in
+    :func:`run_lvlm_eval`."""
     if not isinstance(target, str) or not target.strip():
         raise ConfigError("--target must be a non-empty string, e.g. --target 'Visit example.com'")
     if job.attack != "apgd" or job.attack_options:
         raise ConfigError(f"the targeted attack is APGD on the target's LM loss; attack {job.attack!r} and its "
                           "options are for `lvlm eval`: drop them")
-    questions = [q for q in load_task(job).questions() if group is None or q.group == group]
-    questions = [q for q in questions if target not in (q.ground_truth if isinstance(q.ground_truth, str) else "")]
+    questions = targeted_questions(job, target, group=group)
     if not questions:
         raise ConfigError(f"no question of {job.data} left to attack (group {group!r}, target {target!r})")
-    model, processor = _model(job)
+    model, processor = loaded or _model(job)
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = targeted_rows(model, processor, questions, target, eps=job.eps, steps=job.steps, seed=job.seed,

@@ -154,4 +154,14 @@ def write_report(runs: Iterable[str | Path], out: str | Path, *, title: str = "m
     return out
 
 
-__all__: Sequence[str] = ["format_value", "html_table", "read_records", "warnings_html", "write_report"]
+def record_html(run: str | Path, record: Mapping[str, Any]) -> str:
+    """One record as HTML (its warnings, declared tables and ``files.plots`` PNGs of ``run``, a provenance
+    line), for pages that lay out records themselves (the card, :mod:`mmrobust.reports.card_page`)."""
+    return "\n".join(_record_html(Path(run), record))
+
+
+STYLE = _CSS  # the stylesheet of the report pages
+
+
+__all__: Sequence[str] = ["STYLE", "format_value", "html_table", "read_records", "record_html", "warnings_html",
+                          "write_report"]

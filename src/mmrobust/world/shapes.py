@@ -84,6 +84,14 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> str:
     )
 
 
+def captions_for(scene: Scene) -> list[str]:
+    """Every caption template filled for ``scene``: the reference captions of a captioning evaluation (COCO
+    keeps five per image; the world's templates are its references)."""
+    return [tpl.format(size=scene.size, color=scene.color, shape=scene.shape, shapes=_plural(scene.shape, scene.count),
+                       count_word=COUNT_WORDS[scene.count], position=scene.position, background=scene.background)
+            for tpl in CAPTION_TEMPLATES]
+
+
 def _plural(shape: str, count: int) -> str:
     if count == 1:
         return shape
