@@ -233,8 +233,8 @@ def _record(task: MLLMTask, questions: Sequence[Question], rows: dict[str, dict]
                "bootstrap": clean_m["bootstrap"]}
     table_rows = [{"group": g, "n": m["clean"]["n"], **{f"clean_{k}": m["clean"][k] for k in keys},
                    **{f"adv_{k}": m["adversarial"][k] for k in keys}}
-                  for g, m in [*metrics["per_group"].items(), ("all", {"clean": metrics["clean"],
-                                                                      "adversarial": metrics["adversarial"]})]]
+                  for g, m in [*((g, m) for g, m in metrics["per_group"].items() if g != "all"),
+                               ("all", {"clean": metrics["clean"], "adversarial": metrics["adversarial"]})]]
     unit = "" if keys == ("cider",) else "%"  # CIDEr is not a share
     sides = (("clean", "clean"), ("adv", f"eps {label}"))
     cols = [("group", "group"), *[(f"{s}_{k}", f"{k.replace('_', ' ')} ({name})", unit)
