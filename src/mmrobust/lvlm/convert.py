@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection, PreTrainedModel
@@ -44,6 +43,7 @@ from mmrobust.lvlm.checks import activation_name, check_convertible, layer_norms
 from mmrobust.models.clip import CLIPModel, pixel_stats
 from mmrobust.models.hf_keys import CORE_PREFIX, PROJECTION_KEY, hf_vision_to_openclip, openclip_vision_to_hf
 from mmrobust.models.limits import one_line
+from mmrobust.models.resize import resize_position_embedding
 
 HFVisionModel = CLIPVisionModel | CLIPVisionModelWithProjection
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # PIL codes, CLIPImageProcessor's ``resample``
@@ -74,27 +74,6 @@ def hf_vision_config(visual: VisionTransformer, *, image_size: int | None = None
         hidden_act=activation_name(block.mlp.gelu), layer_norm_eps=layer_norms(visual)[0].eps,
         attention_dropout=0.0,
     )
-
-
-def resize_position_embedding(pos: Tensor, new_grid: int, *, antialias: bool = True) -> Tensor:
-    """Position embeddings (1 + g*g, D) -> (1 + new_grid**2, D): class token kept, the g x g patch grid
-    bicubic-interpolated (``align_corners=False``), as open_clip's ``resize_pos_embed`` (``antialias=True``
-    there; HF's ``interpolate_pos_encoding`` uses ``antialias=False``, which differs even when upsampling).
-    Same grid: an exact copy."""
-    grid = math.isqrt(pos.shape[0] - 1) if pos.dim() == 2 and pos.shape[0] > 1 else 0
-    if grid * grid != pos.shape[0] - 1 or grid == 0:
-        raise ConfigError(f"position embedding of shape {tuple(pos.shape)} is not (1 + g*g, width) for a square "
-                          "grid of g x g patches plus a class token; pass the tower's positional_embedding")
-    if new_grid < 1:
-        raise ConfigError(f"new_grid must be a positive number of patches per side, not {new_grid}")
-    if new_grid == grid:
-        return pos.detach().clone()
-    cls, patches = pos[:1], pos[1:]
-    patches = patches.detach().float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
-    patches = F.interpolate(patches, size=(new_grid, new_grid), mode="bicubic", align_corners=False,
-                            antialias=antialias)
-    patches = patches.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1).to(pos.dtype)  # (new_grid**2, D)
-    return torch.cat([cls.detach(), patches], dim=0)
 
 
 def image_processor_settings(
