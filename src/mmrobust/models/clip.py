@@ -325,11 +325,13 @@ def create_clip(
     return wrapper.to(device).eval()
 
 
-def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = None) -> Path:
-    """Save as an open_clip hub-layout directory, loadable by :func:`create_clip` and open_clip ``local-dir:``."""
+def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = None,
+              state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save as an open_clip hub-layout directory, loadable by :func:`create_clip` and open_clip ``local-dir:``.
+    ``state_dict``: the open_clip weights to write instead of the model's own (e.g. with LoRA merged)."""
     pp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.preprocess_cfg.items()}
-    return ckpt.save_model_dir(out_dir, model.model.state_dict(), model_cfg=model.model_cfg, preprocess_cfg=pp,
-                               extra=extra)
+    state = model.model.state_dict() if state_dict is None else state_dict
+    return ckpt.save_model_dir(out_dir, state, model_cfg=model.model_cfg, preprocess_cfg=pp, extra=extra)
 
 
 @torch.no_grad()
