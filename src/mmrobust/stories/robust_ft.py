@@ -204,9 +204,18 @@ def _row(label: str, name: str, seeds: list[int], rows: Mapping[tuple[int, str],
                                              for s in seeds])
     first = rows[seeds[0], name]
     row = {"method": label, "passes": f"{first['forwards']} / {first['backwards']}" if name != "clip" else "-",
-           "trainable": first.get("trainable_params", "-"), "_spread": stats}
-    row.update({k: format_spread(v, "%" if k in keys else "") for k, v in stats.items()})
+           "trainable": f"{first['trainable_params']:,}" if name != "clip" else "-", "_spread": stats}
+    row.update({k: format_spread(v, "%") if k in keys else _ratio(v) for k, v in stats.items()})
     return row
+
+
+def _ratio(stats: Mapping[str, Any]) -> str:
+    """``0.30 ± 0.06 (0.26-0.36)``; PGD-10 against itself is the reference, 1."""
+    if stats["min"] == stats["max"] == 1.0:
+        return "1 (reference)"
+    if stats["n"] == 1:
+        return f"{stats['mean']:.2f}"
+    return f"{stats['mean']:.2f} ± {stats['sd']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
 
 
 def summarise(out: Path, study: RobustFTStudy, seeds: list[int],
