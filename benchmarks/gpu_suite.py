@@ -214,8 +214,8 @@ def section(results: list[tuple[Bench, dict[str, Any]]], *, args: argparse.Names
     """The markdown section: machine, command, per-benchmark status and wall time, one table per benchmark."""
     cmd = "python benchmarks/gpu_suite.py" + (" --dry-run" if args.dry_run else "") + \
         (" --robustvlm PATH" if args.robustvlm else "")
-    lines = [f"## {'GPU suite dry run (CPU, tiny shapes: checks the code paths, not a timing)' if args.dry_run else 'GPU suite'}"
-             f" — {header}", "", f"`{cmd}` — {total_s:.0f} s in all (budget {args.total_budget} s).", ""]
+    title = "GPU suite dry run (CPU, tiny shapes: checks the code paths, not a timing)" if args.dry_run else "GPU suite"
+    lines = [f"## {title} — {header}", "", f"`{cmd}` — {total_s:.0f} s in all (budget {args.total_budget} s).", ""]
     lines += [f"- {_status_note(b, r, args.robustvlm)}" for b, r in results]
     for key in HEADS:
         rows = [row for b, r in results if b.key == key and r["status"] == "ok" for row in b.rows(r["data"])]

@@ -11,7 +11,6 @@ import torch
 
 from mmrobust.cli.main import main
 from mmrobust.errors import ConfigError
-from mmrobust.lvlm import swap_and_save
 from mmrobust.models.clip import create_clip
 from mmrobust.models.resize import resize_clip_image_size, resize_position_embedding
 from mmrobust.world.llava import build_tiny_llava

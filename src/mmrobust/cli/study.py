@@ -14,7 +14,8 @@ from mmrobust.cli.options import add_settings, settings_from
 def register(sub: argparse._SubParsersAction) -> None:
     from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
 
-    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; cheaper robust finetuning",
+    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; cheaper "
+                                     "robust finetuning",
                        description="Studies that cross many runs into one table.")
     p.set_defaults(func=lambda a: run_subaction(a, "action", "_study"), _study=p)
     actions = p.add_subparsers(dest="study", metavar="STUDY")
@@ -50,7 +51,8 @@ def _register_robust_ft(actions: argparse._SubParsersAction) -> None:
     r.add_argument("--out", default="runs/robust-ft", help="run directory (default runs/robust-ft); the table goes "
                    "into OUT/robust-ft/")
     r.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="seeds (default 0,1,2)")
-    add_settings(r, RobustFTStudy, types={"methods": _names, "eps": parse_eps, "eval_eps": lambda t: tuple(eps_list(t))})
+    add_settings(r, RobustFTStudy,
+                 types={"methods": _names, "eps": parse_eps, "eval_eps": lambda t: tuple(eps_list(t))})
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(action=run_robust_ft)
     with_config(r, "action")

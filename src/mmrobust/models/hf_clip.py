@@ -121,7 +121,8 @@ def _shards(path: Path) -> list[Path]:
         try:
             names = sorted(set(json.loads((path / SAFE_INDEX).read_text(encoding="utf-8"))["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"{path / SAFE_INDEX} is not a safetensors index ({one_line(e, 80)}); re-download it") from e
+            raise DataError(f"{path / SAFE_INDEX} is not a safetensors index ({one_line(e, 80)}); "
+                            "re-download it") from e
         missing = [n for n in names if "/" in n or not (path / n).is_file()]
         if missing:
             raise DataError(f"{path / SAFE_INDEX} names shards that are not in {path} (e.g. {missing[0]}); download "

@@ -240,9 +240,9 @@ def summarise(out: Path, study: RobustFTStudy, seeds: list[int],
     record = Record(kind="study.robust_ft", config={**asdict(study), "seeds": seeds},
                     metrics={"rows": [{k: v for k, v in r.items()} for r in table_rows],
                              "per_seed": {f"{s}/{m}": dict(v) for (s, m), v in rows.items()}},
-                    seeds={"seeds": seeds}, tables=[Table.of("Cheaper robust finetuning: cost against accuracy",
-                                                             cols, [{k: r.get(k, "-") for k, _ in cols} for r in table_rows],
-                                                             caption)])
+                    seeds={"seeds": seeds},
+                    tables=[Table.of("Cheaper robust finetuning: cost against accuracy", cols,
+                                     [{k: r.get(k, "-") for k, _ in cols} for r in table_rows], caption)])
     write_record(out, record, name="robust_ft")
     return {"table": table, "caption": caption, "rows": table_rows, "summary": str(out / "summary.md")}
 

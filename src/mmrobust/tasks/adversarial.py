@@ -54,7 +54,8 @@ class AdversarialTask(Task):
             check_option(self.name, "momentum", momentum, low=0, high=1, hint=" (or None for plain PGD)")
         check_option(self.name, "seed", seed, low=0, high=SEED_MAX, integer=True)
         check_option(self.name, "lora_r", lora_r, low=0, high=4096, integer=True, hint=" (0: full finetuning)")
-        self.eps, self.step_size, self.attack_steps, self.momentum = float(eps), float(step_size), attack_steps, momentum
+        self.eps, self.step_size = float(eps), float(step_size)
+        self.attack_steps, self.momentum = attack_steps, momentum
         self.attack = attack
         self.generator = torch.Generator().manual_seed(seed)
         self.lora = None
