@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast on CUDA, both sides")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense peak for the MFU (H200 bf16: 989)")
+    p.add_argument("--n-pairs", type=int, default=2048, help="synthetic pairs generated (and preloaded)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
     if args.threads:
@@ -123,7 +124,7 @@ def main() -> None:
 
 
 def _run(args: argparse.Namespace, root: Path) -> None:
-    world = generate_world(root / "world", n_train=2048, n_test=8, seed=0)
+    world = generate_world(root / "world", n_train=args.n_pairs, n_test=8, seed=0)
     model = create_clip(args.model, seed=0)
     model_dir = save_clip(model, root / "model")
     ds = ImageTextDataset(world.train_manifest, image_size=model.image_size, preload=True)

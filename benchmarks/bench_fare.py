@@ -6,7 +6,9 @@ Ours: ``FARETask`` (eps 4/255, step 1/255, 10 PGD steps, sign-momentum 0.9) thro
 --inner_loss l2 --output_normalize False --clean_weight 0``), calling their own ``train.pgd_train.pgd``
 and, lifted at run time from their file (it cannot be imported: it pulls in wandb, open_flamingo and an old
 ``training`` package), their ``ClipVisionModel``, ``ComputeLossWrapper`` and ``compute_loss``. Their code
-is never copied here: pass a checkout with ``--robustvlm PATH``.
+is never copied here: pass a checkout with ``--robustvlm PATH`` (without one only our step is timed).
+``--compile`` puts both sides' vision towers under ``torch.compile``; ``--tf32`` allows TF32 on both (default:
+strict fp32 on both, as their code runs).
 
 Both sides start from the same random-init weights, read the same preloaded [0,1] images (content does
 not change the cost) and use AdamW lr 1e-5, wd 1e-4, betas (0.9, 0.999), eps 1e-8, no clipping. Before
@@ -156,16 +158,43 @@ def our_task(base: Any) -> FARETask:
     return FARETask(copy.deepcopy(base), eps=EPS, step_size=STEP, attack_steps=ITERS, momentum=MOMENTUM, seed=0)
 
 
-def our_config(steps: int, batch: int, precision: str, device: torch.device) -> TrainConfig:
+def our_config(steps: int, batch: int, precision: str, device: torch.device, tf32: bool = False) -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch, lr=LR, weight_decay=WD, warmup_steps=WARMUP, betas=BETAS,
                        adam_eps=ADAM_EPS, grad_clip=None, precision=precision, ckpt_every=0, log_every=10**6,
-                       device=str(device))
+                       device=str(device), tf32=tf32)
+
+
+def compile_towers(towers: list[torch.nn.Module], backend: str | None) -> None:
+    """``torch.compile`` the vision towers in place (``nn.Module.compile``: state-dict keys unchanged), the same
+    open_clip module on both sides: the trained tower and the frozen reference."""
+    if backend:
+        for tower in towers:
+            tower.compile(backend=backend)
+
+
+@contextlib.contextmanager
+def fp32_matmuls(tf32: bool, device: torch.device) -> Any:
+    """TF32 or strict IEEE fp32 matmuls for their side, as our loop sets them for ours (TrainConfig.tf32)."""
+    if device.type != "cuda":
+        yield
+        return
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = "tf32" if tf32 else "ieee"
+    try:
+        yield
+    finally:
+        for b, value in zip(backends, before):
+            b.fp32_precision = value
 
 
 def run_ours(base: Any, images: torch.Tensor, args: argparse.Namespace, device: torch.device) -> float:
     data = TimedImages(images, "ours", device)
+    task = our_task(base)
+    compile_towers([task.model.model.visual, task.reference], args.compile)
     with tempfile.TemporaryDirectory(prefix="bench_fare_") as out:  # our final checkpoint lands here
-        train(our_task(base), data, our_config(args.steps + 2, args.batch, args.precision, device), out,
+        train(task, data, our_config(args.steps + 2, args.batch, args.precision, device, args.tf32), out,
               progress=False)
     return data.per_step(args.steps)
 
@@ -175,18 +204,20 @@ def run_theirs(rv: SimpleNamespace, base: Any, images: torch.Tensor, args: argpa
     """Their main()'s `while step_total < args.steps` over epochs of a shuffled, drop_last loader (l.147, 221)."""
     torch.manual_seed(0)  # their __main__ (l.532)
     s = their_setup(rv, base.visual, _stats(base.mean), _stats(base.std), device, args.steps + 2)
+    compile_towers([s.model.model, s.model_orig.model], args.compile)
     data = TimedImages(images, "theirs", device)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, drop_last=True)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.theirs_autocast and device.type == "cuda"
                 else contextlib.nullcontext())
-    while s.step_total < args.steps + 2:
-        for x, _ in loader:
-            with autocast:
-                their_step(s, x)
-            if s.step_total >= args.steps + 2:  # l.481-484
-                break
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    with fp32_matmuls(args.tf32, device):
+        while s.step_total < args.steps + 2:
+            for x, _ in loader:
+                with autocast:
+                    their_step(s, x)
+                if s.step_total >= args.steps + 2:  # l.481-484
+                    break
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     return data.per_step(args.steps)
 
 
@@ -254,7 +285,9 @@ def count_flops(base: Any, x: torch.Tensor, device: torch.device) -> dict[str, f
 # ---------------------------------------------------------------- main
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--robustvlm", type=Path, required=True, help="a checkout of github.com/chs20/RobustVLM")
+    p.add_argument("--robustvlm", type=Path, default=None,
+                   help="a checkout of github.com/chs20/RobustVLM (its train/ and vlm_eval/ folders suffice); without "
+                        "it only our step is timed and the comparison is skipped")
     p.add_argument("--model", default="mmrobust-tiny", help="mmrobust-tiny, or an open_clip name (random init)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=10, help="timed steps per run (each run does 2 more)")
@@ -265,17 +298,23 @@ def parse() -> argparse.Namespace:
                    help="ours: bf16 autocast on CUDA; theirs runs in fp32 as their code does")
     p.add_argument("--theirs-autocast", action="store_true",
                    help="also wrap their step in bf16 autocast (not in their code; an apples-to-apples what-if)")
-    p.add_argument("--check-batch", type=int, default=16, help="batch of the numerics check (fp32)")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the vision towers on both sides (default backend inductor; aot_eager for a "
+                        "cheap CPU check of the code path); the first of the steps + 2 steps, untimed, compiles")
+    p.add_argument("--tf32", action="store_true", help="TF32 fp32 matmuls on CUDA, both sides (default: strict fp32, "
+                   "as their code runs)")
+    p.add_argument("--check-batch", type=int, default=16, help="batch of the numerics check (fp32; 0: skip it)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="peak FLOP/s for MFU (H200 bf16 dense: 989)")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args()
 
 
-def time_sides(rv: SimpleNamespace, base: Any, images: torch.Tensor, args: argparse.Namespace,
+def time_sides(rv: SimpleNamespace | None, base: Any, images: torch.Tensor, args: argparse.Namespace,
                device: torch.device) -> dict[str, dict[str, list[float]]]:
-    res: dict[str, dict[str, list[float]]] = {s: {"s_per_step": [], "peak_gib": []} for s in ("mmrobust", "robustvlm")}
+    sides = ("mmrobust", "robustvlm") if rv is not None else ("mmrobust",)
+    res: dict[str, dict[str, list[float]]] = {s: {"s_per_step": [], "peak_gib": []} for s in sides}
     for r in range(args.reps):
-        for side in (("mmrobust", "robustvlm") if r % 2 == 0 else ("robustvlm", "mmrobust")):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
             gc.collect()  # the previous run's models and optimizer state go before the peak is reset
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -292,31 +331,39 @@ def time_sides(rv: SimpleNamespace, base: Any, images: torch.Tensor, args: argpa
 
 def report(args: argparse.Namespace, num: dict[str, float], flops: dict[str, float],
            res: dict[str, dict[str, list[float]]], device: torch.device) -> dict[str, Any]:
-    ours, theirs = (statistics.median(res[s]["s_per_step"]) for s in ("mmrobust", "robustvlm"))
-    prec_theirs = "bf16 autocast (added)" if args.theirs_autocast and device.type == "cuda" else "fp32 (as their code)"
+    times = {s: statistics.median(r["s_per_step"]) for s, r in res.items()}
+    ours, theirs = times["mmrobust"], times.get("robustvlm", float("nan"))
+    prec_theirs = ("not run (no --robustvlm checkout)" if "robustvlm" not in res else "bf16 autocast (added)"
+                   if args.theirs_autocast and device.type == "cuda" else "fp32 (as their code)")
     prec_ours = args.precision if device.type == "cuda" else "fp32"
-    row = (f"| {args.model} | {args.batch} | {prec_ours} / {prec_theirs} | {1000 * ours:.1f} | {1000 * theirs:.1f} | "
-           f"{theirs / ours:.2f}x |")
-    head = ("| model | batch | precision ours / theirs | mmrobust ms/step | RobustVLM ms/step "
+    compiled = f"torch.compile ({args.compile})" if args.compile else "eager"
+    row = (f"| {args.model} | {args.batch} | {prec_ours} / {prec_theirs} | {compiled} | {1000 * ours:.1f} | "
+           f"{1000 * theirs:.1f} | {theirs / ours:.2f}x |")
+    head = ("| model | batch | precision ours / theirs | towers | mmrobust ms/step | RobustVLM ms/step "
             "| speed ratio ours / theirs |")
-    paired = [t / o for o, t in zip(res["mmrobust"]["s_per_step"], res["robustvlm"]["s_per_step"])]
+    paired = [t / o for o, t in zip(res["mmrobust"]["s_per_step"], res.get("robustvlm", {}).get("s_per_step", []))]
     summary: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "numerics": num, "flops": flops,
                                "times": res, "ms_ours": 1000 * ours, "ms_theirs": 1000 * theirs,
-                               "ratio": theirs / ours, "ratio_per_rep": paired}
+                               "ratio": theirs / ours, "ratio_per_rep": paired, "compile": args.compile,
+                               "tf32": args.tf32, "precision_ours": prec_ours, "precision_theirs": prec_theirs}
     if device.type == "cuda":
-        mfu = {s: flops["fare_step"] / t / (args.peak_tflops * 1e12)
-               for s, t in (("mmrobust", ours), ("robustvlm", theirs))}
+        mfu = {s: flops["fare_step"] / t / (args.peak_tflops * 1e12) for s, t in times.items()}
         peaks = {s: max(res[s]["peak_gib"]) for s in res}
         head += " peak GiB ours / theirs | MFU ours / theirs |"
-        row += (f" {peaks['mmrobust']:.1f} / {peaks['robustvlm']:.1f} | {100 * mfu['mmrobust']:.1f}% / "
-                f"{100 * mfu['robustvlm']:.1f}% |")
+        row += (f" {peaks['mmrobust']:.1f} / {peaks.get('robustvlm', float('nan')):.1f} | "
+                f"{100 * mfu['mmrobust']:.1f}% / {100 * mfu.get('robustvlm', float('nan')):.1f}% |")
         summary |= {"mfu": mfu, "peak_gib": peaks}
     print(f"\n{head}\n|{'---|' * (head.count('|') - 1)}\n{row}")
-    print(f"ratio per repetition (theirs / ours, same rep): {', '.join(f'{r:.2f}' for r in paired)}")
+    print(f"ratio per repetition (theirs / ours, same rep): {', '.join(f'{r:.2f}' for r in paired) or 'none'}")
     return summary
 
 
 def print_numerics(num: dict[str, float], flops: dict[str, float]) -> None:
+    print(f"model FLOPs per FARE step: {flops['fare_step']:.3g} = {flops['fare_step_in_forwards']:.1f} x one vision "
+          f"forward ({flops['forward']:.3g}); attack step {flops['attack_step'] / flops['forward']:.2f} x, "
+          f"train fwd+bwd {flops['train_fwd_bwd'] / flops['forward']:.2f} x", flush=True)
+    if not num:
+        return
     print("numerics (fp32, one step, same weights):")
     print(f"  same start (theirs given our box-clamped start): max |x_adv diff| {num['same_start_max_abs_x_adv']:.3g}, "
           f"pixels differing {100 * num['same_start_share_pixels_differ']:.3f}%, FARE loss ours "
@@ -333,9 +380,6 @@ def print_numerics(num: dict[str, float], flops: dict[str, float]) -> None:
     print("  differences by design: their first PGD gradient is taken at the unclamped start; they weight-decay all "
           "params (ours: not norms/biases/embeddings), use foreach AdamW (ours: fused) and run an extra clean "
           "forward with grad that no loss uses")
-    print(f"model FLOPs per FARE step: {flops['fare_step']:.3g} = {flops['fare_step_in_forwards']:.1f} x one vision "
-          f"forward ({flops['forward']:.3g}); attack step {flops['attack_step'] / flops['forward']:.2f} x, "
-          f"train fwd+bwd {flops['train_fwd_bwd'] / flops['forward']:.2f} x", flush=True)
 
 
 def main() -> None:
@@ -343,12 +387,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rv = load_robustvlm(args.robustvlm.resolve())
+    rv = load_robustvlm(args.robustvlm.resolve()) if args.robustvlm else None
+    if rv is None:
+        print("RobustVLM: no checkout given (--robustvlm PATH): the comparison is skipped, our step alone is timed")
     base = create_clip(args.model, seed=0)  # random init (open_clip), kept on the CPU; each run copies it
     size = base.image_size
     images = torch.rand(args.batch * 2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    x_check = images[: args.check_batch].to(device)
-    num = check_numerics(rv, base, x_check, device)
+    num = (check_numerics(rv, base, images[: args.check_batch].to(device), device)
+           if rv is not None and args.check_batch > 0 else {})
     flops = count_flops(base, images[: args.batch].to(device), device)
     print_numerics(num, flops)
     summary = (report(args, num, flops, time_sides(rv, base, images, args, device), device) if args.reps > 0

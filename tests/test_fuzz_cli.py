@@ -17,9 +17,9 @@ pytestmark = pytest.mark.timeout(900)
 
 TRAIN_OPTS = ["--steps", "--batch-size", "--lr", "--weight-decay", "--warmup", "--grad-clip", "--ckpt-every",
               "--seed", "--init-seed", "--workers", "--delimiter", "--image-col", "--precision",
-              "--accum-steps"]
+              "--accum-steps", "--image-size"]
 TASK_OPTS = ["par:tau", "par:view", "cleanclip:l1", "cleanclip:l2", "fare:eps", "fare:attack_steps",
-             "fare:step_size", "clip:nosuch"]
+             "fare:step_size", "fare:attack", "fare:lora_r", "fare:lora_alpha", "fare:lora_targets", "clip:nosuch"]
 
 
 @pytest.fixture(scope="module")

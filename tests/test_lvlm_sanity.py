@@ -40,8 +40,8 @@ def test_swap_warns_of_another_token_count_and_a_foreign_normalization(dirs, tmp
     assert main(["lvlm", "swap", "--lvlm", str(llava), "--encoder", str(enc), "--out", str(out),
                  "--image-size", "48"]) == 0
     (w,) = json.loads((out / "swap.json").read_text())["warnings"]
-    assert "runs at 48 px, 37 tokens but the LVLM was trained with 32 px, 17 tokens" in w
-    assert "warning: the tower runs at 48 px" in capsys.readouterr().err
+    assert "runs at 48 px = 36 image tokens (6 x 6 patches) but the LVLM was trained with 32 px = 16 image" in w
+    assert "warning: token count: the tower runs at 48 px" in capsys.readouterr().err
     processor = AutoProcessor.from_pretrained(out)
     assert deployed_warnings(out, processor) == [w]  # the saved processor has the tower's normalization
     processor.image_processor.image_mean = [0.5, 0.5, 0.5]
@@ -64,7 +64,7 @@ def test_lvlm_eval_record_carries_the_swap_warnings_and_the_protocol(dirs, tmp_p
                  "--steps", "1", "--max-new-tokens", "2", "--n-boot", "0", "--out", str(tmp_path / "ev")]) == 0
     rec = json.loads((tmp_path / "ev" / "results_vqa-attack.json").read_text())
     assert any("runs at 48 px" in w for w in rec["warnings"])
-    assert "warning: the tower runs at 48 px" in capsys.readouterr().err
+    assert "warning: token count: the tower runs at 48 px" in capsys.readouterr().err
     p = rec["protocol"]
     assert p["eps"] == pytest.approx(2 / 255) and p["eps_255"] == "2/255" and p["decoding"]["greedy"] is True
     assert p["decoding"]["max_new_tokens"] == 2 and len(p["prompts_sha"]) == 16 and p["image_size"] == 48

@@ -69,9 +69,10 @@ def test_bad_gradients():
 def test_tower_resolution():
     assert s.tokens(224, 14) == 257 and s.tokens(336, 14) == 577
     (trained,) = s.tower_resolution(clip_size=224, lvlm_size=336, tower_size=336, patch_size=14)
-    assert "224 px, 257 tokens" in trained and "336 px, 577 tokens" in trained
+    assert "trained at 224 px = 256 image tokens (16 x 16 patches)" in trained
+    assert "at 336 px = 576 image tokens (24 x 24 patches)" in trained and "--image-size 336" in trained
     (runs,) = s.tower_resolution(clip_size=336, lvlm_size=336, tower_size=224, patch_size=14)
-    assert "runs at 224 px, 257 tokens" in runs
+    assert "runs at 224 px = 256 image tokens" in runs and "leave --image-size out" in runs
     assert s.tower_resolution(clip_size=336, lvlm_size=336, tower_size=336, patch_size=14) == []
 
 

@@ -1,4 +1,5 @@
-"""`mmrobust study backdoor`: the attack x defense matrix over seeds on the embedded world."""
+"""`mmrobust study backdoor`: the attack x defense matrix over seeds on the embedded world; `study instructions`:
+instruction-data backdoors of the tiny LLaVA; `study robust-ft`: cheaper robust finetuning (cost vs accuracy)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ from mmrobust.cli.options import add_settings, settings_from
 def register(sub: argparse._SubParsersAction) -> None:
     from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
 
-    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors",
+    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; cheaper "
+                                     "robust finetuning",
                        description="Studies that cross many runs into one table.")
     p.set_defaults(func=lambda a: run_subaction(a, "action", "_study"), _study=p)
     actions = p.add_subparsers(dest="study", metavar="STUDY")
@@ -33,6 +35,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(action=run_backdoor)
     with_config(b, "action")
     _register_instructions(actions)
+    _register_robust_ft(actions)
+
+
+def _register_robust_ft(actions: argparse._SubParsersAction) -> None:
+    from mmrobust.cli.common import eps_list, parse_eps
+    from mmrobust.stories.robust_ft import METHODS, RobustFTStudy
+
+    r = actions.add_parser(
+        "robust-ft", help="cheaper robust finetuning: FARE with PGD-10, FGSM-RS, LoRA; cost against accuracy",
+        description="For each seed of a finished `mmrobust demo --seeds` run (its adversarial story's clean CLIP "
+                    "and world, read only): FARE finetunes at the story's budget with each method, the tower "
+                    "passes per step counted, the time per step measured (as a ratio to PGD-10), clean and "
+                    f"worst-case accuracy evaluated; one table over the seeds. Methods: {', '.join(METHODS)}.")
+    r.add_argument("--out", default="runs/robust-ft", help="run directory (default runs/robust-ft); the table goes "
+                   "into OUT/robust-ft/")
+    r.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="seeds (default 0,1,2)")
+    add_settings(r, RobustFTStudy,
+                 types={"methods": _names, "eps": parse_eps, "eval_eps": lambda t: tuple(eps_list(t))})
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(action=run_robust_ft)
+    with_config(r, "action")
 
 
 def _register_instructions(actions: argparse._SubParsersAction) -> None:
@@ -82,6 +105,17 @@ def run_instructions(args: argparse.Namespace) -> int:
 
     base = apply_overrides(MMRTrainedDemo(), args.set)
     return _run_study(args, run_instruction_study, settings_from(args, InstructionStudy), base, "instructions")
+
+
+def run_robust_ft(args: argparse.Namespace) -> int:
+    from mmrobust.stories.robust_ft import RobustFTStudy, run_robust_ft as run
+
+    seeds, start = seed_list(args.seeds), time.time()
+    result = run(settings_from(args, RobustFTStudy), seeds=seeds, out_dir=Path(args.out), progress=not args.quiet,
+                 log=lambda m: print(m, flush=True))
+    print(f"\n{result['table']}\n\n{result['caption']}\n({result['summary']}; {time.time() - start:.0f} s)",
+          flush=True)
+    return 0
 
 
 def _run_study(args: argparse.Namespace, run: Callable[..., dict[str, Any]], study: Any, base: Any,

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--pretrained", help="open_clip pretrained tag or weights file (e.g. openai)")
     m.add_argument("--checkpoint", help="extra state dict to load (open_clip/OpenAI/CleanCLIP format)")
     m.add_argument("--init-seed", type=seed, default=0, help="seed for random initialisation")
+    m.add_argument("--image-size", type=int, metavar="PX",
+                   help="train the image tower at this size (e.g. 336, LLaVA-1.5's): its position embeddings are "
+                        "resized first (bicubic, class token kept), recorded in results.json and the model config")
     d = p.add_argument_group("data")
     d.add_argument("--data", help="(required) CSV manifest of image,caption[,label] rows, imagenet:PATH or "
                    "folder:PATH (class folders), or shards:PATTERN for webdataset shards (plain tars of KEY.jpg + "
@@ -61,7 +64,8 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
     optim = settings_from(args, TrainConfig)
     return TrainJob(
         task=args.task,
-        model=ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, seed=args.init_seed),
+        model=ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, seed=args.init_seed,
+                        image_size=args.image_size),
         data=DataSpec(manifest=args.data, image_col=args.image_col, caption_col=args.caption_col,
                       data_root=args.data_root, allow_outside=args.allow_outside_paths,
                       label_col=args.label_col, delimiter=args.delimiter, classes=args.classes,

@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection, PreTrainedModel
@@ -42,24 +41,11 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithP
 from mmrobust.errors import ConfigError
 from mmrobust.lvlm.checks import activation_name, check_convertible, layer_norms
 from mmrobust.models.clip import CLIPModel, pixel_stats
+from mmrobust.models.hf_keys import CORE_PREFIX, PROJECTION_KEY, hf_vision_to_openclip, openclip_vision_to_hf
 from mmrobust.models.limits import one_line
+from mmrobust.models.resize import resize_position_embedding
 
 HFVisionModel = CLIPVisionModel | CLIPVisionModelWithProjection
-PROJECTION_KEY = "visual_projection.weight"
-CORE_PREFIX = "vision_model."  # keys of CLIPVisionModelWithProjection (and of hub checkpoints)
-# open_clip key -> HF key (core, i.e. below ``vision_model.``); in_proj and proj are reshaped, not renamed.
-_TOP_RENAMES = {
-    "class_embedding": "embeddings.class_embedding",
-    "positional_embedding": "embeddings.position_embedding.weight",
-    "conv1.weight": "embeddings.patch_embedding.weight",
-    "ln_pre.weight": "pre_layrnorm.weight", "ln_pre.bias": "pre_layrnorm.bias",  # sic: HF's spelling
-    "ln_post.weight": "post_layernorm.weight", "ln_post.bias": "post_layernorm.bias",
-}
-_BLOCK_RENAMES = {
-    "ln_1": "layer_norm1", "attn.out_proj": "self_attn.out_proj", "ln_2": "layer_norm2",
-    "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-}
-_QKV = ("q_proj", "k_proj", "v_proj")  # order of the chunks of nn.MultiheadAttention.in_proj_weight
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # PIL codes, CLIPImageProcessor's ``resample``
 _SELECT = {"default": slice(1, None), "full": slice(None)}  # LLaVA's vision_feature_select_strategy
 
@@ -88,64 +74,6 @@ def hf_vision_config(visual: VisionTransformer, *, image_size: int | None = None
         hidden_act=activation_name(block.mlp.gelu), layer_norm_eps=layer_norms(visual)[0].eps,
         attention_dropout=0.0,
     )
-
-
-def resize_position_embedding(pos: Tensor, new_grid: int, *, antialias: bool = True) -> Tensor:
-    """Position embeddings (1 + g*g, D) -> (1 + new_grid**2, D): class token kept, the g x g patch grid
-    bicubic-interpolated (``align_corners=False``), as open_clip's ``resize_pos_embed`` (``antialias=True``
-    there; HF's ``interpolate_pos_encoding`` uses ``antialias=False``, which differs even when upsampling).
-    Same grid: an exact copy."""
-    grid = math.isqrt(pos.shape[0] - 1) if pos.dim() == 2 and pos.shape[0] > 1 else 0
-    if grid * grid != pos.shape[0] - 1 or grid == 0:
-        raise ConfigError(f"position embedding of shape {tuple(pos.shape)} is not (1 + g*g, width) for a square "
-                          "grid of g x g patches plus a class token; pass the tower's positional_embedding")
-    if new_grid < 1:
-        raise ConfigError(f"new_grid must be a positive number of patches per side, not {new_grid}")
-    if new_grid == grid:
-        return pos.detach().clone()
-    cls, patches = pos[:1], pos[1:]
-    patches = patches.detach().float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
-    patches = F.interpolate(patches, size=(new_grid, new_grid), mode="bicubic", align_corners=False,
-                            antialias=antialias)
-    patches = patches.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1).to(pos.dtype)  # (new_grid**2, D)
-    return torch.cat([cls.detach(), patches], dim=0)
-
-
-def _openclip_to_core(state: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
-    """open_clip tower state -> HF keys (``vision_model.*`` and ``visual_projection.weight``)."""
-    out: dict[str, Tensor] = {PROJECTION_KEY: state.pop("proj").t()}  # (width, embed) -> Linear (embed, width)
-    for src, dst in _TOP_RENAMES.items():
-        out[CORE_PREFIX + dst] = state.pop(src)
-    for i in range(num_layers):
-        src, dst = f"transformer.resblocks.{i}.", f"{CORE_PREFIX}encoder.layers.{i}."
-        for kind in ("weight", "bias"):  # fused (3W, W) in-projection -> q, k, v (W, W) each
-            for name, part in zip(_QKV, state.pop(f"{src}attn.in_proj_{kind}").chunk(3, dim=0)):
-                out[f"{dst}self_attn.{name}.{kind}"] = part
-            for old, new in _BLOCK_RENAMES.items():
-                out[f"{dst}{new}.{kind}"] = state.pop(f"{src}{old}.{kind}")
-    if state:
-        raise ConfigError(f"open_clip tower has tensors the mapping does not cover: {sorted(state)[:4]}; "
-                          "only plain CLIP ViT towers convert")
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
-
-
-def _core_to_openclip(state: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
-    """The inverse of :func:`_openclip_to_core` (same keys in, exact tensors out)."""
-    state = dict(state)
-    out: dict[str, Tensor] = {"proj": state.pop(PROJECTION_KEY).t()}
-    for src, dst in _TOP_RENAMES.items():
-        out[src] = state.pop(CORE_PREFIX + dst)
-    for i in range(num_layers):
-        dst, src = f"transformer.resblocks.{i}.", f"{CORE_PREFIX}encoder.layers.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([state.pop(f"{src}self_attn.{n}.{kind}") for n in _QKV])
-            for old, new in _BLOCK_RENAMES.items():
-                out[f"{dst}{old}.{kind}"] = state.pop(f"{src}{new}.{kind}")
-    state.pop(CORE_PREFIX + "embeddings.position_ids", None)  # a buffer in older transformers versions
-    if state:
-        raise ConfigError(f"Hugging Face vision state has tensors the mapping does not cover: {sorted(state)[:4]}; "
-                          "only plain CLIPVisionModel towers convert")
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
 def image_processor_settings(
@@ -231,7 +159,7 @@ def openclip_to_hf_vision(
     check_convertible(visual)
     assert isinstance(visual, VisionTransformer)  # for type checkers; check_convertible refused the rest
     size, patch = _target_size(visual, image_size), visual.patch_size[0]
-    state = _openclip_to_core(dict(visual.state_dict()), len(visual.transformer.resblocks))
+    state = openclip_vision_to_hf(dict(visual.state_dict()), len(visual.transformer.resblocks))
     key = CORE_PREFIX + "embeddings.position_embedding.weight"
     old_grid, new_grid = math.isqrt(state[key].shape[0] - 1), size // patch
     state[key] = resize_position_embedding(state[key], new_grid, antialias=antialias)
@@ -317,7 +245,7 @@ def hf_to_openclip_vision(hf_model: PreTrainedModel, visual: nn.Module, *, keep_
     state = {CORE_PREFIX + k: v for k, v in core.state_dict().items()}
     state[PROJECTION_KEY] = hf_model.visual_projection.weight if projection else visual.proj.t()
     try:
-        visual.load_state_dict(_core_to_openclip(state, len(visual.transformer.resblocks)), strict=True)
+        visual.load_state_dict(hf_vision_to_openclip(state, len(visual.transformer.resblocks)), strict=True)
     except RuntimeError as e:
         raise ConfigError(f"cannot load the HF tower into open_clip: {one_line(e, 300)}") from e
     return visual

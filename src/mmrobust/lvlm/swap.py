@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mmrobust.errors import ConfigError
+from mmrobust.lvlm.checks import check_convertible
 from mmrobust.lvlm.convert import HFVisionModel, convert_clip_vision, load_hf_vision
 from mmrobust.models.mllm.hf import load_hf_llava
 from mmrobust.models.clip import CLIPModel, create_clip
@@ -207,6 +208,7 @@ def swap_and_save(
         raise ConfigError(f"encoder {encoder!r} without pretrained weights would swap in a random tower; pass a "
                           "pretrained tag, an hf-hub: id (e.g. hf-hub:chs20/fare4-clip) or a model folder")
     clip = create_clip(str(encoder), pretrained=pretrained)
+    check_convertible(clip.visual)  # before loading the LVLM (gigabytes for a 7B one)
     model, processor = _load_lvlm(lvlm_path)
     record = swap_vision_tower(model, clip, image_size=image_size)
     record["processor_settings"] = _set_image_processor(processor, record)

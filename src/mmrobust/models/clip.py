@@ -23,12 +23,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mmrobust.errors import ConfigError, DataError, MMRobustError
 from mmrobust.models import checkpoint as ckpt
+from mmrobust.models import hf_clip
 from mmrobust.models.limits import check_model_cfg, one_line
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(_CONFIG_DIR)
 log = logging.getLogger(__name__)
 TOKEN_CACHE_SIZE = 200_000
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")  # a folder's own Hugging Face tokenizer
 DIR_WEIGHTS = (ckpt.WEIGHTS_NAME, "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
                "open_clip_pytorch_model.pth")  # open_clip's own preferred names, in its order
 
@@ -191,22 +193,32 @@ def dir_weights(path: str | Path) -> Path | None:
     return next((Path(path) / n for n in DIR_WEIGHTS if (Path(path) / n).is_file()), None)
 
 
-def _resolve_name(name: str) -> tuple[str, dict]:
-    """open_clip identifier and its model config for a name, hub id or local directory."""
-    if name.startswith("hf-hub:"):
-        from open_clip.factory import _get_hf_config  # network only; cached by create_model
+HF_DIR = "hf-clip-dir:"  # internal identifier of a transformers CLIPModel folder (models/hf_clip.py)
 
-        try:
-            return name, _get_hf_config(name[len("hf-hub:"):])["model_cfg"]
-        except Exception as e:  # hub/network errors come in many types
-            raise ConfigError(f"cannot fetch the config of {name} ({type(e).__name__}); check the repo id and the "
-                              "network, or download it and pass the local directory") from e
+
+def _resolve_dir(path: Path) -> tuple[str, dict]:
+    """Identifier and open_clip model config of a model folder: open_clip layout (open_clip_config.json) or a
+    transformers CLIPModel (config.json of model_type "clip", e.g. LEAF's), converted exactly."""
+    if ckpt.is_model_dir(path):
+        return f"local-dir:{path}", _read_dir_config(path)
+    data = hf_clip.hf_config(path)
+    if data is not None:
+        return f"{HF_DIR}{path}", hf_clip.openclip_config(data, source=str(path))
+    raise ConfigError(f"{path} is not a model directory (no {ckpt.CONFIG_NAME}, and no transformers CLIP "
+                      f"{hf_clip.CONFIG}); pass a directory written by mmrobust train / save_clip, a CLIPModel folder, "
+                      "or an open_clip model name")
+
+
+def _resolve_name(name: str) -> tuple[str, dict]:
+    """open_clip identifier and its model config for a name, hub id or local directory. A hub id is fetched
+    into (or found in) the Hugging Face cache and loads like the local folder it becomes."""
+    if name.startswith("hf-hub:"):
+        from mmrobust.models.hub import hub_model_folder
+
+        return _resolve_dir(hub_model_folder(name[len("hf-hub:"):]))
     path = Path(name[len("local-dir:"):] if name.startswith("local-dir:") else name)
     if name.startswith("local-dir:") or path.is_dir():
-        if not ckpt.is_model_dir(path):
-            raise ConfigError(f"{path} is not a model directory (no {ckpt.CONFIG_NAME}); "
-                              "pass a directory written by mmrobust train / save_clip, or an open_clip model name")
-        return f"local-dir:{path}", _read_dir_config(path)
+        return _resolve_dir(path)
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ConfigError(f"unknown model {name!r}; use an open_clip name (e.g. ViT-B-32, see "
@@ -222,13 +234,15 @@ def check_finite(model: nn.Module, *, source: str) -> None:
                         "the checkpoint is corrupt or training diverged: use an earlier checkpoint")
 
 
-def _build(ident: str, name: str, *, pretrained: str | None, seed: int | None) -> nn.Module:
+def _build(ident: str, name: str, *, model_cfg: dict, pretrained: str | None, seed: int | None) -> nn.Module:
     """The open_clip module; a local directory's weights are loaded afterwards by :func:`_load_weights`."""
-    local = ident.startswith("local-dir:")
+    local = ident.startswith(("local-dir:", HF_DIR))
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         try:
+            if ident.startswith(HF_DIR):  # a plain CLIP of the converted config (no open_clip config file)
+                return open_clip.model.CLIP(**model_cfg)
             with _quiet_random_init():
                 return open_clip.create_model(ident, pretrained=pretrained, device="cpu", load_weights=not local,
                                               pretrained_text=not local)
@@ -236,6 +250,34 @@ def _build(ident: str, name: str, *, pretrained: str | None, seed: int | None) -
             fix = (f"fix {ckpt.CONFIG_NAME} in that directory" if local else
                    "check the name/tag (open_clip.list_pretrained()) and that weights are reachable")
             raise ConfigError(f"cannot build model {name!r} (pretrained={pretrained!r}): {one_line(e)}; {fix}") from e
+
+
+def _dir_weights(ident: str) -> Path | dict[str, torch.Tensor] | None:
+    """The weights of a model folder: open_clip layout -> its weights file; a transformers CLIPModel -> its
+    state converted to open_clip keys; other identifiers -> None (open_clip loaded them)."""
+    if ident.startswith("local-dir:"):
+        return dir_weights(ident[len("local-dir:"):])
+    if ident.startswith(HF_DIR):
+        path = ident[len(HF_DIR):]
+        cfg = hf_clip.openclip_config(hf_clip.hf_config(path) or {}, source=path)
+        return hf_clip.hf_to_openclip_state(hf_clip.read_hf_state(path), cfg)
+    return None
+
+
+def _tokenizer(ident: str, model_cfg: dict) -> Any:
+    """open_clip's tokenizer for the model: CLIP's BPE for a transformers CLIPModel folder; a Hugging Face
+    tokenizer named in the text config (from the folder's own tokenizer files when it has them, as
+    ``hf-hub:zw123/delta_clip_h14_336`` does, else by that name); otherwise open_clip's choice."""
+    text = model_cfg.get("text_cfg", {})
+    if ident.startswith(HF_DIR):
+        return open_clip.SimpleTokenizer(context_length=text["context_length"])
+    named = text.get("hf_tokenizer_name") if isinstance(text, dict) else None
+    local = Path(ident[len("local-dir:"):]) if ident.startswith("local-dir:") else None
+    if named and local is not None and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        from open_clip.tokenizer import HFTokenizer
+
+        return HFTokenizer(named, context_length=text.get("context_length", 77), **text.get("tokenizer_kwargs", {}))
+    return open_clip.get_tokenizer(ident)
 
 
 def _load_weights(model: nn.Module, path: Path, *, what: str) -> None:
@@ -260,30 +302,36 @@ def create_clip(
     """
     ident, model_cfg = _resolve_name(str(name))
     check_model_cfg(model_cfg, source=str(name))
-    local = Path(ident[len("local-dir:"):]) if ident.startswith("local-dir:") else None
-    weights = dir_weights(local) if local is not None else None
-    if local is not None and weights is None and checkpoint is None:
-        raise ConfigError(f"model directory {local} has a config but no weights ({ckpt.WEIGHTS_NAME}); it would run "
-                          "with random weights: copy the weights there or pass --checkpoint FILE")
+    weights = _dir_weights(ident)
+    if ident.startswith("local-dir:") and weights is None and checkpoint is None:
+        raise ConfigError(f"model directory {ident[len('local-dir:'):]} has a config but no weights "
+                          f"({ckpt.WEIGHTS_NAME}); it would run with random weights: copy the weights there or pass "
+                          "--checkpoint FILE")
     if pretrained is not None and Path(pretrained).is_file() and Path(pretrained).suffix != ".safetensors":
         ckpt.load_torch_file(pretrained, what="pretrained weights")  # open_clip would raise a raw UnpicklingError
-    model = _build(ident, str(name), pretrained=pretrained, seed=seed)
-    if weights is not None:
+    model = _build(ident, str(name), model_cfg=model_cfg, pretrained=pretrained, seed=seed)
+    if isinstance(weights, dict):
+        ckpt.load_into(model, weights, source=f"transformers CLIPModel {ident[len(HF_DIR):]}")
+    elif weights is not None:
         _load_weights(model, weights, what="weights")
     if checkpoint is not None:
         _load_weights(model, Path(checkpoint), what="checkpoint")
     check_finite(model, source=str(name))
     preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    tokenizer = open_clip.get_tokenizer(ident)
-    wrapper = CLIPModel(model, tokenizer, model_cfg=model_cfg, preprocess_cfg=preprocess_cfg, name=str(name))
+    if ident.startswith(HF_DIR):
+        preprocess_cfg = hf_clip.preprocess_config(ident[len(HF_DIR):], model_cfg["vision_cfg"]["image_size"])
+    wrapper = CLIPModel(model, _tokenizer(ident, model_cfg), model_cfg=model_cfg, preprocess_cfg=preprocess_cfg,
+                        name=str(name))
     return wrapper.to(device).eval()
 
 
-def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = None) -> Path:
-    """Save as an open_clip hub-layout directory, loadable by :func:`create_clip` and open_clip ``local-dir:``."""
+def save_clip(model: CLIPModel, out_dir: str | Path, *, extra: dict | None = None,
+              state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save as an open_clip hub-layout directory, loadable by :func:`create_clip` and open_clip ``local-dir:``.
+    ``state_dict``: the open_clip weights to write instead of the model's own (e.g. with LoRA merged)."""
     pp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.preprocess_cfg.items()}
-    return ckpt.save_model_dir(out_dir, model.model.state_dict(), model_cfg=model.model_cfg, preprocess_cfg=pp,
-                               extra=extra)
+    state = model.model.state_dict() if state_dict is None else state_dict
+    return ckpt.save_model_dir(out_dir, state, model_cfg=model.model_cfg, preprocess_cfg=pp, extra=extra)
 
 
 @torch.no_grad()

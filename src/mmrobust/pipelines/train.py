@@ -20,7 +20,9 @@ from mmrobust.models.clip import create_clip
 from mmrobust.registry import TASKS
 from mmrobust.reports.records import write_results
 from mmrobust.reports.sanity import rows_skipped, target_absent, too_few_poisoned
-from mmrobust.values import check_seed
+from mmrobust.models.limits import MAX_TOWER_IMAGE_SIZE
+from mmrobust.models.resize import resize_clip_image_size
+from mmrobust.values import check_int, check_seed
 from mmrobust.training.distributed import barrier, is_main, rank_and_size
 from mmrobust.training.loop import CKPT_NAME, LATER_DEFAULTS, LOG_NAME, RESUME_FREE, TrainConfig, TrainResult, train
 
@@ -61,9 +63,12 @@ class ModelSpec:
     pretrained: str | None = None
     checkpoint: str | None = None
     seed: int = 0
+    image_size: int | None = None  # run the image tower at this size: positions resized (LLaVA-1.5: 336)
 
     def __post_init__(self) -> None:
         check_seed("init seed", self.seed, fix="--init-seed")
+        if self.image_size is not None:
+            check_int("image size", self.image_size, low=1, high=MAX_TOWER_IMAGE_SIZE, fix="--image-size, e.g. 336")
 
 
 @dataclass(frozen=True)
@@ -202,24 +207,34 @@ def _folder_split(job: TrainJob) -> tuple[Path, Path, Path]:
     return split
 
 
-def _clip_setup(job: TrainJob, resume: bool = False) -> tuple[Any, Any]:
-    """A CLIP Task on an image-caption CSV manifest, a class-folder tree (imagenet:PATH, folder:PATH: labels
-    and the caption "a photo of a {class}.") or webdataset shards (``resume``: they must hold what they held)."""
+def _clip_model(job: TrainJob) -> tuple[Any, dict[str, Any]]:
+    """The starting CLIP, at ``job.model.image_size`` when given (position embeddings resized, bicubic, class
+    token kept); the resize record, or {} when none was asked."""
     model = create_clip(job.model.name, pretrained=job.model.pretrained, checkpoint=job.model.checkpoint,
                         seed=job.model.seed)
+    if job.model.image_size is None:
+        return model, {}
+    return model, {"position_embedding": resize_clip_image_size(model, job.model.image_size)}
+
+
+def _clip_setup(job: TrainJob, resume: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """A CLIP Task on an image-caption CSV manifest, a class-folder tree (imagenet:PATH, folder:PATH: labels
+    and the caption "a photo of a {class}.") or webdataset shards (``resume``: they must hold what they held);
+    and what was done to the model before training (the resize record)."""
+    model, notes = _clip_model(job)
     folder = _folder_split(job) if parse_folder_spec(job.data.manifest) is not None else None
     class_file = str(folder[1]) if folder else job.data.classes
     classes = ClassInfo.load(class_file) if class_file else None
     task = build_task(job.task, model, classes=classes, **job.task_options)
     pattern = parse_shard_spec(job.data.manifest)
     if pattern is not None:
-        return task, _shard_dataset(job, pattern, task, model.image_size, classes, resume)
+        return task, _shard_dataset(job, pattern, task, model.image_size, classes, resume), notes
     if folder:
         manifest, _, root = folder
         return task, ImageTextDataset(manifest, image_size=model.image_size, label_col="label" if task.needs_labels
                                       else None, classnames=classes.classnames, preload=job.data.preload,
                                       views=task.views, seed=job.optim.seed,
-                                      paths=PathPolicy.of(manifest, str(root), job.data.allow_outside))
+                                      paths=PathPolicy.of(manifest, str(root), job.data.allow_outside)), notes
     label_col = job.data.label_col if (task.needs_labels or job.data.label_col) else None
     if task.needs_labels and not label_col:
         raise ConfigError(f"task {job.task!r} trains on labels: pass --label-col (and --classes)")
@@ -230,21 +245,22 @@ def _clip_setup(job: TrainJob, resume: bool = False) -> tuple[Any, Any]:
         preload=job.data.preload, views=task.views, seed=job.optim.seed,
         paths=PathPolicy.of(job.data.manifest, job.data.data_root, job.data.allow_outside),
     )
-    return task, dataset
+    return task, dataset, notes
 
 
-def _mllm_setup(job: TrainJob) -> tuple[Any, Any]:
+def _mllm_setup(job: TrainJob) -> tuple[Any, Any, dict[str, Any]]:
     """An MLLM Task (HF model folder in --model) on an instruction JSONL file (--data)."""
     unused = [flag for flag, value in (("--pretrained", job.model.pretrained), ("--checkpoint", job.model.checkpoint),
                                        ("--data-root", job.data.data_root), ("--label-col", job.data.label_col),
-                                       ("--classes", job.data.classes)) if value]
+                                       ("--classes", job.data.classes),
+                                      ("--image-size", job.model.image_size)) if value]
     if unused:
         raise ConfigError(f"task {job.task!r} takes an HF model folder (--model) and an instruction JSONL (--data); "
                           f"drop {', '.join(unused)}")
     task = build_task(job.task, load_hf_mllm(job.model.name), **job.task_options)
     dataset = InstructionDataset(job.data.manifest, image_size=task.image_size, allow_outside=job.data.allow_outside,
                                  preload=job.data.preload)
-    return task, dataset
+    return task, dataset, {}
 
 
 def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -261,7 +277,7 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False, p
     if replace and on_replace is not None:
         on_replace(replace)
     mllm = getattr(TASKS.get(job.task), "model_kind", "clip") == "hf-mllm"
-    task, dataset = _mllm_setup(job) if mllm else _clip_setup(job, resume)
+    task, dataset, notes = _mllm_setup(job) if mllm else _clip_setup(job, resume)
     barrier()  # under torchrun: every rank has checked out_dir before rank 0 deletes anything
     if is_main():
         _remove_run(out, replace)
@@ -270,8 +286,8 @@ def run_train(job: TrainJob, *, resume: bool = False, overwrite: bool = False, p
                    on_start=lambda _start: _write_config(out, job))
     model_dir = out / "model"
     if is_main():
-        model_dir = task.export(model_dir)
-        _write_train_results(out, job, result, dataset)
+        model_dir = task.export(model_dir, extra=notes)
+        _write_train_results(out, job, result, dataset, notes)
     barrier()  # the model directory and results.json exist when any rank returns
     return model_dir, result
 
@@ -299,7 +315,8 @@ def _skip_warnings(dataset: Any) -> list[str]:
     return rows_skipped(len(dataset.skips.skipped), len(dataset) if hasattr(dataset, "__len__") else 0, str(first)[:200])
 
 
-def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any) -> None:
+def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset: Any,
+                         notes: dict[str, Any]) -> None:
     last = result.history[-1] if result.history else {}
     shards = dataset.summary() if isinstance(dataset, ShardImageTextDataset) else None
     write_results(out, kind="train", metrics={"steps": result.steps_done, "final": last,
@@ -308,6 +325,7 @@ def _write_train_results(out: Path, job: TrainJob, result: TrainResult, dataset:
                                                   "n_incomplete_samples": shards["n_incomplete"]} if shards else {})},
                   config=job_dict(job), seeds={"train": job.optim.seed, "init": job.model.seed},
                   warnings=poison_warnings(job) + _skip_warnings(dataset),
-                  extra={"skipped_images": dataset.skips.summary()["skipped"], "resumed_from": result.resumed_from,
+                  extra={**notes, "skipped_images": dataset.skips.summary()["skipped"],
+                         "resumed_from": result.resumed_from,
                          "world_size": rank_and_size()[1],
                          **({"incomplete_samples": shards["incomplete"]} if shards else {})})

@@ -186,19 +186,26 @@ def tokens(image_size: int, patch_size: int) -> int:
     return (image_size // patch_size) ** 2 + 1
 
 
+def _grid(size: int, patch_size: int) -> str:
+    g = size // patch_size
+    return f"{size} px = {g * g} image tokens ({g} x {g} patches)"
+
+
 def tower_resolution(*, clip_size: int, lvlm_size: int, tower_size: int, patch_size: int) -> list[str]:
-    """The swapped tower was trained at another size than the LVLM's tower, or runs at another size than the
-    LVLM was trained with (another token count than the LM saw)."""
+    """The swapped tower was trained at another size than the LVLM's tower (the token counts differ, so its
+    position embeddings were interpolated), or runs at another size than the LVLM was trained with (the language
+    model sees a token count it never saw). Counts are the patch tokens LLaVA's projector passes on."""
     out = []
-    t = lambda s: f"{s} px, {tokens(s, patch_size)} tokens"  # noqa: E731
     if clip_size != lvlm_size:
-        out.append(f"the swapped tower was trained at {t(clip_size)} but the LVLM's at {t(lvlm_size)}: its "
-                   "position embeddings are interpolated, so expect lower clean scores than either model alone "
-                   "(FARE's LLaVA numbers use this setup); say so when comparing with the original tower.")
+        out.append(f"token count: the swapped tower was trained at {_grid(clip_size, patch_size)}, the LVLM's tower "
+                   f"at {_grid(lvlm_size, patch_size)}; its position embeddings were interpolated (bicubic, class "
+                   "token kept) to fit, so expect lower clean scores than either model alone (FARE's LLaVA numbers "
+                   f"use this setup). Fix: finetune the tower at the LVLM's size (mmrobust train --task fare "
+                   f"--image-size {lvlm_size} ...) and swap that one.")
     if tower_size != lvlm_size:
-        out.append(f"the tower runs at {t(tower_size)} but the LVLM was trained with {t(lvlm_size)}: the language "
-                   "model sees a token count it never saw in training; swap at the LVLM's size (leave "
-                   "--image-size out).")
+        out.append(f"token count: the tower runs at {_grid(tower_size, patch_size)} but the LVLM was trained with "
+                   f"{_grid(lvlm_size, patch_size)}: the language model sees a token count it never saw in "
+                   "training; swap at the LVLM's size (leave --image-size out).")
     return out
 
 

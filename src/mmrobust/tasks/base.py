@@ -51,7 +51,8 @@ class Task(nn.Module):
         """Extra checks of options a user gave by name (``--opt``): values a direct constructor call may
         use on purpose (e.g. in tests) but that would silently train something else. Default: none."""
 
-    def frozen_copy(self, module: nn.Module) -> nn.Module:
+    @staticmethod
+    def frozen_copy(module: nn.Module) -> nn.Module:
         """A deep copy with gradients off and eval mode, for use as a frozen reference."""
         ref = copy.deepcopy(module).eval()
         for p in ref.parameters():

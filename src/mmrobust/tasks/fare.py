@@ -24,20 +24,24 @@ class FARETask(AdversarialTask):
     f_orig on the clean images, the attack, one forward of f on x + d (unlike the reference code, no
     unused clean forward of f and no per-step ``torch.cuda.empty_cache``).
 
-    Threat model: l-inf, eps (default 4/255), images in [0,1]. Example::
+    Threat model: l-inf, eps (default 4/255), images in [0,1]. Cheaper variants: ``attack="fgsm-rs"`` (one
+    FGSM step of 1.25 eps from a random start, Wong et al. 2020) and ``lora_r`` (LoRA adapters only). Example::
 
         task = FARETask(create_clip("ViT-B-32", pretrained="openai"), eps=4/255)
         out = task({"image": x, "index": ids})     # out["loss"]; ids seed each sample's random start
+        fast = FARETask(clip, eps=4/255, attack="fgsm-rs", lora_r=8)
     """
 
     name = "fare"
     frozen = ("reference",)
 
     def __init__(self, model: Any, *, eps: float = 4 / 255, step_size: float = 1 / 255, attack_steps: int = 10,
-                 momentum: float | None = None, seed: int = 0) -> None:
+                 momentum: float | None = None, seed: int = 0, attack: str = "pgd", lora_r: int = 0,
+                 lora_alpha: float = 16.0, lora_targets: str = "c_fc,c_proj") -> None:
+        reference = self.frozen_copy(model.visual)  # the starting tower, before any LoRA adapter goes in
         super().__init__(model, eps=eps, step_size=step_size, attack_steps=attack_steps, momentum=momentum,
-                         seed=seed)
-        self.reference = self.frozen_copy(model.visual)
+                         seed=seed, attack=attack, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets)
+        self.reference = reference
 
     def after_step(self) -> None:  # the logit scale is not trained here
         pass

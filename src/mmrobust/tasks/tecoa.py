@@ -32,9 +32,10 @@ class TeCoATask(AdversarialTask):
 
     def __init__(self, model: Any, *, classes: ClassInfo, template: str = "This is a photo of a {}",
                  eps: float = 4 / 255, step_size: float = 1 / 255, attack_steps: int = 10,
-                 momentum: float | None = None, seed: int = 0) -> None:
+                 momentum: float | None = None, seed: int = 0, attack: str = "pgd", lora_r: int = 0,
+                 lora_alpha: float = 16.0, lora_targets: str = "c_fc,c_proj") -> None:
         super().__init__(model, eps=eps, step_size=step_size, attack_steps=attack_steps, momentum=momentum,
-                         seed=seed)
+                         seed=seed, attack=attack, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets)
         if not isinstance(template, str) or template.count("{}") != 1:
             raise ConfigError(f'tecoa option template={template!r} must contain "{{}}" once (where the class '
                               'name goes), e.g. "This is a photo of a {}"')
