@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from mmrobust.attacks.eot import eot
 from mmrobust.attacks.losses import LogitLoss, dlr_targeted_loss, get_logit_loss
 from mmrobust.attacks.ops import (
     canonical_norm,
@@ -219,11 +220,13 @@ def apgd_logits(
     restarts: int = 1,
     rho: float = 0.75,
     generator: torch.Generator | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """APGD-CE / APGD-DLR (Croce & Hein 2020) on a classifier, as AutoAttack runs them.
 
     Only points still correctly classified are attacked, and each restart only reruns the points
-    no earlier restart has broken. Returns adversarial images: a misclassified iterate where one
+    no earlier restart has broken. ``eot_samples`` > 1 averages every step over that many forward
+    passes (:func:`~mmrobust.attacks.eot.eot`). Returns adversarial images: a misclassified iterate where one
     was found, the highest-loss iterate of the last restart otherwise, the clean image where the
     clean prediction is already wrong.
 
@@ -240,7 +243,7 @@ def apgd_logits(
         if idx.numel() == 0:
             break
         y_sub = y[idx]
-        closure = _logit_closure(logits_fn, lambda z, t=y_sub: loss_on_logits(z, t), y_sub)
+        closure = eot(_logit_closure(logits_fn, lambda z, t=y_sub: loss_on_logits(z, t), y_sub), eot_samples)
         out = apgd(closure, x[idx], eps=eps, norm=norm, steps=steps, rho=rho, generator=generator)
         x_adv[idx] = out.x_adv
         robust[idx[out.success]] = False
@@ -259,6 +262,7 @@ def apgd_targeted(
     restarts: int = 1,
     rho: float = 0.75,
     generator: torch.Generator | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, one run per target class.
 
@@ -285,7 +289,7 @@ def apgd_targeted(
             y_sub = y[idx]
             target = clean_logits[idx].sort(dim=1).indices[:, -rank]  # rank-th highest clean logit
             loss = lambda z, t=y_sub, tt=target: dlr_targeted_loss(z, t, tt)  # noqa: E731
-            out = apgd(_logit_closure(logits_fn, loss, y_sub), x[idx], eps=eps, norm=norm,
+            out = apgd(eot(_logit_closure(logits_fn, loss, y_sub), eot_samples), x[idx], eps=eps, norm=norm,
                        steps=steps, rho=rho, generator=generator)
             x_adv[idx] = out.x_adv
             robust[idx[out.success]] = False
