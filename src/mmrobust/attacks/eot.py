@@ -70,3 +70,13 @@ def eot(loss_fn: Closure, samples: int) -> Closure:
         return mean if votes is None else (mean, votes / samples > 0.5)
 
     return averaged
+
+
+def mean_logits(logits_fn: Callable[[Tensor], Tensor], x: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """(logits averaged over ``samples`` forward passes, (B,) most frequent prediction of the passes), without a
+    graph: how an attack with EOT decides which points are still right and which classes to target."""
+    with torch.no_grad():
+        outs = [logits_fn(x) for _ in range(check_eot_samples(samples))]
+    votes = torch.stack([o.argmax(dim=1) for o in outs])  # (samples, B)
+    majority = torch.mode(votes, dim=0).values if samples > 1 else votes[0]
+    return torch.stack(outs).mean(0), majority

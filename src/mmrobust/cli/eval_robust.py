@@ -15,7 +15,7 @@ from mmrobust.eval.robust import RobustSettings
 from mmrobust.pipelines.defended import eval_defended
 from mmrobust.pipelines.evaluate import eval_data, eval_robust
 
-DEFAULT_EOT = DefendedSettings().eot_samples
+DEFENSE_DEFAULTS = (DefendedSettings().eot_samples, DefendedSettings().backward, DefendedSettings().draws)
 
 
 def register_robust(es: argparse._SubParsersAction, common: Callable[..., None]) -> None:
@@ -47,7 +47,7 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
                              "through the defense (adaptive, EOT over its randomness), side by side")
     g.add_argument("--defense", default=None, help=f"test-time defense to evaluate ({', '.join(DEFENSES.list())}); "
                                                    "default: none")
-    add_settings(g, DefendedSettings, only=("defense_options", "eot_samples", "backward"),
+    add_settings(g, DefendedSettings, only=("defense_options", "eot_samples", "backward", "draws"),
                  choices={"backward": BACKWARDS}, owner=p)
 
 
@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     weights = {"pretrained": args.pretrained, "checkpoint": args.checkpoint}
     if args.defense:
         return run_defended(args, fixed, data, weights)
-    if args.defense_options or args.eot_samples != DEFAULT_EOT or args.backward != "through":
-        raise ConfigError("--defense-opt, --eot-samples and --backward set up a test-time defense; name it with "
-                          "--defense (e.g. --defense ttc)")
+    if args.defense_options or (args.eot_samples, args.backward, args.draws) != DEFENSE_DEFAULTS:
+        raise ConfigError("--defense-opt, --eot-samples, --backward and --draws set up a test-time defense; name it "
+                          "with --defense (e.g. --defense ttc)")
     settings = settings_from(args, RobustSettings, **fixed)
     m = eval_robust(model=args.model, weights=weights, data=data, out_dir=args.out, settings=settings,
                     reference=args.reference, reference_weights={"pretrained": args.reference_pretrained},
