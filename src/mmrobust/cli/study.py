@@ -13,7 +13,7 @@ from mmrobust.cli.options import add_settings, settings_from
 def register(sub: argparse._SubParsersAction) -> None:
     from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
 
-    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors",
+    p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; TTC",
                        description="Studies that cross many runs into one table.")
     p.set_defaults(func=lambda a: run_subaction(a, "action", "_study"), _study=p)
     actions = p.add_subparsers(dest="study", metavar="STUDY")
@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(action=run_backdoor)
     with_config(b, "action")
     _register_instructions(actions)
+    from mmrobust.cli.study_ttc import register_ttc
+
+    register_ttc(actions)
 
 
 def _register_instructions(actions: argparse._SubParsersAction) -> None:
