@@ -89,3 +89,33 @@ def test_cli_eval_robust_with_a_defense(tmp_path, micro_world, capsys):
     assert "name it with --defense" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "y"), "--defense", "ttc", "--attack-opt", "eot_samples=3"]) == 2
     assert "--eot-samples" in capsys.readouterr().err
+
+
+def _demo_runs(root, world, seeds):
+    """A `mmrobust demo --seeds` layout: RUNS/seed-K/adversarial/clip/model and RUNS/seed-K/world."""
+    for k in seeds:
+        save_clip(create_clip("mmrobust-micro", seed=k), root / f"seed-{k}" / "adversarial" / "clip" / "model")
+        (root / f"seed-{k}" / "world").symlink_to(world.root, target_is_directory=True)
+    return root
+
+
+def test_study_ttc_over_seeds_aggregates_and_writes_nothing_under_runs(tmp_path, micro_world, capsys):
+    from mmrobust.cli.main import main
+
+    runs = _demo_runs(tmp_path / "runs", micro_world, (0, 1))
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+    out = tmp_path / "study"
+    args = ["study", "ttc", "--runs", str(runs), "--seeds", "0,1", "--out", str(out), "--eps", "4/255",
+            "--n-samples", "6", "--steps", "2", "--eot-samples", "2", "--draws", "2", "--defense-opt", "steps=1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "paper protocol" in printed and "worst case" in printed and "over 2 seeds" in printed
+    rec = read_json(out / "results_seeds.json")
+    assert set(rec["metrics"]["per_seed"]["results_robust-defended.json"]) == {"0", "1"}
+    for k in (0, 1):
+        seed_rec = read_json(out / f"seed-{k}" / "results_robust-defended.json")
+        assert seed_rec["seeds"]["sample"] == k and seed_rec["config"]["defense_options"] == {"steps": 1}
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
+    assert main(args) == 0  # finished seeds are reused
+    assert main([*args[:3], str(tmp_path / "none"), *args[4:]]) == 2
+    assert "mmrobust demo --seeds" in capsys.readouterr().err

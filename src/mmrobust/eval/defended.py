@@ -45,8 +45,8 @@ from mmrobust.values import check_int, setting
 
 _DEFENSE_GIVEN = ("model", "seed", "backward")  # what the evaluation passes to a defense itself
 RANDOMIZED_PREFIX = "the model is not deterministic"  # reports.sanity.randomized_model's warning
-MASKING_MARGIN = 0.05
-CANDIDATES = ("clean", "transfer", "through")  # the images the worst case per image is taken over  # the attack through the defense above the paper protocol by more than this: a warning
+MASKING_MARGIN = 0.05  # the attack through the defense above the paper protocol by more than this: a warning
+CANDIDATES = ("clean", "transfer", "through")  # the images the worst case per image is taken over
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,14 @@ def run_defense_study(*, runs: str | Path, seeds: Sequence[int], out_dir: str | 
     check_aggregate_target(out)  # before minutes of attacks, not after
     inputs = {k: seed_inputs(runs, k, model_path) for k in seeds}  # all checked before the first run
     for k, (model, data) in inputs.items():
-        s = dataclasses.replace(settings, seed=k)
-        dest = out / f"seed-{k}"
+        s, dest = dataclasses.replace(settings, seed=k), out / f"seed-{k}"
         log(f"== seed {k}: {s.defense} on {model} -> {dest}")
         config = {"model": str(model), "stamp": stamp(model), "data": data.manifest,
                   "settings": dataclasses.asdict(s)}
-        run_stage(dest, config, lambda: {"metrics": eval_defended(model=str(model), data=data, out_dir=dest,
-                                                                  settings=s)["eps"]})
+        run_stage(dest, config, _stage(model, data, dest, s))
     return aggregate_runs(out, list(seeds))
+
+
+def _stage(model: Path, data: EvalData, dest: Path, s: DefendedSettings) -> Callable[[], dict[str, Any]]:
+    """The defended evaluation of one seed, as a resumable stage (its output: the per-eps metrics)."""
+    return lambda: {"eps": eval_defended(model=str(model), data=data, out_dir=dest, settings=s)["eps"]}
