@@ -58,16 +58,18 @@ def test_defended_record_shows_both_protocols_side_by_side(setup):
     assert m["randomness"]["randomized"] and m["eot_samples"] == 2 and m["draws"] == 3
     assert m["defense_config"]["steps"] == 1 and rec.protocol["defense"]["name"] == "ttc"
     headings = [c.heading for c in table.columns]
-    assert "paper protocol" in headings[2] and "not robustness" in headings[2]
-    assert "EOT 2" in headings[3] and "worst case" in headings[4]
+    assert "paper protocol: pgd" in headings[2] and "not robustness" in headings[2]
+    assert "EOT 2" in headings[3] and "adaptive: worst case" in headings[4]
     r = m["eps"]["4/255"]
-    assert r["config"]["eot_samples"] == 2 and r["config"]["steps"] == 3
+    assert r["configs"]["through"]["eot_samples"] == 2 and r["configs"]["through"]["steps"] == 3
+    assert r["configs"]["paper"]["steps"] == 10 and r["configs"]["paper"]["step_size"] == pytest.approx(1 / 255)
+    assert r["adaptive_top1"] == min(r[f"{k}_top1"] for k in ("paper", "transfer", "through", "worst_per_image"))
     assert sum(r["worst_from"].values()) == len(rec.samples) == m["n"] == 12
     for row in rec.samples:
         assert row["robust@4/255"] <= row["clean_correct"]
-        accs = {"clean": row["defended_clean"], "transfer": row["transfer@4/255"], "through": row["through@4/255"]}
+        accs = {"clean": row["defended_clean"], **{k: row[f"{k}@4/255"] for k in ("paper", "transfer", "through")}}
         assert row["worst_from@4/255"] == min(accs, key=accs.get)  # the worst candidate on the first draws...
-        for v in (*accs.values(), row["adaptive@4/255"]):  # ...scored on 3 fresh draws
+        for v in (*accs.values(), row["worst@4/255"]):  # ...scored on 3 fresh draws
             assert abs(v * 3 - round(v * 3)) < 1e-6
 
 

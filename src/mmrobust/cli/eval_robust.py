@@ -15,7 +15,12 @@ from mmrobust.eval.robust import RobustSettings
 from mmrobust.pipelines.defended import eval_defended
 from mmrobust.pipelines.evaluate import eval_data, eval_robust
 
-DEFENSE_DEFAULTS = (DefendedSettings().eot_samples, DefendedSettings().backward, DefendedSettings().draws)
+DEFENSE_SCALARS = ("paper_attack", "eot_samples", "backward", "draws")
+DEFENSE_DEFAULTS = tuple(getattr(DefendedSettings(), k) for k in DEFENSE_SCALARS)
+
+
+def _defense_settings(args: argparse.Namespace) -> tuple:
+    return tuple(getattr(args, k) for k in DEFENSE_SCALARS)
 
 
 def register_robust(es: argparse._SubParsersAction, common: Callable[..., None]) -> None:
@@ -47,8 +52,8 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
                              "through the defense (adaptive, EOT over its randomness), side by side")
     g.add_argument("--defense", default=None, help=f"test-time defense to evaluate ({', '.join(DEFENSES.list())}); "
                                                    "default: none")
-    add_settings(g, DefendedSettings, only=("defense_options", "eot_samples", "backward", "draws"),
-                 choices={"backward": BACKWARDS}, owner=p)
+    add_settings(g, DefendedSettings, owner=p, choices={"backward": BACKWARDS},
+                 only=("defense_options", "paper_attack", "paper_attack_options", "eot_samples", "backward", "draws"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     weights = {"pretrained": args.pretrained, "checkpoint": args.checkpoint}
     if args.defense:
         return run_defended(args, fixed, data, weights)
-    if args.defense_options or (args.eot_samples, args.backward, args.draws) != DEFENSE_DEFAULTS:
-        raise ConfigError("--defense-opt, --eot-samples, --backward and --draws set up a test-time defense; name it "
-                          "with --defense (e.g. --defense ttc)")
+    if args.defense_options or args.paper_attack_options or _defense_settings(args) != DEFENSE_DEFAULTS:
+        raise ConfigError("--defense-opt, --paper-attack(-opt), --eot-samples, --backward and --draws set up a "
+                          "test-time defense; name it with --defense (e.g. --defense ttc)")
     settings = settings_from(args, RobustSettings, **fixed)
     m = eval_robust(model=args.model, weights=weights, data=data, out_dir=args.out, settings=settings,
                     reference=args.reference, reference_weights={"pretrained": args.reference_pretrained},

@@ -30,14 +30,14 @@ class Attacked:
 
 
 def attack_all(model: Any, classifier: Classifier, x: Tensor, y: Tensor, ids: list[int], s: RobustSettings,
-               options: dict[str, Any], *, partial: Path | None, tag: str) -> dict[float, Attacked]:
-    """``s.attack`` with ``options`` on ``classifier.logits(model, .)`` at every eps, chunk by chunk (each chunk
-    starts from ``s.seed``); chunks finished by a killed run with the same ``tag``, settings, model and images are
-    read back from ``partial`` with their adversarial images."""
-    fn = ATTACKS.get(s.attack)
+               attack: str, options: dict[str, Any], *, partial: Path | None, tag: str) -> dict[float, Attacked]:
+    """Registered ``attack`` with ``options`` on ``classifier.logits(model, .)`` at every eps of ``s``, chunk by
+    chunk (each chunk starts from ``s.seed``); chunks finished by a killed run with the same ``tag``, attack,
+    settings, model and images are read back from ``partial`` with their adversarial images."""
+    fn = ATTACKS.get(attack)
     logits_fn: LogitsFn = lambda z: classifier.logits(model, z)  # noqa: E731
     config = getattr(model, "defense_config", None)
-    key = {"tag": tag, "attack": s.attack, "norm": s.norm, "seed": s.seed, "batch_size": s.batch_size,
+    key = {"tag": tag, "attack": attack, "norm": s.norm, "seed": s.seed, "batch_size": s.batch_size,
            "options": options, "device": torch.device(s.device).type, "defense": config}
     store = PartialResults(partial, run_key(model, classifier, x, y, ids, key)) if partial else None
     call = {"check": False, **options} if "check" in inspect.signature(fn).parameters else options

@@ -1,20 +1,24 @@
 """Robust accuracy of a CLIP under a test-time defense: the paper's protocol and the adaptive attack, side by side.
 
-For a registered defense (``mmrobust.registry.DEFENSES``, e.g. "ttc": Xing et al., CVPR 2025) and one attack,
-on the same seeded test images, per eps:
+For a registered defense (``mmrobust.registry.DEFENSES``, e.g. "ttc": Xing et al., CVPR 2025), on the same seeded
+test images, per eps:
 
-* **no defense**: the attack on the plain model;
-* **paper protocol** (not robustness): the plain model's adversarial images, then the defense. Most test-time
-  defense papers report this; the attack never sees the defense;
-* **through the defense**: the same attack on the defended model, test-time procedure in the loop (autograd
-  through it, or BPDA), with EOT over the defense's randomness when it is randomized;
-* **adaptive (worst case)**: per image, the worst of the clean image and both attacks' images, the way AutoAttack
-  takes the worst case over attacks (Croce & Hein 2020; Athalye et al. 2018; Tramer et al. 2020). This is the
-  defense's robustness number, an upper bound like every attack's.
+* **no defense**: the attack (``attack``, e.g. APGD-CE) on the plain model;
+* **paper protocol** (not robustness): the images of the paper's attack on the plain model (``paper_attack``;
+  TTC's: PGD, 10 steps of 1/255), then the defense. Most test-time defense papers report this number; the
+  attack never sees the defense;
+* **through the defense**: ``attack`` on the defended model, test-time procedure in the loop (autograd through
+  it, or BPDA), with EOT over the defense's randomness when it is randomized;
+* **adaptive**: the strongest of all this, the way AutoAttack takes the worst case over attacks (Croce & Hein
+  2020; Athalye et al. 2018; Tramer et al. 2020): the lowest of the paper-protocol, transfer (``attack``'s images
+  on the plain model, then defended), through and per-image worst-case accuracies. The defense's robustness
+  number, an upper bound like every attack's.
 
 A randomized defense is scored in expectation: an image's accuracy is the share of ``draws`` forward passes that
-classify it right (one pass for a deterministic model). The worst image is picked on those draws and scored on
-fresh ones, since the minimum of noisy estimates would understate the accuracy.
+classify it right (one pass for a deterministic model). The per-image worst case (of the clean image and the three
+attacks' images) is picked on those draws and scored on fresh ones: the minimum of noisy estimates would be
+biased low. A resumed run reuses the finished attack chunks; the defense's later draws then differ from an
+uninterrupted run's (same distribution).
 
 Example::
 
@@ -22,20 +26,19 @@ Example::
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mmrobust.attacks.adaptive import BACKWARDS
 from mmrobust.errors import ConfigError
-from mmrobust.eval.attack_chunks import attack_all, expected_correct
+from mmrobust.eval.attack_chunks import Attacked, attack_all, expected_correct
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.randomized import probe_randomness
 from mmrobust.eval.robust import (RobustSettings, checked_run, load_images, robust_protocol, sample_ids,
-                                  skipped_rows)
+                                  skipped_rows, typed_attack_options)
 from mmrobust.eval.zeroshot import Classifier, model_classifier
 from mmrobust.registry import DEFENSES
 from mmrobust.reports.contract import Record, Table
@@ -45,17 +48,26 @@ from mmrobust.values import check_int, setting
 
 _DEFENSE_GIVEN = ("model", "seed", "backward")  # what the evaluation passes to a defense itself
 RANDOMIZED_PREFIX = "the model is not deterministic"  # reports.sanity.randomized_model's warning
-MASKING_MARGIN = 0.05  # the attack through the defense above the paper protocol by more than this: a warning
-CANDIDATES = ("clean", "transfer", "through")  # the images the worst case per image is taken over
+MASKING_MARGIN = 0.05  # the attack through the defense above the transfer by more than this: a warning
+CANDIDATES = ("clean", "paper", "transfer", "through")  # the images the per-image worst case is taken over
+
+
+def _paper_pgd() -> dict[str, Any]:
+    return {"steps": 10, "step_size": 1 / 255}  # TTC.sh: --test_numsteps 10 --test_stepsize 1 (PGD, CE)
 
 
 @dataclass(frozen=True)
 class DefendedSettings(RobustSettings):
-    """The robust evaluation's settings plus the defense, its options and how the adaptive attack sees it."""
+    """The robust evaluation's settings plus the defense, its options, the paper's attack and how the adaptive
+    attack sees the defense."""
 
     defense: str = setting("ttc", "test-time defense (mmrobust.registry.DEFENSES)")
     defense_options: dict[str, Any] = setting(help="defense option, e.g. steps=2", flag="--defense-opt",
                                               factory=dict)
+    paper_attack: str = setting("pgd", "the attack of the paper protocol, on the undefended model")
+    paper_attack_options: dict[str, Any] = setting(help="its options (default: TTC's PGD, steps=10 and "
+                                                        "step_size=1/255)", flag="--paper-attack-opt",
+                                                   factory=_paper_pgd)
     eot_samples: int = setting(10, "EOT samples of the attack through a randomized defense (its gradient "
                                    "averaged over that many draws); a deterministic defense is attacked with 1")
     backward: str = setting("through", "how the attack's gradient crosses the defense: through (autograd "
@@ -73,10 +85,8 @@ class DefendedSettings(RobustSettings):
             raise ConfigError(f"backward {self.backward!r} is not one of {', '.join(BACKWARDS)} (--backward)")
         object.__setattr__(self, "defense_options",
                            DEFENSES.typed(self.defense, self.defense_options, skip=_DEFENSE_GIVEN))
-
-    def plain(self) -> RobustSettings:
-        """The robust-evaluation settings alone."""
-        return RobustSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RobustSettings)})
+        object.__setattr__(self, "paper_attack_options",
+                           typed_attack_options(self.paper_attack, self.paper_attack_options))
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -85,8 +95,8 @@ def _mean(t: torch.Tensor) -> float:
 
 def evaluate_defended(model: Any, data: Any, clf: Classifier, s: DefendedSettings, *, partial: Path | None = None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The four numbers per eps (see the module docstring) with classifier ``clf``. Returns (metrics, per-sample
-    rows: the plain model's clean / robust flags and the defended model's accuracy per image in expectation)."""
+    """The numbers per eps (see the module docstring) with classifier ``clf``. Returns (metrics, per-sample rows:
+    the plain model's clean / robust flags and the defended model's accuracy per image in expectation)."""
     wanted = sample_ids(len(data), s.n_samples, s.seed)
     x, y, ids = load_images(data, wanted)
     defended = DEFENSES.build(s.defense, s.defense_options, model=model, seed=s.seed, backward=s.backward)
@@ -96,41 +106,57 @@ def evaluate_defended(model: Any, data: Any, clf: Classifier, s: DefendedSetting
     found = checked_run(lambda z: clf.logits(model, z), xs, ys) + checked_run(guarded, xs, ys) if s.check else []
     probe = probe_randomness(guarded, xs)
     eot, draws = (s.eot_samples, s.draws) if probe["randomized"] else (1, 1)
-    plain = attack_all(model, clf, x, y, ids, s, dict(s.attack_options), partial=partial, tag="undefended")
-    through = attack_all(defended, clf, x, y, ids, s, {**s.attack_options, "eot_samples": eot}, partial=partial,
-                         tag="through-defense")
+
+    def run(m: Any, attack: str, options: dict[str, Any], tag: str) -> dict[float, Attacked]:
+        return attack_all(m, clf, x, y, ids, s, attack, options, partial=partial, tag=tag)
+
+    attacked = {"transfer": run(model, s.attack, dict(s.attack_options), "undefended"),
+                "paper": run(model, s.paper_attack, dict(s.paper_attack_options), "paper"),
+                "through": run(defended, s.attack, {**s.attack_options, "eot_samples": eot}, "through-defense")}
     score = lambda z: expected_correct(guarded, z, y, draws=draws, batch_size=s.batch_size, device=s.device)  # noqa
     clean = score(x)
     rows = [{"index": i, "label": int(t), "clean_correct": bool(ok), "defended_clean": float(p)}
-            for i, t, ok, p in zip(ids, y, plain[s.eps[0]].clean, clean)]
-    per_eps: dict[str, Any] = {}
-    for e in s.eps:
-        name, u, t = eps_label(e), plain[e], through[e]
-        after_u, after_t = score(u.x_adv), score(t.x_adv)
-        pick, worst_x = _worst_images((x, u.x_adv, t.x_adv), (clean, after_u, after_t))
-        worst = score(worst_x)  # fresh draws: no selection bias
-        picked = [CANDIDATES[int(i)] for i in pick]
-        per_eps[name] = {"eps": e, "undefended_top1": _mean(u.robust), "transfer_top1": _mean(after_u),
-                         "through_top1": _mean(after_t), "adaptive_top1": _mean(worst),
-                         "through_one_draw_top1": _mean(t.robust), "config": t.config,
-                         "worst_from": {c: picked.count(c) for c in CANDIDATES},
-                         "defense_stats": _stats(defended, u.x_adv, s)}
-        for row, *vals in zip(rows, u.robust, after_u, after_t, worst, picked):
-            row.update({f"robust@{name}": bool(vals[0]), f"transfer@{name}": float(vals[1]),
-                        f"through@{name}": float(vals[2]), f"adaptive@{name}": float(vals[3]),
-                        f"worst_from@{name}": vals[4]})
-    metrics = {"attack": s.attack, "norm": s.norm, "n": len(ids), "n_skipped": len(skipped_rows(data, wanted)),
-               "seed": s.seed, "clean_top1": _mean(plain[s.eps[0]].clean), "defended_clean_top1": _mean(clean),
+            for i, t, ok, p in zip(ids, y, attacked["transfer"][s.eps[0]].clean, clean)]
+    per_eps = {eps_label(e): _one_eps(e, x, clean, {k: v[e] for k, v in attacked.items()}, score, rows)
+               for e in s.eps}
+    for r in per_eps.values():
+        r["defense_stats"] = _stats(defended, attacked["paper"][r["eps"]].x_adv, s)
+    metrics = {"attack": s.attack, "paper_attack": s.paper_attack, "norm": s.norm, "n": len(ids),
+               "n_skipped": len(skipped_rows(data, wanted)), "seed": s.seed,
+               "clean_top1": _mean(attacked["transfer"][s.eps[0]].clean), "defended_clean_top1": _mean(clean),
                "eps": per_eps, "defense": s.defense, "defense_config": defended.defense_config,
                "randomness": probe, "eot_samples": eot, "draws": draws, "defense_stats": _stats(defended, x, s),
                "check_warnings": found, "ids": ids}
     return metrics, rows
 
 
+def _one_eps(e: float, x: torch.Tensor, clean: torch.Tensor, attacked: dict[str, Attacked],
+             score: Callable[[torch.Tensor], torch.Tensor], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The defended model's accuracy at one eps on each attack's images, the per-image worst case (picked on
+    the draws, scored on fresh ones) and the adaptive number; fills the rows' per-image values."""
+    name = eps_label(e)
+    images = {"clean": x, **{k: attacked[k].x_adv for k in CANDIDATES[1:]}}
+    acc = {"clean": clean, **{k: score(images[k]) for k in CANDIDATES[1:]}}
+    pick, worst_x = _worst_images(tuple(images[k] for k in CANDIDATES), tuple(acc[k] for k in CANDIDATES))
+    worst = score(worst_x)  # fresh draws: no selection bias
+    picked = [CANDIDATES[int(i)] for i in pick]
+    out = {"eps": e, "undefended_top1": _mean(attacked["transfer"].robust),
+           **{f"{k}_top1": _mean(acc[k]) for k in CANDIDATES[1:]}, "worst_per_image_top1": _mean(worst),
+           "through_one_draw_top1": _mean(attacked["through"].robust),
+           "configs": {k: attacked[k].config for k in CANDIDATES[1:]},
+           "worst_from": {c: picked.count(c) for c in CANDIDATES}}
+    out["adaptive_top1"] = min(out["paper_top1"], out["transfer_top1"], out["through_top1"],
+                               out["worst_per_image_top1"])
+    for i, row in enumerate(rows):
+        row.update({f"robust@{name}": bool(attacked["transfer"].robust[i]),
+                    **{f"{k}@{name}": float(acc[k][i]) for k in CANDIDATES[1:]},
+                    f"worst@{name}": float(worst[i]), f"worst_from@{name}": picked[i]})
+    return out
+
+
 def _worst_images(images: tuple[torch.Tensor, ...], accuracy: tuple[torch.Tensor, ...]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image, the index of the candidate (:data:`CANDIDATES`) with the lowest accuracy and its image. Its
-    accuracy is then scored on fresh draws: the minimum of noisy estimates would be biased low."""
+    """Per image, the index of the candidate (:data:`CANDIDATES`) with the lowest accuracy and its image."""
     pick = torch.stack(accuracy).argmin(dim=0)  # (N,) ties: the first candidate
     return pick, torch.stack(images)[pick, torch.arange(len(pick))]
 
@@ -141,28 +167,34 @@ def _stats(defended: Any, x: torch.Tensor, s: RobustSettings) -> dict[str, float
 
 
 def defended_table(metrics: dict[str, Any], s: DefendedSettings) -> Table:
-    """One row per eps (clean first): no defense, the paper protocol, through the defense, the worst case."""
+    """One row per eps (clean first): no defense, the paper protocol, through the defense, adaptive."""
     name, eot = s.defense.upper(), metrics["eot_samples"]
-    through = f"{name}, attack through it ({s.backward}" + (f", EOT {eot})" if eot > 1 else ")")
-    cols = [("eps", "eps"), ("undefended", "no defense", "%"),
-            ("transfer", f"{name}, paper protocol: attack on the undefended model (not robustness)", "%"),
-            ("through", through, "%"), ("adaptive", f"{name}, adaptive: worst case per image", "%")]
+    through = f"{name}, {s.attack} through it ({s.backward}" + (f", EOT {eot})" if eot > 1 else ")")
+    cols = [("eps", "eps"), ("undefended", f"no defense ({s.attack})", "%"),
+            ("paper", f"{name}, paper protocol: {s.paper_attack} on the undefended model (not robustness)", "%"),
+            ("through", through, "%"), ("adaptive", f"{name}, adaptive: worst case", "%")]
     c = metrics["defended_clean_top1"]
-    rows = [{"eps": "0 (clean)", "undefended": metrics["clean_top1"], "transfer": c, "through": c, "adaptive": c}]
-    rows += [{"eps": e, "undefended": r["undefended_top1"], "transfer": r["transfer_top1"],
-              "through": r["through_top1"], "adaptive": r["adaptive_top1"]} for e, r in metrics["eps"].items()]
+    rows = [{"eps": "0 (clean)", "undefended": metrics["clean_top1"], "paper": c, "through": c, "adaptive": c}]
+    rows += [{"eps": e, "undefended": r["undefended_top1"], "paper": r["paper_top1"], "through": r["through_top1"],
+              "adaptive": r["adaptive_top1"]} for e, r in metrics["eps"].items()]
     draws = f"the mean over {metrics['draws']} draws of the defense per image" if metrics["draws"] > 1 else "one pass"
-    return Table.of(f"Robust accuracy with {name} under {s.attack} ({s.norm})", cols, rows,
-                    f"Zero-shot accuracy of {metrics['n']} seeded test images (seed {s.seed}); the defended model is "
-                    f"scored by {draws}. Paper protocol: adversarial images made on the undefended model, then "
-                    f"defended (the attack never sees {name}). Through: the same attack on the defended model, the "
-                    "test-time procedure in the loop. Adaptive: per image the worst of its clean image and both "
-                    "attacks' images, the robustness number.")
+    return Table.of(f"Robust accuracy with {name} ({s.norm})", cols, rows,
+                    f"Zero-shot accuracy of {metrics['n']} seeded test images; the defended model is scored by "
+                    f"{draws}. Paper protocol: {s.paper_attack} {_options(s.paper_attack_options)} on the "
+                    f"undefended model, then {name} (the attack never sees it). Through: {s.attack} "
+                    f"{_options(s.attack_options)} on the defended model, the test-time procedure in the loop. "
+                    f"Adaptive: the lowest of the paper protocol, {s.attack}'s undefended images then {name}, "
+                    "through, and per image the worst of its clean image and the three attacks' images.")
+
+
+def _options(options: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={eps_label(v) if isinstance(v, float) else v}" for k, v in options.items()) + ")" \
+        if options else "(defaults)"
 
 
 def defended_warnings(metrics: dict[str, Any]) -> list[str]:
     """Sanity warnings: the checks (the advice to use EOT dropped when it was used), robust above clean, and an
-    attack through the defense weaker than the attack that ignores it (a sign of masked gradients)."""
+    attack through the defense weaker than the same attack ignoring it (a sign of masked gradients)."""
     checks = metrics.pop("check_warnings")
     if metrics["eot_samples"] > 1:
         checks = [w for w in checks if not w.startswith(RANDOMIZED_PREFIX)]
@@ -170,10 +202,11 @@ def defended_warnings(metrics: dict[str, Any]) -> list[str]:
     found = collect(checks, robust_above_clean(metrics["defended_clean_top1"], robust, n=metrics["n"]))
     for name, r in metrics["eps"].items():
         if r["through_top1"] > r["transfer_top1"] + MASKING_MARGIN:
-            found.append(f"at eps {name} the attack through the defense leaves {100 * r['through_top1']:.1f}% "
-                         f"accuracy, more than the attack that ignores it ({100 * r['transfer_top1']:.1f}%): its "
-                         "gradient through the defense is masked or too noisy (Athalye et al. 2018); the worst-case "
-                         "column counts both, and more --steps, --eot-samples or --backward bpda may do better.")
+            found.append(f"at eps {name} {metrics['attack']} through the defense leaves "
+                         f"{100 * r['through_top1']:.1f}% accuracy, more than its images made on the undefended "
+                         f"model ({100 * r['transfer_top1']:.1f}%): its gradient through the defense is masked or "
+                         "too noisy (Athalye et al. 2018); the adaptive column counts both, and more --steps, "
+                         "--eot-samples or --backward bpda may do better.")
     return found
 
 
@@ -186,6 +219,7 @@ def defended_record(model: Any, data: Any, settings: DefendedSettings, *, partia
     ids = metrics.pop("ids")
     table, found = defended_table(metrics, s), defended_warnings(metrics)
     protocol = {**robust_protocol(data, clf.source, s), "defense": metrics["defense_config"],
+                "paper_attack": s.paper_attack, "paper_attack_options": dict(s.paper_attack_options),
                 "eot_samples": metrics["eot_samples"], "draws": metrics["draws"], "backward": s.backward}
     return Record(kind="robust-defended", metrics=metrics, samples=rows, tables=[table],
                   seeds={"sample": s.seed, "attack": s.seed, "defense": s.seed}, extra={"sample_ids": ids},
