@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from mmrobust.attacks.eot import eot, mean_logits
+from mmrobust.attacks.eot import eot, eot_predictions
 from mmrobust.attacks.losses import LogitLoss, dlr_targeted_loss, get_logit_loss
 from mmrobust.attacks.ops import (
     canonical_norm,
@@ -226,8 +226,8 @@ def apgd_logits(
 
     Only points still correctly classified are attacked, and each restart only reruns the points
     no earlier restart has broken. ``eot_samples`` > 1 averages every step over that many forward
-    passes (:func:`~mmrobust.attacks.eot.eot`); a point then counts as right or broken by the majority of
-    them. Returns adversarial images: a misclassified iterate where one
+    passes (:func:`~mmrobust.attacks.eot.eot`); a point then counts as broken only when all of them are
+    wrong. Returns adversarial images: a misclassified iterate where one
     was found, the highest-loss iterate of the last restart otherwise, the clean image where the
     clean prediction is already wrong.
 
@@ -237,7 +237,7 @@ def apgd_logits(
     """
     loss_on_logits: LogitLoss = get_logit_loss(loss)
     x, x_adv = x.detach(), x.detach().clone()
-    robust = mean_logits(logits_fn, x, eot_samples)[1] == y
+    robust = (eot_predictions(logits_fn, x, eot_samples)[1] == y).any(dim=0)  # right on some pass: attack it
     for _ in range(restarts):
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -274,12 +274,12 @@ def apgd_targeted(
         >>> x_adv = apgd_targeted(model, x, y, eps=8/255, n_target_classes=9)
     """
     x, x_adv = x.detach(), x.detach().clone()
-    clean_logits, majority = mean_logits(logits_fn, x, eot_samples)  # one pass without EOT
+    clean_logits, passes = eot_predictions(logits_fn, x, eot_samples)  # one pass without EOT
     if clean_logits.shape[1] < 4:
         raise ConfigError(
             f"APGD-T needs at least 4 classes (the model has {clean_logits.shape[1]}); use 'apgd-ce' instead"
         )
-    robust = majority == y
+    robust = (passes == y).any(dim=0)
     for rank in range(2, min(n_target_classes, clean_logits.shape[1] - 1) + 2):
         for _ in range(restarts):
             idx = robust.nonzero().squeeze(1)

@@ -43,8 +43,9 @@ def eot(loss_fn: Closure, samples: int) -> Closure:
 
     The loss returned is the mean loss per sample; its gradient w.r.t. the input is the mean of the
     draws' gradients (Athalye et al. 2018). Where ``loss_fn`` also returns a per-sample success flag,
-    a point counts as a success when the majority of its draws succeeded (so APGD keeps no iterate that
-    fooled one lucky draw). ``samples=1`` returns ``loss_fn`` itself.
+    a point counts as a success only when every draw succeeded: APGD then keeps no iterate that fooled
+    a lucky draw or a bare majority, and goes on raising the mean loss of a point the defense still gets
+    right some of the time. ``samples=1`` returns ``loss_fn`` itself.
     """
     samples = check_eot_samples(samples)
     if samples == 1:
@@ -67,16 +68,14 @@ def eot(loss_fn: Closure, samples: int) -> Closure:
         mean = total / samples
         if grad is not None:  # value: the mean loss; gradient w.r.t. x: the mean gradient, sample by sample
             mean = mean + ((x - x.detach()) * (grad / samples)).reshape(len(x), -1).sum(1)
-        return mean if votes is None else (mean, votes / samples > 0.5)
+        return mean if votes is None else (mean, votes >= samples)
 
     return averaged
 
 
-def mean_logits(logits_fn: Callable[[Tensor], Tensor], x: Tensor, samples: int) -> tuple[Tensor, Tensor]:
-    """(logits averaged over ``samples`` forward passes, (B,) most frequent prediction of the passes), without a
+def eot_predictions(logits_fn: Callable[[Tensor], Tensor], x: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """(logits averaged over ``samples`` forward passes (B, C), each pass's predictions (samples, B)), without a
     graph: how an attack with EOT decides which points are still right and which classes to target."""
     with torch.no_grad():
         outs = [logits_fn(x) for _ in range(check_eot_samples(samples))]
-    votes = torch.stack([o.argmax(dim=1) for o in outs])  # (samples, B)
-    majority = torch.mode(votes, dim=0).values if samples > 1 else votes[0]
-    return torch.stack(outs).mean(0), majority
+    return torch.stack(outs).mean(0), torch.stack([o.argmax(dim=1) for o in outs])
