@@ -15,10 +15,11 @@ test images, per eps:
   number, an upper bound like every attack's.
 
 A randomized defense is scored in expectation: an image's accuracy is the share of ``draws`` forward passes that
-classify it right (one pass for a deterministic model). The per-image worst case (of the clean image and the three
-attacks' images) is picked on those draws and scored on fresh ones: the minimum of noisy estimates would be
-biased low. A resumed run reuses the finished attack chunks; the defense's later draws then differ from an
-uninterrupted run's (same distribution).
+classify it right (one pass for a deterministic model), drawn by a copy of the defense with its own seed, so the
+scores do not depend on how many draws the attacks took. The per-image worst case (of the clean image and the
+three attacks' images) is picked on those draws and scored on fresh ones: the minimum of noisy estimates would
+be biased low. A resumed run reuses the finished attack chunks; the attack's later draws of the defense then
+differ from an uninterrupted run's (same distribution).
 
 Example::
 
@@ -50,6 +51,7 @@ _DEFENSE_GIVEN = ("model", "seed", "backward")  # what the evaluation passes to 
 RANDOMIZED_PREFIX = "the model is not deterministic"  # reports.sanity.randomized_model's warning
 MASKING_MARGIN = 0.05  # the attack through the defense above the transfer by more than this: a warning
 CANDIDATES = ("clean", "paper", "transfer", "through")  # the images the per-image worst case is taken over
+SCORE_STREAM = 10_000  # the scoring copy of the defense draws from seed + this: scores do not depend on the attacks
 
 
 def _paper_pgd() -> dict[str, Any]:
@@ -113,7 +115,9 @@ def evaluate_defended(model: Any, data: Any, clf: Classifier, s: DefendedSetting
     attacked = {"transfer": run(model, s.attack, dict(s.attack_options), "undefended"),
                 "paper": run(model, s.paper_attack, dict(s.paper_attack_options), "paper"),
                 "through": run(defended, s.attack, {**s.attack_options, "eot_samples": eot}, "through-defense")}
-    score = lambda z: expected_correct(guarded, z, y, draws=draws, batch_size=s.batch_size, device=s.device)  # noqa
+    scorer = DEFENSES.build(s.defense, s.defense_options, model=model, seed=s.seed + SCORE_STREAM)
+    score = lambda z: expected_correct(lambda b: clf.logits(scorer, b), z, y, draws=draws,  # noqa: E731
+                                       batch_size=s.batch_size, device=s.device)
     clean = score(x)
     rows = [{"index": i, "label": int(t), "clean_correct": bool(ok), "defended_clean": float(p)}
             for i, t, ok, p in zip(ids, y, attacked["transfer"][s.eps[0]].clean, clean)]
