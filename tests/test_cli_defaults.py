@@ -58,6 +58,7 @@ def _commands():
     from mmrobust.pipelines.audit import AuditSettings
     from mmrobust.data.poison.badclip import BadCLIPSettings
     from mmrobust.eval.challenge import ChallengeSettings
+    from mmrobust.eval.defended import DefendedSettings
     from mmrobust.pipelines.lvlm import LVLMAttackJob
     from mmrobust.stories.study import BackdoorStudy
 
@@ -67,7 +68,8 @@ def _commands():
             (("lvlm", "targeted"), LVLMAttackJob, {"out": "out_dir"}),
             (("mmr", "run"), RunSettings, {"bootstrap": "n_boot"}), (("mmr", "run"), GenerationParams, {}),
             (("audit",), AuditSettings, {}), (("make-trigger", "badclip"), BadCLIPSettings, {}),
-            (("study", "backdoor"), BackdoorStudy, {}), (("bench", "run"), ChallengeSettings, {})]
+            (("study", "backdoor"), BackdoorStudy, {}), (("bench", "run"), ChallengeSettings, {}),
+            (("eval", "robust"), DefendedSettings, {"defense": None}), (("study", "ttc"), DefendedSettings, {})]
 
 
 @pytest.mark.parametrize("path,cls,aliases", _commands())

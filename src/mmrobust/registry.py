@@ -117,6 +117,7 @@ TRIGGERS = Registry("trigger", ("mmrobust.data.poison.triggers", "mmrobust.data.
                                 "mmrobust.data.poison.patch"))
 TASKS = Registry("task", ("mmrobust.tasks",))
 ATTACKS = Registry("attack", ("mmrobust.attacks",))
+DEFENSES = Registry("defense", ("mmrobust.defenses",))  # test-time defenses: `mmrobust eval robust --defense NAME`
 PARSERS = Registry("answer parser", ("mmrobust.eval.mllm.parsing",))
 MLLM_ADAPTERS = Registry("MLLM adapter", ("mmrobust.models.mllm",))
 EVALS = Registry("evaluation", ("mmrobust.eval",))

@@ -12,7 +12,12 @@ Two layers:
       result.robust_accuracy, result.broken_by
 
 Run :func:`run_checks` (logits, determinism, nonzero gradients) before an evaluation.
+
+Adaptive attacks on defenses (Athalye et al. 2018; Tramer et al. 2020): :func:`eot` (every registered attack's
+``eot_samples`` option) for randomized models, :func:`bpda` for non-differentiable steps, and
+:func:`through_defense` to attack a classifier with its test-time procedure in the loop.
 """
+from mmrobust.attacks.adaptive import defense_step, through_defense
 from mmrobust.attacks.api import apgd_ce_attack, apgd_dlr_attack, apgd_t_attack, pgd_attack
 from mmrobust.attacks.apgd import APGDOutput, apgd, apgd_logits, apgd_targeted, checkpoints
 from mmrobust.attacks.autoattack import DEFAULT_ATTACKS, autoattack
@@ -23,6 +28,8 @@ from mmrobust.attacks.checks import (
     check_logits,
     run_checks,
 )
+from mmrobust.attacks.bpda import bpda
+from mmrobust.attacks.eot import eot
 from mmrobust.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss, margin_loss
 from mmrobust.attacks.ops import (
     clamp_box,
@@ -50,14 +57,17 @@ __all__ = [
     "apgd_t_attack",
     "apgd_targeted",
     "autoattack",
+    "bpda",
     "ce_loss",
     "check_deterministic",
     "check_gradients",
     "check_logits",
     "checkpoints",
     "clamp_box",
+    "defense_step",
     "dlr_loss",
     "dlr_targeted_loss",
+    "eot",
     "lp_norm",
     "make_generator",
     "margin_loss",
@@ -70,6 +80,7 @@ __all__ = [
     "project_to_threat",
     "random_delta",
     "run_checks",
+    "through_defense",
 ]
 
 from mmrobust.registry import import_modules  # noqa: E402

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from mmrobust.attacks.eot import eot, eot_predictions
 from mmrobust.attacks.losses import LogitLoss, dlr_targeted_loss, get_logit_loss
 from mmrobust.attacks.ops import (
     canonical_norm,
@@ -219,11 +220,14 @@ def apgd_logits(
     restarts: int = 1,
     rho: float = 0.75,
     generator: torch.Generator | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """APGD-CE / APGD-DLR (Croce & Hein 2020) on a classifier, as AutoAttack runs them.
 
     Only points still correctly classified are attacked, and each restart only reruns the points
-    no earlier restart has broken. Returns adversarial images: a misclassified iterate where one
+    no earlier restart has broken. ``eot_samples`` > 1 averages every step over that many forward
+    passes (:func:`~mmrobust.attacks.eot.eot`); a point then counts as broken only when all of them are
+    wrong. Returns adversarial images: a misclassified iterate where one
     was found, the highest-loss iterate of the last restart otherwise, the clean image where the
     clean prediction is already wrong.
 
@@ -233,14 +237,13 @@ def apgd_logits(
     """
     loss_on_logits: LogitLoss = get_logit_loss(loss)
     x, x_adv = x.detach(), x.detach().clone()
-    with torch.no_grad():
-        robust = logits_fn(x).argmax(dim=1) == y
+    robust = (eot_predictions(logits_fn, x, eot_samples)[1] == y).any(dim=0)  # right on some pass: attack it
     for _ in range(restarts):
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         y_sub = y[idx]
-        closure = _logit_closure(logits_fn, lambda z, t=y_sub: loss_on_logits(z, t), y_sub)
+        closure = eot(_logit_closure(logits_fn, lambda z, t=y_sub: loss_on_logits(z, t), y_sub), eot_samples)
         out = apgd(closure, x[idx], eps=eps, norm=norm, steps=steps, rho=rho, generator=generator)
         x_adv[idx] = out.x_adv
         robust[idx[out.success]] = False
@@ -259,6 +262,7 @@ def apgd_targeted(
     restarts: int = 1,
     rho: float = 0.75,
     generator: torch.Generator | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, one run per target class.
 
@@ -270,13 +274,12 @@ def apgd_targeted(
         >>> x_adv = apgd_targeted(model, x, y, eps=8/255, n_target_classes=9)
     """
     x, x_adv = x.detach(), x.detach().clone()
-    with torch.no_grad():
-        clean_logits = logits_fn(x)
+    clean_logits, passes = eot_predictions(logits_fn, x, eot_samples)  # one pass without EOT
     if clean_logits.shape[1] < 4:
         raise ConfigError(
             f"APGD-T needs at least 4 classes (the model has {clean_logits.shape[1]}); use 'apgd-ce' instead"
         )
-    robust = clean_logits.argmax(dim=1) == y
+    robust = (passes == y).any(dim=0)
     for rank in range(2, min(n_target_classes, clean_logits.shape[1] - 1) + 2):
         for _ in range(restarts):
             idx = robust.nonzero().squeeze(1)
@@ -285,7 +288,7 @@ def apgd_targeted(
             y_sub = y[idx]
             target = clean_logits[idx].sort(dim=1).indices[:, -rank]  # rank-th highest clean logit
             loss = lambda z, t=y_sub, tt=target: dlr_targeted_loss(z, t, tt)  # noqa: E731
-            out = apgd(_logit_closure(logits_fn, loss, y_sub), x[idx], eps=eps, norm=norm,
+            out = apgd(eot(_logit_closure(logits_fn, loss, y_sub), eot_samples), x[idx], eps=eps, norm=norm,
                        steps=steps, rho=rho, generator=generator)
             x_adv[idx] = out.x_adv
             robust[idx[out.success]] = False

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mmrobust.attacks.apgd import apgd_logits, apgd_targeted
+from mmrobust.attacks.eot import check_eot_samples, eot
 from mmrobust.attacks.losses import get_logit_loss
 from mmrobust.attacks.ops import canonical_norm, check_eps, check_images, make_generator, per_sample
 from mmrobust.attacks.pgd import pgd
@@ -57,10 +58,11 @@ def finish(name: str, logits_fn: LogitsFn, x: Tensor, y: Tensor, x_adv: Tensor, 
 def pgd_attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
                steps: int = 10, seed: int = 0, step_size: float | None = None, loss: str = "ce",
                random_start: bool = True, momentum: float | None = None,
-               return_best: bool = False) -> AttackResult:
+               return_best: bool = False, eot_samples: int = 1) -> AttackResult:
     """PGD (Madry et al. 2018) on the CE (or "dlr", "margin") loss of a classifier.
 
-    Defaults: 10 steps, step size 2.5 * eps / steps (Madry et al.), uniform random start.
+    Defaults: 10 steps, step size 2.5 * eps / steps (Madry et al.), uniform random start. ``eot_samples``
+    > 1 averages each step's loss and gradient over that many forward passes (EOT, for a randomized model).
 
     Example::
 
@@ -69,28 +71,32 @@ def pgd_attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: s
     """
     y, eps, norm = validate_inputs(x, y, eps, norm)
     step = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
-    loss_fn = get_logit_loss(loss)
-    x_adv = pgd(lambda xa: loss_fn(logits_fn(xa), y), x, eps=eps, step_size=step, steps=steps, norm=norm,
+    logit_loss = get_logit_loss(loss)
+    loss_fn = eot(lambda xa: logit_loss(logits_fn(xa), y), check_eot_samples(eot_samples))
+    x_adv = pgd(loss_fn, x, eps=eps, step_size=step, steps=steps, norm=norm,
                 random_start=random_start, generator=make_generator(seed, x.device),
                 return_best=return_best, momentum=momentum)
     config = dict(eps=eps, norm=norm, steps=steps, seed=seed, step_size=step, loss=loss,
-                  random_start=random_start, momentum=momentum, return_best=return_best)
+                  random_start=random_start, momentum=momentum, return_best=return_best, eot_samples=eot_samples)
     return finish("pgd", logits_fn, x, y, x_adv, config)
 
 
 def _apgd_untargeted(name: str, loss: str) -> Callable[..., AttackResult]:
     def attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
-               steps: int = 100, seed: int = 0, restarts: int = 1, rho: float = 0.75) -> AttackResult:
+               steps: int = 100, seed: int = 0, restarts: int = 1, rho: float = 0.75,
+               eot_samples: int = 1) -> AttackResult:
         y, eps, norm = validate_inputs(x, y, eps, norm)
         x_adv = apgd_logits(logits_fn, x, y, eps=eps, loss=loss, norm=norm, steps=steps, restarts=restarts,
-                            rho=rho, generator=make_generator(seed, x.device))
-        config = dict(eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, rho=rho, loss=loss)
+                            rho=rho, generator=make_generator(seed, x.device), eot_samples=eot_samples)
+        config = dict(eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, rho=rho, loss=loss,
+                      eot_samples=eot_samples)
         return finish(name, logits_fn, x, y, x_adv, config)
 
     attack.__name__ = name.replace("-", "_")
     attack.__doc__ = (
         f"APGD on the {loss.upper()} loss (Croce & Hein 2020), as in AutoAttack.\n\n"
-        "Defaults: 100 steps, 1 restart (on points not yet broken), rho 0.75, momentum 0.75.\n\n"
+        "Defaults: 100 steps, 1 restart (on points not yet broken), rho 0.75, momentum 0.75; eot_samples > 1\n"
+        "averages loss and gradient over that many forward passes (EOT, Athalye et al. 2018).\n\n"
         f"Example::\n\n    >>> res = ATTACKS.get({name!r})(model, x, y, eps=8/255, seed=0)\n"
     )
     return attack
@@ -103,10 +109,11 @@ apgd_dlr_attack = ATTACKS.register("apgd-dlr")(_apgd_untargeted("apgd-dlr", "dlr
 @ATTACKS.register("apgd-t")
 def apgd_t_attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
                   steps: int = 100, seed: int = 0, n_target_classes: int = 9, restarts: int = 1,
-                  rho: float = 0.75) -> AttackResult:
+                  rho: float = 0.75, eot_samples: int = 1) -> AttackResult:
     """APGD-T (Croce & Hein 2020): targeted DLR loss against the top ``n_target_classes`` classes.
 
-    Defaults as in AutoAttack's standard version: 9 targets, 1 restart each, 100 steps.
+    Defaults as in AutoAttack's standard version: 9 targets, 1 restart each, 100 steps; ``eot_samples``
+    as for "apgd-ce".
 
     Example::
 
@@ -114,7 +121,8 @@ def apgd_t_attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm
     """
     y, eps, norm = validate_inputs(x, y, eps, norm)
     x_adv = apgd_targeted(logits_fn, x, y, eps=eps, norm=norm, steps=steps, n_target_classes=n_target_classes,
-                          restarts=restarts, rho=rho, generator=make_generator(seed, x.device))
+                          restarts=restarts, rho=rho, generator=make_generator(seed, x.device),
+                          eot_samples=eot_samples)
     config = dict(eps=eps, norm=norm, steps=steps, seed=seed, n_target_classes=n_target_classes,
-                  restarts=restarts, rho=rho)
+                  restarts=restarts, rho=rho, eot_samples=eot_samples)
     return finish("apgd-t", logits_fn, x, y, x_adv, config)

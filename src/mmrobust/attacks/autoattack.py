@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mmrobust.attacks.api import finish, predict, validate_inputs
 from mmrobust.attacks.checks import run_checks
+from mmrobust.attacks.eot import check_eot_samples
 from mmrobust.attacks.result import AttackResult
 from mmrobust.errors import ConfigError
 from mmrobust.registry import ATTACKS
@@ -37,6 +38,7 @@ def autoattack(
     batch_size: int | None = None,
     check: bool = True,
     check_size: int = 64,
+    eot_samples: int = 1,
 ) -> AttackResult:
     """Worst case over ``attacks`` (default APGD-CE then APGD-T), as AutoAttack evaluates.
 
@@ -44,7 +46,9 @@ def autoattack(
     only on points no earlier attack has broken, in chunks of ``batch_size`` (all at once if None),
     and every attack and chunk starts from ``seed`` (as AutoAttack reseeds). ``attack_kwargs``
     passes options per attack, e.g. ``{"apgd-t": {"n_target_classes": 3}}``. With ``check`` the
-    sanity checks of :mod:`mmrobust.attacks.checks` run first on ``check_size`` points.
+    sanity checks of :mod:`mmrobust.attacks.checks` run first on ``check_size`` points. ``eot_samples``
+    > 1 is passed to every attack (EOT over a randomized model, Athalye et al. 2018); the checks then warn
+    about the model's randomness instead of refusing it.
 
     Returns an AttackResult whose ``broken_by`` names the attack that broke each point ("clean"
     if misclassified without attack, "" if still robust).
@@ -55,25 +59,29 @@ def autoattack(
         >>> res.robust_accuracy, res.broken_by[:5]
     """
     y, eps, norm = validate_inputs(x, y, eps, norm)
+    eot_samples = check_eot_samples(eot_samples)
     fns = _resolve(attacks, attack_kwargs)
     kwargs = {name: dict(attack_kwargs.get(name, {})) for name in attacks} if attack_kwargs else {}
     if check:
         n_t = int(kwargs.get("apgd-t", {}).get("n_target_classes", 9))
-        run_checks(logits_fn, x[:check_size], y[:check_size], attacks=tuple(attacks), n_target_classes=n_t)
+        run_checks(logits_fn, x[:check_size], y[:check_size], attacks=tuple(attacks), n_target_classes=n_t,
+                   on_fail="warn" if eot_samples > 1 else "raise")
     x = x.detach()
     robust = predict(logits_fn, x, batch_size) == y
     broken = ["" if ok else "clean" for ok in robust.tolist()]
     x_adv = x.clone()
+    eot_opt = {"eot_samples": eot_samples} if eot_samples > 1 else {}
     for name, fn in fns:
         for idx in _chunks(robust.nonzero().squeeze(1), batch_size):
-            res = fn(logits_fn, x[idx], y[idx], eps=eps, norm=norm, steps=steps, seed=seed, **kwargs.get(name, {}))
+            res = fn(logits_fn, x[idx], y[idx], eps=eps, norm=norm, steps=steps, seed=seed,
+                     **{**eot_opt, **kwargs.get(name, {})})
             x_adv[idx] = res.x_adv
             fooled = idx[~res.robust]
             robust[fooled] = False
             for i in fooled.tolist():
                 broken[i] = name
     config = dict(eps=eps, norm=norm, steps=steps, seed=seed, attacks=list(attacks),
-                  attack_kwargs={k: dict(v) for k, v in kwargs.items()}, batch_size=batch_size)
+                  attack_kwargs={k: dict(v) for k, v in kwargs.items()}, batch_size=batch_size, eot_samples=eot_samples)
     return finish("autoattack", logits_fn, x, y, x_adv, config, broken_by=tuple(broken), batch_size=batch_size)
 
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
 
     p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; cheaper "
-                                     "robust finetuning",
+                                     "robust finetuning; TTC",
                        description="Studies that cross many runs into one table.")
     p.set_defaults(func=lambda a: run_subaction(a, "action", "_study"), _study=p)
     actions = p.add_subparsers(dest="study", metavar="STUDY")
@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     with_config(b, "action")
     _register_instructions(actions)
     _register_robust_ft(actions)
+    from mmrobust.cli.study_ttc import register_ttc
+
+    register_ttc(actions)
 
 
 def _register_robust_ft(actions: argparse._SubParsersAction) -> None:

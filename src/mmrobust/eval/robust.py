@@ -27,6 +27,7 @@ from mmrobust.attacks.pgd import pgd
 from mmrobust.data.datasets import collate
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.contract import evaluation
+from mmrobust.eval.randomized import probe_randomness, randomized_warnings, table_label
 from mmrobust.eval.zeroshot import Classifier, model_classifier
 from mmrobust.jsonio import Journal
 from mmrobust.losses.embedding import squared_l2
@@ -217,14 +218,16 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, sett
     model.eval()
     found = checked_run(logits_fn, x_all[:16].to(s.device), y_all[:16].to(s.device)) if s.check else []
     key_settings = {"attack": s.attack, "norm": s.norm, "seed": s.seed, "batch_size": s.batch_size,
-                    "options": options, "device": torch.device(s.device).type}
+                    "options": options, "device": torch.device(s.device).type,
+                    **({"defense": model.defense_config} if hasattr(model, "defense_config") else {})}
     store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
     call = {"check": False, **options} if s.check and "check" in inspect.signature(fn).parameters else options
     run = _Run(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None, keeper)
     done = store.load() if store is not None else {}
     metrics: dict[str, Any] = {"attack": s.attack, "norm": s.norm, "n": len(ids),
                                "n_skipped": len(skipped_rows(dataset, wanted)), "seed": s.seed, "eps": {},
-                               "check_warnings": found}
+                               "check_warnings": found,
+                               "randomness": probe_randomness(logits_fn, x_all[:16].to(s.device))}
     rows = [{"index": i, "label": int(y)} for i, y in zip(ids, y_all)]
     for e in s.eps:
         chunks, advs = zip(*(run.chunk(e, start, done) for start in range(0, len(ids), s.batch_size)))
@@ -333,12 +336,14 @@ def robust_record(model: CLIPModel, data: Any, settings: RobustSettings, *, save
     metrics, rows = evaluate_robust(model, data, clf, s, save_adv=save_adv, partial=partial, keeper=keeper)
     table_rows = [{"eps": "0 (clean)", "accuracy": metrics["clean_top1"]}]
     table_rows += [{"eps": name, "accuracy": r["robust_top1"]} for name, r in metrics["eps"].items()]
-    table = Table.of(f"Robust accuracy under {s.attack} ({s.norm})", [("eps", "eps"), ("accuracy", "accuracy", "%")],
+    title = f"Robust accuracy under {s.attack} ({s.norm})" + table_label(metrics["randomness"], s.attack_options)
+    table = Table.of(title, [("eps", "eps"), ("accuracy", "accuracy", "%")],
                      table_rows, f"Zero-shot accuracy of {metrics['n']} seeded test images (seed {s.seed}) on clean "
                                  f"images and under the {s.attack} attack with {s.norm} radius eps (images in [0,1]); "
                                  f"{metrics['n_skipped']} sampled images could not be read and are skipped.")
     skipped = skipped_rows(data, sample_ids(len(data), s.n_samples, s.seed))
-    found = collect(metrics.pop("check_warnings"), robust_warnings(metrics))
+    found = collect(metrics.pop("check_warnings"), robust_warnings(metrics),
+                    randomized_warnings(metrics["randomness"], s.attack, s.attack_options))
     return Record(kind="robust", metrics=metrics, samples=rows, tables=[table],
                   seeds={"sample": s.seed, "attack": s.seed},
                   extra={"sample_ids": [r["index"] for r in rows], "skipped_images": skipped},
