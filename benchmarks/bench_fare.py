@@ -50,7 +50,7 @@ from mmrobust.attacks.ops import random_delta
 from mmrobust.tasks.fare import FARETask
 from mmrobust.losses.embedding import fare_loss
 from mmrobust.models import create_clip
-from mmrobust.training.loop import TrainConfig, train
+from mmrobust.training.loop import TrainConfig, fp32_matmuls, train
 
 EPS, STEP, ITERS, MOMENTUM = 4 / 255, 1 / 255, 10, 0.9
 LR, WD, BETAS, ADAM_EPS, WARMUP = 1e-5, 1e-4, (0.9, 0.999), 1e-8, 2
@@ -170,23 +170,6 @@ def compile_towers(towers: list[torch.nn.Module], backend: str | None) -> None:
     if backend:
         for tower in towers:
             tower.compile(backend=backend)
-
-
-@contextlib.contextmanager
-def fp32_matmuls(tf32: bool, device: torch.device) -> Any:
-    """TF32 or strict IEEE fp32 matmuls for their side, as our loop sets them for ours (TrainConfig.tf32)."""
-    if device.type != "cuda":
-        yield
-        return
-    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
-    before = [b.fp32_precision for b in backends]
-    for b in backends:
-        b.fp32_precision = "tf32" if tf32 else "ieee"
-    try:
-        yield
-    finally:
-        for b, value in zip(backends, before):
-            b.fp32_precision = value
 
 
 def run_ours(base: Any, images: torch.Tensor, args: argparse.Namespace, device: torch.device) -> float:

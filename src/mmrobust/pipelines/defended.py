@@ -8,9 +8,9 @@ from typing import Any
 
 from mmrobust.eval.contract import run_evaluation
 from mmrobust.eval.defended import DefendedSettings
-from mmrobust.eval.robust import PARTIAL_NAME, clear_partial
+from mmrobust.eval.robust import clear_partial
 from mmrobust.models.clip import CLIPModel
-from mmrobust.pipelines.evaluate import EvalData, labelled, load_model
+from mmrobust.pipelines.evaluate import EvalData, robust_setup
 from mmrobust.reports.contract import write_record
 
 
@@ -23,13 +23,8 @@ def eval_defended(*, model: str, data: EvalData, out_dir: str | Path, settings: 
     Finished attack chunks go to ``out_dir/partial_robust.jsonl`` (both attacks, keyed by their settings), so
     a killed run resumes (``resume=False`` starts over); the file is removed once the results are written."""
     s = settings or DefendedSettings()
-    clip = clip or load_model(model, device=s.device, **(weights or {}))
-    ds = labelled(data, clip)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / PARTIAL_NAME
-    if not resume:
-        clear_partial(partial)
+    clip, ds, out, partial = robust_setup(model=model, data=data, out_dir=out_dir, device=s.device, weights=weights,
+                                          clip=clip, resume=resume)
     record = run_evaluation("robust-defended", model=clip, data=ds, settings=s, partial=partial)
     record.config = {"model": model, "data": asdict(data), **asdict(s), "eps": list(s.eps), **record.config}
     write_record(out, record, name="robust-defended")

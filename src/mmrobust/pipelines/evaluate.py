@@ -250,6 +250,21 @@ def zero_shot_agreement(model: CLIPModel, reference: CLIPModel, data: Any, image
     return float((a == b).float().mean())
 
 
+def robust_setup(*, model: str, data: EvalData, out_dir: str | Path, device: str, weights: dict | None,
+                 clip: CLIPModel | None, resume: bool) -> tuple[CLIPModel, Any, Path, Path]:
+    """What a resumable robust evaluation starts from: (the CLIP, its labelled split, the created output folder,
+    the partial-results file, cleared unless ``resume``)."""
+    from mmrobust.eval.robust import PARTIAL_NAME, clear_partial
+
+    clip = clip or load_model(model, device=device, **(weights or {}))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / PARTIAL_NAME
+    if not resume:
+        clear_partial(partial)
+    return clip, labelled(data, clip), out, partial
+
+
 def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, settings: RobustSettings | None = None,
                 weights: dict | None = None, reference: str | None = None, reference_weights: dict | None = None,
                 save_adv: bool = False, clip: CLIPModel | None = None, resume: bool = True) -> dict[str, Any]:
@@ -258,18 +273,13 @@ def eval_robust(*, model: str, data: EvalData, out_dir: str | Path, settings: Ro
 
     Finished (eps, batch) chunks go to ``out_dir/partial_robust.jsonl`` as they finish; a rerun with the
     same settings resumes from it (``resume=False`` starts over). It is removed once the results are written."""
-    from mmrobust.eval.robust import PARTIAL_NAME, clear_partial, embedding_drift, load_images, sample_ids
+    from mmrobust.eval.robust import clear_partial, embedding_drift, load_images, sample_ids
     from mmrobust.reports.protocol import eps_label
 
     s = settings = settings or RobustSettings()
     device = s.device
-    clip = clip or load_model(model, device=device, **(weights or {}))
-    ds = labelled(data, clip)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / PARTIAL_NAME
-    if not resume:
-        clear_partial(partial)
+    clip, ds, out, partial = robust_setup(model=model, data=data, out_dir=out_dir, device=device, weights=weights,
+                                          clip=clip, resume=resume)
     record = run_evaluation("robust", model=clip, data=ds, settings=settings, save_adv=out if save_adv else None,
                             partial=partial)
     if reference:

@@ -109,17 +109,17 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
 
 
 @contextlib.contextmanager
-def _tf32(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
-    """TF32 (or strict IEEE fp32 with ``tf32=False``) for fp32 matmuls and convolutions while training on
-    CUDA, through torch's ``fp32_precision`` API (mixing it with the legacy ``allow_tf32`` flags is an
-    error in torch); the previous settings are restored afterwards."""
+def fp32_matmuls(tf32: bool, device: torch.device) -> Iterator[None]:
+    """TF32 (or strict IEEE fp32 with ``tf32=False``) for fp32 matmuls and convolutions on CUDA, through
+    torch's ``fp32_precision`` API (mixing it with the legacy ``allow_tf32`` flags is an error in torch); the
+    previous settings are restored afterwards. A no-op off CUDA. (The benchmarks use it for the peer's side.)"""
     if device.type != "cuda":
         yield
         return
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
     before = [b.fp32_precision for b in backends]
     for b in backends:
-        b.fp32_precision = "tf32" if cfg.tf32 else "ieee"
+        b.fp32_precision = "tf32" if tf32 else "ieee"
     try:
         yield
     finally:
@@ -360,7 +360,7 @@ def train(task: Any, dataset: torch.utils.data.Dataset, cfg: TrainConfig, out_di
         task.set_grad_checkpointing(True)
     task.train()
     try:
-        with _tf32(cfg, device):
+        with fp32_matmuls(cfg.tf32, device):
             _loop(task, loader, opt, sched, scaler, cfg, device, out, result, bar, fp)
     finally:
         bar.close()
