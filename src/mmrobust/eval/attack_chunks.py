@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from mmrobust.eval.robust import PartialResults, RobustSettings, _Run, run_key
+from mmrobust.eval.robust import PartialResults, RobustSettings, AttackRun, run_key
 from mmrobust.eval.zeroshot import Classifier
 from mmrobust.registry import ATTACKS
 
@@ -41,7 +41,7 @@ def attack_all(model: Any, classifier: Classifier, x: Tensor, y: Tensor, ids: li
            "options": options, "device": torch.device(s.device).type, "defense": config}
     store = PartialResults(partial, run_key(model, classifier, x, y, ids, key)) if partial else None
     call = {"check": False, **options} if "check" in inspect.signature(fn).parameters else options
-    run = _Run(fn, logits_fn, x, y, ids, s, call, store, True)
+    run = AttackRun(fn, logits_fn, x, y, ids, s, call, store, True)
     done = store.load() if store is not None else {}
     out = {}
     for e in s.eps:

@@ -149,8 +149,10 @@ def typed_attack_options(attack: str, options: dict[str, Any] | None) -> dict[st
 
 
 @dataclass
-class _Run:
-    """What every chunk of one evaluation shares."""
+class AttackRun:
+    """What every chunk of one robust evaluation shares (the attack, the model's logits, the sampled images, the
+    settings, the partial-results store); the defended evaluation (:mod:`mmrobust.eval.attack_chunks`) runs its
+    chunks through it too."""
 
     fn: Callable[..., Any]
     logits_fn: Callable[[torch.Tensor], torch.Tensor]
@@ -222,7 +224,7 @@ def evaluate_robust(model: CLIPModel, dataset: Any, classifier: Classifier, sett
                     **({"defense": model.defense_config} if hasattr(model, "defense_config") else {})}
     store = PartialResults(partial, run_key(model, classifier, x_all, y_all, ids, key_settings)) if partial else None
     call = {"check": False, **options} if s.check and "check" in inspect.signature(fn).parameters else options
-    run = _Run(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None, keeper)
+    run = AttackRun(fn, logits_fn, x_all, y_all, ids, s, call, store, save_adv is not None, keeper)
     done = store.load() if store is not None else {}
     metrics: dict[str, Any] = {"attack": s.attack, "norm": s.norm, "n": len(ids),
                                "n_skipped": len(skipped_rows(dataset, wanted)), "seed": s.seed, "eps": {},
