@@ -60,6 +60,7 @@ def test_defended_record_shows_both_protocols_side_by_side(setup):
     headings = [c.heading for c in table.columns]
     assert "paper protocol: pgd" in headings[2] and "not robustness" in headings[2]
     assert "EOT 2" in headings[3] and "adaptive: worst case" in headings[4]
+    assert "from the paper-protocol images" in headings[3] and rec.protocol["warm_start"] == "paper"
     r = m["eps"]["4/255"]
     assert r["configs"]["through"]["eot_samples"] == 2 and r["configs"]["through"]["steps"] == 3
     assert r["configs"]["paper"]["steps"] == 10 and r["configs"]["paper"]["step_size"] == pytest.approx(1 / 255)
@@ -87,6 +88,12 @@ def test_cli_eval_robust_with_a_defense(tmp_path, micro_world, capsys):
     assert set(rec["metrics"]["eps"]) == {"1/255", "4/255"} and not (out / "partial_robust.jsonl").exists()
     rows = [r["eps"] for r in rec["tables"][0]["rows"]]
     assert rows == ["0 (clean)", "1/255", "4/255"]
+    assert rec["config"]["warm_start"] == "paper" and rec["protocol"]["warm_start"] == "paper"  # the default
+    assert main([*common, "--out", str(tmp_path / "w"), "--defense", "ttc", "--warm-start", "none", "--attack", "pgd",
+                 "--defense-opt", "steps=1", "--eot-samples", "2", "--draws", "2"]) == 0
+    assert read_json(tmp_path / "w" / "results_robust-defended.json")["protocol"]["warm_start"] == "none"
+    assert main([*common, "--out", str(tmp_path / "v"), "--defense", "ttc", "--attack", "pgd"]) == 2
+    assert "--warm-start none" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "x"), "--eot-samples", "3"]) == 2
     assert "name it with --defense" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "y"), "--defense", "ttc", "--attack-opt", "eot_samples=3"]) == 2

@@ -221,13 +221,17 @@ def apgd_logits(
     rho: float = 0.75,
     generator: torch.Generator | None = None,
     eot_samples: int = 1,
+    x_init: Tensor | None = None,
 ) -> Tensor:
     """APGD-CE / APGD-DLR (Croce & Hein 2020) on a classifier, as AutoAttack runs them.
 
     Only points still correctly classified are attacked, and each restart only reruns the points
     no earlier restart has broken. ``eot_samples`` > 1 averages every step over that many forward
     passes (:func:`~mmrobust.attacks.eot.eot`); a point then counts as broken only when all of them are
-    wrong. Returns adversarial images: a misclassified iterate where one
+    wrong. ``x_init`` (B, C, H, W) warm-starts the first restart there instead of at a random point,
+    projected onto the eps-ball around ``x`` and [0, 1] (Tramer et al. 2020: start the adaptive attack from
+    a transfer attack's images); a start that is already adversarial is kept. Returns adversarial images: a
+    misclassified iterate where one
     was found, the highest-loss iterate of the last restart otherwise, the clean image where the
     clean prediction is already wrong.
 
@@ -238,13 +242,14 @@ def apgd_logits(
     loss_on_logits: LogitLoss = get_logit_loss(loss)
     x, x_adv = x.detach(), x.detach().clone()
     robust = (eot_predictions(logits_fn, x, eot_samples)[1] == y).any(dim=0)  # right on some pass: attack it
-    for _ in range(restarts):
+    for k in range(restarts):
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         y_sub = y[idx]
         closure = eot(_logit_closure(logits_fn, lambda z, t=y_sub: loss_on_logits(z, t), y_sub), eot_samples)
-        out = apgd(closure, x[idx], eps=eps, norm=norm, steps=steps, rho=rho, generator=generator)
+        start = x_init[idx] if x_init is not None and k == 0 else None
+        out = apgd(closure, x[idx], eps=eps, norm=norm, steps=steps, rho=rho, generator=generator, x_init=start)
         x_adv[idx] = out.x_adv
         robust[idx[out.success]] = False
     return x_adv

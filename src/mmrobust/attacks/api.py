@@ -84,19 +84,24 @@ def pgd_attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: s
 def _apgd_untargeted(name: str, loss: str) -> Callable[..., AttackResult]:
     def attack(logits_fn: LogitsFn, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
                steps: int = 100, seed: int = 0, restarts: int = 1, rho: float = 0.75,
-               eot_samples: int = 1) -> AttackResult:
+               eot_samples: int = 1, x_init: Tensor | None = None) -> AttackResult:
         y, eps, norm = validate_inputs(x, y, eps, norm)
+        if x_init is not None and x_init.shape != x.shape:
+            raise ConfigError(f"the warm start x_init has shape {tuple(x_init.shape)}, the images "
+                              f"{tuple(x.shape)}; give one starting image per image")
         x_adv = apgd_logits(logits_fn, x, y, eps=eps, loss=loss, norm=norm, steps=steps, restarts=restarts,
-                            rho=rho, generator=make_generator(seed, x.device), eot_samples=eot_samples)
+                            rho=rho, generator=make_generator(seed, x.device), eot_samples=eot_samples,
+                            x_init=None if x_init is None else x_init.to(x.device))
         config = dict(eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, rho=rho, loss=loss,
-                      eot_samples=eot_samples)
+                      eot_samples=eot_samples, warm_start=x_init is not None)
         return finish(name, logits_fn, x, y, x_adv, config)
 
     attack.__name__ = name.replace("-", "_")
     attack.__doc__ = (
         f"APGD on the {loss.upper()} loss (Croce & Hein 2020), as in AutoAttack.\n\n"
         "Defaults: 100 steps, 1 restart (on points not yet broken), rho 0.75, momentum 0.75; eot_samples > 1\n"
-        "averages loss and gradient over that many forward passes (EOT, Athalye et al. 2018).\n\n"
+        "averages loss and gradient over that many forward passes (EOT, Athalye et al. 2018); x_init (images like\n"
+        "x) warm-starts the first restart there, projected onto the eps-ball of x (Tramer et al. 2020).\n\n"
         f"Example::\n\n    >>> res = ATTACKS.get({name!r})(model, x, y, eps=8/255, seed=0)\n"
     )
     return attack

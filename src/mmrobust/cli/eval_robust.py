@@ -10,12 +10,12 @@ from mmrobust.cli.common import (apply_config, eps_list, key_values, positive_in
                                  add_seeds_option, over_seeds)
 from mmrobust.cli.options import add_settings, settings_from
 from mmrobust.errors import ConfigError
-from mmrobust.eval.defended import DefendedSettings
+from mmrobust.eval.defended import WARM_STARTS, DefendedSettings
 from mmrobust.eval.robust import RobustSettings
 from mmrobust.pipelines.defended import eval_defended
 from mmrobust.pipelines.evaluate import eval_data, eval_robust
 
-DEFENSE_SCALARS = ("paper_attack", "eot_samples", "backward", "draws")
+DEFENSE_SCALARS = ("paper_attack", "eot_samples", "backward", "draws", "warm_start")
 DEFENSE_DEFAULTS = tuple(getattr(DefendedSettings(), k) for k in DEFENSE_SCALARS)
 
 
@@ -52,8 +52,9 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
                              "through the defense (adaptive, EOT over its randomness), side by side")
     g.add_argument("--defense", default=None, help=f"test-time defense to evaluate ({', '.join(DEFENSES.list())}); "
                                                    "default: none")
-    add_settings(g, DefendedSettings, owner=p, choices={"backward": BACKWARDS},
-                 only=("defense_options", "paper_attack", "paper_attack_options", "eot_samples", "backward", "draws"))
+    add_settings(g, DefendedSettings, owner=p, choices={"backward": BACKWARDS, "warm_start": WARM_STARTS},
+                 only=("defense_options", "paper_attack", "paper_attack_options", "eot_samples", "backward", "draws",
+                       "warm_start"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.defense:
         return run_defended(args, fixed, data, weights)
     if args.defense_options or args.paper_attack_options or _defense_settings(args) != DEFENSE_DEFAULTS:
-        raise ConfigError("--defense-opt, --paper-attack(-opt), --eot-samples, --backward and --draws set up a "
-                          "test-time defense; name it with --defense (e.g. --defense ttc)")
+        raise ConfigError("--defense-opt, --paper-attack(-opt), --eot-samples, --backward, --draws and --warm-start "
+                          "set up a test-time defense; name it with --defense (e.g. --defense ttc)")
     settings = settings_from(args, RobustSettings, **fixed)
     m = eval_robust(model=args.model, weights=weights, data=data, out_dir=args.out, settings=settings,
                     reference=args.reference, reference_weights={"pretrained": args.reference_pretrained},

@@ -12,14 +12,15 @@ from mmrobust.cli.options import add_settings, settings_from
 
 def register_ttc(actions: argparse._SubParsersAction) -> None:
     from mmrobust.attacks.adaptive import BACKWARDS
-    from mmrobust.eval.defended import DefendedSettings
+    from mmrobust.eval.defended import WARM_STARTS, DefendedSettings
     from mmrobust.stories.defense_study import MODEL_PATH
 
     t = actions.add_parser(
         "ttc", help="TTC on the demo's CLIPs over seeds: paper protocol vs adaptive attack",
         description="For each seed of a `mmrobust demo --seeds` run: attack the adversarial story's plain CLIP, "
                     "counterattack its adversarial images with TTC (the paper's protocol, not robustness), attack "
-                    "through TTC (EOT over its random start), and take the worst case per image; then mean ± sd "
+                    "through TTC (EOT over its random start; by default warm-started from the paper-protocol images), "
+                    "and take the worst case per image; then mean ± sd "
                     "(min-max) over the seeds. Resumable seed by seed; nothing is written under --runs.")
     t.add_argument("--runs", required=True, help="the --out of `mmrobust demo --seeds ...` (read only)")
     t.add_argument("--model-path", default=MODEL_PATH, help=f"the CLIP inside RUNS/seed-K (default {MODEL_PATH})")
@@ -27,7 +28,7 @@ def register_ttc(actions: argparse._SubParsersAction) -> None:
     t.add_argument("--out", default="runs/study-ttc", help="run directory (default runs/study-ttc)")
     t.add_argument("--steps", type=positive_int, help="attack iterations (the same as --attack-opt steps=N)")
     add_settings(t, DefendedSettings, skip=("defense", "seed"), types={"eps": eps_list, "device": device},
-                 choices={"norm": ["linf", "l2"], "backward": BACKWARDS})
+                 choices={"norm": ["linf", "l2"], "backward": BACKWARDS, "warm_start": WARM_STARTS})
     t.set_defaults(action=run_ttc)
     with_config(t, "action")
 

@@ -29,19 +29,32 @@ class Attacked:
     config: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """Where an attack starts instead of a random point (Tramer et al. 2020): per eps, one image per sampled
+    image (another attack's adversarial images at that eps), and what made them (part of the resume key)."""
+
+    images: dict[float, Tensor]  # eps -> (N, C, H, W) in [0, 1]
+    source: dict[str, Any]  # e.g. {"from": "paper", "attack": "pgd", "options": {...}}
+
+
 def attack_all(model: Any, classifier: Classifier, x: Tensor, y: Tensor, ids: list[int], s: RobustSettings,
-               attack: str, options: dict[str, Any], *, partial: Path | None, tag: str) -> dict[float, Attacked]:
+               attack: str, options: dict[str, Any], *, partial: Path | None, tag: str,
+               warm: WarmStart | None = None) -> dict[float, Attacked]:
     """Registered ``attack`` with ``options`` on ``classifier.logits(model, .)`` at every eps of ``s``, chunk by
-    chunk (each chunk starts from ``s.seed``); chunks finished by a killed run with the same ``tag``, attack,
-    settings, model and images are read back from ``partial`` with their adversarial images."""
+    chunk (each chunk starts from ``s.seed``, or from ``warm``'s images: the attack's ``x_init``); chunks
+    finished by a killed run with the same ``tag``, attack, settings, warm start, model and images are read back
+    from ``partial`` with their adversarial images."""
     fn = ATTACKS.get(attack)
     logits_fn: LogitsFn = lambda z: classifier.logits(model, z)  # noqa: E731
     config = getattr(model, "defense_config", None)
     key = {"tag": tag, "attack": attack, "norm": s.norm, "seed": s.seed, "batch_size": s.batch_size,
-           "options": options, "device": torch.device(s.device).type, "defense": config}
+           "options": options, "device": torch.device(s.device).type, "defense": config,
+           **({"warm_start": warm.source} if warm is not None else {})}
     store = PartialResults(partial, run_key(model, classifier, x, y, ids, key)) if partial else None
     call = {"check": False, **options} if "check" in inspect.signature(fn).parameters else options
-    run = AttackRun(fn, logits_fn, x, y, ids, s, call, store, True)
+    run = AttackRun(fn, logits_fn, x, y, ids, s, call, store, True,
+                    starts=None if warm is None else {float(e): v for e, v in warm.images.items()})
     done = store.load() if store is not None else {}
     out = {}
     for e in s.eps:

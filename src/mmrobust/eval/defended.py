@@ -27,6 +27,7 @@ Example::
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,13 +36,13 @@ import torch
 
 from mmrobust.attacks.adaptive import BACKWARDS
 from mmrobust.errors import ConfigError
-from mmrobust.eval.attack_chunks import Attacked, attack_all, expected_correct
+from mmrobust.eval.attack_chunks import Attacked, WarmStart, attack_all, expected_correct
 from mmrobust.eval.contract import evaluation
 from mmrobust.eval.randomized import probe_randomness
 from mmrobust.eval.robust import (RobustSettings, checked_run, load_images, robust_protocol, sample_ids,
                                   skipped_rows, typed_attack_options)
 from mmrobust.eval.zeroshot import Classifier, model_classifier
-from mmrobust.registry import DEFENSES
+from mmrobust.registry import ATTACKS, DEFENSES
 from mmrobust.reports.contract import Record, Table
 from mmrobust.reports.protocol import eps_label
 from mmrobust.reports.sanity import collect, robust_above_clean
@@ -52,6 +53,8 @@ RANDOMIZED_PREFIX = "the model is not deterministic"  # reports.sanity.randomize
 MASKING_MARGIN = 0.05  # the attack through the defense above the transfer by more than this: a warning
 CANDIDATES = ("clean", "paper", "transfer", "through")  # the images the per-image worst case is taken over
 SCORE_STREAM = 10_000  # the scoring copy of the defense draws from seed + this: scores do not depend on the attacks
+WARM_STARTS = ("none", "paper", "undefended")  # where the attack through the defense starts (DefendedSettings)
+_WARM_FROM = {"paper": "the paper-protocol images", "undefended": "its undefended-model images"}
 
 
 def _paper_pgd() -> dict[str, Any]:
@@ -75,6 +78,9 @@ class DefendedSettings(RobustSettings):
     backward: str = setting("through", "how the attack's gradient crosses the defense: through (autograd "
                                        "through the test-time procedure) or bpda (identity)")
     draws: int = setting(10, "forward passes per image scoring a randomized defense (accuracy: their mean)")
+    warm_start: str = setting("paper", "where the attack through the defense starts (Tramer et al. 2020): paper "
+                                       "(the paper-protocol images), undefended (the attack's images on the "
+                                       "undefended model) or none (its own random start)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,10 +91,30 @@ class DefendedSettings(RobustSettings):
         check_int("draws", self.draws, low=1, fix="--draws 10")
         if self.backward not in BACKWARDS:
             raise ConfigError(f"backward {self.backward!r} is not one of {', '.join(BACKWARDS)} (--backward)")
+        _check_warm_start(self.warm_start, self.attack)
         object.__setattr__(self, "defense_options",
                            DEFENSES.typed(self.defense, self.defense_options, skip=_DEFENSE_GIVEN))
         object.__setattr__(self, "paper_attack_options",
                            typed_attack_options(self.paper_attack, self.paper_attack_options))
+
+
+def _check_warm_start(warm_start: str, attack: str) -> None:
+    if warm_start not in WARM_STARTS:
+        raise ConfigError(f"warm start {warm_start!r} is not one of {', '.join(WARM_STARTS)} (--warm-start)")
+    if warm_start != "none" and "x_init" not in inspect.signature(ATTACKS.get(attack)).parameters:
+        raise ConfigError(f"attack {attack!r} takes no warm start; use --attack apgd-ce (or apgd-dlr) or "
+                          "--warm-start none")
+
+
+def _warm(s: DefendedSettings, attacked: dict[str, dict[float, Attacked]]) -> WarmStart | None:
+    """The warm start of the attack through the defense: the paper protocol's or the undefended attack's
+    images at each eps (inside the same eps-ball around the clean image), or None."""
+    if s.warm_start == "none":
+        return None
+    paper = s.warm_start == "paper"
+    name, options = (s.paper_attack, s.paper_attack_options) if paper else (s.attack, s.attack_options)
+    return WarmStart({e: a.x_adv for e, a in attacked["paper" if paper else "transfer"].items()},
+                     {"from": s.warm_start, "attack": name, "options": dict(options)})
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -109,12 +135,14 @@ def evaluate_defended(model: Any, data: Any, clf: Classifier, s: DefendedSetting
     probe = probe_randomness(guarded, xs)
     eot, draws = (s.eot_samples, s.draws) if probe["randomized"] else (1, 1)
 
-    def run(m: Any, attack: str, options: dict[str, Any], tag: str) -> dict[float, Attacked]:
-        return attack_all(m, clf, x, y, ids, s, attack, options, partial=partial, tag=tag)
+    def run(m: Any, attack: str, options: dict[str, Any], tag: str, warm: WarmStart | None = None
+            ) -> dict[float, Attacked]:
+        return attack_all(m, clf, x, y, ids, s, attack, options, partial=partial, tag=tag, warm=warm)
 
     attacked = {"transfer": run(model, s.attack, dict(s.attack_options), "undefended"),
-                "paper": run(model, s.paper_attack, dict(s.paper_attack_options), "paper"),
-                "through": run(defended, s.attack, {**s.attack_options, "eot_samples": eot}, "through-defense")}
+                "paper": run(model, s.paper_attack, dict(s.paper_attack_options), "paper")}
+    attacked["through"] = run(defended, s.attack, {**s.attack_options, "eot_samples": eot}, "through-defense",
+                              _warm(s, attacked))
     scorer = DEFENSES.build(s.defense, s.defense_options, model=model, seed=s.seed + SCORE_STREAM)
     score = lambda z: expected_correct(lambda b: clf.logits(scorer, b), z, y, draws=draws,  # noqa: E731
                                        batch_size=s.batch_size, device=s.device)
@@ -129,8 +157,8 @@ def evaluate_defended(model: Any, data: Any, clf: Classifier, s: DefendedSetting
                "n_skipped": len(skipped_rows(data, wanted)), "seed": s.seed,
                "clean_top1": _mean(attacked["transfer"][s.eps[0]].clean), "defended_clean_top1": _mean(clean),
                "eps": per_eps, "defense": s.defense, "defense_config": defended.defense_config,
-               "randomness": probe, "eot_samples": eot, "draws": draws, "defense_stats": _stats(defended, x, s),
-               "check_warnings": found, "ids": ids}
+               "randomness": probe, "eot_samples": eot, "draws": draws, "warm_start": s.warm_start,
+               "defense_stats": _stats(defended, x, s), "check_warnings": found, "ids": ids}
     return metrics, rows
 
 
@@ -173,7 +201,8 @@ def _stats(defended: Any, x: torch.Tensor, s: RobustSettings) -> dict[str, float
 def defended_table(metrics: dict[str, Any], s: DefendedSettings) -> Table:
     """One row per eps (clean first): no defense, the paper protocol, through the defense, adaptive."""
     name, eot = s.defense.upper(), metrics["eot_samples"]
-    through = f"{name}, {s.attack} through it ({s.backward}" + (f", EOT {eot})" if eot > 1 else ")")
+    through = f"{name}, {s.attack} through it ({s.backward}" + (f", EOT {eot}" if eot > 1 else "") + \
+        (f", from {_WARM_FROM[s.warm_start]})" if s.warm_start != "none" else ")")
     cols = [("eps", "eps"), ("undefended", f"no defense ({s.attack})", "%"),
             ("paper", f"{name}, paper protocol: {s.paper_attack} on the undefended model (not robustness)", "%"),
             ("through", through, "%"), ("adaptive", f"{name}, adaptive: worst case", "%")]
@@ -186,9 +215,15 @@ def defended_table(metrics: dict[str, Any], s: DefendedSettings) -> Table:
                     f"Zero-shot accuracy of {metrics['n']} seeded test images; the defended model is scored by "
                     f"{draws}. Paper protocol: {s.paper_attack} {_options(s.paper_attack_options)} on the "
                     f"undefended model, then {name} (the attack never sees it). Through: {s.attack} "
-                    f"{_options(s.attack_options)} on the defended model, the test-time procedure in the loop. "
+                    f"{_options(s.attack_options)} on the defended model, the test-time procedure in the loop"
+                    f"{_warm_text(s)}. "
                     f"Adaptive: the lowest of the paper protocol, {s.attack}'s undefended images then {name}, "
                     "through, and per image the worst of its clean image and the three attacks' images.")
+
+
+def _warm_text(s: DefendedSettings) -> str:
+    return "" if s.warm_start == "none" else (f", started from {_WARM_FROM[s.warm_start]} (projected onto the "
+                                              "eps-ball of the clean image; Tramer et al. 2020)")
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -224,7 +259,8 @@ def defended_record(model: Any, data: Any, settings: DefendedSettings, *, partia
     table, found = defended_table(metrics, s), defended_warnings(metrics)
     protocol = {**robust_protocol(data, clf.source, s), "defense": metrics["defense_config"],
                 "paper_attack": s.paper_attack, "paper_attack_options": dict(s.paper_attack_options),
-                "eot_samples": metrics["eot_samples"], "draws": metrics["draws"], "backward": s.backward}
+                "eot_samples": metrics["eot_samples"], "draws": metrics["draws"], "backward": s.backward,
+                "warm_start": s.warm_start}
     return Record(kind="robust-defended", metrics=metrics, samples=rows, tables=[table],
                   seeds={"sample": s.seed, "attack": s.seed, "defense": s.seed}, extra={"sample_ids": ids},
                   warnings=found, protocol=protocol)

@@ -139,7 +139,7 @@ def clear_partial(path: str | Path) -> None:
             adv_dir.rmdir()
 
 
-_ATTACK_GIVEN = ("logits_fn", "x", "y", "eps", "norm", "seed")  # what every chunk passes itself
+_ATTACK_GIVEN = ("logits_fn", "x", "y", "eps", "norm", "seed", "x_init")  # what every chunk passes itself
 
 
 def typed_attack_options(attack: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -164,6 +164,7 @@ class AttackRun:
     partial: PartialResults | None
     keep_adv: bool
     keeper: Any = None  # an ExampleKeeper (robust_pictures) offered every attacked chunk, or None
+    starts: dict[float, torch.Tensor] | None = None  # per eps, (N, C, H, W) warm starts passed as x_init, or None
 
     def chunk(self, eps: float, start: int, done: dict[tuple[float, int], dict[str, Any]]
               ) -> tuple[dict[str, Any], torch.Tensor | None]:
@@ -177,7 +178,8 @@ class AttackRun:
                 self._offer(eps, start, old, adv)
                 return old, adv
         x, y = self.x[start:stop].to(s.device), self.y[start:stop].to(s.device)
-        res = self.fn(self.logits_fn, x, y, eps=eps, norm=s.norm, seed=s.seed, **self.options)
+        warm = {} if self.starts is None else {"x_init": self.starts[float(eps)][start:stop].to(s.device)}
+        res = self.fn(self.logits_fn, x, y, eps=eps, norm=s.norm, seed=s.seed, **self.options, **warm)
         chunk = {"eps": eps, "start": start, "seed": s.seed, "ids": self.ids[start:stop],
                  "clean": [bool(v) for v in res.clean_correct.cpu()], "robust": [bool(v) for v in res.robust.cpu()],
                  "config": json.loads(json.dumps(res.config, default=str))}
