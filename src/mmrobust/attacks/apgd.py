@@ -230,10 +230,10 @@ def apgd_logits(
     passes (:func:`~mmrobust.attacks.eot.eot`); a point then counts as broken only when all of them are
     wrong. ``x_init`` (B, C, H, W) warm-starts the first restart there instead of at a random point,
     projected onto the eps-ball around ``x`` and [0, 1] (Tramer et al. 2020: start the adaptive attack from
-    a transfer attack's images); a start that is already adversarial is kept. Returns adversarial images: a
-    misclassified iterate where one
-    was found, the highest-loss iterate of the last restart otherwise, the clean image where the
-    clean prediction is already wrong.
+    a transfer attack's images); a start that is already adversarial is kept, and so is, per image, a start
+    right on fewer of ``eot_samples`` fresh passes than the attack's image. Returns adversarial images: a
+    misclassified iterate where one was found, the highest-loss iterate of the last restart otherwise, the
+    clean image where the clean prediction is already wrong.
 
     Example::
 
@@ -252,7 +252,17 @@ def apgd_logits(
         out = apgd(closure, x[idx], eps=eps, norm=norm, steps=steps, rho=rho, generator=generator, x_init=start)
         x_adv[idx] = out.x_adv
         robust[idx[out.success]] = False
-    return x_adv
+    if x_init is None:
+        return x_adv
+    return _no_weaker_than_start(logits_fn, x_adv, project_to_threat(x_init.detach(), x, eps, norm), y, eot_samples)
+
+
+def _no_weaker_than_start(logits_fn: LogitsFn, x_adv: Tensor, start: Tensor, y: Tensor, eot_samples: int) -> Tensor:
+    """Per image, the warm start where it fools more of ``eot_samples`` fresh passes than the attack's image: APGD
+    keeps its highest-loss iterate, and on a randomized model a higher mean loss need not mean fewer right passes
+    (the warm start must never make the attack weaker than its start, Tramer et al. 2020)."""
+    right = lambda z: (eot_predictions(logits_fn, z, eot_samples)[1] == y).sum(0)  # noqa: E731
+    return torch.where(per_sample(right(start) < right(x_adv), x_adv), start, x_adv)
 
 
 def apgd_targeted(
