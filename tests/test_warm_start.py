@@ -86,3 +86,18 @@ def test_the_warm_start_reaches_the_defended_record(micro):
     assert "from its undefended-model images" in rec.tables[0].columns[3].heading
     r = rec.metrics["eps"]["4/255"]
     assert r["configs"]["through"]["warm_start"] is True and r["configs"]["transfer"]["warm_start"] is False
+
+
+def test_the_start_is_kept_per_image_where_it_fools_more_passes_than_the_attacks_image():
+    from mmrobust.attacks.apgd import _no_weaker_than_start
+
+    def logits(z):  # class 1 where the image's mean is above 0.5, else class 0
+        m = z.reshape(len(z), -1).mean(1)
+        return torch.stack([0.5 - m, m - 0.5], dim=1)
+
+    y = torch.tensor([0, 0, 0])
+    start = torch.full((3, 1, 2, 2), 0.6)  # fools the model (class 1)
+    attacked = torch.stack([torch.full((1, 2, 2), v) for v in (0.4, 0.7, 0.4)])  # right, fools, right
+    start[2] = 0.3  # a start that is right: the attack's image stays
+    out = _no_weaker_than_start(logits, attacked, start, y, eot_samples=3)
+    assert torch.equal(out[0], start[0]) and torch.equal(out[1], attacked[1]) and torch.equal(out[2], attacked[2])
