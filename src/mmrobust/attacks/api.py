@@ -46,11 +46,14 @@ def predict(logits_fn: LogitsFn, x: Tensor, batch_size: int | None = None) -> Te
 
 
 def finish(name: str, logits_fn: LogitsFn, x: Tensor, y: Tensor, x_adv: Tensor, config: dict[str, Any],
-           broken_by: tuple[str, ...] | None = None, batch_size: int | None = None) -> AttackResult:
-    """Evaluate clean and adversarial predictions; keep the clean image where it is already wrong."""
+           broken_by: tuple[str, ...] | None = None, batch_size: int | None = None,
+           clean_where_wrong: bool = True) -> AttackResult:
+    """Evaluate clean and adversarial predictions; keep the clean image where it is already wrong (unless
+    ``clean_where_wrong`` is False: a warm-started attack keeps its image, since on a randomized model one wrong
+    clean pass does not make the clean image the better one)."""
     clean_ok = predict(logits_fn, x, batch_size) == y
     adv_ok = predict(logits_fn, x_adv, batch_size) == y
-    x_adv = torch.where(per_sample(clean_ok, x), x_adv, x).detach()
+    x_adv = (torch.where(per_sample(clean_ok, x), x_adv, x) if clean_where_wrong else x_adv).detach()
     return AttackResult(x_adv, clean_ok, clean_ok & adv_ok, name, config, broken_by)
 
 
@@ -94,7 +97,7 @@ def _apgd_untargeted(name: str, loss: str) -> Callable[..., AttackResult]:
                             x_init=None if x_init is None else x_init.to(x.device))
         config = dict(eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, rho=rho, loss=loss,
                       eot_samples=eot_samples, warm_start=x_init is not None)
-        return finish(name, logits_fn, x, y, x_adv, config)
+        return finish(name, logits_fn, x, y, x_adv, config, clean_where_wrong=x_init is None)
 
     attack.__name__ = name.replace("-", "_")
     attack.__doc__ = (

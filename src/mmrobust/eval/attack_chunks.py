@@ -23,7 +23,8 @@ LogitsFn = Callable[[Tensor], Tensor]
 class Attacked:
     """One attack at one eps over all sampled images (one draw per prediction for a randomized model)."""
 
-    x_adv: Tensor  # (N, C, H, W) in [0, 1]; the clean image where the attack's clean prediction was wrong
+    x_adv: Tensor  # (N, C, H, W) in [0, 1]; the clean image where the attack's clean prediction was wrong (not
+    # when warm-started: then the better of the start and the attack's image, see apgd_logits)
     clean: Tensor  # (N,) bool: clean prediction right
     robust: Tensor  # (N,) bool: clean and adversarial predictions right
     config: dict[str, Any]
