@@ -78,6 +78,14 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
+def write_canonical_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write rows as UTF-8 JSONL with sorted keys, so the same rows give the same bytes (the generated datasets
+    of the embedded world: their files are keyed by content)."""
+    path = Path(path)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 class Journal:
     """An append-only JSONL file of records (dicts) that survives kills.
 

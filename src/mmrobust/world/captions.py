@@ -11,11 +11,11 @@ Example::
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from mmrobust.jsonio import write_canonical_jsonl
 from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.shapes import captions_for, render_scene, sample_scene
 
@@ -38,5 +38,5 @@ def generate_caption_set(out_dir: str | Path, *, n_images: int, seed: int, image
         render_scene(scene, image_size=image_size, rng=rng).save(root / image, optimize=False, compress_level=1)
         rows.append({"id": f"cap/{i + 1:06d}", "image": image, "captions": captions_for(scene)})
     out = root / "captions.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    write_canonical_jsonl(out, rows)
     return out

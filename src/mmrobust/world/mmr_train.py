@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mmrobust.errors import DataError
+from mmrobust.jsonio import write_canonical_jsonl
 from mmrobust.safety import check_replace, ensure_regular_file, resolve_inside
 from mmrobust.values import SEED_MAX, check_int, check_number
 from mmrobust.world.mmr import (QA, Facts, PairSpec, colour_pair, pick_others, plural, position_pair,
@@ -108,10 +109,6 @@ def _streams(seed: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, TRAIN_STREAM]).spawn(5)]
 
 
-def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-
-
 def _leading_mask(n: int, share: float, rng: np.random.Generator) -> list[bool]:
     chosen = set(int(i) for i in rng.choice(n, size=int(round(share * n)), replace=False))
     return [i in chosen for i in range(n)]
@@ -165,7 +162,7 @@ def generate_mmr_training_set(
         facts = scene_facts(scene)
         items.append((f"train/{i + 1:06d}", image, facts, BUILDERS[cat](facts, rng_q), lead[i]))
     out = root / "train.jsonl"
-    _write_jsonl(out, _emit(items, rng_pos, rng_neg, answer_format))
+    write_canonical_jsonl(out, _emit(items, rng_pos, rng_neg, answer_format))
     return out
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mmrobust.errors import DataError
+from mmrobust.jsonio import write_canonical_jsonl
 from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.mmr import QA, pick_others, plural, scene_facts, with_article
 from mmrobust.prompts import OFFICIAL_SUFFIX, TEXT_SUFFIX  # MMR's own instructions
@@ -182,7 +183,7 @@ def generate_vqa_mix(out_dir: str | Path, *, n_images: int, seed: int, image_siz
         rows += _rows(i, cat, scene, image, kinds, {k: v[i] for k, v in schedule.items()}, rng_q, answer_format,
                       mc_per_image, vqa_per_image)
     out = root / "train.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    write_canonical_jsonl(out, rows)
     meta = {"generator": "mmrobust.world.vqa_mix", "seed": seed, "stream": MIX_STREAM, "n_images": n_images,
             "image_size": image_size, "kinds": list(kinds), "categories": list(categories),
             "answer_format": answer_format, "mc_per_image": mc_per_image, "vqa_per_image": vqa_per_image,
@@ -214,5 +215,5 @@ def generate_vqa_questions(out_dir: str | Path, *, per_category: int, seed: int,
         rows.append({"id": f"vqa/{i + 1:06d}", "image": image, "question": question.removesuffix(VQA_SUFFIX),
                      "answers": [answer] * 10, "group": cat.split("/")[-1]})  # ten agreeing "humans", as VQAv2 has ten
     out = root / "questions.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    write_canonical_jsonl(out, rows)
     return out
