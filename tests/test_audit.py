@@ -238,3 +238,38 @@ def test_a_manifest_record_for_other_rows_is_refused(micro_world, tmp_path, caps
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert _digests(tmp_path / "p") == before and not (tmp_path / "out").exists()
+
+
+def test_audit_against_a_dedicated_reference_set(micro_world, tmp_path, capsys):
+    from mmrobust.data.poison import make_trigger, poison_manifest
+    from mmrobust.eval.detect import score_embeddings
+    from mmrobust.pipelines.audit import load_audit_model
+    from mmrobust.pipelines.audit_data import embed_pairs, open_source
+    from mmrobust.pipelines.train import DataSpec
+
+    rec = poison_manifest(manifest=micro_world.train_manifest, out_dir=tmp_path / "p", target="star", count=13,
+                          trigger=make_trigger("badnet", size=4, pattern="checkerboard", location="bottom_right"))
+    ref = micro_world.test_manifest  # held-out clean pairs of the same world
+    out = tmp_path / "audit"
+    assert _run("audit", "--model", "mmrobust-micro", "--data", rec.manifest, "--poison-record", rec.record_path,
+                "--detector", "dao,kdist,iforest", "--k", 8, "--reference-data", ref, "--out", out) == 0
+    res = json.loads((out / "results_audit.json").read_text())
+    assert res["protocol"]["reference"] == {"data": str(ref), "n": 64}
+    assert "neighbours searched in the reference set" in res["tables"][0]["caption"]
+    got = [json.loads(line)["scores"]["dao"] for line in (out / "samples_audit.jsonl").read_text().splitlines()]
+    clip = load_audit_model("mmrobust-micro", None, "cpu")
+    emb = [embed_pairs(clip, open_source(DataSpec(str(m)), clip.image_size), embedding="image", normalize=False,
+                       batch_size=256, workers=0, device="cpu")[0] for m in (rec.manifest, ref)]
+    want = score_embeddings(emb[0], ["dao"], k=8, reference=emb[1])["dao"]
+    assert got == pytest.approx(want.tolist(), rel=1e-6, abs=1e-9)  # the same model, data and reference
+    before = _digests(tmp_path / "p")
+    for extra, message in ((("--reference-data", rec.manifest), "is the audited data"),
+                           (("--reference-data", ref, "--reference-size", 100), "not both"),
+                           (("--reference-data", ref, "--k", 63), "pairs of --reference-data must be"),
+                           (("--reference-data", tmp_path / "none.csv"), "cannot read manifest")):
+        capsys.readouterr()
+        assert _run("audit", "--model", "mmrobust-micro", "--data", rec.manifest, *extra,
+                    "--out", tmp_path / "refused") == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert _digests(tmp_path / "p") == before and not (tmp_path / "refused").exists()

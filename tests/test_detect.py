@@ -12,6 +12,7 @@ import torch
 from mmrobust.errors import ConfigError, DataError
 from mmrobust.eval.detect import (dao, detection_metrics, isolation_forest, kdist, lid, nearest, score_embeddings,
                                   slof, top_order)
+from mmrobust.eval.detect.knn import nearest_in
 from mmrobust.registry import DETECTORS
 
 pytest.importorskip("sklearn")
@@ -101,6 +102,78 @@ def test_a_larger_cluster_needs_reference_sets_smaller_than_k_over_the_rate():
     assert torch.equal(again, split["kdist"])
 
 
+def _naive_against(q: np.ndarray, ref: np.ndarray, k: int) -> dict[str, list[float]]:
+    """The formulas with a dedicated reference set, written out: a query's N_k and rho among the reference
+    samples; a reference sample's rho and LID among the *other* reference samples."""
+    def dist(a, b):
+        return math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+
+    own = _naive(ref, k)
+    rho_r, lid_r = own["kdist"], own["lid"]
+    out: dict[str, list[float]] = {"kdist": [], "lid": [], "slof": [], "dao_log": [], "dao_power": []}
+    for x in q:
+        r = sorted((dist(x, o), j) for j, o in enumerate(ref))
+        rho, near = r[k][0], [j for _, j in r[:k]]
+        out["kdist"].append(rho)
+        out["lid"].append(-k / sum(math.log(r[t][0] / rho + EPS) for t in range(k)))
+        out["slof"].append(sum(rho / rho_r[o] for o in near) / k)
+        out["dao_log"].append(sum(lid_r[o] * math.log(rho / rho_r[o]) for o in near) / k)
+        out["dao_power"].append(math.log(sum((rho / rho_r[o]) ** lid_r[o] for o in near) / k))
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_each_detector_against_a_dedicated_reference_equals_its_formula(k):
+    q, ref = _embeddings(40, seed=2), _embeddings(50, seed=3)
+    want = _naive_against(q.numpy(), ref.numpy(), k)
+    nb, ref_nb = nearest_in(q, ref, k + 1), nearest(ref, k + 1)
+    tables = {"neighbors": nb, "reference_neighbors": ref_nb}
+    got = {"kdist": kdist(q, k=k, **tables), "lid": lid(q, k=k, **tables), "slof": slof(q, k=k, **tables),
+           "dao_log": dao(q, k=k, **tables), "dao_power": dao(q, k=k, form="power", **tables)}
+    for name, values in got.items():
+        assert values.shape == (40,)
+        torch.testing.assert_close(values, torch.tensor(want[name], dtype=torch.float64), rtol=1e-9, atol=1e-11,
+                                   msg=name)
+    scored = score_embeddings(q, ["dao", "slof"], k=k, reference=ref)
+    torch.testing.assert_close(scored["dao"], got["dao_log"], rtol=0, atol=0)
+
+
+def test_nearest_in_a_reference_equals_a_sort_and_keeps_equal_rows():
+    q, ref = _embeddings(33, 5, seed=4), _embeddings(70, 5, seed=5)
+    got = nearest_in(q, ref, 6, chunk_size=7)
+    full = torch.cdist(q, ref).sort(dim=1)
+    assert torch.equal(got.idx, full.indices[:, :6])
+    torch.testing.assert_close(got.dist, full.values[:, :6], rtol=0, atol=1e-12)
+    same = nearest_in(ref[:3], ref, 1)  # a query that is also in the reference finds itself at distance 0
+    assert same.idx[:, 0].tolist() == [0, 1, 2] and float(same.dist.abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_cluster_outnumbering_k_is_found_against_a_clean_reference(seed):
+    # 40 poisons of 540, more than k = 16: over all samples they are each other's neighbours and look dense;
+    # against a held-out clean set (new samples of the same five classes) they sit far from everything.
+    x, poisoned = _planted(40, seed=seed)
+    centres = torch.randn(6, 16, generator=torch.Generator().manual_seed(seed))  # _planted's first draw
+    centres = 3 * centres / centres.norm(dim=1, keepdim=True)
+    g = torch.Generator().manual_seed(seed + 100)  # other noise: no held-out sample equals an audited one
+    held_out = torch.cat([c + 0.3 * torch.randn(60, 16, generator=g) for c in centres[:5]])
+    assert float(torch.cdist(x, held_out).min()) > 1e-3
+    whole = score_embeddings(x, ["dao"], k=16)["dao"]
+    against = score_embeddings(x, ["dao", "kdist", "slof"], k=16, reference=held_out)
+    assert detection_metrics(whole.numpy(), poisoned)["auroc"] < 0.9
+    for name, sc in against.items():
+        m = detection_metrics(sc.numpy(), poisoned)
+        assert m["auroc"] > 0.99 and m["precision_at_n"] > 0.95, (name, m)
+
+
+def test_isolation_forest_fits_on_the_reference():
+    x, ref = _embeddings(50), _embeddings(80, seed=6)
+    a = isolation_forest(x, seed=0, reference=ref)
+    assert a.shape == (50,) and not torch.equal(a, isolation_forest(x, seed=0))
+    forest = pytest.importorskip("sklearn.ensemble").IsolationForest(random_state=0).fit(ref.float().numpy())
+    torch.testing.assert_close(a, torch.from_numpy(-forest.score_samples(x.float().numpy())).double())
+
+
 def test_reference_sets_cover_every_sample_once_and_hold_k_plus_2():
     from mmrobust.eval.detect.run import reference_sets
 
@@ -157,6 +230,11 @@ def test_metrics_against_hand_counts():
     (lambda x: score_embeddings(x, ["dao"], k=4, options={"dao": {"form": "3"}}), "dao form '3'"),
     (lambda x: score_embeddings(x, ["dao"], k=4, reference_size=5), "reference_size must be an integer"),
     (lambda x: score_embeddings(x, ["daoo"], k=4), "did you mean 'dao'?"),
+    (lambda x: score_embeddings(x, ["dao"], k=4, reference=x, reference_size=30), "not both"),
+    (lambda x: score_embeddings(x, ["dao"], k=4, reference=x[:, :3]), "reference embeddings have 3 dimensions"),
+    (lambda x: score_embeddings(x, ["dao"], k=4, reference=x[:5]), "reference samples must be an integer"),
+    (lambda x: slof(x, k=4, reference_neighbors=nearest(x, 5)), "needs the queries' neighbours"),
+    (lambda x: nearest_in(x, x[:4], 5), "the reference holds 4 samples"),
 ])
 def test_bad_arguments_are_one_line_errors(call, message):
     with pytest.raises((ConfigError, DataError)) as e:

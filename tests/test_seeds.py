@@ -26,6 +26,10 @@ def test_spread_matches_the_naive_formulas():
     assert s["ci"] == pytest.approx([mean - half, mean + half])
     assert spread([0.5]) == {"n": 1, "mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5, "ci": None, "values": [0.5]}
     assert format_spread(s, "%") == f"{100 * mean:.1f} ± {100 * sd:.1f} (70.0-95.0)"
+    # unitless: an AUROC just short of 1 keeps its decimals instead of showing as 1
+    assert format_spread(spread([0.9998, 1.0, 0.9996])) == "1.000 ± 0.0002 (1.000-1)"
+    assert format_spread(spread([0.512, 0.5, 0.52])) == "0.511 ± 0.010 (0.500-0.520)"
+    assert format_spread(spread([600, 600])) == "600 ± 0 (600-600)"
     with pytest.raises(ValueError):
         spread([])
 

@@ -54,6 +54,24 @@ def test_study_matrix_tiny(tmp_path):
     assert again["table"] == result["table"]
 
 
+def test_study_with_a_clean_reference_audits_against_a_held_out_world(tmp_path):
+    study = BackdoorStudy(attacks=("badnet",), defenses=("none", "filter-retrain"), k=5, workers=1,
+                          reference="clean", reference_pairs=80)
+    out = tmp_path / "study"
+    run_study(study, seeds=[0], out_dir=out, base=BASE, progress=False, log=lambda m: None)
+    ref = out / "seed-0" / "reference-world"
+    assert len(read_csv(ref / "train.csv").rows) == 80
+    assert read_json(ref / "world.json")["seed"] != read_json(out / "seed-0" / "world" / "world.json")["seed"]
+    audit = read_json(out / "seed-0" / "badnet" / "audit-clean" / "run" / "results_audit.json")
+    assert audit["protocol"]["reference"] == {"data": str(ref / "train.csv"), "n": 80}
+    assert not (out / "seed-0" / "badnet" / "audit").exists()  # the all-pairs audit is another stage
+    kept = read_csv(out / "seed-0" / "badnet" / "audit-clean" / "run" / "manifest.csv").rows
+    assert len(kept) == 360
+    assert (out / "seed-0" / "badnet" / "filtered-clean" / "pretrain" / "model").is_dir()
+    rec = read_json(out / "matrix" / "results_study.json")
+    assert any("clean reference" in t["title"] for t in rec["tables"])
+
+
 def test_study_refuses_unknown_names_and_foreign_summary(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown attack nope"):
         BackdoorStudy(attacks=("badnet", "nope"))
@@ -63,6 +81,10 @@ def test_study_refuses_unknown_names_and_foreign_summary(tmp_path, capsys):
         BackdoorStudy(k=0)
     with pytest.raises(ConfigError, match="unknown detector"):
         BackdoorStudy(detector="magic")
+    with pytest.raises(ConfigError, match="reference 'mine' is not one of all, clean"):
+        BackdoorStudy(reference="mine")
+    with pytest.raises(ConfigError, match="reference_pairs"):
+        BackdoorStudy(reference="clean", reference_pairs=10)
     assert main(["study", "backdoor", "--attacks", "badnet,nope", "--out", str(tmp_path / "s")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown attack nope" in err[0]

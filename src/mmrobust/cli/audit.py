@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_path_options(p)
     p.add_argument("--poison-record", help="poison.json of mmrobust poison: rows (manifest), keys (shards) or row ids "
                                            "(instructions) to measure AUROC / AP / precision at n against")
+    p.add_argument("--reference-data", help="trusted clean pairs (CSV manifest or shards:PATTERN, same columns as "
+                                            "--data) to search each pair's neighbours among, instead of the audited "
+                                            "pairs themselves (a dedicated reference set; use it when poisons may "
+                                            "outnumber k)")
     p.add_argument("--out", required=True, help="output folder (not the data's folder, holding none of the input)")
     add_settings(p, AuditSettings, types={"detectors": detector_list, "drop_top": drop_amount, "device": device},
                  choices={"embedding": ["image", "text", "pair"]})
@@ -113,10 +117,14 @@ def run(args: argparse.Namespace) -> int:
         data = DataSpec(manifest=args.data, image_col=args.image_col, caption_col=args.caption_col,
                         delimiter=args.delimiter, classes=args.classes, preload=False, data_root=args.data_root,
                         allow_outside=args.allow_outside_paths)
+    reference = None
+    if args.reference_data is not None:
+        reference = DataSpec(manifest=args.reference_data, image_col=args.image_col, caption_col=args.caption_col,
+                             delimiter=args.delimiter, preload=False, allow_outside=args.allow_outside_paths)
     with distributed_from_env(settings.device):  # under torchrun: each rank embeds a slice, rank 0 scores
         result = run_audit(model=args.model, data=data, out_dir=args.out, settings=settings,
                            weights={"pretrained": args.pretrained, "checkpoint": args.checkpoint},
-                           poison_record=args.poison_record)
+                           poison_record=args.poison_record, reference=reference)
     if result.files:  # rank 0
         print_summary(result, settings)
         print_record_warnings(args.out, "audit")

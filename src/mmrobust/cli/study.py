@@ -12,7 +12,7 @@ from mmrobust.cli.options import add_settings, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmrobust.stories.study import ATTACKS, DEFENSES, BackdoorStudy
+    from mmrobust.stories.study import ATTACKS, DEFENSES, REFERENCES, BackdoorStudy
 
     p = sub.add_parser("study", help="the backdoor attack x defense matrix; instruction-data backdoors; cheaper "
                                      "robust finetuning; TTC",
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", default="runs/study", help="run directory (default runs/study); the matrix goes into "
                    "OUT/matrix/")
     b.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="seeds (default 0,1,2)")
-    add_settings(b, BackdoorStudy, choices={"detector": _detectors()}, types={"attacks": _names, "defenses": _names})
+    add_settings(b, BackdoorStudy, choices={"detector": _detectors(), "reference": list(REFERENCES)},
+                 types={"attacks": _names, "defenses": _names})
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a budget of the backdoor story's settings (BackdoorDemo), e.g. pretrain_steps=400 "
                         "or poison_rate=0.03 (repeatable)")

@@ -5,7 +5,9 @@ Poisoned-pair detection (Huang et al., "Detecting Backdoor Samples in Contrastiv
 Pretraining", ICLR 2025; DESIGN §3): embed each pair with the (possibly poisoned) CLIP, score it by the
 density / dimensionality of its k nearest neighbours (:mod:`mmrobust.eval.detect`), and, given the poison
 record, report AUROC / AP / precision at the poison count. ``drop_top`` writes a cleaned copy without the
-top-scored pairs (retraining on it is the defense). Example::
+top-scored pairs (retraining on it is the defense). ``reference``: trusted clean pairs whose embeddings the
+neighbours are searched among (a dedicated reference set), for poison rates at which the audited pairs' own
+poisons would be each other's neighbours. Example::
 
     res = run_audit(model="runs/poisoned/model", data=DataSpec("shards:p/shards/{00000..00003}.tar"),
                     out_dir="runs/audit", poison_record="p/poison.json",
@@ -203,7 +205,8 @@ def _metrics(scores: dict[str, torch.Tensor], labels: np.ndarray | None, n_pairs
 
 
 def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tensor], pos: torch.Tensor,
-            labels: np.ndarray | None, metrics: dict[str, Any], dropped: set[int], config: dict[str, Any]) -> Record:
+            labels: np.ndarray | None, metrics: dict[str, Any], dropped: set[int], config: dict[str, Any],
+            reference: dict[str, Any] | None = None) -> Record:
     """The results record: metrics, a table per detector, per-pair scores, warnings and the settings."""
     samples = [{**source.ident(p), **({"poisoned": bool(labels[i])} if labels is not None else {}),
                 **({"dropped": p in dropped} if s.drop_top is not None else {}),
@@ -214,10 +217,12 @@ def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tenso
     reasons = source.dataset.skips.skipped
     set_size = min(n_scored, s.reference_size or n_scored)
     warnings = rows_skipped(len(skipped), len(source), reasons.get(skipped[0], "") if skipped else "")
-    if labels is not None and any(n in ("dao", "kdist", "lid", "slof") for n in scores):
+    if labels is not None and reference is None and any(n in ("dao", "kdist", "lid", "slof") for n in scores):
         warnings += poisons_outnumber_k(int(labels.sum()), n_scored, s.k, set_size)
     caption = (f"{metrics['n_poisoned']} of {n_scored} scored pairs poisoned; precision at n = share of poisoned "
-               f"pairs among the n top-scored, n = the poison count; {s.embedding} embeddings, k = {s.k}")
+               f"pairs among the n top-scored, n = the poison count; {s.embedding} embeddings, k = {s.k}"
+               + (f"; neighbours searched in the reference set {reference['data']} ({reference['n']} pairs)"
+                  if reference else ""))
     table = Table.of("Poisoned-pair detection (Huang et al., ICLR 2025)",
                      [("detector", "detector"), ("auroc", "AUROC"), ("ap", "AP"), ("precision_at_n", "P@n")],
                      rows, caption)
@@ -226,21 +231,53 @@ def _record(source: AuditSource, s: AuditSettings, scores: dict[str, torch.Tenso
                   extra={"skipped": [{"id": p, "reason": reasons.get(p, "unreadable")} for p in skipped[:100]]},
                   protocol={"detectors": list(scores), "answer_loss_model": s.answer_loss_model, "k": s.k,
                             "embedding": s.embedding, "normalize": s.normalize, "reference_size": s.reference_size,
-                            "distance": "euclidean",
+                            "reference": reference, "distance": "euclidean",
                             "detector_options": s.options_by_detector()})
+
+
+def _reference_source(reference: DataSpec | None, data: Any, s: AuditSettings, image_size: int) -> AuditSource | None:
+    """The dedicated reference set's pairs, checked: a manifest or shards other than the audited data, and not
+    beside random reference sets."""
+    if reference is None:
+        return None
+    if not isinstance(reference, DataSpec) or isinstance(data, InstructionData):
+        raise ConfigError("--reference-data is a manifest or shards: of trusted clean pairs for --data; it does not "
+                          "apply to --instructions")
+    if s.reference_size is not None:
+        raise ConfigError("give --reference-data (a dedicated reference set) or --reference-size (random reference "
+                          "sets of the audited pairs), not both")
+    if _same_data(reference.manifest, data.manifest):
+        raise ConfigError(f"--reference-data {reference.manifest} is the audited data; every pair would find itself "
+                          "among its neighbours. Give a separate set of trusted clean pairs (or drop the option)")
+    ref = open_source(reference, image_size)
+    check_int("pairs of --reference-data", len(ref), low=s.k + 2, fix=f"k = {s.k} needs at least {s.k + 2} reference "
+                                                                      "pairs")
+    return ref
+
+
+def _same_data(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Path,
               settings: AuditSettings | None = None, weights: dict | None = None,
-              poison_record: str | Path | None = None, clip: CLIPModel | None = None) -> AuditResult:
+              poison_record: str | Path | None = None, clip: CLIPModel | None = None,
+              reference: DataSpec | None = None) -> AuditResult:
     """Embed and score every pair of ``data`` with ``model``; see the module docstring for what is written.
-    Everything is checked before any work (detectors, model, data, output folder, poison record, drop)."""
+    ``reference``: a dedicated reference set (trusted clean pairs, as a manifest or shards) whose embeddings the
+    neighbours are searched among instead of the audited pairs' own (Huang et al.'s README; use it when the
+    poisons may outnumber k in any random batch). Everything is checked before any work (detectors, model,
+    data, reference, output folder, poison record, drop)."""
     s = settings or AuditSettings()
     out = Path(out_dir).expanduser()
     options = s.options_by_detector()
     detector_options(s.detectors, options)
     clip = clip or load_audit_model(model, weights, s.device)
     source = open_source(data, clip.image_size)
+    ref_source = _reference_source(reference, data, s, clip.image_size)
     if s.answer_loss_model and source.kind != "instructions":
         raise ConfigError("--answer-loss-model scores instruction rows by their answers; use it with --instructions")
     check_out_dir(out, source)
@@ -250,9 +287,14 @@ def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Pa
         _check_drop_target(out, source)
     emb, pos = embed_pairs(clip, source, embedding=s.embedding, normalize=s.normalize, batch_size=s.batch_size,
                            workers=s.workers, device=s.device)
+    ref_emb = ref_info = None
+    if ref_source is not None:
+        ref_emb, ref_pos = embed_pairs(clip, ref_source, embedding=s.embedding, normalize=s.normalize,
+                                       batch_size=s.batch_size, workers=s.workers, device=s.device)
+        ref_info = {"data": ref_source.spec, "n": len(ref_pos)}
     if not is_main():
         return AuditResult()
-    scores = score_embeddings(emb, s.detectors, k=s.k, seed=s.seed, options=options,
+    scores = score_embeddings(emb, s.detectors, k=s.k, seed=s.seed, options=options, reference=ref_emb,
                               reference_size=s.reference_size, chunk_size=s.chunk_size, device=s.device)
     if s.answer_loss_model:
         from mmrobust.pipelines.answer_loss import answer_losses
@@ -270,10 +312,12 @@ def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Pa
     metrics = _metrics(scores, labels, len(source), drop_rows)
     config = {"model": model, "weights": weights or {}, "data": asdict(data),
               "poison_record": str(poison_record) if poison_record is not None else None, **asdict(s),
-              "detectors": list(s.detectors), "cleaned": cleaned}
-    record = _record(source, s, scores, pos, labels, metrics, {int(r["id"]) for r in drop_rows}, config)
+              "detectors": list(s.detectors), "cleaned": cleaned,
+              "reference_data": asdict(reference) if reference is not None else None}
+    record = _record(source, s, scores, pos, labels, metrics, {int(r["id"]) for r in drop_rows}, config, ref_info)
+    against = f", neighbours in {ref_info['n']} reference pairs" if ref_info else ""
     score_histograms(out / PLOT, scores={n: v.numpy() for n, v in scores.items()}, poisoned=labels,
-                     title=f"{s.embedding} embeddings, k = {s.k}: {len(pos)} pairs")
+                     title=f"{s.embedding} embeddings, k = {s.k}: {len(pos)} pairs{against}")
     write_record(out, record)
     written = [out / "results_audit.json", out / "samples_audit.jsonl", out / PLOT, *files]
     return AuditResult(metrics=metrics, files=tuple(written), cleaned=cleaned)

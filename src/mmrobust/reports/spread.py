@@ -38,10 +38,18 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
             "ci": [mean - half, mean + half] if half is not None else None, "values": vals}
 
 
+def _plain(v: float) -> str:
+    """A unitless number in three digits, where a fraction near 1 keeps its decimals: 0.9998 -> "1.000" (an
+    AUROC just short of 1 is not shown as 1), 0.512 -> "0.512", 0.00254 -> "0.0025", 600 -> "600"."""
+    if 0.01 <= abs(v) < 1:
+        return f"{v:.3f}"
+    return f"{v:.2g}" if 0 < abs(v) < 0.01 else f"{v:.3g}"
+
+
 def format_spread(stats: Mapping[str, Any], unit: str = "") -> str:
     """``"87.6 ± 1.2 (86.0-89.1)"``: mean ± sd (min-max); unit "%" shows fractions as percentages."""
     k = 100.0 if unit == "%" else 1.0
-    fmt = (lambda v: f"{k * v:.1f}") if unit in ("%", "s") else (lambda v: f"{v:.3g}")
+    fmt = (lambda v: f"{k * v:.1f}") if unit in ("%", "s") else _plain
     if stats["n"] == 1:
         return fmt(stats["mean"])
     return f"{fmt(stats['mean'])} ± {fmt(stats['sd'])} ({fmt(stats['min'])}-{fmt(stats['max'])})"

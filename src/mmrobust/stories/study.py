@@ -30,7 +30,7 @@ from mmrobust.stories.backdoor import (BackdoorDemo, evaluate_stage, finetunes, 
 from mmrobust.stories.parallel import run_parallel, torch_threads
 from mmrobust.stories.seeds import with_seed
 from mmrobust.stories.stages import clean_subset, run_stage, stamp
-from mmrobust.values import check_int, setting
+from mmrobust.values import SEED_MAX, check_int, setting
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ ATTACKS: dict[str, Attack] = {
 
 
 DETECTORS = ("dao", "kdist", "lid", "slof", "iforest")  # all scored in the audit (one neighbour search)
+REFERENCES = ("all", "clean")  # where the audit searches neighbours: the audited pairs, or a held-out clean world
+REFERENCE_SEED_OFFSET = 1_000_003  # the clean reference world's seed: another world than any study seed's
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class BackdoorStudy:
     detector: str = setting("dao", "poisoned-pair detector of the audit and the filter defenses")
     k: int = setting(16, "neighbours of the detector")
     drop_rate: float = setting(0.10, "share of training pairs the filter defenses drop (twice the poison rate)")
+    reference: str = setting("all", "where the detector searches a pair's neighbours: all (every training pair, "
+                                    "one reference set) or clean (a held-out clean world the defender holds)")
+    reference_pairs: int = setting(1000, "pairs of the clean reference world (with --reference clean)")
     badclip_steps: int = setting(1000, "Adam steps of BadCLIP's patch optimization on the surrogate")
     workers: int = setting(2, "stages side by side, one torch thread each (1: in this process, in order)")
 
@@ -108,6 +113,9 @@ class BackdoorStudy:
         if not 0 < self.drop_rate < 1:
             raise ConfigError(f"drop_rate {self.drop_rate} must lie in (0, 1), e.g. 0.1")
         check_int("study k (neighbours)", self.k, low=1, fix="e.g. 16")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
+        check_int("study reference_pairs", self.reference_pairs, low=self.k + 2, fix=f"at least k + 2 = {self.k + 2}")
         check_int("study badclip_steps", self.badclip_steps, low=1, fix="e.g. 1000")
         check_int("study workers", self.workers, low=1, fix="1 runs the stages in this process")
         if self.detector not in DETECTORS:  # checked before hours of training, not at the first audit
@@ -138,28 +146,45 @@ def poisoned_stage(out: Path, base: BackdoorDemo, study: BackdoorStudy, name: st
     rec = _poison(out / "poisoned", base, name, world, trigger)
     model = pretrain_stage(out / "pretrain", base, rec.manifest, world / "classes.json", progress=progress)
     metrics = evaluate_stage(out / "pretrain", model, world, rec, base)
-    audit = audit_stage(out / "audit", model, rec, study)
+    suffix = "" if study.reference == "all" else f"-{study.reference}"  # both kinds of audit kept side by side
+    audit = audit_stage(out / f"audit{suffix}", model, rec, study,
+                        reference_world(out.parent / "reference-world", base, study))
     clean = clean_subset(world / "train.csv", out / "finetune_clean.csv", exclude=rec.poisoned_ids,
                          n=base.finetune_pairs)  # written here once: the cells of this attack run side by side
     return {"model": model, "record": str(rec.record_path), "n_poisoned": len(rec.poisoned_ids),
-            "clean_top1": metrics["clean_top1"], "asr": metrics["asr"], "audit": audit, "clean": str(clean)}
+            "clean_top1": metrics["clean_top1"], "asr": metrics["asr"], "audit": audit, "clean": str(clean),
+            "filtered": f"filtered{suffix}"}
 
 
-def audit_stage(out: Path, model: str, rec: PoisonRecord, study: BackdoorStudy) -> dict[str, Any]:
+def reference_world(out: Path, base: BackdoorDemo, study: BackdoorStudy) -> Path | None:
+    """With ``reference="clean"``: the defender's held-out clean pairs, a world of ``reference_pairs`` pairs
+    drawn with another seed than the audited world's (in ``out``; generated once), as a manifest."""
+    if study.reference != "clean":
+        return None
+    held_out = dataclasses.replace(base, n_train=study.reference_pairs, n_test=1,
+                                   world_seed=(base.world_seed + REFERENCE_SEED_OFFSET) % (SEED_MAX + 1))
+    return world_stage(out, held_out) / "train.csv"
+
+
+def audit_stage(out: Path, model: str, rec: PoisonRecord, study: BackdoorStudy,
+                reference: Path | None = None) -> dict[str, Any]:
     """Score every pair of the poisoned set with each detector on the poisoned model: detection metrics
     against the record, and a cleaned manifest without the study detector's top ``drop_rate`` share
-    (resumable; the audit writes into ``out/run``, a folder of ours that an interrupted stage leaves behind)."""
+    (resumable; the audit writes into ``out/run``, a folder of ours that an interrupted stage leaves behind).
+    ``reference``: a clean manifest to search the neighbours in (a dedicated reference set)."""
     from mmrobust.pipelines.audit import AuditSettings, run_audit
     from mmrobust.pipelines.train import DataSpec
 
     settings = AuditSettings(detectors=DETECTORS, k=study.k, drop_top=study.drop_rate, drop_by=study.detector)
-    cfg = {"settings": dataclasses.asdict(settings), "inputs": [stamp(model), stamp(rec.manifest)]}
+    cfg = {"settings": dataclasses.asdict(settings), "inputs": [stamp(model), stamp(rec.manifest)],
+           **({"reference": stamp(reference)} if reference is not None else {})}
 
     def audit() -> dict[str, Any]:
         if (out / "run").is_dir():
             shutil.rmtree(out / "run")  # an interrupted audit of this stage: the cleaned copy is never replaced
         res = run_audit(model=model, data=DataSpec(manifest=str(rec.manifest)), out_dir=out / "run",
-                        settings=settings, poison_record=rec.record_path)
+                        settings=settings, poison_record=rec.record_path,
+                        reference=DataSpec(manifest=str(reference)) if reference is not None else None)
         m = res.metrics
         return {"detectors": {d: {key: m[key][d] for key in ("auroc", "ap", "precision_at_n")} for d in DETECTORS},
                 "cleaned_manifest": res.cleaned, "dropped": m["n_dropped"], "dropped_poisoned": m["n_poisoned_dropped"]}
@@ -177,7 +202,7 @@ def cell_stage(out: Path, base: BackdoorDemo, name: str, defense: str, poisoned:
     rec = PoisonRecord.load(poisoned["record"])
     model, run = poisoned["model"], out
     if d.filtered:
-        run = out / "filtered"
+        run = out / poisoned.get("filtered", "filtered")
         cleaned = Path(poisoned["audit"]["cleaned_manifest"])
         model = pretrain_stage(run / "pretrain", base, cleaned, world / "classes.json", progress=progress)
         if d.task is None:
@@ -250,8 +275,9 @@ def run_study(study: BackdoorStudy, *, seeds: Sequence[int], out_dir: str | Path
     check_target(out / "matrix")  # before hours of runs, not after
     bases = {seed: with_seed(base, seed) for seed in seeds}
     with torch_threads(base.threads):
-        for seed in seeds:
+        for seed in seeds:  # generated here, before stages run side by side read them
             world_stage(out / f"seed-{seed}" / "world", bases[seed])
+            reference_world(out / f"seed-{seed}" / "reference-world", bases[seed], study)
         poisoned = _poisoned_models(out, study, bases, progress=progress, log=log)
         cells: dict[tuple[int, str, str], dict[str, Any]] = {}
         for phase in _phases(study.defenses):

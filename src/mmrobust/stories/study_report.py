@@ -31,8 +31,13 @@ def _matrix_table(title: str, key: str, attacks: Sequence[str], defenses: Sequen
     return {"title": title, "columns": cols, "rows": rows, "caption": caption}
 
 
+def share(x: float) -> str:
+    """A rate as a percentage with the digits it needs: 0.05 -> "5%", 0.005 -> "0.5%" (not "0%")."""
+    return f"{100 * x:.3g}%"
+
+
 def _detection_table(detector: str, attacks: Sequence[str], poisoned: Mapping[str, Mapping[str, Any]], k: int,
-                     drop_rate: float) -> dict[str, Any]:
+                     drop_rate: float, reference: str = "all") -> dict[str, Any]:
     """Per attack: every detector's AUROC, the filter detector's AP and precision at n, and what it dropped."""
     names = list(poisoned[attacks[0]]["audit"]["detectors"])
     rows = []
@@ -47,11 +52,14 @@ def _detection_table(detector: str, attacks: Sequence[str], poisoned: Mapping[st
     cols += [{"key": "ap", "heading": f"AP {detector}", "unit": ""},
              {"key": "precision", "heading": f"precision at n {detector}", "unit": "%"},
              {"key": "n", "heading": "poisoned pairs (n)", "unit": ""},
-             {"key": "dropped_poisoned", "heading": f"poisoned among the {drop_rate:.0%} dropped", "unit": ""}]
-    return {"title": f"Poisoned-pair detection on the poisoned CLIP's image embeddings (k={k})",
+             {"key": "dropped_poisoned", "heading": f"poisoned among the {share(drop_rate)} dropped", "unit": ""}]
+    where = ("all pairs as one reference set" if reference == "all" else
+             "each pair's neighbours searched in a held-out clean world (a dedicated reference set the defender holds)")
+    against = "" if reference == "all" else ", clean reference"
+    return {"title": f"Poisoned-pair detection on the poisoned CLIP's image embeddings (k={k}{against})",
             "columns": cols, "rows": rows,
             "caption": "Every training pair of the poisoned set scored against its poison record (Huang et al., "
-                       "ICLR 2025), all pairs as one reference set; higher = more suspicious, so an AUROC below 0.5 "
+                       f"ICLR 2025), {where}; higher = more suspicious, so an AUROC below 0.5 "
                        "means the poisons score as less suspicious than clean pairs (denser, not sparser). Precision "
                        f"at n = share of poisoned pairs among the n highest {detector} scores."}
 
@@ -59,9 +67,9 @@ def _detection_table(detector: str, attacks: Sequence[str], poisoned: Mapping[st
 def _per_seed(study: Any, base: Any, seed: int, poisoned: Mapping, cells: Mapping) -> list[dict[str, Any]]:
     """The three declared tables of one seed."""
     at = {(a, d): cells[seed, a, d] for a in study.attacks for d in study.defenses}
-    budget = (f"{base.poison_rate:.0%} of {base.n_train} pairs poisoned (target '{base.target}'); pretraining "
+    budget = (f"{share(base.poison_rate)} of {base.n_train} pairs poisoned (target '{base.target}'); pretraining "
               f"{base.pretrain_steps} steps, each finetune {base.finetune_steps} steps on {base.finetune_pairs} clean "
-              f"pairs; filter defenses drop the top {study.drop_rate:.0%} by {study.detector} and pretrain again.")
+              f"pairs; filter defenses drop the top {share(study.drop_rate)} by {study.detector} and pretrain again.")
     return [
         _matrix_table("Attack success rate by attack (rows) and defense (columns)", "asr", study.attacks,
                       study.defenses, at, "ASR = share of triggered test images (true class not the target) "
@@ -69,7 +77,7 @@ def _per_seed(study: Any, base: Any, seed: int, poisoned: Mapping, cells: Mappin
         _matrix_table("Clean zero-shot top-1 by attack and defense", "clean_top1", study.attacks, study.defenses,
                       at, budget),
         _detection_table(study.detector, study.attacks, {a: poisoned[seed, a] for a in study.attacks}, study.k,
-                         study.drop_rate),
+                         study.drop_rate, study.reference),
     ]
 
 

@@ -24,12 +24,15 @@ def sklearn_module(name: str):
 
 
 @DETECTORS.register("iforest")
-def isolation_forest(embeddings: Tensor, *, n_estimators: int = 100, seed: int = 0) -> Tensor:
+def isolation_forest(embeddings: Tensor, *, n_estimators: int = 100, seed: int = 0,
+                     reference: Tensor | None = None) -> Tensor:
     """Isolation forest baseline (Huang et al., ICLR 2025; Liu et al. 2008): score(x) = -s(x), s being
-    scikit-learn's ``score_samples`` (the mean path length, normalized; lower = easier to isolate), fitted and
-    evaluated on the same N samples with 256 samples per tree. Example: ``isolation_forest(emb, seed=0)``."""
+    scikit-learn's ``score_samples`` (the mean path length, normalized; lower = easier to isolate), fitted on
+    the same N samples (or on ``reference``, a dedicated reference set) with 256 samples per tree.
+    Example: ``isolation_forest(emb, seed=0)``."""
     x = check_embeddings(embeddings).detach().float().cpu().numpy()
+    fit = x if reference is None else check_embeddings(reference).detach().float().cpu().numpy()
     check_int("iforest n_estimators", n_estimators, low=1)
     check_seed("iforest seed", seed)
-    forest = sklearn_module("ensemble").IsolationForest(n_estimators=n_estimators, random_state=seed).fit(x)
+    forest = sklearn_module("ensemble").IsolationForest(n_estimators=n_estimators, random_state=seed).fit(fit)
     return torch.from_numpy(-forest.score_samples(x)).double()

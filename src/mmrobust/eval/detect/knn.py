@@ -66,20 +66,40 @@ def nearest(embeddings: Tensor, m: int, *, chunk_size: int = DEFAULT_CHUNK, dtyp
     Computed in ``dtype`` (float64: distances of near neighbours keep their digits) on ``device`` (default:
     the embeddings' own), ``chunk_size`` rows at a time; returns tensors on that device."""
     x = check_embeddings(embeddings).to(device=device or embeddings.device, dtype=dtype)
-    n = x.shape[0]
-    check_int("neighbours per sample", m, low=1, high=n - 1, fix=f"only {n - 1} other samples exist")
+    check_int("neighbours per sample", m, low=1, high=x.shape[0] - 1, fix=f"only {x.shape[0] - 1} other samples exist")
+    return _search(x, x, m, chunk_size, own=True)
+
+
+def nearest_in(queries: Tensor, reference: Tensor, m: int, *, chunk_size: int = DEFAULT_CHUNK,
+               dtype: torch.dtype = torch.float64, device: str | torch.device | None = None) -> Neighbors:
+    """The ``m`` nearest rows of ``reference`` (R, D) to every row of ``queries`` (N, D), exactly: a dedicated
+    reference set (Huang et al., ICLR 2025, README of their code), so no query is excluded from it; ``idx``
+    numbers rows of ``reference``. Same precision and blocking as :func:`nearest`."""
+    x = check_embeddings(queries).to(device=device or queries.device, dtype=dtype)
+    ref = check_embeddings(reference).to(device=x.device, dtype=dtype)
+    if ref.shape[1] != x.shape[1]:
+        raise DataError(f"reference embeddings have {ref.shape[1]} dimensions, the queries {x.shape[1]}; embed both "
+                        "with the same model and --embedding")
+    check_int("neighbours per sample", m, low=1, high=ref.shape[0], fix=f"the reference holds {ref.shape[0]} samples")
+    return _search(x, ref, m, chunk_size, own=False)
+
+
+def _search(x: Tensor, ref: Tensor, m: int, chunk_size: int, *, own: bool) -> Neighbors:
+    """Blocked exact search of the ``m`` nearest rows of ``ref`` for each row of ``x`` (``own``: x is ref, and a
+    row is never its own neighbour)."""
     check_int("chunk_size", chunk_size, low=1)
-    sq = (x * x).sum(1)
+    sq_x, sq_r = (x * x).sum(1), (ref * ref).sum(1)
     dists, idxs = [], []
-    for start in range(0, n, chunk_size):
+    for start in range(0, x.shape[0], chunk_size):
         block = x[start:start + chunk_size]                                   # (c, D)
         c = block.shape[0]
-        d2 = (sq[start:start + c, None] + sq[None, :] - 2.0 * (block @ x.T)).clamp_min_(0)  # (c, N)
-        own = torch.arange(c, device=x.device)
-        d2[own, start + own] = float("inf")                                    # never its own neighbour
+        d2 = (sq_x[start:start + c, None] + sq_r[None, :] - 2.0 * (block @ ref.T)).clamp_min_(0)  # (c, R)
+        if own:
+            rows = torch.arange(c, device=x.device)
+            d2[rows, start + rows] = float("inf")                              # never its own neighbour
         idx = torch.topk(d2, m, dim=1, largest=False, sorted=True).indices     # (c, m)
         del d2
-        dist = (block[:, None, :] - x[idx]).norm(dim=2)                        # (c, m), exact |a - b|
+        dist = (block[:, None, :] - ref[idx]).norm(dim=2)                      # (c, m), exact |a - b|
         dist, order = dist.sort(dim=1, stable=True)
         dists.append(dist)
         idxs.append(idx.gather(1, order))
