@@ -192,3 +192,22 @@ def test_lvlm_card_on_a_tiny_llava(tmp_path):
     assert "results_challenge.json" in {p.name for p in (out / "challenge").iterdir()}
     assert main(args) == 0  # the rerun reuses all five
     assert {s["status"] for s in read_json(out / "card.json")["sections"]} == {"reused"}
+
+
+def test_the_audit_section_searches_neighbours_in_the_audit_reference(tmp_path, micro_clip, micro_world, capsys):
+    from mmrobust.data.poison import make_trigger, poison_manifest
+
+    rec = poison_manifest(manifest=micro_world.train_manifest, out_dir=tmp_path / "p", target="star", count=13,
+                          trigger=make_trigger("badnet", size=4))
+    out = tmp_path / "card"
+    assert _card(out, micro_clip, "--sections", "audit", "--audit-data", str(rec.manifest), "--poison-record",
+                 str(rec.record_path), "--audit-reference", str(micro_world.test_manifest)) == 0
+    audit = read_json(out / "audit" / "results_audit.json")
+    assert audit["protocol"]["reference"] == {"data": str(micro_world.test_manifest), "n": 64}
+    line = next(v for v in read_json(out / "card.json")["summary"] if v["section"] == "audit")
+    assert "neighbours among the clean pairs of" in line["line"]
+    capsys.readouterr()
+    assert main(["card", "--model", micro_clip, "--out", str(tmp_path / "no"), "--audit-reference",
+                 str(micro_world.test_manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "--audit-reference goes with --audit-data" in err and err.count("\n") == 1

@@ -76,6 +76,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-pretrained", help="pretrained tag of --reference")
     g.add_argument("--audit-data", metavar="MANIFEST", help="image-text manifest to audit for poisoned pairs")
     g.add_argument("--poison-record", help="poison.json of --audit-data: the audit's AUROC against it")
+    g.add_argument("--audit-reference", metavar="MANIFEST", help="trusted clean pairs to search the audit's "
+                                                                 "neighbours in (use it when poisons may be many)")
 
 
 def _add_lvlm(p: argparse.ArgumentParser) -> None:
@@ -108,7 +110,7 @@ def job_from(args: argparse.Namespace) -> CardJob:
     data = CardData(data=args.data, classes=args.classes, data_root=args.data_root,
                     allow_outside=args.allow_outside_paths, image_col=args.image_col, label_col=args.label_col,
                     delimiter=args.delimiter, audit_data=args.audit_data, poison_record=args.poison_record,
-                    vqa=args.vqa, captions=args.captions, mmr=args.mmr, target=args.target)
+                    audit_reference=args.audit_reference, vqa=args.vqa, captions=args.captions, mmr=args.mmr, target=args.target)
     sections = tuple(n.strip() for n in (args.sections or "").split(",") if n.strip())
     return CardJob(model=args.model, out_dir=args.out, kind=args.kind, pretrained=args.pretrained,
                    reference=args.reference, reference_pretrained=args.reference_pretrained, data=data,

@@ -203,17 +203,20 @@ def _audit(ctx: CardContext) -> SectionPlan | str:
     if not d.audit_data:
         return "no --audit-data manifest of image-text pairs to audit"
     spec = DataSpec(manifest=d.audit_data, data_root=d.data_root, allow_outside=d.allow_outside)
+    ref = DataSpec(manifest=d.audit_reference, allow_outside=d.allow_outside) if d.audit_reference else None
     s = AuditSettings(device=ctx.job.device, seed=ctx.job.seed)
 
     def run(out: Path) -> dict[str, Any]:
         res = run_audit(model=ctx.job.model, data=spec, out_dir=out, settings=s, poison_record=d.poison_record,
-                        clip=ctx.clip())
+                        clip=ctx.clip(), reference=ref)
         m = res.metrics
         return {"manifest": d.audit_data, "n_scored": m["n_scored"], "n_poisoned": m["n_poisoned"],
-                "auroc": m["auroc"], "ap": m["ap"], "detectors": list(s.detectors), "k": s.k}
+                "auroc": m["auroc"], "ap": m["ap"], "detectors": list(s.detectors), "k": s.k,
+                "reference": d.audit_reference}
 
     return SectionPlan({"data": asdict(spec), "manifest_sha": file_digest(d.audit_data),
-                        "poison_sha": file_digest(d.poison_record), "settings": {**asdict(s), "device": None}}, run)
+                        "poison_sha": file_digest(d.poison_record), "reference_sha": file_digest(d.audit_reference),
+                        "settings": {**asdict(s), "device": None}}, run)
 
 
 def _audit_verdicts(ctx: CardContext, o: dict[str, Any]) -> list[Verdict]:
@@ -221,8 +224,9 @@ def _audit_verdicts(ctx: CardContext, o: dict[str, Any]) -> list[Verdict]:
     found = (f"AUROC {o['auroc'][name]:.3f}, AP {o['ap'][name]:.3f} against the poison record "
              f"({o['n_poisoned']} poisoned)" if o["n_poisoned"] is not None and o["auroc"].get(name) is not None
              else "no poison record: the most suspicious pairs are ranked in samples_audit.jsonl")
+    against = f", neighbours among the clean pairs of {o['reference']}" if o.get("reference") else ""
     return [Verdict("audit", f"poisoned pairs in {o['manifest']}",
-                    f"{o['n_scored']} pairs scored by {name} (k = {o['k']}); {found}")]
+                    f"{o['n_scored']} pairs scored by {name} (k = {o['k']}{against}); {found}")]
 
 
 for _section in (

@@ -142,7 +142,8 @@ class CardData:
 
     CLIP: ``data`` is a CSV manifest (with ``classes``), ``folder:PATH`` / ``imagenet:PATH`` or
     ``clip_benchmark:NAME`` (with ``data_root``), as `mmrobust eval` reads; ``audit_data`` a manifest of
-    image-text pairs to audit for poisoning (with its ``poison_record``, AUROC). LVLM: a VQA JSONL (``vqa``),
+    image-text pairs to audit for poisoning (with its ``poison_record``, AUROC; ``audit_reference``: trusted
+    clean pairs to search the neighbours in). LVLM: a VQA JSONL (``vqa``),
     a caption JSONL or ``karpathy:PATH`` (``captions``), MMR questions (``mmr``), and the ``target`` string
     of the targeted attack (default: a shape name on the world's shape questions, else ``DEFAULT_TARGET``)."""
 
@@ -155,6 +156,7 @@ class CardData:
     delimiter: str = ","
     audit_data: str | None = None
     poison_record: str | None = None
+    audit_reference: str | None = None
     vqa: str | None = None
     captions: str | None = None
     mmr: str | None = None
@@ -164,6 +166,9 @@ class CardData:
         if self.poison_record and not self.audit_data:
             raise ConfigError("--poison-record goes with --audit-data MANIFEST (the pairs it lists as poisoned); "
                               "add --audit-data or drop --poison-record")
+        if self.audit_reference and not self.audit_data:
+            raise ConfigError("--audit-reference goes with --audit-data MANIFEST (the pairs to audit against it); "
+                              "add --audit-data or drop --audit-reference")
         if self.target is not None and not self.target.strip():
             raise ConfigError("--target is empty; give the string the targeted attack should make the model say")
 

@@ -107,7 +107,8 @@ def poisons_outnumber_k(n_poisoned: int, n_scored: int, k: int, set_size: int) -
     return [f"about {per_set:.0f} of the {n_poisoned} poisoned pairs fall in each reference set of {set_size} "
             f"(k = {k}): they are each other's nearest neighbours and look dense, so the density scores may miss "
             f"them (the paper's setting has few poisons per set: --reference-size {fit}, about k/2 poisons each, as "
-            "its random batches; on the embedded world's 5% this scored worse, see the README's backdoor matrix)."]
+            "its random batches; or --reference-data with trusted clean pairs, which found the embedded world's 5% "
+            "at AUROC 1.00 where reference sets scored worse; see the README's backdoor matrix)."]
 
 
 def target_absent(target: str, classnames: Sequence[str]) -> list[str]:
