@@ -96,8 +96,9 @@ def _plot(dest: Path, study: Any, seeds: Sequence[int], cells: Mapping, poisoned
               + f"\nclean {100 * vals(a, d, 'clean_top1')['mean']:.0f}" for d in study.defenses] for a in study.attacks]
     auroc = [spread([poisoned[s, a]["audit"]["detectors"][study.detector]["auroc"] for s in seeds])["mean"]
              for a in study.attacks]
+    label = f"{study.detector} AUROC" + ("" if study.reference == "all" else f"\n({study.reference} reference)")
     return heatmap(dest / "matrix.png", rows=study.attacks, cols=study.defenses, values=asr, notes=notes,
-                   side=(f"{study.detector} AUROC", auroc), colorbar="ASR %",
+                   side=(label, auroc), colorbar="ASR %",
                    title=f"Backdoor ASR % (mean{'±sd' if len(seeds) > 1 else ''} over {len(seeds)} seeds) "
                          "and clean top-1 %")
 
