@@ -273,3 +273,7 @@ def test_audit_against_a_dedicated_reference_set(micro_world, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert _digests(tmp_path / "p") == before and not (tmp_path / "refused").exists()
+    world = _digests(Path(ref).parent)  # an --out in the reference's folder would write beside its files
+    assert _run("audit", "--model", "mmrobust-micro", "--data", rec.manifest, "--reference-data", ref,
+                "--out", Path(ref).parent) == 2
+    assert "is or holds the input" in capsys.readouterr().err and _digests(Path(ref).parent) == world

@@ -280,7 +280,9 @@ def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Pa
     ref_source = _reference_source(reference, data, s, clip.image_size)
     if s.answer_loss_model and source.kind != "instructions":
         raise ConfigError("--answer-loss-model scores instruction rows by their answers; use it with --instructions")
-    check_out_dir(out, source)
+    for given in (source, ref_source):  # neither the audited pairs' files nor the reference's are written over
+        if given is not None:
+            check_out_dir(out, given)
     mask = poisoned_mask(source, PoisonRecord.load(poison_record)) if poison_record is not None else None
     drop_count(s.drop_top, len(source))
     if s.drop_top is not None:
