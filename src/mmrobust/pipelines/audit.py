@@ -44,6 +44,7 @@ from mmrobust.pipelines.train import DataSpec
 from mmrobust.reports.contract import Record, Table, write_record
 from mmrobust.reports.plots import score_histograms
 from mmrobust.reports.sanity import poisons_outnumber_k, rows_skipped
+from mmrobust.safety import resolve_path
 from mmrobust.training.distributed import is_main
 from mmrobust.values import check_int, check_seed, setting
 
@@ -256,10 +257,11 @@ def _reference_source(reference: DataSpec | None, data: Any, s: AuditSettings, i
 
 
 def _same_data(a: str, b: str) -> bool:
+    """Whether two --data values name the same file (symlinks resolved; a link loop is a one-line error)."""
     if a == b:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return pa.exists() and pb.exists() and resolve_path(pa, "--reference-data") == resolve_path(pb, "--data")
 
 
 def run_audit(*, model: str, data: DataSpec | InstructionData, out_dir: str | Path,

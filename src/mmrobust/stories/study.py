@@ -202,7 +202,7 @@ def cell_stage(out: Path, base: BackdoorDemo, name: str, defense: str, poisoned:
     rec = PoisonRecord.load(poisoned["record"])
     model, run = poisoned["model"], out
     if d.filtered:
-        run = out / poisoned.get("filtered", "filtered")
+        run = out / poisoned["filtered"]
         cleaned = Path(poisoned["audit"]["cleaned_manifest"])
         model = pretrain_stage(run / "pretrain", base, cleaned, world / "classes.json", progress=progress)
         if d.task is None:
