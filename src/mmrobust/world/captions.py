@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from mmrobust.jsonio import write_canonical_jsonl
-from mmrobust.values import SEED_MAX, check_int
-from mmrobust.world.shapes import captions_for, render_scene, sample_scene
+from mmrobust.values import check_int
+from mmrobust.world.shapes import captions_for, image_set, render_scene, sample_scene
 
 CAPTION_STREAM = 0x63617076  # "capv": the captioning images' seed stream
 
@@ -26,11 +24,7 @@ def generate_caption_set(out_dir: str | Path, *, n_images: int, seed: int, image
     """Write ``images/NNNNNN.png`` and ``captions.jsonl`` under ``out_dir``; returns the JSONL file.
     Same arguments, same bytes."""
     check_int("n_images", n_images, low=1, fix="ask for at least one image")
-    check_int("seed", seed, low=0, high=SEED_MAX)
-    check_int("image_size", image_size, low=8, high=1024)
-    root = Path(out_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, CAPTION_STREAM]))
+    root, rng = image_set(out_dir, seed=seed, image_size=image_size, stream=CAPTION_STREAM)
     rows = []
     for i in range(n_images):
         scene = sample_scene(rng)

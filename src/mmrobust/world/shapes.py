@@ -63,6 +63,17 @@ class Scene:
         return SHAPES.index(self.shape)
 
 
+def image_set(out_dir: str | Path, *, seed: int, image_size: int, stream: int) -> tuple[Path, np.random.Generator]:
+    """Start a generated image set: ``seed`` and ``image_size`` checked (one-line errors), ``out_dir/images``
+    made, and the set's own generator ``default_rng(SeedSequence([seed, stream]))`` (one stream per kind of
+    set, so sets of the same seed never share draws). Returns the root folder and the generator."""
+    check_int("seed", seed, low=0, high=SEED_MAX)
+    check_int("image_size", image_size, low=8, high=1024)
+    root = Path(out_dir)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    return root, np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
 def sample_scene(rng: np.random.Generator, shapes: Sequence[str] = SHAPES) -> Scene:
     """Draw a random scene (counts 1-3, weighted towards 1)."""
     return Scene(

@@ -40,7 +40,7 @@ from mmrobust.values import SEED_MAX, check_int
 from mmrobust.world.mmr import QA, pick_others, plural, scene_facts, with_article
 from mmrobust.prompts import OFFICIAL_SUFFIX, TEXT_SUFFIX  # MMR's own instructions
 from mmrobust.world.mmr_train import CATEGORIES, draw_scene, NUMBER_WORDS, balanced_letters
-from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for
+from mmrobust.world.shapes import COLORS, POSITIONS, SHAPES, Scene, caption_for, image_set
 
 MIX_STREAM = 0x6D697876  # "mixv": the mix's seed stream
 KINDS = ("caption", "vqa", "mc", "mc-premise")
@@ -202,11 +202,7 @@ def generate_vqa_questions(out_dir: str | Path, *, per_category: int, seed: int,
     ``group``): ``per_category`` per category, the mix's questions and answers. Writes ``questions.jsonl``
     + ``images/``; returns the file. Same arguments, same bytes."""
     check_int("per_category", per_category, low=1, fix="ask for at least one question per category")
-    check_int("seed", seed, low=0, high=SEED_MAX)
-    check_int("image_size", image_size, low=8, high=1024)
-    root = Path(out_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, VQA_STREAM]))
+    root, rng = image_set(out_dir, seed=seed, image_size=image_size, stream=VQA_STREAM)
     rows = []
     for i in range(per_category * len(categories)):
         cat = categories[i % len(categories)]
